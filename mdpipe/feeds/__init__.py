@@ -1,0 +1,1 @@
+"""Exchange feed protocols: parsing and book synchronisation rules, free of I/O."""
