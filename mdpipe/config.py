@@ -1,0 +1,450 @@
+"""Configuration: TOML file, then MDPIPE_* environment overrides, then CLI --set overrides.
+
+A bad config is refused before anything starts with one line naming the key and the problem
+(ConfigError). Every key and its meaning is documented in config/default.toml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+import tomllib
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FUTURES_SNAPSHOT_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
+SPOT_SNAPSHOT_MAX = 5000
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased as one line: '<key>: <what is wrong>'."""
+
+
+@dataclass
+class ShmConfig:
+    book_capacity: int = 1 << 16
+    trade_capacity: int = 1 << 16
+    depth: int = 20
+    mode: str = "0600"
+    group: str = ""
+
+
+@dataclass
+class FeedConfig:
+    name: str = "usdm"
+    exchange: str = "binance"
+    market: str = "futures"
+    ws_url: str = "wss://fstream.binance.com"
+    rest_url: str = "https://fapi.binance.com"
+    symbols: list[str] = field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
+    cores: list[int] = field(default_factory=lambda: [0])
+    depth_stream: str = "depth@100ms"
+    trade_stream: str = "aggTrade"
+    snapshot_limit: int = 1000
+    silence_timeout: float = 10.0
+    stream_timeout: float = 60.0
+    reconnect_initial: float = 0.5
+    reconnect_max: float = 30.0
+
+
+@dataclass
+class RedisConfig:
+    url: str = "redis://127.0.0.1:6379/0"
+    password_env: str = "MDPIPE_REDIS_PASSWORD"
+    key_ttl: int = 300
+
+
+@dataclass
+class PublisherConfig:
+    enabled: bool = True
+    core: int = -1
+    orderbook_channel: str = "orderbook:{symbol}"
+    trades_channel: str = "trades:{symbol}"
+    market_data_channel: str = "market_data:{symbol}"
+    levels: int = 20
+    batch: int = 512
+    reconnect_initial: float = 0.2
+    reconnect_max: float = 5.0
+
+
+@dataclass
+class HttpConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass
+class SimConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 18765
+    market: str = "futures"
+    symbols: list[str] = field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
+    rate: int = 2000
+    seed: int = 1
+    args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SupervisorConfig:
+    restart_initial: float = 0.5
+    restart_max: float = 30.0
+    keep_segments: bool = False
+    log_format: str = "text"
+    log_level: str = "info"
+    dead_letter_dir: str = "var/dead-letter"
+
+
+@dataclass
+class Config:
+    instance: str = "default"
+    shm: ShmConfig = field(default_factory=ShmConfig)
+    feeds: list[FeedConfig] = field(default_factory=lambda: [FeedConfig()])
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    publisher: PublisherConfig = field(default_factory=PublisherConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    source: str = field(default="<defaults>", compare=False)
+
+    @property
+    def redis_password(self) -> str | None:
+        """The Redis password, taken from the environment variable named in the config."""
+        return os.environ.get(self.redis.password_env) or None
+
+    def ingest_shards(self) -> list[tuple[FeedConfig, int, int, list[str]]]:
+        """(feed, shard index, core, symbols) of every ingest process: symbols round-robin."""
+        shards = []
+        for feed in self.feeds:
+            n = len(feed.cores)
+            for i, core in enumerate(feed.cores):
+                shards.append((feed, i, core, feed.symbols[i::n]))
+        return shards
+
+
+# ----- loading ----------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Check a TOML value against a field type; ints are accepted where numbers are."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__}")
+        return [_coerce(f"{key}[{i}]", item, v) for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected integer, got boolean")
+    if not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    """Build a config dataclass from a mapping, refusing unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(fields)})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a table [{where}]")
+            kwargs[key] = _build(tp, value, f"{where}.")
+        elif _is_table_list(tp):
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ConfigError(f"{where}: expected an array of tables [[{where}]]")
+            item = typing.get_args(tp)[0]
+            kwargs[key] = [_build(item, v, f"{where}[{i}].") for i, v in enumerate(value)]
+        else:
+            kwargs[key] = _coerce(where, tp, value)
+    return cls(**kwargs)
+
+
+def _parse_scalar(key: str, tp: Any, text: str) -> Any:
+    """Parse an override given as text (environment or --set) into the field's type."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return [_parse_scalar(key, item, part.strip()) for part in text.split(",") if part.strip()]
+    try:
+        if tp is bool:
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        return tp(text)
+    except ValueError:
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {text!r}") from None
+
+
+def _is_table_list(tp: Any) -> bool:
+    return typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0])
+
+
+def _set_path(data: dict[str, Any], path: str, text: str) -> None:
+    """Apply one override `a.b=value` (or `feeds.0.symbols=A,B`) to the raw TOML mapping."""
+    parts = path.split(".")
+    cls: Any = Config
+    node: Any = data
+    where: list[str] = []
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        where.append(part)
+        key = ".".join(where)
+        hints = typing.get_type_hints(cls)
+        if part not in hints or part == "source":
+            raise ConfigError(f"{key}: unknown key")
+        tp = hints[part]
+        rest = len(parts) - i - 1
+        if dataclasses.is_dataclass(tp):
+            if not rest:
+                raise ConfigError(f"{key}: is a table; set one of its keys")
+            node, cls = node.setdefault(part, {}), tp
+            i += 1
+        elif _is_table_list(tp):
+            if rest < 2 or not parts[i + 1].isdigit():
+                raise ConfigError(f"{key}: name an entry and a key, e.g. {key}.0.symbols")
+            items = node.setdefault(part, [{}])
+            index = int(parts[i + 1])
+            if index >= len(items):
+                raise ConfigError(f"{key}.{index}: there are only {len(items)} entries")
+            node, cls = items[index], typing.get_args(tp)[0]
+            where.append(str(index))
+            i += 2
+        elif rest:
+            raise ConfigError(f"{key}: is not a table")
+        else:
+            node[part] = _parse_scalar(key, tp, text)
+            return
+    raise ConfigError(f"{path}: incomplete key")
+
+
+def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """MDPIPE_REDIS_URL -> ('redis.url', value); MDPIPE_FEEDS_0_SYMBOLS -> ('feeds.0.symbols', ..)."""
+    out = []
+    sections = {f.name for f in dataclasses.fields(Config) if f.name not in ("instance", "source")}
+    for name, value in env.items():
+        if not name.startswith("MDPIPE_") or name in _NOT_CONFIG_ENV:
+            continue
+        rest = name[len("MDPIPE_") :].lower()
+        if rest == "instance":
+            out.append(("instance", value))
+            continue
+        section, _, key = rest.partition("_")
+        if section not in sections:
+            continue
+        if section == "feeds":
+            index, _, key = key.partition("_")
+            out.append((f"feeds.{index}.{key}", value))
+        else:
+            out.append((f"{section}.{key}", value))
+    return out
+
+
+# Variables that belong to mdpipe but are not config keys.
+_NOT_CONFIG_ENV = {"MDPIPE_REDIS_PASSWORD", "MDPIPE_TAPES_DIR", "MDPIPE_CONFIG"}
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    check_ports: bool = True,
+) -> Config:
+    """Load and validate a config: file (or defaults), environment, then `key=value` overrides."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path}: not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+    for key, value in _env_overrides(env):
+        _set_path(data, key, value)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        _set_path(data, key.strip(), value.strip())
+    cfg = _build(Config, data, "")
+    cfg.source = source
+    validate(cfg, check_ports=check_ports)
+    return cfg
+
+
+# ----- validation -------------------------------------------------------------------------
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _check_url(key: str, url: str, schemes: tuple[str, ...]) -> None:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in schemes or not rest:
+        raise ConfigError(f"{key}: {url!r} is not a {' or '.join(schemes)} URL")
+
+
+def _check_core(key: str, core: int, cores: set[int]) -> None:
+    if core not in cores:
+        have = ", ".join(map(str, sorted(cores)))
+        raise ConfigError(
+            f"{key}: core {core} does not exist or is not allowed here (cores: {have})"
+        )
+
+
+def validate(cfg: Config, *, check_ports: bool = True) -> None:
+    """Check values that types alone cannot; raise ConfigError naming the first bad key."""
+    if not re.match(r"^[A-Za-z0-9_-]{1,64}$", cfg.instance):
+        raise ConfigError(f"instance: {cfg.instance!r} must be letters, digits, '_' or '-'")
+    shm = cfg.shm
+    for key in ("book_capacity", "trade_capacity"):
+        cap = getattr(shm, key)
+        if cap < 2 or cap & (cap - 1):
+            raise ConfigError(f"shm.{key}: {cap} is not a power of two >= 2")
+    if not 1 <= shm.depth <= 1000:
+        raise ConfigError(f"shm.depth: {shm.depth} is outside 1..1000")
+    try:
+        mode = int(shm.mode, 8)
+    except ValueError:
+        raise ConfigError(f"shm.mode: {shm.mode!r} is not an octal mode like '0600'") from None
+    if mode & ~0o777 or not mode & 0o600 == 0o600:
+        raise ConfigError(f"shm.mode: {shm.mode!r} must give its owner read and write")
+    if mode & 0o002:
+        raise ConfigError(f"shm.mode: {shm.mode!r} would let any user read the market data")
+    if shm.group:
+        import grp
+
+        try:
+            grp.getgrnam(shm.group)
+        except KeyError:
+            raise ConfigError(f"shm.group: no group named {shm.group!r}") from None
+
+    if not cfg.feeds:
+        raise ConfigError("feeds: at least one [[feeds]] entry is needed")
+    cores = os.sched_getaffinity(0)
+    names: set[str] = set()
+    for i, feed in enumerate(cfg.feeds):
+        where = f"feeds[{i}]"
+        if not re.match(r"^[A-Za-z0-9_-]{1,16}$", feed.name):
+            raise ConfigError(f"{where}.name: {feed.name!r} must be 1-16 letters, digits, '_', '-'")
+        if feed.name in names:
+            raise ConfigError(f"{where}.name: {feed.name!r} is used by another feed")
+        names.add(feed.name)
+        if feed.exchange != "binance":
+            raise ConfigError(f"{where}.exchange: {feed.exchange!r} is not supported (binance)")
+        if feed.market not in ("futures", "spot"):
+            raise ConfigError(f"{where}.market: {feed.market!r} must be 'futures' or 'spot'")
+        _check_url(f"{where}.ws_url", feed.ws_url, ("ws", "wss"))
+        _check_url(f"{where}.rest_url", feed.rest_url, ("http", "https"))
+        if not feed.symbols:
+            raise ConfigError(f"{where}.symbols: at least one symbol is needed")
+        seen: set[str] = set()
+        for sym in feed.symbols:
+            if not _SYMBOL_RE.match(sym):
+                raise ConfigError(
+                    f"{where}.symbols: {sym!r} is not an upper-case symbol like BTCUSDT"
+                )
+            if sym in seen:
+                raise ConfigError(f"{where}.symbols: {sym} is listed twice")
+            seen.add(sym)
+        if not feed.cores:
+            raise ConfigError(f"{where}.cores: at least one core is needed")
+        if len(feed.cores) > len(feed.symbols):
+            raise ConfigError(f"{where}.cores: more ingest processes than symbols")
+        for core in feed.cores:
+            _check_core(f"{where}.cores", core, cores)
+        if not feed.depth_stream.startswith("depth"):
+            raise ConfigError(f"{where}.depth_stream: {feed.depth_stream!r} is not a depth stream")
+        if feed.trade_stream not in ("trade", "aggTrade"):
+            raise ConfigError(f"{where}.trade_stream: must be 'trade' or 'aggTrade'")
+        limit = feed.snapshot_limit
+        if feed.market == "futures" and limit not in FUTURES_SNAPSHOT_LIMITS:
+            raise ConfigError(
+                f"{where}.snapshot_limit: {limit} is not one of {FUTURES_SNAPSHOT_LIMITS}"
+            )
+        if feed.market == "spot" and not 1 <= limit <= SPOT_SNAPSHOT_MAX:
+            raise ConfigError(f"{where}.snapshot_limit: {limit} is outside 1..{SPOT_SNAPSHOT_MAX}")
+        if limit < shm.depth:
+            raise ConfigError(f"{where}.snapshot_limit: {limit} is less than shm.depth {shm.depth}")
+        for key in ("silence_timeout", "stream_timeout", "reconnect_initial", "reconnect_max"):
+            if getattr(feed, key) <= 0:
+                raise ConfigError(f"{where}.{key}: must be positive")
+
+    _check_url("redis.url", cfg.redis.url, ("redis", "rediss", "unix"))
+    if cfg.redis.key_ttl <= 0:
+        raise ConfigError("redis.key_ttl: must be positive")
+    pub = cfg.publisher
+    if pub.core != -1:
+        _check_core("publisher.core", pub.core, cores)
+    for key in ("orderbook_channel", "trades_channel", "market_data_channel"):
+        template = getattr(pub, key)
+        if "{symbol}" not in template:
+            raise ConfigError(f"publisher.{key}: {template!r} must contain {{symbol}}")
+        try:
+            template.format(symbol="X", exchange="x", market="x")
+        except (KeyError, IndexError, ValueError):
+            raise ConfigError(
+                f"publisher.{key}: {template!r} may use only {{symbol}}, {{exchange}}, {{market}}"
+            ) from None
+    if not 1 <= pub.levels <= shm.depth:
+        raise ConfigError(f"publisher.levels: {pub.levels} must be 1..shm.depth ({shm.depth})")
+    if pub.batch < 1:
+        raise ConfigError("publisher.batch: must be at least 1")
+
+    if not 0 < cfg.http.port < 65536:
+        raise ConfigError(f"http.port: {cfg.http.port} is not a TCP port")
+    if check_ports and cfg.http.enabled and _port_in_use(cfg.http.host, cfg.http.port):
+        raise ConfigError(f"http.port: {cfg.http.host}:{cfg.http.port} is in use")
+    if cfg.sim.enabled:
+        if cfg.sim.market not in ("futures", "spot"):
+            raise ConfigError(f"sim.market: {cfg.sim.market!r} must be 'futures' or 'spot'")
+        if check_ports and _port_in_use(cfg.sim.host, cfg.sim.port):
+            raise ConfigError(f"sim.port: {cfg.sim.host}:{cfg.sim.port} is in use")
+    sup = cfg.supervisor
+    if sup.log_format not in ("text", "json"):
+        raise ConfigError(f"supervisor.log_format: {sup.log_format!r} must be 'text' or 'json'")
+    if sup.log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"supervisor.log_level: {sup.log_level!r} is not a log level")
+    if sup.restart_initial <= 0 or sup.restart_max < sup.restart_initial:
+        raise ConfigError("supervisor.restart_initial: must be positive and <= restart_max")
+
+
+def segment_mode(cfg: Config) -> int:
+    """The permission bits of the segments: 0600, or 0640 when a reading group is configured."""
+    mode = int(cfg.shm.mode, 8)
+    return mode | 0o040 if cfg.shm.group else mode
