@@ -444,6 +444,7 @@ class Reader:
     @property
     def restarts(self) -> int:
         """Writer restarts this reader has followed."""
+        self._check_writers()
         return sum(seg.restarts for seg in self._segs)
 
     @property
