@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 FUTURES_SNAPSHOT_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 SPOT_SNAPSHOT_MAX = 5000
@@ -96,6 +97,7 @@ class SimConfig:
 class SupervisorConfig:
     restart_initial: float = 0.5
     restart_max: float = 30.0
+    stop_timeout: float = 5.0
     keep_segments: bool = False
     log_format: str = "text"
     log_level: str = "info"
@@ -265,7 +267,13 @@ def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, str]]:
 
 
 # Variables that belong to mdpipe but are not config keys.
-_NOT_CONFIG_ENV = {"MDPIPE_REDIS_PASSWORD", "MDPIPE_TAPES_DIR", "MDPIPE_CONFIG"}
+_NOT_CONFIG_ENV = {
+    "MDPIPE_REDIS_PASSWORD",
+    "MDPIPE_TAPES_DIR",
+    "MDPIPE_CONFIG",
+    "MDPIPE_LOG_FORMAT",
+    "MDPIPE_LOG_LEVEL",
+}
 
 
 def load(
@@ -273,9 +281,13 @@ def load(
     *,
     overrides: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
-    check_ports: bool = True,
+    check_ports: bool = False,
 ) -> Config:
-    """Load and validate a config: file (or defaults), environment, then `key=value` overrides."""
+    """Load and validate a config: file (or defaults), environment, then `key=value` overrides.
+
+    check_ports=True also refuses ports already in use: only for the process about to bind
+    them (`mdpipe start`), since its children load the same config while they are bound.
+    """
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
     source = "<defaults>"
@@ -296,8 +308,25 @@ def load(
         _set_path(data, key.strip(), value.strip())
     cfg = _build(Config, data, "")
     cfg.source = source
+    _expand_placeholders(cfg)
     validate(cfg, check_ports=check_ports)
     return cfg
+
+
+def _expand_placeholders(cfg: Config) -> None:
+    """Fill {sim.host} and {sim.port} in feed URLs, so one `--set sim.port=N` moves the demo."""
+    values = {"{sim.host}": cfg.sim.host, "{sim.port}": str(cfg.sim.port)}
+    for i, feed in enumerate(cfg.feeds):
+        for key in ("ws_url", "rest_url"):
+            url = getattr(feed, key)
+            for token, value in values.items():
+                url = url.replace(token, value)
+            if "{" in url or "}" in url:
+                raise ConfigError(
+                    f"feeds[{i}].{key}: {url!r} has an unknown placeholder "
+                    "(known: {sim.host}, {sim.port})"
+                )
+            setattr(feed, key, url)
 
 
 # ----- validation -------------------------------------------------------------------------
@@ -317,6 +346,13 @@ def _check_url(key: str, url: str, schemes: tuple[str, ...]) -> None:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in schemes or not rest:
         raise ConfigError(f"{key}: {url!r} is not a {' or '.join(schemes)} URL")
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0..65535
+    except ValueError:
+        raise ConfigError(f"{key}: {url!r} has an invalid port") from None
+    if scheme != "unix" and not parts.hostname:
+        raise ConfigError(f"{key}: {url!r} has no host")
 
 
 def _check_core(key: str, core: int, cores: set[int]) -> None:
@@ -327,7 +363,7 @@ def _check_core(key: str, core: int, cores: set[int]) -> None:
         )
 
 
-def validate(cfg: Config, *, check_ports: bool = True) -> None:
+def validate(cfg: Config, *, check_ports: bool = False) -> None:
     """Check values that types alone cannot; raise ConfigError naming the first bad key."""
     if not re.match(r"^[A-Za-z0-9_-]{1,64}$", cfg.instance):
         raise ConfigError(f"instance: {cfg.instance!r} must be letters, digits, '_' or '-'")
@@ -428,13 +464,12 @@ def validate(cfg: Config, *, check_ports: bool = True) -> None:
 
     if not 0 < cfg.http.port < 65536:
         raise ConfigError(f"http.port: {cfg.http.port} is not a TCP port")
-    if check_ports and cfg.http.enabled and _port_in_use(cfg.http.host, cfg.http.port):
-        raise ConfigError(f"http.port: {cfg.http.host}:{cfg.http.port} is in use")
-    if cfg.sim.enabled:
-        if cfg.sim.market not in ("futures", "spot"):
-            raise ConfigError(f"sim.market: {cfg.sim.market!r} must be 'futures' or 'spot'")
-        if check_ports and _port_in_use(cfg.sim.host, cfg.sim.port):
-            raise ConfigError(f"sim.port: {cfg.sim.host}:{cfg.sim.port} is in use")
+    if cfg.sim.enabled and not 0 < cfg.sim.port < 65536:
+        raise ConfigError(f"sim.port: {cfg.sim.port} is not a TCP port")
+    if cfg.sim.enabled and cfg.http.enabled and cfg.http.port == cfg.sim.port:
+        raise ConfigError(f"http.port: {cfg.http.port} is also sim.port")
+    if cfg.sim.enabled and cfg.sim.market not in ("futures", "spot"):
+        raise ConfigError(f"sim.market: {cfg.sim.market!r} must be 'futures' or 'spot'")
     sup = cfg.supervisor
     if sup.log_format not in ("text", "json"):
         raise ConfigError(f"supervisor.log_format: {sup.log_format!r} must be 'text' or 'json'")
@@ -442,6 +477,18 @@ def validate(cfg: Config, *, check_ports: bool = True) -> None:
         raise ConfigError(f"supervisor.log_level: {sup.log_level!r} is not a log level")
     if sup.restart_initial <= 0 or sup.restart_max < sup.restart_initial:
         raise ConfigError("supervisor.restart_initial: must be positive and <= restart_max")
+    if sup.stop_timeout <= 0:
+        raise ConfigError("supervisor.stop_timeout: must be positive")
+    if check_ports:
+        check_ports_free(cfg)
+
+
+def check_ports_free(cfg: Config) -> None:
+    """Refuse ports that something else already listens on (http.port, sim.port)."""
+    if cfg.http.enabled and _port_in_use(cfg.http.host, cfg.http.port):
+        raise ConfigError(f"http.port: {cfg.http.host}:{cfg.http.port} is in use")
+    if cfg.sim.enabled and _port_in_use(cfg.sim.host, cfg.sim.port):
+        raise ConfigError(f"sim.port: {cfg.sim.host}:{cfg.sim.port} is in use")
 
 
 def segment_mode(cfg: Config) -> int:
