@@ -1,0 +1,229 @@
+"""L2 order book: absolute price levels per side, with cheap best-price and top-N reads.
+
+Each side keeps every level in a dict (price -> quantity) and the best levels in a short
+sorted list, the "top window". Updates below the window touch only the dict, so a diff costs
+one dict operation per level, however deep the book is; updates inside the window also
+keep the sorted list exact with a bisect. The invariant that makes this correct: every level
+that is not in the window is strictly worse than the side's `bound` price. When deletions
+shrink the window below the depth readers need, it is rebuilt from the dict with one sort.
+
+Measured on the futures tape (about 68 levels per diff, books of up to ~10,000 levels per
+side): this is several times faster than a sorted-array numpy book, whose per-diff insert
+and delete copies are O(book size), and than a sortedcontainers book, whose per-level
+operations run in Python.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Sequence
+from math import inf
+from operator import neg
+
+import numpy as np
+
+DEFAULT_WINDOW = 128
+DEFAULT_MIN_DEPTH = 20
+
+
+class _Side:
+    """One side of the book: all levels in a dict, the best ones in a sorted list.
+
+    Subclasses define the ordering: `apply` and `rebuild`.
+    """
+
+    __slots__ = ("levels", "top", "bound", "complete", "window", "min_depth")
+
+    def __init__(self, window: int, min_depth: int) -> None:
+        self.levels: dict[float, float] = {}
+        self.top: list[float] = []
+        self.window = window
+        self.min_depth = min_depth
+        self.bound = 0.0
+        self.complete = True
+
+    def write_top(self, out: np.ndarray) -> int:
+        """Write the best levels into `out` (shape (depth, 2)), zero the rest, return the count."""
+        depth = out.shape[0]
+        prices = self.top[:depth]
+        n = len(prices)
+        if n < depth and not self.complete:
+            # A reader wants more levels than the window keeps: keep that many from now on.
+            self.min_depth = max(self.min_depth, depth)
+            self.window = max(self.window, 2 * depth)
+            self.rebuild()
+            prices = self.top[:depth]
+            n = len(prices)
+        if n:
+            out[:n, 0] = prices
+            out[:n, 1] = list(map(self.levels.__getitem__, prices))
+        if n < depth:
+            out[n:] = 0.0
+        return n
+
+
+class _Asks(_Side):
+    """Ask side: best is the lowest price; the window is sorted ascending."""
+
+    __slots__ = ()
+
+    def rebuild(self) -> None:
+        """Refill the window with the best `window` levels (one sort of the dict's keys)."""
+        levels = self.levels
+        self.top = top = sorted(levels)[: self.window]
+        self.complete = len(levels) == len(top)
+        self.bound = inf if self.complete else top[-1]
+
+    def apply(self, prices: Sequence[float], qtys: Sequence[float]) -> None:
+        """Set each level to its absolute quantity; quantity 0 removes the level."""
+        levels = self.levels
+        top = self.top
+        bound = self.bound
+        for p, q in zip(prices, qtys, strict=True):
+            if p <= bound:
+                if q:
+                    if p not in levels:
+                        insort(top, p)
+                    levels[p] = q
+                elif levels.pop(p, None) is not None:
+                    del top[bisect_left(top, p)]
+            elif q:
+                levels[p] = q
+            else:
+                levels.pop(p, None)
+        n = len(top)
+        if n > 2 * self.window:
+            del top[self.window :]
+            self.bound = top[-1]
+            self.complete = False
+        elif n < self.min_depth and not self.complete:
+            self.rebuild()
+
+
+class _Bids(_Side):
+    """Bid side: best is the highest price; the window is sorted descending."""
+
+    __slots__ = ()
+
+    def rebuild(self) -> None:
+        """Refill the window with the best `window` levels (one sort of the dict's keys)."""
+        levels = self.levels
+        self.top = top = sorted(levels, reverse=True)[: self.window]
+        self.complete = len(levels) == len(top)
+        self.bound = -inf if self.complete else top[-1]
+
+    def apply(self, prices: Sequence[float], qtys: Sequence[float]) -> None:
+        """Set each level to its absolute quantity; quantity 0 removes the level."""
+        levels = self.levels
+        top = self.top
+        bound = self.bound
+        for p, q in zip(prices, qtys, strict=True):
+            if p >= bound:
+                if q:
+                    if p not in levels:
+                        insort(top, p, key=neg)
+                    levels[p] = q
+                elif levels.pop(p, None) is not None:
+                    del top[bisect_left(top, -p, key=neg)]
+            elif q:
+                levels[p] = q
+            else:
+                levels.pop(p, None)
+        n = len(top)
+        if n > 2 * self.window:
+            del top[self.window :]
+            self.bound = top[-1]
+            self.complete = False
+        elif n < self.min_depth and not self.complete:
+            self.rebuild()
+
+
+class OrderBook:
+    """An L2 book of absolute quantities keyed by float price, built for unthrottled diffs."""
+
+    __slots__ = ("_bids", "_asks")
+
+    def __init__(self, window: int = DEFAULT_WINDOW, min_depth: int = DEFAULT_MIN_DEPTH) -> None:
+        if min_depth < 1 or window < min_depth:
+            raise ValueError(f"need 1 <= min_depth <= window, got {min_depth=} {window=}")
+        self._bids = _Bids(window, min_depth)
+        self._asks = _Asks(window, min_depth)
+        self.clear()
+
+    def clear(self) -> None:
+        """Remove every level."""
+        for side in (self._bids, self._asks):
+            side.levels.clear()
+            side.rebuild()
+
+    def apply_snapshot(
+        self,
+        bid_prices: Iterable[float],
+        bid_qtys: Iterable[float],
+        ask_prices: Iterable[float],
+        ask_qtys: Iterable[float],
+    ) -> None:
+        """Replace the whole book with a snapshot's levels (zero quantities are skipped)."""
+        for side, prices, qtys in (
+            (self._bids, bid_prices, bid_qtys),
+            (self._asks, ask_prices, ask_qtys),
+        ):
+            side.levels = {p: q for p, q in zip(prices, qtys, strict=True) if q}
+            side.rebuild()
+
+    def apply(
+        self,
+        bid_prices: Sequence[float],
+        bid_qtys: Sequence[float],
+        ask_prices: Sequence[float],
+        ask_qtys: Sequence[float],
+    ) -> None:
+        """Apply a diff: each level is an absolute quantity, 0 removes (absent levels are fine)."""
+        if bid_prices:
+            self._bids.apply(bid_prices, bid_qtys)
+        if ask_prices:
+            self._asks.apply(ask_prices, ask_qtys)
+
+    def write_top(self, bids_out: np.ndarray, asks_out: np.ndarray) -> tuple[int, int]:
+        """Write the best levels as [price, qty] rows into float64 arrays of shape (depth, 2).
+
+        Writes in place (no allocation of the outputs), zeroes rows past the last level and
+        returns the number of bid and ask levels written. A depth beyond `min_depth` is
+        served too (the window grows to keep it from then on).
+        """
+        return self._bids.write_top(bids_out), self._asks.write_top(asks_out)
+
+    def best_bid(self) -> tuple[float, float] | None:
+        """The highest bid as (price, qty), or None when the side is empty."""
+        top = self._bids.top
+        return (top[0], self._bids.levels[top[0]]) if top else None
+
+    def best_ask(self) -> tuple[float, float] | None:
+        """The lowest ask as (price, qty), or None when the side is empty."""
+        top = self._asks.top
+        return (top[0], self._asks.levels[top[0]]) if top else None
+
+    def is_crossed(self) -> bool:
+        """True when the best bid is at or above the best ask: the book cannot be right."""
+        bids, asks = self._bids.top, self._asks.top
+        return bool(bids and asks and bids[0] >= asks[0])
+
+    @property
+    def bid_count(self) -> int:
+        """Number of bid levels."""
+        return len(self._bids.levels)
+
+    @property
+    def ask_count(self) -> int:
+        """Number of ask levels."""
+        return len(self._asks.levels)
+
+    def bids(self) -> list[tuple[float, float]]:
+        """Every bid level, best first (a full sort: for tests and tools, not the hot path)."""
+        levels = self._bids.levels
+        return [(p, levels[p]) for p in sorted(levels, reverse=True)]
+
+    def asks(self) -> list[tuple[float, float]]:
+        """Every ask level, best first (a full sort: for tests and tools, not the hot path)."""
+        levels = self._asks.levels
+        return [(p, levels[p]) for p in sorted(levels)]

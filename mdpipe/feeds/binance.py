@@ -1,0 +1,495 @@
+"""Binance spot and USD-M futures wire protocol: endpoints, events and a strict, fast parser.
+
+Free of I/O: the ingest process owns the sockets and HTTP; this module only builds the URLs
+it opens and turns the bytes it receives into events. Every malformed input raises
+`FeedError` with a short `kind`, so the caller can count per kind and dead-letter the raw
+message without ever crashing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from math import inf, isfinite
+from typing import Any, NamedTuple
+
+import orjson
+
+FUTURES = "futures"
+SPOT = "spot"
+MARKETS = (FUTURES, SPOT)
+
+FUTURES_WS_BASE = "wss://fstream.binance.com"
+SPOT_WS_BASE = "wss://stream.binance.com:9443"
+FUTURES_REST_BASE = "https://fapi.binance.com"
+SPOT_REST_BASE = "https://api.binance.com"
+
+MAX_STREAMS_PER_CONNECTION = 1024
+FUTURES_SNAPSHOT_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
+SPOT_SNAPSHOT_MAX_LIMIT = 5000
+TRADE_STREAMS = ("trade", "aggTrade")
+
+_DEPTH_STREAM = re.compile(r"depth(@\d+ms)?")
+_SYMBOL = re.compile(r"[A-Za-z0-9]+")
+
+# FeedError kinds: the ingest process counts and dead-letters per kind.
+MALFORMED_JSON = "malformed_json"
+MISSING_FIELD = "missing_field"
+BAD_TYPE = "bad_type"
+BAD_NUMBER = "bad_number"
+UNKNOWN_EVENT = "unknown_event"
+UNKNOWN_STREAM = "unknown_stream"
+ERROR_KINDS = (MALFORMED_JSON, MISSING_FIELD, BAD_TYPE, BAD_NUMBER, UNKNOWN_EVENT, UNKNOWN_STREAM)
+
+
+class FeedError(ValueError):
+    """A message that cannot be trusted; `kind` is one of ERROR_KINDS, `detail` says why."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+# ---------------------------------------------------------------------------------------------
+# Endpoints
+
+
+class Connection(NamedTuple):
+    """One WebSocket connection to open: its URL and the streams it carries."""
+
+    url: str
+    streams: tuple[str, ...]
+
+
+def _check_market(market: str) -> None:
+    if market not in MARKETS:
+        raise ValueError(f"market must be one of {MARKETS}, got {market!r}")
+
+
+def _stream_symbols(symbols: Iterable[str]) -> list[str]:
+    names = [s.lower() for s in symbols]
+    if not names:
+        raise ValueError("no symbols given")
+    for name in names:
+        if not _SYMBOL.fullmatch(name):
+            raise ValueError(f"bad symbol {name!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate symbols in {names}")
+    return names
+
+
+def _chunks(base: str, path: str, streams: list[str], max_streams: int) -> list[Connection]:
+    return [
+        Connection(f"{base}{path}?streams={'/'.join(chunk)}", tuple(chunk))
+        for chunk in (streams[i : i + max_streams] for i in range(0, len(streams), max_streams))
+    ]
+
+
+def plan_connections(
+    market: str,
+    symbols: Iterable[str],
+    depth: str = "depth@100ms",
+    trade: str | None = "aggTrade",
+    book_ticker: bool = True,
+    ws_base: str | None = None,
+    max_streams: int = MAX_STREAMS_PER_CONNECTION,
+) -> list[Connection]:
+    """The combined-stream connections to open for these symbols, at most `max_streams` each.
+
+    Futures needs two routes since the 2026 URL split: depth and bookTicker on /public,
+    trades on /market (a stream on the wrong route is accepted and never delivers).
+    Spot carries everything on /stream.
+    """
+    _check_market(market)
+    if not _DEPTH_STREAM.fullmatch(depth):
+        raise ValueError(f"depth stream must look like 'depth' or 'depth@100ms', got {depth!r}")
+    if trade is not None and trade not in TRADE_STREAMS:
+        raise ValueError(f"trade stream must be one of {TRADE_STREAMS} or None, got {trade!r}")
+    if not 1 <= max_streams <= MAX_STREAMS_PER_CONNECTION:
+        raise ValueError(f"max_streams must be 1..{MAX_STREAMS_PER_CONNECTION}, got {max_streams}")
+    names = _stream_symbols(symbols)
+    book_streams = []
+    for name in names:
+        book_streams.append(f"{name}@{depth}")
+        if book_ticker:
+            book_streams.append(f"{name}@bookTicker")
+    trade_streams = [f"{name}@{trade}" for name in names] if trade else []
+    if market == SPOT:
+        base = (ws_base or SPOT_WS_BASE).rstrip("/")
+        streams = []
+        for i, name in enumerate(names):
+            streams.extend(s for s in book_streams if s.startswith(f"{name}@"))
+            if trade_streams:
+                streams.append(trade_streams[i])
+        return _chunks(base, "/stream", streams, max_streams)
+    base = (ws_base or FUTURES_WS_BASE).rstrip("/")
+    return _chunks(base, "/public/stream", book_streams, max_streams) + _chunks(
+        base, "/market/stream", trade_streams, max_streams
+    )
+
+
+def snapshot_url(market: str, symbol: str, limit: int = 1000, rest_base: str | None = None) -> str:
+    """The REST depth-snapshot URL for one symbol (limit checked against the market's rules)."""
+    _check_market(market)
+    if not _SYMBOL.fullmatch(symbol):
+        raise ValueError(f"bad symbol {symbol!r}")
+    if market == FUTURES:
+        if limit not in FUTURES_SNAPSHOT_LIMITS:
+            raise ValueError(f"futures snapshot limit must be one of {FUTURES_SNAPSHOT_LIMITS}")
+        base, path = rest_base or FUTURES_REST_BASE, "/fapi/v1/depth"
+    else:
+        if not 1 <= limit <= SPOT_SNAPSHOT_MAX_LIMIT:
+            raise ValueError(f"spot snapshot limit must be 1..{SPOT_SNAPSHOT_MAX_LIMIT}")
+        base, path = rest_base or SPOT_REST_BASE, "/api/v3/depth"
+    return f"{base.rstrip('/')}{path}?symbol={symbol.upper()}&limit={limit}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+
+
+@dataclass(slots=True)
+class DepthDiff:
+    """A depth update: absolute quantities for the changed levels (0 removes a level)."""
+
+    symbol: str
+    event_time: int
+    transaction_time: int  # futures `T`; 0 on spot
+    first_id: int  # `U`
+    last_id: int  # `u`
+    prev_id: int  # futures `pu`; -1 on spot
+    bid_prices: list[float]
+    bid_qtys: list[float]
+    ask_prices: list[float]
+    ask_qtys: list[float]
+
+
+@dataclass(slots=True)
+class DepthSnapshot:
+    """A REST depth snapshot: the full book as of update id `last_update_id`."""
+
+    last_update_id: int
+    bid_prices: list[float]
+    bid_qtys: list[float]
+    ask_prices: list[float]
+    ask_qtys: list[float]
+    event_time: int = 0  # futures only
+    transaction_time: int = 0  # futures only
+
+
+@dataclass(slots=True)
+class Trade:
+    """A trade or an aggregated trade; `buyer_is_maker` true means the aggressor sold."""
+
+    symbol: str
+    event_time: int
+    trade_time: int
+    trade_id: int  # `t`, or the aggregate id `a`
+    price: float
+    qty: float
+    buyer_is_maker: bool
+    first_trade_id: int  # `f` of an aggTrade, else `t`
+    last_trade_id: int  # `l` of an aggTrade, else `t`
+    aggregated: bool
+    order_type: str  # futures trade `X` (MARKET, ADL, INSURANCE_FUND, ...); "" otherwise
+
+
+@dataclass(slots=True)
+class BookTicker:
+    """The exchange's own best bid and ask, tagged with the book's update id `u`."""
+
+    symbol: str
+    update_id: int
+    bid_price: float
+    bid_qty: float
+    ask_price: float
+    ask_qty: float
+    event_time: int  # 0 on spot, which sends no E
+    transaction_time: int  # 0 on spot
+
+
+@dataclass(slots=True)
+class ServerShutdown:
+    """The server announced it is going away: reconnect, then resync every book."""
+
+    event_time: int
+
+
+Event = DepthDiff | Trade | BookTicker | ServerShutdown
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _ints_ok(*values: Any) -> bool:
+    return all(type(v) is int for v in values)
+
+
+def _explain_levels(levels: Any, side: str) -> FeedError:
+    """Say precisely what is wrong with a level list the fast path refused."""
+    if type(levels) is not list:
+        return FeedError(BAD_TYPE, f"{side} is {type(levels).__name__}, not a list")
+    for level in levels:
+        if type(level) is not list or len(level) != 2:
+            return FeedError(BAD_TYPE, f"{side} level {level!r} is not a [price, qty] pair")
+        for value in level:
+            if type(value) is not str and (type(value) not in (int, float)):
+                return FeedError(BAD_TYPE, f"{side} level {level!r} holds a non-number")
+            try:
+                number = float(value)
+            except ValueError:
+                return FeedError(BAD_NUMBER, f"{side} level {level!r} is not numeric")
+            if not isfinite(number) or number < 0:
+                return FeedError(BAD_NUMBER, f"{side} level {level!r} is not finite and >= 0")
+        if float(level[0]) == 0:
+            return FeedError(BAD_NUMBER, f"{side} level {level!r} has price 0")
+    return FeedError(BAD_NUMBER, f"{side} levels out of range")
+
+
+def parse_levels(levels: Any, side: str = "levels") -> tuple[list[float], list[float]]:
+    """Decimal-string [price, qty] pairs as (prices, qtys) float lists, validated.
+
+    Measured on the futures tape: a float() loop building two lists beats
+    np.array(levels, dtype=float) (~2x) and np.fromstring on the raw text, and the book
+    consumes Python floats directly. Prices must be > 0, quantities >= 0, both finite.
+    """
+    if type(levels) is not list:
+        raise _explain_levels(levels, side)
+    prices: list[float] = []
+    qtys: list[float] = []
+    add_price = prices.append
+    add_qty = qtys.append
+    try:
+        for price, qty in levels:
+            add_price(float(price))
+            add_qty(float(qty))
+    except (TypeError, ValueError):
+        raise _explain_levels(levels, side) from None
+    # One C-level pass each instead of a check per level: a NaN fails a comparison in min()
+    # only when it comes first, but it always poisons the sum.
+    if prices and not (min(prices) > 0.0 and min(qtys) >= 0.0 and sum(prices) + sum(qtys) < inf):
+        raise _explain_levels(levels, side)
+    if str in map(type, levels):
+        # A two-character string unpacks like a pair; no exchange sends one.
+        raise _explain_levels(levels, side)
+    return prices, qtys
+
+
+def _number(value: Any, name: str, allow_zero: bool) -> float:
+    if type(value) is not str and type(value) not in (int, float):
+        raise FeedError(BAD_TYPE, f"{name} is {type(value).__name__}, not a decimal string")
+    try:
+        number = float(value)
+    except ValueError:
+        raise FeedError(BAD_NUMBER, f"{name}={value!r} is not a number") from None
+    if not (number > 0.0 or (allow_zero and number == 0.0)) or number == inf:
+        raise FeedError(BAD_NUMBER, f"{name}={value!r} is out of range")
+    return number
+
+
+def _missing(event: str, exc: KeyError) -> FeedError:
+    return FeedError(MISSING_FIELD, f"{event} lacks {exc.args[0]!r}")
+
+
+class BinanceParser:
+    """Turns raw combined-stream messages of one market into events, or raises FeedError."""
+
+    __slots__ = ("market", "_handlers")
+
+    def __init__(self, market: str) -> None:
+        _check_market(market)
+        self.market = market
+        depth = self._futures_depth if market == FUTURES else self._spot_depth
+        self._handlers: dict[str, Callable[[Any], Event]] = {
+            "depthUpdate": depth,
+            "bookTicker": self._book_ticker,
+            "trade": self._trade,
+            "aggTrade": self._agg_trade,
+            "serverShutdown": self._server_shutdown,
+        }
+
+    def parse(self, raw: bytes | str) -> Event:
+        """Parse one WebSocket text message (a combined-stream envelope or a bare event)."""
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise FeedError(MALFORMED_JSON, str(exc)) from None
+        try:
+            data = msg["data"]
+            event = data["e"]
+        except KeyError:
+            return self._without_event_type(msg)
+        except TypeError:
+            raise FeedError(BAD_TYPE, "message or its data is not a JSON object") from None
+        return self._handler(event)(data)
+
+    def _handler(self, event: Any) -> Callable[[Any], Event]:
+        try:
+            return self._handlers[event]
+        except KeyError:
+            raise FeedError(UNKNOWN_EVENT, f"event type {event!r}") from None
+        except TypeError:
+            raise FeedError(BAD_TYPE, f"event type {event!r} is not a string") from None
+
+    def _without_event_type(self, msg: Any) -> Event:
+        """Spot bookTicker (no `e`, known by its stream), a bare event, or garbage."""
+        if type(msg) is not dict:
+            raise FeedError(BAD_TYPE, "message is not a JSON object")
+        if "data" not in msg:
+            if "e" in msg:
+                return self._handler(msg["e"])(msg)
+            raise FeedError(MISSING_FIELD, "neither a combined-stream envelope nor an event")
+        data = msg["data"]
+        if type(data) is not dict:
+            raise FeedError(BAD_TYPE, "data is not a JSON object")
+        stream = msg.get("stream")
+        if type(stream) is not str:
+            raise FeedError(MISSING_FIELD, "envelope lacks 'stream' and data lacks 'e'")
+        if stream.endswith("@bookTicker") and self.market == SPOT:
+            return self._book_ticker(data)
+        raise FeedError(UNKNOWN_STREAM, f"stream {stream!r} without an event type")
+
+    def _futures_depth(self, d: dict) -> DepthDiff:
+        try:
+            symbol, event_time, tx_time = d["s"], d["E"], d["T"]
+            first, last, prev, bids, asks = d["U"], d["u"], d["pu"], d["b"], d["a"]
+        except KeyError as exc:
+            raise _missing("depthUpdate", exc) from None
+        if not (_ints_ok(event_time, tx_time, first, last, prev) and type(symbol) is str):
+            raise FeedError(BAD_TYPE, "depthUpdate ids/times must be integers, s a string")
+        if first > last:
+            raise FeedError(BAD_NUMBER, f"depthUpdate U={first} > u={last}")
+        bid_prices, bid_qtys = parse_levels(bids, "b")
+        ask_prices, ask_qtys = parse_levels(asks, "a")
+        return DepthDiff(
+            symbol,
+            event_time,
+            tx_time,
+            first,
+            last,
+            prev,
+            bid_prices,
+            bid_qtys,
+            ask_prices,
+            ask_qtys,
+        )
+
+    def _spot_depth(self, d: dict) -> DepthDiff:
+        try:
+            symbol, event_time = d["s"], d["E"]
+            first, last, bids, asks = d["U"], d["u"], d["b"], d["a"]
+        except KeyError as exc:
+            raise _missing("depthUpdate", exc) from None
+        if not (_ints_ok(event_time, first, last) and type(symbol) is str):
+            raise FeedError(BAD_TYPE, "depthUpdate ids/times must be integers, s a string")
+        if first > last:
+            raise FeedError(BAD_NUMBER, f"depthUpdate U={first} > u={last}")
+        bid_prices, bid_qtys = parse_levels(bids, "b")
+        ask_prices, ask_qtys = parse_levels(asks, "a")
+        return DepthDiff(
+            symbol, event_time, 0, first, last, -1, bid_prices, bid_qtys, ask_prices, ask_qtys
+        )
+
+    def _book_ticker(self, d: dict) -> BookTicker:
+        try:
+            symbol, update_id = d["s"], d["u"]
+            bid, bid_qty, ask, ask_qty = d["b"], d["B"], d["a"], d["A"]
+            if self.market == FUTURES:
+                event_time, tx_time = d["E"], d["T"]
+            else:
+                event_time, tx_time = d.get("E", 0), d.get("T", 0)
+        except KeyError as exc:
+            raise _missing("bookTicker", exc) from None
+        if not (_ints_ok(update_id, event_time, tx_time) and type(symbol) is str):
+            raise FeedError(BAD_TYPE, "bookTicker u/E/T must be integers, s a string")
+        # An empty side is reported as price 0, quantity 0.
+        return BookTicker(
+            symbol,
+            update_id,
+            _number(bid, "b", True),
+            _number(bid_qty, "B", True),
+            _number(ask, "a", True),
+            _number(ask_qty, "A", True),
+            event_time,
+            tx_time,
+        )
+
+    def _trade(self, d: dict) -> Trade:
+        try:
+            symbol, event_time, trade_time, trade_id = d["s"], d["E"], d["T"], d["t"]
+            price, qty, maker = d["p"], d["q"], d["m"]
+            order_type = d["X"] if self.market == FUTURES else ""
+        except KeyError as exc:
+            raise _missing("trade", exc) from None
+        if not (_ints_ok(event_time, trade_time, trade_id) and type(symbol) is str):
+            raise FeedError(BAD_TYPE, "trade E/T/t must be integers, s a string")
+        if type(maker) is not bool or type(order_type) is not str:
+            raise FeedError(BAD_TYPE, "trade m must be a boolean, X a string")
+        return Trade(
+            symbol,
+            event_time,
+            trade_time,
+            trade_id,
+            _number(price, "p", False),
+            _number(qty, "q", False),
+            maker,
+            trade_id,
+            trade_id,
+            False,
+            order_type,
+        )
+
+    def _agg_trade(self, d: dict) -> Trade:
+        try:
+            symbol, event_time, trade_time, agg_id = d["s"], d["E"], d["T"], d["a"]
+            price, qty, maker, first, last = d["p"], d["q"], d["m"], d["f"], d["l"]
+        except KeyError as exc:
+            raise _missing("aggTrade", exc) from None
+        if not (_ints_ok(event_time, trade_time, agg_id, first, last) and type(symbol) is str):
+            raise FeedError(BAD_TYPE, "aggTrade E/T/a/f/l must be integers, s a string")
+        if type(maker) is not bool:
+            raise FeedError(BAD_TYPE, "aggTrade m must be a boolean")
+        return Trade(
+            symbol,
+            event_time,
+            trade_time,
+            agg_id,
+            _number(price, "p", False),
+            _number(qty, "q", False),
+            maker,
+            first,
+            last,
+            True,
+            "",
+        )
+
+    def _server_shutdown(self, d: dict) -> ServerShutdown:
+        event_time = d.get("E", 0)
+        if type(event_time) is not int:
+            raise FeedError(BAD_TYPE, "serverShutdown E must be an integer")
+        return ServerShutdown(event_time)
+
+
+def parse_snapshot(raw: bytes | str) -> DepthSnapshot:
+    """Parse a REST depth snapshot body (spot or futures) or raise FeedError."""
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise FeedError(MALFORMED_JSON, str(exc)) from None
+    if type(msg) is not dict:
+        raise FeedError(BAD_TYPE, "snapshot is not a JSON object")
+    try:
+        last_update_id, bids, asks = msg["lastUpdateId"], msg["bids"], msg["asks"]
+    except KeyError as exc:
+        raise _missing("depth snapshot", exc) from None
+    event_time, tx_time = msg.get("E", 0), msg.get("T", 0)
+    if not _ints_ok(last_update_id, event_time, tx_time):
+        raise FeedError(BAD_TYPE, "snapshot lastUpdateId/E/T must be integers")
+    bid_prices, bid_qtys = parse_levels(bids, "bids")
+    ask_prices, ask_qtys = parse_levels(asks, "asks")
+    return DepthSnapshot(
+        last_update_id, bid_prices, bid_qtys, ask_prices, ask_qtys, event_time, tx_time
+    )
