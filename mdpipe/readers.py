@@ -8,6 +8,7 @@ skips ahead and `Reader.lost` says exactly how many records it missed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -313,16 +314,47 @@ class Reader:
     def __iter__(self) -> Iterator[np.void]:
         """Yield records as they arrive; spins, or yields the CPU per `idle` (see attach)."""
         idle = self._idle
-        sleep = 0.0 if idle == "yield" else (idle if isinstance(idle, float | int) else None)
+        if idle == "spin":
+            wait = None
+        elif idle == "yield":
+            wait = os.sched_yield
+        else:
+            wait = functools.partial(time.sleep, float(idle))
         dead_since = None
         while not self._closed:
-            rec = self.poll()
-            if rec is not None:
+            seg = self._one
+            if seg is not None:
+                # poll() inlined for one segment: the hot loop of a spinning strategy.
+                q, mv, buf_mv, rec = seg.q, seg.mv, seg.buf_mv, seg.record
+                base, mask, stride, rsize = seg.slots_off, seg.mask, seg.stride, seg.rsize
+                while True:
+                    n = seg.next
+                    off = base + (n & mask) * stride
+                    i = off >> 3
+                    want = 2 * n + 2
+                    s1 = q[i]
+                    if s1 == want:
+                        buf_mv[:] = mv[off : off + rsize]
+                        if q[i] == want:
+                            seg.next = n + 1
+                            yield rec
+                            if self._closed:
+                                return
+                            continue
+                    elif s1 < want:
+                        if wait is not None:
+                            wait()
+                        self._empty += 1
+                        if self._empty < _CHECK_EVERY:
+                            continue
+                    break  # lapped, overwritten, or due a health check: the general path
+            got = self.poll()
+            if got is not None:
                 dead_since = None
-                yield rec
+                yield got
                 continue
-            if sleep is not None:
-                time.sleep(sleep)  # sleep(0) releases the GIL and yields the CPU
+            if wait is not None:
+                wait()
             if self._empty == 0:  # a health check just ran
                 if self.writer_alive:
                     dead_since = None
@@ -508,7 +540,7 @@ def attach(
     kind: "book" or "trade" to refuse a ring of the other kind.
     wait: wait for the ring to appear (up to timeout seconds, forever when None).
     idle: how iteration waits for data: "spin" (lowest latency, one core busy), "yield"
-      (sched_yield between polls), or a float number of seconds to sleep.
+      (os.sched_yield between polls), or a float number of seconds to sleep.
     """
     L.check_memory_model()
     check_names(instance, ring)

@@ -289,16 +289,17 @@ class RingWriter:
         q = self._q
         mv = self._mv
         stage_q = self._stage_q
-        now = time.time_ns()
         seqs = self._symbol_seq
         sseq = seqs[symbol_id] + 1
         seqs[symbol_id] = sseq
-        stage_q[self._commit_ts_q] = now
         stage_q[self._symbol_seq_q] = sseq
         payload = self._payload
         end = self._rsize
         off = self._slots_off + (n & self._mask) * self._stride
         i = off >> 3
+        # The timestamp is taken as late as possible: commit_ts_ns -> visible is a few stores.
+        now = time.time_ns()
+        stage_q[self._commit_ts_q] = now
         q[i] = 2 * n + 1
         mv[off + 8 : off + end] = payload
         q[i] = 2 * n + 2
