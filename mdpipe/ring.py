@@ -14,6 +14,7 @@ cannot reorder the seq stores around the payload copy. An aligned 8-byte store i
 from __future__ import annotations
 
 import contextlib
+import grp
 import mmap
 import os
 import struct
@@ -62,9 +63,11 @@ class RingWriter:
         exchange: str = "",
         counters: Sequence[str] = (),
         mode: int = 0o600,
+        group: str = "",
     ) -> RingWriter:
         """Create (or reclaim from a dead writer) the segment /dev/shm/mdpipe.<instance>.<ring>.
 
+        mode/group: permissions of a new segment (e.g. 0o640 and the group of the readers).
         A segment whose writer is still alive is refused with WriterAliveError. One left by
         a dead writer with the same geometry is reused in place with the next generation and
         the cursor continued, so attached readers follow without re-attaching; otherwise it
@@ -84,8 +87,9 @@ class RingWriter:
         if len(symbols) > max_symbols:
             raise ValueError(f"{len(symbols)} symbols exceed max_symbols={max_symbols}")
         geo = L.segment_geometry(kind_id, capacity, depth, max_symbols)
+        gid = grp.getgrnam(group).gr_gid if group else -1
         self = object.__new__(cls)
-        self._init(instance, ring, kind_id, capacity, depth, max_symbols, geo, exchange, mode)
+        self._init(instance, ring, kind_id, capacity, depth, max_symbols, geo, exchange, mode, gid)
         for sym in symbols:
             self.add_symbol(sym)
         for name in counters:
@@ -103,12 +107,13 @@ class RingWriter:
         geo: dict[str, int],
         exchange: str,
         mode: int,
+        gid: int,
     ) -> None:
         self.instance, self.ring, self.kind = instance, ring, kind_id
         self.name = shm_name(instance, ring)
         self.capacity, self.depth, self.max_symbols = capacity, depth, max_symbols
         self.dtype = L.record_dtype(kind_id, depth)
-        mm, cursor, generation = self._open_or_reclaim(geo, mode)
+        mm, cursor, generation = self._open_or_reclaim(geo, mode, gid)
         self._mm = mm
         self._mv = memoryview(mm)
         self._q = self._mv.cast("Q")
@@ -177,13 +182,15 @@ class RingWriter:
                 self.asks = self.staging["asks"][0]
         self._closed = False
 
-    def _open_or_reclaim(self, geo: dict[str, int], mode: int) -> tuple[mmap.mmap, int, int]:
+    def _open_or_reclaim(
+        self, geo: dict[str, int], mode: int, gid: int
+    ) -> tuple[mmap.mmap, int, int]:
         """Map a fresh segment, or reclaim one whose writer died; returns (map, cursor, generation)."""
         size = geo["segment_size"]
         try:
             mm, _ = map_segment(self.name, writable=True)
         except posix_ipc.ExistentialError:
-            return self._create_new(size, mode), 0, 1
+            return self._create_new(size, mode, gid), 0, 1
         h = HeaderView(mm)
         try:
             if h.magic == L.MAGIC and h.writer_alive:
@@ -212,9 +219,9 @@ class RingWriter:
         mm.close()
         with contextlib.suppress(posix_ipc.ExistentialError):
             posix_ipc.unlink_shared_memory(self.name)
-        return self._create_new(size, mode), 0, generation + 1
+        return self._create_new(size, mode, gid), 0, generation + 1
 
-    def _create_new(self, size: int, mode: int) -> mmap.mmap:
+    def _create_new(self, size: int, mode: int, gid: int) -> mmap.mmap:
         try:
             shm = posix_ipc.SharedMemory(self.name, posix_ipc.O_CREX, mode=mode, size=size)
         except posix_ipc.ExistentialError:
@@ -222,6 +229,8 @@ class RingWriter:
                 f"ring {self.ring!r} of instance {self.instance!r} was just created by another process"
             ) from None
         try:
+            if gid >= 0:
+                os.fchown(shm.fd, -1, gid)
             os.fchmod(shm.fd, mode)  # the umask must not widen or narrow what was asked for
             return mmap.mmap(shm.fd, size)
         finally:

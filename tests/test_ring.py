@@ -376,3 +376,27 @@ def test_counters_and_status_segment(instance: str) -> None:
         assert st.counters == {"books_published": 5, "g_redis_up": 1}
         with pytest.raises(LayoutError):
             attach(instance, "publisher", kind="book")
+
+
+def test_group_readable_segment(instance: str) -> None:
+    """mode 0640 with a group: members of that group may attach, read-only."""
+    import grp
+
+    group = grp.getgrgid(65534).gr_name
+    with RingWriter.create(
+        instance, "books", "book", symbols=["S"], capacity=8, mode=0o640, group=group
+    ) as w:
+        st = os.stat(shm_path(instance, "books"))
+        assert (st.st_mode & 0o777, st.st_gid) == (0o640, 65534)
+        w.commit_book(0, 1, 0, 0, 1, 1, 0, 0, 0)
+        if os.geteuid() != 0:
+            return
+        code = textwrap.dedent(f"""
+            import os
+            from mdpipe.readers import attach
+            os.setgroups([]); os.setgid(65534); os.setuid(65534)
+            r = attach({instance!r}, "books")
+            print("latest", r.latest("S")["last_update_id"])
+        """)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert "latest 1" in proc.stdout, proc
