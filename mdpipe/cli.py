@@ -10,6 +10,10 @@ import click
 # and a reader-only install never imports the ingest or publisher stacks.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("mdpipe.sim.command", "sim_command"),
+    "start": ("mdpipe.supervisor", "start_command"),
+    "stop": ("mdpipe.supervisor", "stop_command"),
+    "stats": ("mdpipe.stats", "stats_command"),
+    "tail": ("mdpipe.tail", "tail_command"),
 }
 
 
@@ -30,3 +34,7 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="mdpipe")
 def main() -> None:
     """mdpipe: exchange order books and trades in shared memory and Redis."""
+
+
+if __name__ == "__main__":  # `python -m mdpipe.cli`: how the supervisor runs `mdpipe sim`
+    main()

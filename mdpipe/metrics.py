@@ -1,0 +1,239 @@
+"""Prometheus metrics read straight from the shared-memory segments on every scrape.
+
+A custom Collector (no multiprocess directory): each scrape maps the instance's segment
+headers read-only, so what /metrics says is exactly what `mdpipe stats` says.
+
+Naming: mdpipe_<component>_<counter>_total for counters, mdpipe_<component>_<gauge> for
+gauges (the `g_` prefix dropped), `_ns` values converted to `_seconds`. Components: ingest
+(labels feed, shard), publisher, supervisor, ring (labels ring, kind, feed, shard), process.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import CollectorRegistry
+
+from mdpipe.readers import attach
+from mdpipe.segment import SegmentStatus, iter_status
+
+QUANTILES = (0.5, 0.99, 0.999)
+LATENCY_SAMPLE = 2048  # recent records per ring behind the latency quantiles of a scrape
+_BAD = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def ring_labels(ring: str) -> tuple[str, str]:
+    """(feed, shard) of an ingest ring named books.<feed>.<shard> / trades.<feed>.<shard>."""
+    parts = ring.split(".")
+    if len(parts) == 3 and parts[0] in ("books", "trades"):
+        return parts[1], parts[2]
+    return "", ""
+
+
+def supervisor_children(st: SegmentStatus) -> list[dict]:
+    """Per child of a supervisor status segment: name, up, pid, restarts, since_ns."""
+    c = st.counters
+    return [
+        {
+            "name": name,
+            "up": bool(c.get(f"g_up.{k}", 0)) and st.writer_alive,
+            "pid": c.get(f"g_pid.{k}", 0),
+            "restarts": c.get(f"restarts.{k}", 0),
+            "since_ns": c.get(f"g_since_ns.{k}", 0),
+        }
+        for k, name in enumerate(st.symbols)
+    ]
+
+
+def recent_latencies(instance: str, ring: str, n: int) -> dict[str, np.ndarray]:
+    """Feed-to-ring and exchange-to-us latencies (ns) of up to the last n records of a ring."""
+    with attach(instance, ring) as reader:
+        reader.seek_oldest()
+        skip = reader.backlog() - n
+        while skip > 0:
+            got = len(reader.read_batch(min(skip, 8192)))
+            if not got:
+                break
+            skip -= got
+        recs = reader.read_batch(n)
+    if not len(recs):
+        empty = np.empty(0, np.int64)
+        return {"feed_to_ring": empty, "exchange_to_us": empty}
+    commit = recs["commit_ts_ns"].astype(np.int64)
+    recv = recs["recv_ts_ns"].astype(np.int64)
+    exch = recs["exchange_ts_ns"].astype(np.int64)
+    has_exch = exch > 0
+    return {"feed_to_ring": commit - recv, "exchange_to_us": (recv - exch)[has_exch]}
+
+
+def quantiles(values: np.ndarray) -> list[float] | None:
+    """p50, p99, p99.9 of values, or None when there are none."""
+    if not len(values):
+        return None
+    return [float(v) for v in np.quantile(values, QUANTILES)]
+
+
+class _Families:
+    """Metric families by name, created on first use (each name once per scrape)."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, Metric] = {}
+
+    def add(self, kind: str, name: str, doc: str, labels: dict[str, str], value: float) -> None:
+        fam = self.by_name.get(name)
+        if fam is None:
+            cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            fam = self.by_name[name] = cls(name, doc, labels=list(labels))
+        elif fam.type != kind:
+            return  # a gauge and a counter that would share a name: keep the first
+        fam.add_metric(list(labels.values()), value)
+
+
+def _export_counters(
+    fams: _Families, component: str, counters: dict[str, int], labels: dict[str, str]
+) -> None:
+    """Counters as mdpipe_<component>_<name>_total; g_ gauges without the prefix; ns -> s."""
+    for raw, value in counters.items():
+        gauge = raw.startswith("g_")
+        name = _BAD.sub("_", raw[2:] if gauge else raw)
+        scale = 1.0
+        if name.endswith("_ns"):
+            name, scale = name[:-3] + "_seconds", 1e-9
+        full = f"mdpipe_{component}_{name}"
+        if gauge:
+            fams.add("gauge", full, f"{component} gauge {raw}", labels, value * scale)
+        else:
+            fams.add("counter", full, f"{component} counter {raw}", labels, value * scale)
+
+
+class InstanceCollector:
+    """Collects every metric of one instance from its segments (a prometheus_client Collector)."""
+
+    def __init__(self, instance: str, *, latency: bool = True) -> None:
+        self.instance = instance
+        self.latency = latency
+
+    def collect(self) -> Iterator[Metric]:
+        fams = _Families()
+        inst = self.instance
+        now = time.time_ns()
+        for st in iter_status(inst):
+            if st.kind in ("book", "trade"):
+                self._ring(fams, st, now)
+            elif st.ring == "supervisor":
+                self._supervisor(fams, st)
+            else:
+                component = _BAD.sub("_", st.ring)
+                fams.add(
+                    "gauge",
+                    f"mdpipe_{component}_up",
+                    f"1 when the {st.ring} process runs",
+                    {"instance": inst},
+                    int(st.writer_alive),
+                )
+                _export_counters(fams, component, st.counters, {"instance": inst})
+        yield from fams.by_name.values()
+
+    def _ring(self, fams: _Families, st: SegmentStatus, now: int) -> None:
+        feed, shard = ring_labels(st.ring)
+        labels = {"instance": self.instance, "ring": st.ring, "kind": st.kind}
+        labels |= {"feed": feed, "shard": shard}
+        fams.add(
+            "counter",
+            "mdpipe_ring_records",
+            "records committed to the ring",
+            labels,
+            st.write_cursor,
+        )
+        fams.add("gauge", "mdpipe_ring_capacity_records", "ring slots", labels, st.capacity)
+        fams.add("gauge", "mdpipe_ring_symbols", "symbols in the ring", labels, len(st.symbols))
+        fams.add(
+            "gauge",
+            "mdpipe_ring_generation",
+            "writer (re)starts of the ring",
+            labels,
+            st.generation,
+        )
+        fams.add(
+            "gauge",
+            "mdpipe_ring_writer_up",
+            "1 when the ring's writer runs",
+            labels,
+            st.writer_alive,
+        )
+        fams.add(
+            "gauge",
+            "mdpipe_ring_last_write_age_seconds",
+            "seconds since the writer's last commit or heartbeat",
+            labels,
+            max(0, now - st.heartbeat_ns) / 1e9,
+        )
+        if st.kind == "book":
+            # The ingest process keeps its counters in its books segment.
+            _export_counters(
+                fams,
+                "ingest",
+                st.counters,
+                {"instance": self.instance, "feed": feed, "shard": shard},
+            )
+        if self.latency and st.write_cursor:
+            self._latency(fams, st, labels)
+
+    def _latency(self, fams: _Families, st: SegmentStatus, labels: dict[str, str]) -> None:
+        try:
+            lat = recent_latencies(self.instance, st.ring, LATENCY_SAMPLE)
+        except Exception:  # the ring vanished or changed between listing and reading
+            return
+        for key, doc in (
+            ("feed_to_ring", "receive to ring commit latency of recent records"),
+            ("exchange_to_us", "exchange event time to local receive of recent records"),
+        ):
+            qs = quantiles(lat[key])
+            if qs is None:
+                continue
+            for q, v in zip(QUANTILES, qs, strict=True):
+                fams.add(
+                    "gauge",
+                    f"mdpipe_ring_{key}_latency_seconds",
+                    doc,
+                    labels | {"quantile": str(q)},
+                    v / 1e9,
+                )
+
+    def _supervisor(self, fams: _Families, st: SegmentStatus) -> None:
+        inst = {"instance": self.instance}
+        fams.add(
+            "gauge", "mdpipe_supervisor_up", "1 when the supervisor runs", inst, st.writer_alive
+        )
+        for name in ("restarts", "g_children", "g_children_up"):
+            if name in st.counters:
+                _export_counters(fams, "supervisor", {name: st.counters[name]}, inst)
+        for child in supervisor_children(st):
+            labels = inst | {"process": child["name"]}
+            fams.add("gauge", "mdpipe_process_up", "1 when the process runs", labels, child["up"])
+            fams.add(
+                "counter",
+                "mdpipe_process_restarts",
+                "times the supervisor restarted the process",
+                labels,
+                child["restarts"],
+            )
+            if child["up"]:
+                fams.add(
+                    "gauge",
+                    "mdpipe_process_start_time_seconds",
+                    "when the running process started (unix time)",
+                    labels,
+                    child["since_ns"] / 1e9,
+                )
+
+
+def registry_for(instance: str) -> CollectorRegistry:
+    """A registry holding only this instance's collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(InstanceCollector(instance))
+    return registry

@@ -1,0 +1,216 @@
+"""`mdpipe tail SYMBOL`: a live book ladder and trade tape in the terminal, read from the rings.
+
+The book comes from the ring's latest table (`Reader.latest`), the tape from the trades ring;
+the screen is redrawn about ten times a second with plain ANSI escapes (no curses).
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import time
+
+import click
+import numpy as np
+
+from mdpipe import layout as L
+from mdpipe.readers import Reader, attach
+from mdpipe.segment import iter_status
+from mdpipe.supervisor import default_instance
+
+FPS = 10
+_RED, _GREEN, _DIM, _BOLD, _RESET = "\x1b[31m", "\x1b[32m", "\x1b[2m", "\x1b[1m", "\x1b[0m"
+
+
+def find_rings(instance: str, symbol: str) -> tuple[str | None, str | None]:
+    """(book ring, trade ring) that carry a symbol in an instance."""
+    book = trade = None
+    for st in iter_status(instance):
+        if symbol not in st.symbols:
+            continue
+        if st.kind == "book" and book is None:
+            book = st.ring
+        elif st.kind == "trade" and trade is None:
+            trade = st.ring
+    return book, trade
+
+
+def _decimals(values: list[float]) -> int:
+    """The fewest decimals (up to 8) that show every value exactly."""
+    for d in range(9):
+        if all(abs(round(v, d) - v) <= 1e-9 * max(1.0, abs(v)) for v in values):
+            return d
+    return 8
+
+
+def _clock(ns: int) -> str:
+    if ns <= 0:
+        return "--:--:--.---"
+    return time.strftime("%H:%M:%S", time.gmtime(ns / 1e9)) + f".{ns // 1_000_000 % 1000:03d}"
+
+
+def _flag_names(flags: int) -> list[str]:
+    names = ["synced" if flags & L.FLAG_SYNCED else "NOT SYNCED"]
+    if flags & L.FLAG_RESYNC:
+        names.append("resync")
+    if flags & L.FLAG_PARTIAL:
+        names.append("partial")
+    if flags & L.FLAG_CROSSED:
+        names.append("CROSSED")
+    return names
+
+
+class Tape:
+    """The last trades of one symbol, kept from a trades ring."""
+
+    def __init__(self, reader: Reader | None, symbol: str, size: int) -> None:
+        self.reader = reader
+        self.trades: collections.deque[tuple] = collections.deque(maxlen=size)
+        self.sid = reader.symbols.index(symbol) if reader and symbol in reader.symbols else None
+        if reader is not None:
+            reader.seek_oldest()
+
+    def update(self) -> None:
+        """Take every trade written since the last update."""
+        if self.reader is None or self.sid is None:
+            return
+        while True:
+            batch = self.reader.read_batch(4096)
+            if not len(batch):
+                return
+            mine = batch[batch["symbol_id"] == self.sid]
+            for rec in mine[-self.trades.maxlen :]:
+                self.trades.append(
+                    (
+                        int(rec["exchange_ts_ns"]),
+                        int(rec["side"]),
+                        float(rec["price"]),
+                        float(rec["qty"]),
+                        int(rec["trade_id"]),
+                    )
+                )
+
+
+def render(
+    symbol: str,
+    ring: str,
+    book: np.void | None,
+    trades: list[tuple],
+    levels: int,
+    color: bool,
+) -> str:
+    """One frame: header, asks (highest first), spread, bids, then the newest trades."""
+    c = (lambda code, text: f"{code}{text}{_RESET}") if color else (lambda _code, text: text)
+    lines = []
+    if book is None:
+        lines.append(f"{c(_BOLD, symbol)}  {ring}  no book yet (waiting for the first record)")
+    else:
+        flags = int(book["flags"])
+        now = time.time_ns()
+        state = ", ".join(_flag_names(flags))
+        state = c(_GREEN if flags & L.FLAG_SYNCED else _RED, state)
+        lines.append(
+            f"{c(_BOLD, symbol)}  {ring}  {state}  update {int(book['last_update_id'])} "
+            f"(first {int(book['first_update_id'])}, prev {int(book['prev_update_id'])})  "
+            f"seq {int(book['symbol_seq'])}"
+        )
+        lines.append(
+            f"exchange {_clock(int(book['exchange_ts_ns']))} UTC  "
+            f"age {(now - int(book['commit_ts_ns'])) / 1e6:.0f} ms  "
+            f"feed->ring {(int(book['commit_ts_ns']) - int(book['recv_ts_ns'])) / 1e3:.0f} µs"
+        )
+        nb = min(int(book["bid_count"]), levels)
+        na = min(int(book["ask_count"]), levels)
+        bids = [(float(p), float(q)) for p, q in book["bids"][:nb]]
+        asks = [(float(p), float(q)) for p, q in book["asks"][:na]]
+        pd = _decimals([p for p, _ in bids + asks])
+        qd = _decimals([q for _, q in bids + asks])
+        width = max([len(f"{p:,.{pd}f}") for p, _ in bids + asks] + [5])
+        qwidth = max([len(f"{q:,.{qd}f}") for _, q in bids + asks] + [3])
+        lines.append(f"{'':5} {'PRICE':>{width}}  {'QTY':>{qwidth}}")
+        for p, q in reversed(asks):
+            lines.append(c(_RED, f"{'ask':5} {p:>{width},.{pd}f}  {q:>{qwidth},.{qd}f}"))
+        if bids and asks:
+            spread = asks[0][0] - bids[0][0]
+            mid = (asks[0][0] + bids[0][0]) / 2
+            bp = spread / mid * 1e4 if mid else 0.0
+            lines.append(
+                c(_DIM, f"----- spread {spread:,.{pd}f} ({bp:.2f} bp)  mid {mid:,.{pd + 1}f} -----")
+            )
+        else:
+            lines.append(c(_DIM, "----- one side empty -----"))
+        for p, q in bids:
+            lines.append(c(_GREEN, f"{'bid':5} {p:>{width},.{pd}f}  {q:>{qwidth},.{qd}f}"))
+    lines.append("")
+    lines.append(f"TRADES ({len(trades)} most recent, newest first)")
+    if trades:
+        pd = _decimals([t[2] for t in trades])
+        qd = _decimals([t[3] for t in trades])
+        for ts, side, price, qty, tid in reversed(trades):
+            word = "BUY " if side > 0 else "SELL"
+            lines.append(
+                c(
+                    _GREEN if side > 0 else _RED,
+                    f"{_clock(ts)}  {word}  {price:,.{pd}f}  {qty:,.{qd}f}  id {tid}",
+                )
+            )
+    else:
+        lines.append("(none yet)")
+    return "\n".join(lines)
+
+
+@click.command("tail")
+@click.argument("symbol")
+@click.option("--instance", help="Instance to read (default: the only one running).")
+@click.option("--levels", default=10, show_default=True, help="Book levels per side.")
+@click.option("--trades", "n_trades", default=12, show_default=True, help="Trades on the tape.")
+@click.option("--once", is_flag=True, help="Print one frame and exit.")
+@click.option("--color/--no-color", default=None, help="ANSI colours (default: on a terminal).")
+def tail_command(
+    symbol: str, instance: str | None, levels: int, n_trades: int, once: bool, color: bool | None
+) -> None:
+    """Watch one symbol's book ladder and trade tape live."""
+    symbol = symbol.upper()
+    name = default_instance(instance)
+    book_ring, trade_ring = find_rings(name, symbol)
+    if book_ring is None:
+        from mdpipe.stats import not_running_message
+
+        rings = list(iter_status(name))
+        if not rings:
+            raise click.ClickException(not_running_message(name))
+        have = sorted({s for st in rings if st.kind == "book" for s in st.symbols})
+        raise click.ClickException(
+            f"{symbol} is not in instance {name!r}; symbols: {', '.join(have) or 'none'}"
+        )
+    color = sys.stdout.isatty() if color is None else color
+    books = attach(name, book_ring, kind="book")
+    trades = attach(name, trade_ring, kind="trade") if trade_ring else None
+    tape = Tape(trades, symbol, n_trades)
+    tty = sys.stdout.isatty() and not once
+    try:
+        if tty:
+            sys.stdout.write("\x1b[?25l\x1b[2J")
+        while True:
+            tape.update()
+            frame = render(
+                symbol, book_ring, books.latest(symbol), list(tape.trades), levels, color
+            )
+            if once:
+                click.echo(frame)
+                return
+            if tty:
+                body = "\x1b[K\n".join(frame.split("\n"))
+                sys.stdout.write(f"\x1b[H{body}\x1b[K\x1b[J")
+            else:
+                sys.stdout.write(frame + "\n\n")
+            sys.stdout.flush()
+            time.sleep(1 / FPS)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if tty:
+            sys.stdout.write("\x1b[?25h\n")
+        books.close()
+        if trades is not None:
+            trades.close()

@@ -1,0 +1,202 @@
+"""Config: the shipped files load, every key is documented, every bad value is one clear line."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import tomllib
+import typing
+from pathlib import Path
+
+import pytest
+
+from mdpipe import config as C
+from mdpipe.segment import list_segments
+from mdpipe.supervisor import lock_path
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "config"
+
+
+@pytest.mark.parametrize("name", ["default", "spot", "demo"])
+def test_shipped_configs_load(name: str) -> None:
+    cfg = C.load(CONFIGS / f"{name}.toml", env={})
+    assert cfg.feeds and cfg.ingest_shards()
+    market = {"default": "futures", "spot": "spot", "demo": "futures"}[name]
+    assert cfg.feeds[0].market == market
+
+
+def test_demo_feed_urls_follow_sim_port() -> None:
+    cfg = C.load(CONFIGS / "demo.toml", overrides=["sim.port=23456"], env={})
+    assert cfg.sim.enabled
+    assert cfg.feeds[0].ws_url == "ws://127.0.0.1:23456"
+    assert cfg.feeds[0].rest_url == "http://127.0.0.1:23456"
+
+
+def test_production_urls() -> None:
+    futures = C.load(CONFIGS / "default.toml", env={}).feeds[0]
+    spot = C.load(CONFIGS / "spot.toml", env={}).feeds[0]
+    assert (futures.ws_url, futures.rest_url) == (
+        "wss://fstream.binance.com",
+        "https://fapi.binance.com",
+    )
+    assert (spot.ws_url, spot.rest_url) == (
+        "wss://stream.binance.com:9443",
+        "https://api.binance.com",
+    )
+
+
+def _keys(cls: type, prefix: str = "") -> list[str]:
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name == "source":
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += _keys(tp, f"{prefix}{f.name}.")
+        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            out += _keys(typing.get_args(tp)[0], f"{prefix}{f.name}.")
+        else:
+            out.append(prefix + f.name)
+    return out
+
+
+def test_default_toml_documents_every_key() -> None:
+    text = (CONFIGS / "default.toml").read_text()
+    data = tomllib.loads(text)
+    lines = text.splitlines()
+    for key in _keys(C.Config):
+        section, _, leaf = key.rpartition(".")
+        node = data.get(section, data) if section else data
+        if isinstance(node, list):
+            node = node[0]
+        assert leaf in node, f"{key} missing from default.toml"
+        # The key's line, or the run of key lines it belongs to, follows a comment.
+        idx = next(i for i, ln in enumerate(lines) if ln.startswith(f"{leaf} ="))
+        while idx > 0 and not lines[idx - 1].startswith("#"):
+            assert "=" in lines[idx - 1], f"{key} has no comment above it"
+            idx -= 1
+        assert idx > 0 and lines[idx - 1].startswith("#"), f"{key} has no comment"
+    # Defaults in the file equal the built-in defaults, apart from the deliberate choices.
+    assert C.load(CONFIGS / "default.toml", env={}).supervisor == C.SupervisorConfig()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+BAD_TOML = [
+    ("[shm]\nfoo = 1\n", "shm.foo: unknown key"),
+    ("[http]\nport = 'x'\n", "http.port: expected integer"),
+    ("[[feeds]]\nname = 'a'\ncores = [99]\n", "feeds[0].cores: core 99 does not exist"),
+    ("[[feeds]]\nname = 'a'\nws_url = 'https://x'\n", "feeds[0].ws_url:"),
+    ("[[feeds]]\nname = 'a'\nws_url = 'wss://x:99999'\n", "feeds[0].ws_url:"),
+    ("[[feeds]]\nname = 'a'\nrest_url = 'fapi.binance.com'\n", "feeds[0].rest_url:"),
+    ("[[feeds]]\nname = 'a'\nws_url = 'ws://{sim.hots}:1'\n", "unknown placeholder"),
+    ("[[feeds]]\nname = 'a'\nsymbols = ['btcusdt']\n", "feeds[0].symbols:"),
+    ("[redis]\nurl = 'localhost:6379'\n", "redis.url:"),
+    ("[shm]\nbook_capacity = 1000\n", "shm.book_capacity:"),
+    ("[supervisor]\nlog_format = 'xml'\n", "supervisor.log_format:"),
+    ("[supervisor]\nstop_timeout = 0\n", "supervisor.stop_timeout:"),
+    ("instance = 'a b'\n", "instance:"),
+    ("[http\n", "invalid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD_TOML)
+def test_bad_file_is_one_line_naming_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(C.ConfigError) as info:
+        C.load(path, env={})
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "expected"),
+    [
+        (["nope.key=1"], {}, "nope: unknown key"),
+        (["http.port"], {}, "expected key=value"),
+        (["feeds.3.symbols=A"], {}, "feeds.3: there are only"),
+        ([], {"MDPIPE_HTTP_PORT": "abc"}, "http.port: expected integer"),
+        ([], {"MDPIPE_FEEDS_0_CORES": "0,77"}, "feeds[0].cores: core 77"),
+        (["sim.enabled=maybe"], {}, "sim.enabled: expected boolean"),
+    ],
+)
+def test_bad_overrides(overrides: list[str], env: dict[str, str], expected: str) -> None:
+    with pytest.raises(C.ConfigError, match=None) as info:
+        C.load(None, overrides=overrides, env=env)
+    assert expected in str(info.value)
+
+
+def test_env_and_set_overrides_apply_in_order() -> None:
+    env = {"MDPIPE_REDIS_URL": "redis://10.0.0.1:6379/1", "MDPIPE_FEEDS_0_SYMBOLS": "AAA1,BBB2"}
+    cfg = C.load(None, overrides=["redis.url=redis://10.0.0.2:6379/2"], env=env)
+    assert cfg.redis.url == "redis://10.0.0.2:6379/2"
+    assert cfg.feeds[0].symbols == ["AAA1", "BBB2"]
+
+
+def test_ports_in_use_are_refused_only_when_asked() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        sets = [f"http.port={port}"]
+        assert C.load(None, overrides=sets, env={}).http.port == port  # children's view
+        with pytest.raises(C.ConfigError, match=rf"http.port: 127.0.0.1:{port} is in use"):
+            C.load(None, overrides=sets, env={}, check_ports=True)
+
+
+def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mdpipe.cli", "start", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_start_refuses_bad_configs_with_exit_2(tmp_path: Path, instance: str) -> None:
+    """Each kind of bad config stops `mdpipe start` with one line and exit 2, starting nothing."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[shm]\nfoo = 1\n")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    cases = [
+        (["--config", str(bad)], {}, "shm.foo: unknown key"),
+        (["--config", "config/demo.toml", "--set", "http.port=x"], {}, "http.port: expected"),
+        (["--config", "config/demo.toml", "--set", "feeds.0.cores=64"], {}, "core 64"),
+        (["--config", "config/demo.toml", "--set", f"http.port={port}"], {}, "is in use"),
+        (
+            ["--config", "config/demo.toml", "--set", f"sim.port={port}"]
+            + ["--set", f"http.port={_free_port()}"],
+            {},
+            "sim.port:",
+        ),
+        (["--config", "config/demo.toml"], {"MDPIPE_REDIS_URL": "http://x"}, "redis.url:"),
+        (["--config", str(tmp_path / "missing.toml")], {}, "not found"),
+    ]
+    try:
+        for args, env, expected in cases:
+            res = _start([*args, "--instance", instance], env)
+            assert res.returncode == 2, (args, res.stderr)
+            lines = res.stderr.strip().splitlines()
+            assert len(lines) == 1, res.stderr
+            assert expected in lines[0], (expected, lines[0])
+            assert lines[0].startswith("mdpipe start: config error: ")
+            assert list_segments(instance) == []
+            assert not lock_path(instance).exists()
+    finally:
+        busy.close()
