@@ -1,0 +1,271 @@
+"""`mdpipe sim`: run the exchange simulator (synthetic market or tape replay)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from mdpipe.sim.config import START_IMMEDIATELY, START_ON_CONNECT, SimConfig
+from mdpipe.sim.faults import FaultError, parse_duration, parse_fault_spec
+from mdpipe.sim.instruments import MARKETS
+from mdpipe.sim.server import Simulator
+from mdpipe.sim.tape import TapeError
+
+# The first stdout line, exactly; SimProcess and scripts wait for it. Nothing else goes
+# to stdout (logs go to stderr).
+READY_LINE = "mdpipe sim listening on http://{host}:{port}"
+
+
+class Duration(click.ParamType):
+    """Seconds given as 500ms, 10s, 3m, 24h or a bare number."""
+
+    name = "duration"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            return parse_duration(str(value))
+        except FaultError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+
+
+@click.command("sim")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port", default=9443, show_default=True, help="TCP port; 0 picks a free one (see stdout)."
+)
+@click.option(
+    "--market",
+    type=click.Choice(MARKETS),
+    default=None,
+    help="Exchange to imitate. Default: futures, or detected from the tape (diffs with pu).",
+)
+@click.option(
+    "--symbols",
+    default="BTCUSDT,ETHUSDT",
+    show_default=True,
+    help="Synthetic mode: comma-separated symbols.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2000.0,
+    show_default=True,
+    help="Synthetic mode: messages/s over all symbols on the per-event streams "
+    "(<sym>@depth@0ms, @bookTicker, @trade).",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of market and faults.")
+@click.option(
+    "--levels",
+    type=click.IntRange(min=20),
+    default=400,
+    show_default=True,
+    help="Synthetic mode: typical book depth per side, in price levels.",
+)
+@click.option(
+    "--tape",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Replay this recorded tape (.gz or plain) instead of a synthetic market.",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Tape mode: replay at this multiple of the recorded pace.",
+)
+@click.option(
+    "--max", "max_speed", is_flag=True, help="Tape mode: replay as fast as the clients read."
+)
+@click.option("--loop", "loop_tape", is_flag=True, help="Tape mode: start over at the end.")
+@click.option(
+    "--start",
+    type=click.Choice([START_ON_CONNECT, START_IMMEDIATELY]),
+    default=START_ON_CONNECT,
+    show_default=True,
+    help="Begin the market/replay when clients have subscribed, or at once.",
+)
+@click.option(
+    "--start-clients",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --start on-connect: how many subscribed connections to wait for.",
+)
+@click.option(
+    "--no-snapshot", is_flag=True, help="REST depth always answers 503 (no book can be exact)."
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="KIND[:k=v,...]",
+    help="Scheduled fault, e.g. gap:every=10s  disconnect:every=30s,variant=close  "
+    "rest_429:at=5s,count=2. Keys: every, at, count, seconds, symbol, variant, delay, "
+    "retry_after. Repeatable.",
+)
+@click.option(
+    "--ping-interval",
+    type=DURATION,
+    default=None,
+    help="Server ping period [180s futures, 20s spot].",
+)
+@click.option(
+    "--ping-timeout",
+    type=DURATION,
+    default=None,
+    help="Close a connection whose pong is this late [10m futures, 1m spot].",
+)
+@click.option(
+    "--max-connection-age",
+    type=DURATION,
+    default="24h",
+    show_default=True,
+    help="Close every connection this long after it opened.",
+)
+@click.option(
+    "--max-incoming-rate",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Client messages/s before disconnection [10 futures, 5 spot; 0 = unlimited].",
+)
+@click.option(
+    "--max-send-buffer",
+    type=click.IntRange(min=1024),
+    default=64 * 1024 * 1024,
+    show_default=True,
+    help="Bytes a client may fall behind before it is dropped.",
+)
+@click.option(
+    "--tick", type=DURATION, default="1ms", show_default=True, help="Send batching period."
+)
+@click.option(
+    "--rest-wait",
+    type=DURATION,
+    default="30s",
+    show_default=True,
+    help="Tape mode: how long a REST call waits for the tape's snapshot before a 503.",
+)
+@click.option(
+    "--oversized-bytes",
+    type=click.IntRange(min=1024),
+    default=2 * 1024 * 1024,
+    show_default=True,
+    help="Frame size of the malformed 'oversized' message.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def sim_command(
+    host: str,
+    port: int,
+    market: str | None,
+    symbols: str,
+    rate: float,
+    seed: int,
+    levels: int,
+    tape: Path | None,
+    speed: float,
+    max_speed: bool,
+    loop_tape: bool,
+    start: str,
+    start_clients: int,
+    no_snapshot: bool,
+    faults: tuple[str, ...],
+    ping_interval: float | None,
+    ping_timeout: float | None,
+    max_connection_age: float,
+    max_incoming_rate: int | None,
+    max_send_buffer: int,
+    tick: float,
+    rest_wait: float,
+    oversized_bytes: int,
+    log_level: str,
+) -> None:
+    """A Binance-compatible exchange: WebSocket streams and REST depth on one port.
+
+    Futures routes: /public/stream (depth, bookTicker), /market/stream (trade, aggTrade,
+    markPrice), /ws/<stream>; REST /fapi/v1/depth. Spot: /stream, /ws/<stream>, REST
+    /api/v3/depth. Control: POST /_sim/fault, GET /_sim/stats.
+    """
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s mdpipe-sim %(levelname)s %(message)s",
+    )
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    ctx = click.get_current_context()
+    source = ctx.get_parameter_source("symbols")
+    if tape is not None and source is not None and source.name != "DEFAULT":
+        raise click.UsageError("--symbols is for synthetic mode; a tape brings its own symbols")
+    if tape is None and (loop_tape or max_speed):
+        raise click.UsageError("--loop and --max need --tape")
+    symbol_list = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    if not symbol_list:
+        raise click.UsageError("--symbols is empty")
+    try:
+        scheduled = [parse_fault_spec(spec) for spec in faults]
+    except FaultError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fault") from None
+    cfg = SimConfig(
+        host=host,
+        port=port,
+        market=market,
+        symbols=symbol_list,
+        rate=rate,
+        seed=seed,
+        levels=levels,
+        tape=tape,
+        speed=speed,
+        max_speed=max_speed,
+        loop_tape=loop_tape,
+        start=start,
+        start_clients=start_clients,
+        no_snapshot=no_snapshot,
+        faults=scheduled,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        max_connection_age=max_connection_age,
+        max_incoming_rate=max_incoming_rate,
+        max_send_buffer=max_send_buffer,
+        tick=tick,
+        rest_wait=rest_wait,
+        oversized_bytes=oversized_bytes,
+    )
+    try:
+        asyncio.run(_run(cfg))
+    except TapeError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+
+
+async def _run(cfg: SimConfig) -> None:
+    simulator = Simulator(cfg)
+
+    def ready(host: str, port: int) -> None:
+        print(READY_LINE.format(host=host, port=port), flush=True)
+        logging.getLogger("mdpipe.sim").info(
+            "%s %s simulator ready%s",
+            simulator.market,
+            "tape" if cfg.tape else "synthetic",
+            ""
+            if cfg.start == START_IMMEDIATELY
+            else f" (starts when {cfg.start_clients} client(s) subscribe)",
+        )
+
+    await simulator.serve(ready)

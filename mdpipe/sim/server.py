@@ -1,0 +1,467 @@
+"""One websockets server for streams, REST depth and the /_sim control endpoint; applies faults."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http
+import itertools
+import logging
+import random
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from mdpipe.sim.config import (
+    INCOMING_RATE,
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    START_IMMEDIATELY,
+    SimConfig,
+)
+from mdpipe.sim.control import handle_control
+from mdpipe.sim.faults import (
+    MALFORMED_VARIANTS,
+    REST_KINDS,
+    Fault,
+    FaultError,
+    FaultSchedule,
+    RestFaultWindows,
+)
+from mdpipe.sim.hub import Client, Hub
+from mdpipe.sim.instruments import FUTURES, symbol_spec
+from mdpipe.sim.malformed import malformed_message
+from mdpipe.sim.market import MarketModel
+from mdpipe.sim.rest import (
+    DEPTH_PATH,
+    JSON_TYPE,
+    PING_PATH,
+    TIME_PATH,
+    Reply,
+    depth_params,
+    depth_weight,
+    error,
+    fault_reply,
+    unavailable,
+)
+from mdpipe.sim.source import SnapshotUnavailable, Source
+from mdpipe.sim.stats import ServerStats
+from mdpipe.sim.streams import MAX_STREAMS, WsRoute, parse_ws_path, route_delivers
+from mdpipe.sim.synthetic import SyntheticSource
+from mdpipe.sim.tape import TapeSource, load_tape
+
+log = logging.getLogger("mdpipe.sim")
+
+_METHOD_HEADER = "X-Mdpipe-Sim-Method"
+_BODY_HEADER = "X-Mdpipe-Sim-Body"
+_MAX_HEAD = 64 * 1024
+_MAX_BODY = 16 * 1024
+_CLOSE_GOING_AWAY = 1001
+
+
+def _rewrite_request(head: bytes, body: bytes) -> bytes:
+    """Turn `METHOD target` + body into a body-less GET carrying both in private headers."""
+    lines = head.split(b"\r\n")
+    method, target, proto = lines[0].split(b" ", 2)
+    dropped = (b"content-length", b"transfer-encoding")
+    kept = [h for h in lines[1:] if h.partition(b":")[0].strip().lower() not in dropped]
+    kept.append(_METHOD_HEADER.encode() + b": " + method)
+    kept.append(_BODY_HEADER.encode() + b": " + base64.b64encode(body))
+    return b"\r\n".join([b"GET " + target + b" " + proto, *kept]) + b"\r\n\r\n"
+
+
+def _content_length(head: bytes) -> int:
+    for header in head.split(b"\r\n")[1:]:
+        name, _, value = header.partition(b":")
+        if name.strip().lower() == b"content-length":
+            value = value.strip()
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+class SimConnection(ServerConnection):
+    """websockets' server connection, also accepting small request bodies (POST /_sim/fault).
+
+    websockets parses only body-less requests, so a non-GET request's body is moved into
+    two private headers before websockets sees it; process_request reads them back.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sim_route: WsRoute | None = None
+        self._head: bytearray | None = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is None:
+            super().data_received(data)
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) > _MAX_HEAD:
+                self._pass_through()
+            return
+        if self._head.startswith(b"GET "):
+            self._pass_through()
+            return
+        head = bytes(self._head[:end])
+        length = min(_content_length(head), _MAX_BODY)
+        body = bytes(self._head[end + 4 : end + 4 + length])
+        if len(body) < length:
+            return
+        self._head = None
+        super().data_received(_rewrite_request(head, body))
+
+    def _pass_through(self) -> None:
+        data = bytes(self._head or b"")
+        self._head = None
+        super().data_received(data)
+
+
+def _response(reply: Reply) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", JSON_TYPE),
+            ("Content-Length", str(len(reply.body))),
+            ("Connection", "close"),
+            *reply.headers,
+        ]
+    )
+    return Response(reply.status, http.HTTPStatus(reply.status).phrase, headers, reply.body)
+
+
+def _json_reply(status: int, body: Any) -> Reply:
+    return Reply(status, orjson.dumps(body))
+
+
+class Simulator:
+    """The simulated exchange: a source of market data, its clients, its faults, its counters."""
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.hub = Hub(cfg.max_send_buffer)
+        self.stats = ServerStats()
+        self.rest_faults = RestFaultWindows()
+        self.schedule = FaultSchedule(cfg.faults)
+        self._fault_rng = random.Random(f"{cfg.seed}:faults")
+        self._malformed_next = 0
+        self._client_ids = itertools.count(1)
+        self._subscribers: set[int] = set()
+        self._weight_minute = 0
+        self._weight_used = 0
+        self._started_wall = time.time()
+        self.source: Source
+        if cfg.tape is not None:
+            tape = load_tape(cfg.tape, cfg.market)
+            self.source = TapeSource(
+                tape,
+                self.hub,
+                cfg.speed,
+                cfg.max_speed,
+                cfg.loop_tape,
+                cfg.rest_wait,
+                cfg.tick,
+                self.schedule,
+                self.fire_due,
+            )
+        else:
+            market = cfg.market or FUTURES
+            specs = [symbol_spec(s, market, cfg.seed) for s in cfg.symbols]
+            model = MarketModel(specs, market, cfg.seed, cfg.levels)
+            self.source = SyntheticSource(
+                model, self.hub, cfg.rate, cfg.tick, self.schedule, self.fire_due
+            )
+        self.market = self.source.market
+        self.ping_interval = cfg.ping_interval or PING_INTERVAL[self.market]
+        self.ping_timeout = cfg.ping_timeout or PING_TIMEOUT[self.market]
+        self.incoming_rate = (
+            INCOMING_RATE[self.market] if cfg.max_incoming_rate is None else cfg.max_incoming_rate
+        )
+
+    async def serve(self, ready: Callable[[str, int], None]) -> None:
+        """Listen, call `ready(host, port)`, and run until SIGINT/SIGTERM."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with serve(
+            self._handle_ws,
+            self.cfg.host,
+            self.cfg.port,
+            process_request=self._process_request,
+            create_connection=SimConnection,
+            compression=None,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            close_timeout=5,
+            # REST answers may legitimately wait (rest_slow, a tape snapshot not reached yet).
+            open_timeout=None,
+            server_header=None,
+        ) as server:
+            host, port = server.sockets[0].getsockname()[:2]
+            ready(host, port)
+            if self.cfg.start == START_IMMEDIATELY:
+                self.source.started.set()
+            source_task = loop.create_task(self.source.run())
+            stop_task = loop.create_task(stop.wait())
+            await asyncio.wait({source_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            if source_task.done():
+                source_task.result()  # a crashed source ends the process with its error
+                await stop_task  # a finished tape keeps serving its final book
+            source_task.cancel()
+            stop_task.cancel()
+
+    # HTTP side --------------------------------------------------------------------------
+
+    async def _process_request(self, conn: SimConnection, request: Request) -> Response | None:
+        path, _, query = request.path.partition("?")
+        method = request.headers.get(_METHOD_HEADER, "GET")
+        if path.startswith("/_sim/"):
+            return _response(self._control_http(method, path, request.headers.get(_BODY_HEADER)))
+        if path in (DEPTH_PATH[self.market], PING_PATH[self.market], TIME_PATH[self.market]):
+            if method != "GET":
+                reply = error(405, -1, f"Method {method} not allowed.")
+            else:
+                reply = await self._rest(path, query)
+            self.stats.rest_by_status[str(reply.status)] += 1
+            self.stats.rest_by_path[path] += 1
+            return _response(reply)
+        route = parse_ws_path(self.market, path, query)
+        if route is None:
+            return _response(error(404, -1, f"No such endpoint on the {self.market} simulator."))
+        if len(route.streams) > MAX_STREAMS:
+            return _response(error(400, -1, f"At most {MAX_STREAMS} streams per connection."))
+        conn.sim_route = route
+        return None
+
+    async def _rest(self, path: str, query: str) -> Reply:
+        now_ms = int(time.time() * 1000)
+        if path == PING_PATH[self.market]:
+            return Reply(200, b"{}")
+        if path == TIME_PATH[self.market]:
+            return _json_reply(200, {"serverTime": now_ms})
+        parsed = depth_params(self.market, query, self.source.symbols)
+        if isinstance(parsed, Reply):
+            return parsed
+        symbol, limit = parsed
+        if self.cfg.no_snapshot:
+            return unavailable("Depth snapshots are disabled on this simulator (--no-snapshot).")
+        fault = self.rest_faults.take(asyncio.get_running_loop().time())
+        if fault is not None:
+            if fault.kind != "rest_slow":
+                return fault_reply(fault, now_ms)
+            await asyncio.sleep(5.0 if fault.delay is None else fault.delay)
+        try:
+            body = await self.source.snapshot(symbol, limit)
+        except SnapshotUnavailable as exc:
+            return unavailable(str(exc))
+        minute = now_ms // 60000
+        if minute != self._weight_minute:
+            self._weight_minute, self._weight_used = minute, 0
+        self._weight_used += depth_weight(self.market, limit)
+        return Reply(200, body, [("X-MBX-USED-WEIGHT-1M", str(self._weight_used))])
+
+    def _control_http(self, method: str, path: str, body_b64: str | None) -> Reply:
+        if path == "/_sim/stats" and method == "GET":
+            return _json_reply(200, self.stats_dict())
+        if path == "/_sim/fault" and method == "POST":
+            try:
+                fault = Fault.from_mapping(orjson.loads(base64.b64decode(body_b64 or "")))
+                return _json_reply(200, self.inject(fault))
+            except (FaultError, orjson.JSONDecodeError, ValueError) as exc:
+                return _json_reply(400, {"ok": False, "error": str(exc)})
+        if path in ("/_sim/stats", "/_sim/fault"):
+            return _json_reply(405, {"ok": False, "error": f"{method} not allowed on {path}"})
+        return _json_reply(404, {"ok": False, "error": f"no control endpoint {path}"})
+
+    # WebSocket side ---------------------------------------------------------------------
+
+    async def _handle_ws(self, conn: SimConnection) -> None:
+        route = conn.sim_route
+        if route is None:
+            return
+        loop = asyncio.get_running_loop()
+        client = Client(conn, route.combined, route.route, next(self._client_ids))
+        self.hub.add(client)
+        self.stats.connections_opened += 1
+        expiry = loop.call_later(self.cfg.max_connection_age, self._expire, client)
+        try:
+            self._subscribe(client, list(route.streams))
+            window_start, count = loop.time(), 0
+            async for message in conn:
+                now = loop.time()
+                if now - window_start >= 1.0:
+                    window_start, count = now, 0
+                count += 1
+                if self.incoming_rate and count > self.incoming_rate:
+                    client.close_reason = "incoming_rate"
+                    await conn.close(1008, "Too many requests")
+                    break
+                self.stats.control_requests += 1
+                result = handle_control(message, client.subs, client.combined)
+                self._unsubscribe(client, result.unsubscribe)
+                self._subscribe(client, result.subscribe)
+                if result.combined is not None:
+                    client.combined = result.combined
+                self.hub.send(client, result.reply)
+                self.hub.flush()
+        except ConnectionClosed:
+            pass
+        finally:
+            expiry.cancel()
+            self.hub.remove(client)
+            reason = client.close_reason
+            if reason is None:
+                reason = "ping_timeout" if conn.close_code == 1011 else "client"
+            self.stats.closed[reason] += 1
+
+    def _subscribe(self, client: Client, streams: list[str]) -> None:
+        for stream in streams:
+            if stream in client.subs:
+                continue
+            client.subs.append(stream)
+            # A stream on the wrong route is accepted and listed, and never delivered.
+            if route_delivers(client.route, stream) and self.source.deliverable(stream):
+                self.hub.attach(client, stream)
+                self.source.on_subscribe(stream)
+        if client.subs and client.id not in self._subscribers:
+            self._subscribers.add(client.id)
+            if len(self._subscribers) >= self.cfg.start_clients:
+                self.source.started.set()
+
+    def _unsubscribe(self, client: Client, streams: list[str]) -> None:
+        for stream in streams:
+            client.subs.remove(stream)
+            self.hub.detach(client, stream)
+
+    def _expire(self, client: Client) -> None:
+        client.close_reason = "max_age"
+        asyncio.get_running_loop().create_task(
+            client.conn.close(_CLOSE_GOING_AWAY, "max connection age")
+        )
+
+    # Faults -----------------------------------------------------------------------------
+
+    def fire_due(self, market_time: float) -> None:
+        """Inject the command-line faults due at `market_time` (called by the source)."""
+        for fault in self.schedule.pop_due(market_time):
+            try:
+                self.inject(fault)
+            except FaultError as exc:
+                log.warning("scheduled fault %s not applied: %s", fault.to_dict(), exc)
+
+    def inject(self, fault: Fault) -> dict[str, Any]:
+        """Apply a fault now; returns what it did (the POST /_sim/fault answer)."""
+        if fault.symbol is not None and fault.symbol not in self.source.symbols:
+            raise FaultError(f"unknown symbol {fault.symbol}")
+        if fault.kind in REST_KINDS:
+            self.rest_faults.add(fault, asyncio.get_running_loop().time())
+            done: dict[str, Any] = {}
+        else:
+            done = getattr(self, f"_fault_{fault.kind}")(fault)
+        self.stats.faults[fault.kind] += 1
+        log.info("fault injected: %s %s", fault.to_dict(), done)
+        return {"ok": True, "fault": fault.to_dict(), **done}
+
+    def _clients(self) -> list[Client]:
+        return sorted((c for c in self.hub.clients if c.is_open()), key=lambda c: c.id)
+
+    def _fault_disconnect(self, fault: Fault) -> dict[str, Any]:
+        clients = self._clients()
+        for client in clients:
+            client.close_reason = "fault_disconnect"
+            if fault.variant == "close":
+                asyncio.get_running_loop().create_task(
+                    client.conn.close(_CLOSE_GOING_AWAY, "simulated disconnect")
+                )
+            else:
+                client.conn.transport.abort()  # TCP close, no close frame
+        return {"connections": len(clients), "variant": fault.variant or "abrupt"}
+
+    def _fault_gap(self, fault: Fault) -> dict[str, Any]:
+        symbol = fault.symbol or self._fault_rng.choice(sorted(self.source.symbols))
+        count = fault.count or 1
+        self.source.gap(symbol, count)
+        return {"symbol": symbol, "count": count}
+
+    def _fault_silence(self, fault: Fault) -> dict[str, Any]:
+        seconds = 5.0 if fault.seconds is None else fault.seconds
+        self.source.silence(seconds, fault.symbol)
+        return {"seconds": seconds, "symbol": fault.symbol}
+
+    def _fault_malformed(self, fault: Fault) -> dict[str, Any]:
+        count = fault.count or (1 if fault.variant else len(MALFORMED_VARIANTS))
+        if fault.variant:
+            variants = [fault.variant] * count
+        else:
+            # Cycle through the variants, continuing where the previous injection stopped.
+            start = self._malformed_next
+            variants = [
+                MALFORMED_VARIANTS[(start + i) % len(MALFORMED_VARIANTS)] for i in range(count)
+            ]
+            self._malformed_next = (start + count) % len(MALFORMED_VARIANTS)
+        now_ms = int(time.time() * 1000)
+        reached = 0
+        for client in self._clients():
+            delivered = [s for s in client.subs if client in self.hub.receivers(s)]
+            if fault.symbol:
+                delivered = [s for s in delivered if s.startswith(fault.symbol.lower() + "@")]
+            if not delivered:
+                continue
+            stream = delivered[0]
+            symbol = stream.partition("@")[0].upper()
+            last_id = self.source.last_update_id(symbol) if symbol in self.source.symbols else 0
+            for variant in variants:
+                message = malformed_message(
+                    variant,
+                    stream,
+                    client.combined,
+                    self.market,
+                    last_id,
+                    now_ms,
+                    self.cfg.oversized_bytes,
+                )
+                self.hub.send(client, message)
+            reached += 1
+        self.hub.flush()
+        self.stats.malformed_sent += reached * len(variants)
+        return {"connections": reached, "variants": variants}
+
+    def _fault_shutdown(self, fault: Fault) -> dict[str, Any]:
+        event = orjson.dumps({"e": "serverShutdown", "E": int(time.time() * 1000)})
+        clients = self._clients()
+        for client in clients:
+            client.close_reason = "fault_shutdown"
+            self.hub.send(client, event)
+        self.hub.flush()
+        loop = asyncio.get_running_loop()
+        delay = 1.0 if fault.seconds is None else fault.seconds
+        for client in clients:
+            loop.call_later(
+                delay,
+                lambda c=client: loop.create_task(
+                    c.conn.close(_CLOSE_GOING_AWAY, "server shutdown")
+                ),
+            )
+        return {"connections": len(clients), "close_after_s": delay}
+
+    # Stats ------------------------------------------------------------------------------
+
+    def stats_dict(self) -> dict[str, Any]:
+        """Everything /_sim/stats reports."""
+        return {
+            "mode": "tape" if self.cfg.tape is not None else "synthetic",
+            "market": self.market,
+            "uptime_s": round(time.time() - self._started_wall, 3),
+            **self.stats.to_dict(len(self.hub.clients)),
+            "messages": {**self.hub.stats(), "slow_clients_dropped": self.hub.slow_dropped},
+            "rest_fault_windows": self.rest_faults.active(),
+            "source": self.source.stats(),
+        }

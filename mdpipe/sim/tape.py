@@ -1,0 +1,383 @@
+"""Tape replay: load a recorded tape, serve its bytes at pace, rebuild REST snapshots from it."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mdpipe.sim.faults import FaultSchedule
+from mdpipe.sim.hub import Hub
+from mdpipe.sim.instruments import FUTURES, SPOT
+from mdpipe.sim.source import SnapshotUnavailable, Source
+
+log = logging.getLogger("mdpipe.sim")
+
+_PREFIX = b'{"stream":"'
+_DIFF_STREAM = re.compile(r"^[a-z0-9_]+@depth(@\d+ms)?$")
+_MAX_BATCH = 2000  # lines published per tick at most, so the loop stays responsive
+
+
+@dataclass(slots=True)
+class TapeLine:
+    """One recorded message: receive time, stream (None for the REST snapshot), exact bytes."""
+
+    ns: int
+    stream: str | None
+    raw: bytes
+    data_at: int  # offset of the payload inside raw (envelope lines)
+
+
+class TapeError(ValueError):
+    """The tape file cannot be replayed; the message says why."""
+
+
+@dataclass
+class Tape:
+    """A loaded tape and what was learned from it."""
+
+    path: Path
+    lines: list[TapeLine]
+    market: str
+    streams: set[str]
+    diff_streams: dict[str, str]  # symbol -> the stream whose diffs build its book
+    snapshot_symbol: str | None
+
+
+def _is_zero(qty: str) -> bool:
+    return not qty.strip("0.")
+
+
+def load_tape(path: Path, market: str | None = None) -> Tape:
+    """Read a `<recv ns> <json>` tape (gzip or plain), detecting the market if not given."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise TapeError(f"cannot read tape {path}: {exc}") from exc
+    lines: list[TapeLine] = []
+    streams: set[str] = set()
+    diff_streams: dict[str, str] = {}
+    first_diff: dict[str, Any] | None = None
+    snapshot: dict[str, Any] | None = None
+    for number, line in enumerate(data.split(b"\n"), 1):
+        line = line.rstrip(b"\r")
+        if not line:
+            continue
+        stamp, _, raw = line.partition(b" ")
+        if not stamp.isdigit() or not raw:
+            raise TapeError(f"{path}:{number}: expected '<ns> <json>'")
+        if raw.startswith(_PREFIX):
+            end = raw.index(b'"', len(_PREFIX))
+            stream = raw[len(_PREFIX) : end].decode()
+            data_at = end + len(b'","data":') + 1
+            if raw[end:data_at] != b'","data":' or not raw.endswith(b"}"):
+                raise TapeError(f"{path}:{number}: not a compact combined-stream envelope")
+            streams.add(stream)
+            symbol = stream.partition("@")[0].upper()
+            is_book_diff = (
+                _DIFF_STREAM.match(stream) and diff_streams.setdefault(symbol, stream) == stream
+            )
+            if is_book_diff and first_diff is None:
+                first_diff = orjson.loads(raw[data_at:-1])
+            lines.append(TapeLine(int(stamp), stream, raw, data_at))
+        elif raw.startswith(b'{"lastUpdateId"'):
+            if snapshot is not None:
+                raise TapeError(f"{path}:{number}: a tape holds at most one REST snapshot")
+            snapshot = orjson.loads(raw)
+            lines.append(TapeLine(int(stamp), None, raw, 0))
+        else:
+            raise TapeError(f"{path}:{number}: neither an envelope nor a depth snapshot")
+    if not lines:
+        raise TapeError(f"{path}: empty tape")
+    if market is None:
+        if first_diff is None:
+            raise TapeError(f"{path}: no depth diffs to detect the market from; pass --market")
+        market = FUTURES if "pu" in first_diff else SPOT
+    snapshot_symbol = _snapshot_symbol(lines, diff_streams, snapshot)
+    return Tape(path, lines, market, streams, diff_streams, snapshot_symbol)
+
+
+def _snapshot_symbol(
+    lines: list[TapeLine], diff_streams: dict[str, str], snapshot: dict[str, Any] | None
+) -> str | None:
+    """Which symbol the (symbol-less) snapshot line belongs to."""
+    if snapshot is None or not diff_streams:
+        return None
+    if len(diff_streams) == 1:
+        return next(iter(diff_streams))
+    # Several books on one tape: the snapshot's id falls inside one symbol's diff ids.
+    last_id = snapshot["lastUpdateId"]
+    by_stream = {stream: sym for sym, stream in diff_streams.items()}
+    for line in lines:
+        if line.stream in by_stream:
+            d = orjson.loads(line.raw[line.data_at : -1])
+            if d["U"] <= last_id + 1 and d["u"] >= last_id:
+                return by_stream[line.stream]
+    return None
+
+
+class TapeBook:
+    """The exchange's book for one symbol, rebuilt from the tape by the documented sync rules."""
+
+    def __init__(self, market: str) -> None:
+        self.futures = market == FUTURES
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (the tape starts over)."""
+        self.ready = asyncio.Event()
+        self.bids: dict[str, str] = {}
+        self.asks: dict[str, str] = {}
+        self.last_id = 0
+        self.event_ms = 0
+        self.trans_ms = 0
+        self.buffered: list[dict[str, Any]] = []
+        self.recorded: bytes | None = None
+        self.recorded_levels = 0
+        self.applied_since_snapshot = 0
+        self.sync_errors = 0
+
+    def on_diff(self, diff: dict[str, Any]) -> None:
+        """Buffer a diff before the snapshot, apply it after."""
+        if not self.ready.is_set():
+            self.buffered.append(diff)
+        else:
+            self._apply(diff)
+
+    def on_snapshot(self, raw: bytes) -> None:
+        """Take the recorded snapshot, then apply the buffered diffs that follow it."""
+        snap = orjson.loads(raw)
+        self.recorded = raw
+        self.last_id = snap["lastUpdateId"]
+        self.event_ms = snap.get("E", 0)
+        self.trans_ms = snap.get("T", 0)
+        self.bids = {p: q for p, q in snap["bids"]}
+        self.asks = {p: q for p, q in snap["asks"]}
+        self.recorded_levels = max(len(self.bids), len(self.asks))
+        self.applied_since_snapshot = 0
+        buffered, self.buffered = self.buffered, []
+        self.ready.set()
+        for diff in buffered:
+            self._apply(diff)
+
+    def _apply(self, d: dict[str, Any]) -> None:
+        last = self.last_id
+        if self.futures:
+            if d["u"] < last:
+                return
+            # The first diff after the snapshot must straddle it; then each continues the last.
+            ok = d["U"] <= last <= d["u"] if self.applied_since_snapshot == 0 else d["pu"] == last
+        else:
+            if d["u"] <= last:
+                return
+            ok = d["U"] <= last + 1 <= d["u"]
+        if not ok:
+            # The recording itself broke continuity; keep going, but say so in stats.
+            self.sync_errors += 1
+        for price, qty in d["b"]:
+            if _is_zero(qty):
+                self.bids.pop(price, None)
+            else:
+                self.bids[price] = qty
+        for price, qty in d["a"]:
+            if _is_zero(qty):
+                self.asks.pop(price, None)
+            else:
+                self.asks[price] = qty
+        self.last_id = d["u"]
+        self.event_ms = d.get("E", self.event_ms)
+        self.trans_ms = d.get("T", self.event_ms)
+        self.applied_since_snapshot += 1
+
+    def render(self, limit: int) -> bytes:
+        """The REST answer: the recorded bytes while nothing changed since, else the rebuilt book."""
+        if self.applied_since_snapshot == 0 and self.recorded and limit >= self.recorded_levels:
+            return self.recorded
+        bids = sorted(self.bids.items(), key=lambda kv: float(kv[0]), reverse=True)[:limit]
+        asks = sorted(self.asks.items(), key=lambda kv: float(kv[0]))[:limit]
+        bid_levels = [[p, q] for p, q in bids]
+        ask_levels = [[p, q] for p, q in asks]
+        if self.futures:
+            return orjson.dumps(
+                {
+                    "lastUpdateId": self.last_id,
+                    "E": self.event_ms,
+                    "T": self.trans_ms,
+                    "bids": bid_levels,
+                    "asks": ask_levels,
+                }
+            )
+        return orjson.dumps({"lastUpdateId": self.last_id, "bids": bid_levels, "asks": ask_levels})
+
+
+class TapeSource(Source):
+    """Replays a tape's exact bytes at `speed`× recorded pace, or as fast as clients read."""
+
+    def __init__(
+        self,
+        tape: Tape,
+        hub: Hub,
+        speed: float,
+        max_speed: bool,
+        loop_tape: bool,
+        rest_wait: float,
+        tick: float,
+        schedule: FaultSchedule,
+        on_due: Callable[[float], None],
+    ) -> None:
+        super().__init__(hub, schedule, on_due)
+        self.tape = tape
+        self.market = tape.market
+        self.symbols = set(tape.diff_streams) | {s.partition("@")[0].upper() for s in tape.streams}
+        self.speed = speed
+        self.max_speed = max_speed
+        self.loop_tape = loop_tape
+        self.rest_wait = rest_wait
+        self.tick = tick
+        self.books = {sym: TapeBook(self.market) for sym in self.symbols}
+        self._diff_stream_symbol = {stream: sym for sym, stream in tape.diff_streams.items()}
+        self.position = 0
+        self.replayed = 0
+        self.loops = 0
+        self.finished = False
+        self._base_ns = tape.lines[0].ns
+        self._market_time = 0.0
+        self._silent_until = 0.0
+        self._gaps: dict[str, int] = {}
+        self.skipped_by_gap = 0
+
+    def deliverable(self, stream: str) -> bool:
+        return stream in self.tape.streams
+
+    async def run(self) -> None:
+        await self.started.wait()
+        while True:
+            await self._play_once()
+            if not self.loop_tape:
+                break
+            # The tape starts over: its ids go back in time, so the rebuilt books reset and
+            # clients see a discontinuity they must resync from, as after a server restart.
+            self.loops += 1
+            for book in self.books.values():
+                book.reset()
+            self.schedule.rebase(self._market_time)
+            self._market_time = 0.0
+        self.finished = True
+        log.info("tape finished after %d lines", self.replayed)
+
+    async def _play_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        lines = self.tape.lines
+        n = len(lines)
+        base = self._base_ns
+        scale = 1e-9 / self.speed
+        t0 = loop.time()
+        i = 0
+        while i < n:
+            now = loop.time()
+            if now < self._silent_until:
+                await asyncio.sleep(min(self._silent_until - now, 0.05))
+                t0 += loop.time() - now
+                continue
+            if self.max_speed:
+                j = min(n, i + 200)
+            else:
+                due_ns = base + (now - t0) / scale
+                j = i
+                limit = min(n, i + _MAX_BATCH)
+                while j < limit and lines[j].ns <= due_ns:
+                    j += 1
+            i = self._publish_lines(i, j, now)
+            self.hub.flush()
+            if self.max_speed:
+                await self.hub.drain()
+                await asyncio.sleep(0)
+            elif i < n:
+                wait = (lines[i].ns - base) * scale - (loop.time() - t0)
+                await asyncio.sleep(min(max(wait, 0.0), self.tick * 50))
+            self.position = i
+
+    def _publish_lines(self, i: int, j: int, now: float) -> int:
+        """Publish lines[i:j]; stops early if a fault silenced the feed. Returns the next index."""
+        lines = self.tape.lines
+        hub = self.hub
+        base = self._base_ns
+        while i < j:
+            if self._silent_until > now:
+                break
+            line = lines[i]
+            i += 1
+            self._market_time = (line.ns - base) * 1e-9
+            self.replayed += 1
+            stream = line.stream
+            if stream is None:
+                if self.tape.snapshot_symbol is not None:
+                    self.books[self.tape.snapshot_symbol].on_snapshot(line.raw)
+            else:
+                symbol = self._diff_stream_symbol.get(stream)
+                if symbol is not None:
+                    self.books[symbol].on_diff(orjson.loads(line.raw[line.data_at : -1]))
+                    if self._gaps.get(symbol):
+                        self._gaps[symbol] -= 1
+                        self.skipped_by_gap += 1
+                        continue
+                hub.publish(stream, line.raw[line.data_at : -1], line.raw)
+            if self._market_time >= self.schedule.next_due:
+                self.on_due(self._market_time)
+        return i
+
+    async def snapshot(self, symbol: str, limit: int) -> bytes:
+        book = self.books[symbol]
+        if symbol != self.tape.snapshot_symbol:
+            raise SnapshotUnavailable(f"the tape has no snapshot for {symbol}")
+        if not book.ready.is_set():
+            # Like a slow REST call: answer once the replay reaches the recorded snapshot.
+            try:
+                await asyncio.wait_for(book.ready.wait(), self.rest_wait)
+            except TimeoutError:
+                raise SnapshotUnavailable("the tape's snapshot has not been reached yet") from None
+        return book.render(limit)
+
+    def last_update_id(self, symbol: str) -> int:
+        return self.books[symbol].last_id if symbol in self.books else 0
+
+    def gap(self, symbol: str, count: int) -> None:
+        self._gaps[symbol] = self._gaps.get(symbol, 0) + count
+
+    def silence(self, seconds: float, symbol: str | None) -> None:
+        # One tape is one recorded sequence: silence holds all of it (symbol is ignored).
+        until = asyncio.get_running_loop().time() + seconds
+        self._silent_until = max(self._silent_until, until)
+
+    def market_time(self) -> float:
+        return self._market_time
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "started": self.started.is_set(),
+            "tape": str(self.tape.path),
+            "lines_total": len(self.tape.lines),
+            "lines_replayed": self.replayed,
+            "position": self.position,
+            "loops": self.loops,
+            "finished": self.finished,
+            "market_time_s": round(self._market_time, 3),
+            "skipped_by_gap": self.skipped_by_gap,
+            "books": {
+                sym: {
+                    "snapshot_reached": book.ready.is_set(),
+                    "last_update_id": book.last_id,
+                    "sync_errors": book.sync_errors,
+                }
+                for sym, book in self.books.items()
+            },
+        }
