@@ -4,7 +4,7 @@ A custom Collector (no multiprocess directory): each scrape maps the instance's 
 headers read-only, so what /metrics says is exactly what `mdpipe stats` says.
 
 Naming: mdpipe_<component>_<counter>_total for counters, mdpipe_<component>_<gauge> for
-gauges (the `g_` prefix dropped), `_ns` values converted to `_seconds`. Components: ingest
+gauges (the `g_` prefix and any `_total` dropped), `_ns` values converted to `_seconds`. Components: ingest
 (labels feed, shard), publisher, supervisor, ring (labels ring, kind, feed, shard), process.
 """
 
@@ -62,12 +62,12 @@ def recent_latencies(instance: str, ring: str, n: int) -> dict[str, np.ndarray]:
         recs = reader.read_batch(n)
     if not len(recs):
         empty = np.empty(0, np.int64)
-        return {"feed_to_ring": empty, "exchange_to_us": empty}
+        return {"feed_to_ring": empty, "exchange_to_local": empty}
     commit = recs["commit_ts_ns"].astype(np.int64)
     recv = recs["recv_ts_ns"].astype(np.int64)
     exch = recs["exchange_ts_ns"].astype(np.int64)
     has_exch = exch > 0
-    return {"feed_to_ring": commit - recv, "exchange_to_us": (recv - exch)[has_exch]}
+    return {"feed_to_ring": commit - recv, "exchange_to_local": (recv - exch)[has_exch]}
 
 
 def quantiles(values: np.ndarray) -> list[float] | None:
@@ -101,6 +101,8 @@ def _export_counters(
         gauge = raw.startswith("g_")
         name = _BAD.sub("_", raw[2:] if gauge else raw)
         scale = 1.0
+        if gauge and name.endswith("_total"):
+            name = name[: -len("_total")]  # g_books_total -> books: _total means a counter
         if name.endswith("_ns"):
             name, scale = name[:-3] + "_seconds", 1e-9
         full = f"mdpipe_{component}_{name}"
@@ -190,17 +192,19 @@ class InstanceCollector:
             return
         for key, doc in (
             ("feed_to_ring", "receive to ring commit latency of recent records"),
-            ("exchange_to_us", "exchange event time to local receive of recent records"),
+            ("exchange_to_local", "exchange event time to local receive of recent records"),
         ):
             qs = quantiles(lat[key])
             if qs is None:
                 continue
+            # A gauge per percentile of a recent window, not a summary: a summary's
+            # quantiles come with cumulative _count and _sum, which a window has not.
             for q, v in zip(QUANTILES, qs, strict=True):
                 fams.add(
                     "gauge",
                     f"mdpipe_ring_{key}_latency_seconds",
                     doc,
-                    labels | {"quantile": str(q)},
+                    labels | {"percentile": f"{q * 100:g}"},
                     v / 1e9,
                 )
 

@@ -43,11 +43,11 @@ def _latency_block(instance: str, ring: str) -> dict[str, dict[str, float] | Non
     try:
         lat = recent_latencies(instance, ring, LATENCY_SAMPLE)
     except Exception:  # the ring vanished or was replaced while we read it
-        return {"feed_to_ring_us": None, "exchange_to_us_ms": None, "sample": 0}
+        return {"feed_to_ring_us": None, "exchange_to_local_ms": None, "sample": 0}
     out: dict = {"sample": int(len(lat["feed_to_ring"]))}
     for key, name, scale in (
         ("feed_to_ring", "feed_to_ring_us", 1e3),
-        ("exchange_to_us", "exchange_to_us_ms", 1e6),
+        ("exchange_to_local", "exchange_to_local_ms", 1e6),
     ):
         qs = quantiles(lat[key])
         out[name] = (
@@ -243,7 +243,14 @@ def render(snap: dict) -> str:
         table(
             ["PROCESS", "PID", "ALIVE", "CORE", "UPTIME", "RESTARTS"],
             [
-                [p["name"], _pid(p["pid"]), p["alive"], p["core"], _age(p["uptime_s"]), p["restarts"]]
+                [
+                    p["name"],
+                    _pid(p["pid"]),
+                    p["alive"],
+                    p["core"],
+                    _age(p["uptime_s"]),
+                    p["restarts"],
+                ]
                 for p in procs
             ],
         )
@@ -261,7 +268,7 @@ def render(snap: dict) -> str:
                 r["rate"],
                 _age(r["age_s"]),
                 _triple(lat.get("feed_to_ring_us")),
-                _triple(lat.get("exchange_to_us_ms")),
+                _triple(lat.get("exchange_to_local_ms")),
             ]
         )
     out.append(
