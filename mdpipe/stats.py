@@ -218,7 +218,10 @@ def _age(seconds: float | None) -> str:
 def _triple(block: dict[str, float] | None) -> str:
     if not block:
         return "-"
-    return "/".join(f"{block[k]:.3g}" for k in ("p50", "p99", "p99_9"))
+    return "/".join(
+        f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+        for v in (block[k] for k in ("p50", "p99", "p99_9"))
+    )
 
 
 def render(snap: dict) -> str:

@@ -210,6 +210,15 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+def _exit_text(code: int) -> str:
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
+
+
 class StartError(RuntimeError):
     """The instance could not be started (after the config was accepted)."""
 
@@ -249,8 +258,6 @@ class Supervisor:
             self._reap_previous()
             C.check_ports_free(self.cfg)  # ConfigError goes to the caller
             self._write_lock()
-            self._create_status()
-            self._start_http()
             log.info(
                 "instance %s starting: %d children, config %s, redis %s",
                 self.instance,
@@ -258,6 +265,8 @@ class Supervisor:
                 self.config_path or "<defaults>",
                 redact(self.cfg.redis.url),
             )
+            self._create_status()
+            self._start_http()
             code = 0
             try:
                 self._start_all()
@@ -442,11 +451,7 @@ class Supervisor:
     def _on_exit(self, k: int, child: Child, now: float) -> None:
         sup = self.cfg.supervisor
         code = child.proc.returncode
-        how = (
-            f"was killed by {signal.Signals(-code).name}"
-            if code < 0
-            else f"exited with code {code}"
-        )
+        how = _exit_text(code)
         delay = min(sup.restart_initial * 2**child.failures, sup.restart_max)
         child.failures += 1
         child.restarts += 1
