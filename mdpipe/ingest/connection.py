@@ -1,0 +1,154 @@
+"""One combined-stream WebSocket connection: handshake off-thread, frames read on the loop."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+
+import websocket
+
+from mdpipe.ingest.backoff import Backoff
+from mdpipe.ingest.inbox import Inbox
+
+CONNECT_TIMEOUT = 10.0
+# Reads happen only once the selector reports data, so this bounds only a frame whose
+# remainder is still in flight.
+READ_TIMEOUT = 5.0
+
+_DATA = (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY)
+_PING = websocket.ABNF.OPCODE_PING
+_CLOSE = websocket.ABNF.OPCODE_CLOSE
+
+# Outcomes of Connection.read(), besides the frame bytes themselves.
+CONTROL = None  # a ping (already answered) or pong: the connection is alive, nothing to parse
+
+
+class ConnectionLost(Exception):
+    """The peer closed the connection or the socket failed."""
+
+
+@dataclass
+class Connected:
+    """A finished handshake (ws is None and error set when it failed)."""
+
+    name: str
+    attempt: int
+    ws: websocket.WebSocket | None
+    error: str
+
+
+class Connection:
+    """A route's WebSocket (e.g. futures `/public` or `/market`) and its liveness bookkeeping."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        streams: dict[tuple[str, str], str],
+        backoff: Backoff,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.streams = streams  # (SYMBOL, "depth" | "trade") -> stream name
+        self.depth_symbols = [sym for sym, kind in streams if kind == "depth"]
+        self.backoff = backoff
+        self.ws: websocket.WebSocket | None = None
+        self.sock: socket.socket | None = None
+        self.connecting = False
+        self.attempt = 0  # bumped per handshake started; stale handshakes are discarded
+        self.next_attempt = 0.0  # monotonic time of the next handshake
+        self.connected_at = 0.0
+        self.last_frame = 0.0
+        self.frames = 0  # data frames on the current connection
+        self.unseen: set[tuple[str, str]] = set()  # streams silent since this connection began
+        self.faulted: set[tuple[str, str]] = set()  # streams already reported as never delivering
+
+    @property
+    def up(self) -> bool:
+        return self.ws is not None
+
+    def start_connect(self, inbox: Inbox) -> None:
+        """Begin a handshake on a helper thread; its Connected result arrives in the inbox."""
+        self.attempt += 1
+        self.connecting = True
+        attempt, url, name = self.attempt, self.url, self.name
+
+        def handshake() -> None:
+            try:
+                ws = websocket.create_connection(
+                    url,
+                    timeout=CONNECT_TIMEOUT,
+                    skip_utf8_validation=True,  # orjson validates while parsing
+                    enable_multithread=False,
+                    sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+                )
+                ws.settimeout(READ_TIMEOUT)
+                inbox.post(Connected(name, attempt, ws, ""))
+            except Exception as exc:  # any handshake failure is retried with backoff
+                inbox.post(Connected(name, attempt, None, f"{type(exc).__name__}: {exc}"))
+
+        threading.Thread(target=handshake, name=f"connect-{name}", daemon=True).start()
+
+    def attach(self, ws: websocket.WebSocket, now: float) -> None:
+        """Adopt a finished handshake."""
+        self.connecting = False
+        self.ws = ws
+        self.sock = ws.sock
+        self.connected_at = now
+        self.last_frame = now
+        self.frames = 0
+        self.unseen = set(self.streams)
+        self.faulted = set()
+
+    def pending(self) -> bool:
+        """True when TLS already decrypted bytes the selector cannot see."""
+        sock = self.sock
+        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+    def read(self) -> bytes | None:
+        """The next data frame's payload, or CONTROL for a ping/pong; pings are answered here."""
+        ws = self.ws
+        try:
+            op, frame = ws.recv_data_frame(True)
+        except (websocket.WebSocketException, OSError) as exc:
+            raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
+        if op in _DATA:
+            return frame.data
+        if op == _CLOSE:
+            raise ConnectionLost(f"closed by the server ({_close_reason(frame.data)})")
+        return CONTROL
+
+    def drop(self) -> None:
+        """Close the socket at once (no close handshake: the peer may be gone)."""
+        ws = self.ws
+        self.ws = None
+        self.sock = None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                ws.shutdown()
+
+    def close(self) -> None:
+        """Polite close on shutdown: send a close frame, do not wait for the answer."""
+        ws = self.ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                ws.send_close()
+        self.drop()
+
+    def schedule_retry(self, now: float) -> float:
+        """Plan the next handshake after a backoff delay; returns the delay."""
+        self.connecting = False
+        delay = self.backoff.next_delay()
+        self.next_attempt = now + delay
+        return delay
+
+
+def _close_reason(data: bytes) -> str:
+    if len(data) >= 2:
+        code = int.from_bytes(data[:2], "big")
+        reason = data[2:].decode("utf-8", "replace")
+        return f"code {code}{': ' + reason if reason else ''}"
+    return "no code"

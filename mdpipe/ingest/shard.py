@@ -1,0 +1,536 @@
+"""The ingest loop of one shard: its WebSocket connections, books and trades into two rings.
+
+One thread owns every socket (a selector over the connections' sockets), both ring
+writers and the counters, so each ring keeps a single writer and nothing on the hot path
+takes a lock. Blocking work — WebSocket handshakes and REST snapshots — runs on helper
+threads that hand their results back through an Inbox the selector watches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import logging
+import os
+import selectors
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from mdpipe import config as C
+from mdpipe import layout as L
+from mdpipe.feeds.binance import (
+    BinanceParser,
+    BookTicker,
+    DepthDiff,
+    FeedError,
+    ServerShutdown,
+    Trade,
+    parse_snapshot,
+    plan_connections,
+    snapshot_url,
+)
+from mdpipe.feeds.binance_sync import SnapshotStatus
+from mdpipe.ingest.affinity import pinned_core
+from mdpipe.ingest.backoff import Backoff
+from mdpipe.ingest.connection import CONTROL, Connected, Connection, ConnectionLost
+from mdpipe.ingest.counters import COUNTERS, Counters
+from mdpipe.ingest.deadletter import DeadLetter
+from mdpipe.ingest.inbox import Inbox
+from mdpipe.ingest.rest import SnapshotFetcher, SnapshotReply, SnapshotRequest
+from mdpipe.ingest.symbolbook import SymbolBook
+from mdpipe.ring import RingWriter
+from mdpipe.segment import shm_path
+
+TICK = 0.05  # seconds between housekeeping passes (timeouts, snapshots, heartbeats, gauges)
+_MS = 1_000_000
+_SAMPLE = 300  # characters of a bad frame quoted in the log
+
+
+def exchange_name(market: str) -> str:
+    """The exchange field of the shard's segments."""
+    return f"binance-{market}"
+
+
+def ring_names(feed: str, shard: int) -> tuple[str, str]:
+    """(books ring, trades ring) of ingest shard `shard` of feed `feed`."""
+    return f"books.{feed}.{shard}", f"trades.{feed}.{shard}"
+
+
+def dead_letter_path(cfg: C.Config, feed: str, shard: int) -> Path:
+    """Where a shard keeps the frames it could not use."""
+    return Path(cfg.supervisor.dead_letter_dir) / f"{cfg.instance}.{feed}.{shard}.jsonl"
+
+
+def _stream_key(stream: str) -> tuple[str, str]:
+    """'btcusdt@depth@0ms' -> ('BTCUSDT', 'depth'); 'btcusdt@aggTrade' -> ('BTCUSDT', 'trade')."""
+    name, _, kind = stream.partition("@")
+    return name.upper(), "depth" if kind.startswith("depth") else "trade"
+
+
+def _give_group(cfg: C.Config, writer: RingWriter) -> None:
+    """Hand the segment to shm.group so that group's users may read it (mode 0640)."""
+    if cfg.shm.group:
+        os.chown(shm_path(writer.instance, writer.ring), -1, grp.getgrnam(cfg.shm.group).gr_gid)
+
+
+class Shard:
+    """State of one ingest shard; `run()` loops until `stop` is set."""
+
+    def __init__(
+        self,
+        cfg: C.Config,
+        feed: C.FeedConfig,
+        shard: int,
+        core: int,
+        symbols: list[str],
+        stop: threading.Event,
+    ) -> None:
+        self.cfg, self.feed, self.shard, self.core = cfg, feed, shard, core
+        self.symbols = list(symbols)
+        self.stop = stop
+        self.log = logging.getLogger(f"mdpipe.ingest.{feed.name}.{shard}")
+        books_ring, trades_ring = ring_names(feed.name, shard)
+        mode = C.segment_mode(cfg)
+        exchange = exchange_name(feed.market)
+        max_symbols = max(256, len(symbols))
+        self.books_w = RingWriter.create(
+            cfg.instance,
+            books_ring,
+            "book",
+            symbols=self.symbols,
+            capacity=cfg.shm.book_capacity,
+            depth=cfg.shm.depth,
+            max_symbols=max_symbols,
+            exchange=exchange,
+            counters=COUNTERS,
+            mode=mode,
+        )
+        try:
+            self.trades_w = RingWriter.create(
+                cfg.instance,
+                trades_ring,
+                "trade",
+                symbols=self.symbols,
+                capacity=cfg.shm.trade_capacity,
+                max_symbols=max_symbols,
+                exchange=exchange,
+                mode=mode,
+            )
+        except BaseException:
+            self.books_w.close()
+            raise
+        _give_group(cfg, self.books_w)
+        _give_group(cfg, self.trades_w)
+        self.ctr = Counters(self.books_w)
+        self.dead = DeadLetter(dead_letter_path(cfg, feed.name, shard))
+        self._reported: set[str] = set()
+        self.inbox = Inbox()
+        self.fetcher = SnapshotFetcher(self.inbox)
+        self.parser = BinanceParser(feed.market)
+        self.books = {
+            sym: SymbolBook(
+                sym,
+                i,
+                feed.market,
+                self.books_w,
+                self.ctr,
+                Backoff(feed.reconnect_initial, feed.reconnect_max),
+                self._report,
+                self.log,
+            )
+            for i, sym in enumerate(self.symbols)
+        }
+        self.trade_ids = {sym: i for i, sym in enumerate(self.symbols)}
+        self.snapshot_urls = {
+            sym: snapshot_url(feed.market, sym, feed.snapshot_limit, feed.rest_url)
+            for sym in self.symbols
+        }
+        self.conns = self._plan()
+        self.by_name = {c.name: c for c in self.conns}
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.inbox, selectors.EVENT_READ, None)
+
+    # ----- setup --------------------------------------------------------------------------
+
+    def _plan(self) -> list[Connection]:
+        feed = self.feed
+        planned = plan_connections(
+            feed.market,
+            self.symbols,
+            depth=feed.depth_stream,
+            trade=feed.trade_stream,
+            book_ticker=False,  # subscribe only what is used
+            ws_base=feed.ws_url,
+        )
+        conns = []
+        for i, (url, streams) in enumerate(planned):
+            route = urlsplit(url).path.strip("/").split("/")[0]
+            conns.append(
+                Connection(
+                    f"{route}#{i}",
+                    url,
+                    {_stream_key(s): s for s in streams},
+                    Backoff(feed.reconnect_initial, feed.reconnect_max),
+                )
+            )
+        return conns
+
+    # ----- bad input ----------------------------------------------------------------------
+
+    def _report(self, kind: str, error: str, raw: bytes | None) -> None:
+        """Count, dead-letter and (once per kind) log a frame that could not be used."""
+        ctr = self.ctr
+        ctr.inc(f"err_{kind}"[:31])
+        if raw is not None:
+            try:
+                self.dead.write(kind, error, raw)
+                ctr.arr[ctr.dead_lettered] += 1
+            except OSError as exc:
+                ctr.inc("dead_letter_errors")
+                if "dead_letter_errors" not in self._reported:
+                    self._reported.add("dead_letter_errors")
+                    self.log.error("cannot write the dead-letter file %s: %s", self.dead.path, exc)
+        if kind not in self._reported:
+            self._reported.add(kind)
+            sample = ""
+            if raw is not None:
+                text = raw.decode("utf-8", "backslashreplace")
+                sample = f"; sample: {text[:_SAMPLE]}{'...' if len(text) > _SAMPLE else ''}"
+            self.log.warning(
+                "bad input (%s): %s%s (counted as err_%s, kept in %s; not logged again)",
+                kind,
+                error,
+                sample,
+                kind,
+                self.dead.path,
+            )
+
+    def _bad_frame(self, exc: FeedError, raw: bytes) -> None:
+        self.ctr.arr[self.ctr.parse_errors] += 1
+        self._report(exc.kind, exc.detail, raw)
+
+    # ----- frames -------------------------------------------------------------------------
+
+    def _on_frame(self, conn: Connection, raw: bytes, recv_ns: int) -> None:
+        """Parse one data frame and route its event: the hot path."""
+        arr = self.ctr.arr
+        ctr = self.ctr
+        arr[ctr.frames] += 1
+        try:
+            ev = self.parser.parse(raw)
+        except FeedError as exc:
+            self._bad_frame(exc, raw)
+            return
+        t = ev.__class__
+        if t is DepthDiff:
+            arr[ctr.depth_diffs] += 1
+            sb = self.books.get(ev.symbol)
+            if sb is None:
+                self._unknown_symbol(ev.symbol, raw)
+                return
+            if conn.unseen:
+                conn.unseen.discard((ev.symbol, "depth"))
+            sb.on_diff(ev, recv_ns, raw)
+        elif t is Trade:
+            arr[ctr.trades] += 1
+            sid = self.trade_ids.get(ev.symbol)
+            if sid is None:
+                self._unknown_symbol(ev.symbol, raw)
+                return
+            if conn.unseen:
+                conn.unseen.discard((ev.symbol, "trade"))
+            maker = ev.buyer_is_maker
+            self.trades_w.commit_trade(
+                sid,
+                L.FLAG_BUYER_MAKER if maker else 0,
+                ev.trade_time * _MS,
+                ev.event_time * _MS,
+                recv_ns,
+                ev.trade_id,
+                ev.first_trade_id,
+                ev.last_trade_id,
+                ev.price,
+                ev.qty,
+                -1 if maker else 1,
+            )
+        elif t is ServerShutdown:
+            ctr.inc("server_shutdowns")
+            self.log.info("%s: the server announced a shutdown; reconnecting now", conn.name)
+            self._lost(conn, "serverShutdown", backoff=False)
+        elif t is BookTicker:
+            pass  # not subscribed; harmless if a server sends it anyway
+
+    def _unknown_symbol(self, symbol: str, raw: bytes) -> None:
+        self.ctr.arr[self.ctr.parse_errors] += 1
+        self._report("unknown_symbol", f"{symbol} is not one of this shard's symbols", raw)
+
+    # ----- connections --------------------------------------------------------------------
+
+    def _adopt(self, done: Connected) -> None:
+        conn = self.by_name.get(done.name)
+        if conn is None or done.attempt != conn.attempt or self.stop.is_set():
+            if done.ws is not None:
+                with contextlib.suppress(Exception):
+                    done.ws.shutdown()
+            return
+        now = time.monotonic()
+        if done.ws is None:
+            delay = conn.schedule_retry(now)
+            self.log.warning(
+                "%s: cannot connect to %s: %s; retrying in %.2f s",
+                conn.name,
+                _where(conn.url),
+                done.error,
+                delay,
+            )
+            return
+        conn.attach(done.ws, now)
+        self.sel.register(conn.sock, selectors.EVENT_READ, conn)
+        self.log.info(
+            "%s: connected to %s (%d streams)", conn.name, _where(conn.url), len(conn.streams)
+        )
+
+    def _lost(self, conn: Connection, why: str, *, backoff: bool = True) -> None:
+        """Drop a connection, schedule its reconnect, and unsync the books it carried."""
+        if conn.sock is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(conn.sock)
+        conn.drop()
+        self.ctr.arr[self.ctr.reconnects] += 1
+        now = time.monotonic()
+        if backoff:
+            delay = conn.schedule_retry(now)
+        else:
+            conn.connecting = False
+            conn.next_attempt, delay = now, 0.0
+        now_ns = time.time_ns()
+        for sym in conn.depth_symbols:
+            self.books[sym].reset(now_ns)
+        self.log.warning(
+            "%s: %s; reconnecting in %.2f s%s",
+            conn.name,
+            why,
+            delay,
+            f", then resyncing {len(conn.depth_symbols)} book(s)" if conn.depth_symbols else "",
+        )
+
+    def _read(self, conn: Connection) -> None:
+        """Read one frame (and any that TLS already decrypted) from a ready connection."""
+        while True:
+            try:
+                raw = conn.read()
+            except ConnectionLost as exc:
+                self._lost(conn, f"connection lost ({exc})")
+                return
+            recv_ns = time.time_ns()
+            if raw is not CONTROL:
+                conn.frames += 1
+                conn.last_frame = time.monotonic()
+                if conn.frames == 1:
+                    conn.backoff.reset()  # the server delivers: the next failure starts over
+                self._on_frame(conn, raw, recv_ns)
+            if not (conn.up and conn.pending()):
+                return
+
+    # ----- snapshots ----------------------------------------------------------------------
+
+    def _on_reply(self, reply: SnapshotReply) -> None:
+        sb = self.books.get(reply.symbol)
+        if sb is None:
+            return
+        sb.inflight = False
+        if reply.epoch != sb.epoch:
+            return  # the book was reset since this was asked for: a fresher one is needed
+        ctr, arr, log = self.ctr, self.ctr.arr, self.log
+        now = time.monotonic()
+        status = reply.status
+        sym = reply.symbol
+        if status == 200:
+            try:
+                snap = parse_snapshot(reply.body)
+            except FeedError as exc:
+                arr[ctr.snapshot_errors] += 1
+                self._report(f"snapshot_{exc.kind}", exc.detail, reply.body)
+                sb.due = now + sb.backoff.next_delay()
+                return
+            arr[ctr.snapshots] += 1
+            sb.blocked = 0
+            result = sb.on_snapshot(snap, time.time_ns())
+            if result is SnapshotStatus.SYNCED or result is SnapshotStatus.WAITING:
+                sb.backoff.reset()
+                log.info(
+                    "%s: snapshot %d loaded (%s, %.0f ms)",
+                    sym,
+                    snap.last_update_id,
+                    "synced" if result is SnapshotStatus.SYNCED else "waiting for the next diff",
+                    reply.elapsed * 1e3,
+                )
+            elif result is not SnapshotStatus.UNNEEDED:
+                ctr.inc("snapshots_rejected")
+                sb.due = now + sb.backoff.next_delay()
+                log.info(
+                    "%s: snapshot refused (%s): %s; fetching another",
+                    sym,
+                    result.value,
+                    sb.sync.reason,
+                )
+            return
+        arr[ctr.snapshot_errors] += 1
+        if status == 451:
+            arr[ctr.rest_451] += 1
+            slow = self.feed.reconnect_max
+            sb.due = now + slow
+            if not sb.blocked:
+                log.error(
+                    "%s: the REST API answered 451: this host is geo-blocked by the exchange; "
+                    "the book stays unsynced (never published as exact); retrying every %.0f s",
+                    sym,
+                    slow,
+                )
+            sb.blocked += 1
+        elif status in (429, 418):
+            arr[ctr.rest_429 if status == 429 else ctr.rest_418] += 1
+            wait = reply.retry_after if reply.retry_after is not None else sb.backoff.next_delay()
+            sb.due = now + wait
+            log.warning(
+                "%s: the REST API answered %d (%s); waiting %.1f s as asked",
+                sym,
+                status,
+                "rate limited" if status == 429 else "IP banned for ignoring rate limits",
+                wait,
+            )
+            sb.blocked += 1
+        else:
+            if status >= 500:
+                arr[ctr.rest_5xx] += 1
+            delay = sb.backoff.next_delay()
+            sb.due = now + delay
+            what = f"HTTP {status}" if status else reply.error
+            log.warning("%s: snapshot failed (%s); retrying in %.2f s", sym, what, delay)
+
+    def _request_snapshots(self, now: float) -> None:
+        for sym, sb in self.books.items():
+            if sb.wants_snapshot and now >= sb.due:
+                sb.inflight = True
+                self.fetcher.request(SnapshotRequest(sym, self.snapshot_urls[sym], sb.epoch))
+
+    # ----- housekeeping -------------------------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        feed = self.feed
+        up = 0
+        for conn in self.conns:
+            if conn.up:
+                up += 1
+                if now - conn.last_frame > feed.silence_timeout:
+                    self.ctr.arr[self.ctr.silences] += 1
+                    self._lost(conn, f"no data for {now - conn.last_frame:.1f} s (silent feed)")
+                    continue
+                if conn.unseen and now - conn.connected_at > feed.stream_timeout:
+                    self._stream_faults(conn, now)
+            elif not conn.connecting and now >= conn.next_attempt and not self.stop.is_set():
+                conn.start_connect(self.inbox)
+        self._request_snapshots(now)
+        self.books_w.heartbeat()
+        self.trades_w.heartbeat()
+        arr, ctr = self.ctr.arr, self.ctr
+        arr[ctr.g_connections] = up
+        arr[ctr.g_books_synced] = sum(1 for sb in self.books.values() if sb.sync.synced)
+
+    def _stream_faults(self, conn: Connection, now: float) -> None:
+        """Report each subscribed stream that never delivered: a wrong route, not a quiet market."""
+        for key in sorted(conn.unseen - conn.faulted):
+            conn.faulted.add(key)
+            self.ctr.arr[self.ctr.stream_faults] += 1
+            self.log.error(
+                "%s: stream %s delivered nothing in %.0f s since connecting to %s: "
+                "subscribed on the wrong route, or the exchange does not serve it",
+                conn.name,
+                conn.streams[key],
+                now - conn.connected_at,
+                _where(conn.url),
+            )
+
+    # ----- main loop ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Connect, then read and publish until stop is set."""
+        arr, ctr = self.ctr.arr, self.ctr
+        arr[ctr.g_connections_expected] = len(self.conns)
+        arr[ctr.g_books_total] = len(self.books)
+        arr[ctr.g_core] = self.core
+        pinned = pinned_core()
+        self.ctr.set("g_pinned", int(pinned == self.core))
+        self.log.info(
+            "shard %s/%d: %d symbol(s) on %d connection(s), %s to core %d, rings %s and %s",
+            self.feed.name,
+            self.shard,
+            len(self.symbols),
+            len(self.conns),
+            "pinned" if pinned == self.core else "NOT pinned",
+            self.core,
+            self.books_w.ring,
+            self.trades_w.ring,
+        )
+        stop = self.stop
+        select = self.sel.select
+        next_tick = 0.0
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= next_tick:
+                self._tick(now)
+                next_tick = now + TICK
+            for key, _ in select(next_tick - now):
+                conn = key.data
+                if conn is None:
+                    for item in self.inbox.drain():
+                        if isinstance(item, SnapshotReply):
+                            self._on_reply(item)
+                        else:
+                            self._adopt(item)
+                elif conn.up:
+                    self._read(conn)
+
+    def close(self) -> None:
+        """Unpublish the books, close connections, helpers and the rings (segments are kept)."""
+        now_ns = time.time_ns()
+        for sb in self.books.values():
+            sb.unpublish(now_ns)
+        for conn in self.conns:
+            if conn.sock is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.sel.unregister(conn.sock)
+            conn.close()
+        self.fetcher.close()
+        self.sel.close()
+        self.inbox.close()
+        self.dead.close()
+        self.ctr.arr[self.ctr.g_connections] = 0
+        self.ctr.arr[self.ctr.g_books_synced] = 0
+        self.trades_w.close()
+        self.books_w.close()
+
+
+def _where(url: str) -> str:
+    """scheme://host/path of a URL, without the (long) stream list."""
+    p = urlsplit(url)
+    return f"{p.scheme}://{p.hostname}{f':{p.port}' if p.port else ''}{p.path}"
+
+
+def run_shard(
+    cfg: C.Config,
+    feed: C.FeedConfig,
+    shard: int,
+    core: int,
+    symbols: list[str],
+    stop: threading.Event | None = None,
+) -> None:
+    """Run one ingest shard until `stop` is set (forever when None); writers are closed, not unlinked."""
+    sh = Shard(cfg, feed, shard, core, symbols, stop or threading.Event())
+    try:
+        sh.run()
+    finally:
+        sh.close()
+        sh.log.info("stopped")

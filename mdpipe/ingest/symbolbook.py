@@ -1,0 +1,208 @@
+"""One symbol's exact book: the exchange's sync rules, the L2 book and its ring records."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from mdpipe import layout as L
+from mdpipe.book import DEFAULT_WINDOW
+from mdpipe.feeds.binance import DepthDiff, DepthSnapshot
+from mdpipe.feeds.binance_sync import Action, SnapshotStatus
+from mdpipe.feeds.local_book import LocalBook
+from mdpipe.ingest.backoff import Backoff
+from mdpipe.ingest.counters import Counters
+from mdpipe.ring import RingWriter
+
+APPLY, BUFFERED, RESYNC = Action.APPLY, Action.BUFFERED, Action.RESYNC
+_MS = 1_000_000
+
+# Reports bad input: (kind, error, raw frame or None).
+Reporter = Callable[[str, str, "bytes | None"], None]
+
+
+class SymbolBook:
+    """Feeds diffs and snapshots through the sync machine and writes one record per book state.
+
+    Records are flagged SYNCED only while the sync machine proves the book exact; when a
+    published book stops being exact, one record with flags 0 and no levels says so.
+    """
+
+    __slots__ = (
+        "symbol",
+        "sid",
+        "depth",
+        "local",
+        "sync",
+        "book",
+        "epoch",
+        "published",
+        "fresh",
+        "crossed",
+        "recv_of",
+        "inflight",
+        "due",
+        "backoff",
+        "blocked",
+        "last_id",
+        "last_event_ns",
+        "_w",
+        "_ctr",
+        "_arr",
+        "_report",
+        "_log",
+    )
+
+    def __init__(
+        self,
+        symbol: str,
+        sid: int,
+        market: str,
+        writer: RingWriter,
+        ctr: Counters,
+        backoff: Backoff,
+        report: Reporter,
+        log: logging.Logger,
+    ) -> None:
+        self.symbol = symbol
+        self.sid = sid
+        self.depth = writer.depth
+        self.local = LocalBook(
+            market, symbol, window=max(DEFAULT_WINDOW, 2 * self.depth), min_depth=self.depth
+        )
+        self.sync = self.local.sync
+        self.book = self.local.book
+        self.epoch = 0  # bumped on every reset: snapshot replies of older epochs are stale
+        self.published = False  # the ring's latest record of this symbol is flagged SYNCED
+        self.fresh = True  # the next record is the first of a (re)built book
+        self.crossed = False
+        self.recv_of: dict[int, int] = {}  # buffered diff u -> its frame's receive time
+        self.inflight = False  # a snapshot request is out
+        self.due = 0.0  # monotonic time before which no snapshot is requested
+        self.backoff = backoff
+        self.blocked = 0  # consecutive refusals (451/429/418) of the current streak
+        self.last_id = 0
+        self.last_event_ns = 0
+        self._w = writer
+        self._ctr = ctr
+        self._arr = ctr.arr
+        self._report = report
+        self._log = log
+
+    @property
+    def live(self) -> bool:
+        """Synced, or holding a snapshot while waiting for the diff that continues it."""
+        return not self.sync.needs_snapshot
+
+    @property
+    def wants_snapshot(self) -> bool:
+        """Diffs are buffered and no snapshot is on its way."""
+        return self.sync.needs_snapshot and self.sync.buffered > 0 and not self.inflight
+
+    def on_diff(self, d: DepthDiff, recv_ns: int, raw: bytes) -> Action:
+        """Classify, apply and publish one diff."""
+        live = not self.sync.needs_snapshot
+        action = self.local.on_diff(d)
+        if action is APPLY:
+            self._commit(d, recv_ns, raw)
+        elif action is BUFFERED:
+            self.recv_of[d.last_id] = recv_ns
+        elif action is RESYNC:
+            self._broken(live, recv_ns)
+            # The diff that broke the book opens the new buffer.
+            self.recv_of = {d.last_id: recv_ns}
+        return action
+
+    def _commit(self, d: DepthDiff, recv_ns: int, raw: bytes | None) -> None:
+        w = self._w
+        book = self.book
+        nb, na = book.write_top(w.bids, w.asks)
+        depth = self.depth
+        flags = L.FLAG_SYNCED
+        if nb < depth or na < depth:
+            flags |= L.FLAG_PARTIAL
+        if self.fresh:
+            flags |= L.FLAG_RESYNC
+            self.fresh = False
+        if book.is_crossed():
+            flags |= L.FLAG_CROSSED
+            if not self.crossed:
+                self.crossed = True
+                self._arr[self._ctr.crossed_books] += 1
+                self._report(
+                    "crossed_book",
+                    f"{self.symbol} best bid {w.bids[0, 0]} >= best ask {w.asks[0, 0]} "
+                    f"after u={d.last_id}",
+                    raw,
+                )
+        elif self.crossed:
+            self.crossed = False
+        event_ns = d.event_time * _MS
+        prev = d.prev_id
+        w.commit_book(
+            self.sid,
+            flags,
+            event_ns,
+            recv_ns,
+            d.first_id,
+            d.last_id,
+            prev if prev > 0 else 0,
+            nb,
+            na,
+        )
+        self.published = True
+        self.last_id = d.last_id
+        self.last_event_ns = event_ns
+        self._arr[self._ctr.book_records] += 1
+
+    def _broken(self, live: bool, now_ns: int) -> None:
+        """The sync machine dropped the book (gap, or too many diffs waiting for a snapshot)."""
+        reason = self.sync.reason
+        ctr = self._ctr
+        if live:
+            self._arr[ctr.gaps] += 1
+            self._arr[ctr.resyncs] += 1
+            self._log.warning("%s: %s; resyncing from a new snapshot", self.symbol, reason)
+        else:
+            ctr.inc("buffer_overflows")
+            self._log.warning("%s: %s; still waiting for a snapshot", self.symbol, reason)
+        self._invalidate(now_ns)
+
+    def reset(self, now_ns: int) -> None:
+        """Forget the book (its stream was interrupted): buffer afresh, fetch a new snapshot."""
+        if not self.sync.needs_snapshot:
+            self._arr[self._ctr.resyncs] += 1
+        self.local.reset()
+        self.recv_of = {}
+        self._invalidate(now_ns)
+
+    def _invalidate(self, now_ns: int) -> None:
+        self.epoch += 1
+        self.fresh = True
+        self.crossed = False
+        self.due = 0.0
+        self.unpublish(now_ns)
+
+    def unpublish(self, now_ns: int) -> None:
+        """Write the one record (flags 0, no levels) that tells readers the book is not exact."""
+        if not self.published:
+            return
+        w = self._w
+        w.bids[:] = 0.0
+        w.asks[:] = 0.0
+        w.commit_book(self.sid, 0, self.last_event_ns, now_ns, self.last_id, self.last_id, 0, 0, 0)
+        self.published = False
+        self._arr[self._ctr.book_records] += 1
+
+    def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> SnapshotStatus:
+        """Offer a snapshot; when it syncs, publish a record per buffered diff it is followed by."""
+        recv_of = self.recv_of
+
+        def publish(d: DepthDiff) -> None:
+            # Each buffered diff is an exact book state: publish it with its own receive time.
+            self._commit(d, recv_of.get(d.last_id, now_ns), None)
+
+        status = self.local.on_snapshot(snap, publish)
+        if status is SnapshotStatus.SYNCED or status is SnapshotStatus.WAITING:
+            self.recv_of = {}
+        return status
