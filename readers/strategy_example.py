@@ -30,6 +30,9 @@ def main() -> None:
     books = attach(args.instance, "books", kind="book", wait=True, timeout=30, idle=0.0005)
     trades = attach(args.instance, "trades", kind="trade", wait=True, timeout=30)
     print(f"attached to {books.describe()}; symbols {', '.join(books.symbols)}")
+    # A record names its symbol by id, the index in its ring's symbol table; with one shard
+    # per feed (as here) that is the reader's `symbols` list.
+    trade_sid = trades.symbols.index(sym)
 
     # Conflated access: the newest exact top of book, None while the book is not synced.
     print(f"{sym} top now: {books.top(sym)}")
@@ -48,6 +51,7 @@ def main() -> None:
             moves += last_mid is not None and mid != last_mid
             last_mid = mid
         batch = trades.read_batch(1024)  # every trade since the last call, as an array
+        batch = batch[batch["symbol_id"] == trade_sid]
         volume += float(batch["qty"].sum())
         notional += float((batch["price"] * batch["qty"]).sum())
         if time.monotonic() >= end:
@@ -69,7 +73,7 @@ def main() -> None:
     }
     print(
         f"{records} book records ({synced} synced), {moves} mid moves in {sym}, "
-        f"traded {volume:.4f} at VWAP {summary['vwap']}, lost {summary['lost']}"
+        f"{sym} traded {volume:.4f} at VWAP {summary['vwap']}, lost {summary['lost']}"
     )
     print(json.dumps(summary))
     books.close()
