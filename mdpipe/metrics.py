@@ -93,23 +93,40 @@ class _Families:
         fam.add_metric(list(labels.values()), value)
 
 
+# Per-ring counters of other processes, named <base>_<ring with '.' as '_'>, are exported
+# as one metric with a ring label; a base listed here also gets its unit in the name.
+_PER_RING_NAMES = {"lag": "ring_lag_records"}
+
+
 def _export_counters(
-    fams: _Families, component: str, counters: dict[str, int], labels: dict[str, str]
+    fams: _Families,
+    component: str,
+    counters: dict[str, int],
+    labels: dict[str, str],
+    rings: dict[str, str] | None = None,
 ) -> None:
-    """Counters as mdpipe_<component>_<name>_total; g_ gauges without the prefix; ns -> s."""
+    """Counters as mdpipe_<component>_<name>_total; g_ gauges without the prefix; ns -> s.
+
+    rings maps sanitized ring names to ring names, to recognise per-ring counters.
+    """
     for raw, value in counters.items():
         gauge = raw.startswith("g_")
         name = _BAD.sub("_", raw[2:] if gauge else raw)
+        labels_here = labels
+        for key, ring in (rings or {}).items():
+            base = name[: -len(key) - 1]
+            if name.endswith("_" + key) and base:
+                name = _PER_RING_NAMES.get(base, base)
+                labels_here = labels | {"ring": ring}
+                break
         scale = 1.0
         if gauge and name.endswith("_total"):
             name = name[: -len("_total")]  # g_books_total -> books: _total means a counter
         if name.endswith("_ns"):
             name, scale = name[:-3] + "_seconds", 1e-9
         full = f"mdpipe_{component}_{name}"
-        if gauge:
-            fams.add("gauge", full, f"{component} gauge {raw}", labels, value * scale)
-        else:
-            fams.add("counter", full, f"{component} counter {raw}", labels, value * scale)
+        kind = "gauge" if gauge else "counter"
+        fams.add(kind, full, f"{component} {kind} {raw}", labels_here, value * scale)
 
 
 class InstanceCollector:
@@ -123,7 +140,9 @@ class InstanceCollector:
         fams = _Families()
         inst = self.instance
         now = time.time_ns()
-        for st in iter_status(inst):
+        statuses = list(iter_status(inst))
+        rings = {_BAD.sub("_", st.ring): st.ring for st in statuses if st.kind in ("book", "trade")}
+        for st in statuses:
             if st.kind in ("book", "trade"):
                 self._ring(fams, st, now)
             elif st.ring == "supervisor":
@@ -137,7 +156,7 @@ class InstanceCollector:
                     {"instance": inst},
                     int(st.writer_alive),
                 )
-                _export_counters(fams, component, st.counters, {"instance": inst})
+                _export_counters(fams, component, st.counters, {"instance": inst}, rings)
         yield from fams.by_name.values()
 
     def _ring(self, fams: _Families, st: SegmentStatus, now: int) -> None:

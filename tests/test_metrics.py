@@ -31,7 +31,15 @@ INGEST_COUNTERS = [
     "g_books_total",
     "g_core",
 ]
-PUBLISHER_COUNTERS = ["books_published", "redis_errors", "g_redis_up", "g_lag_records", "g_lag_ns"]
+PUBLISHER_COUNTERS = [
+    "books_published",
+    "redis_errors",
+    "g_redis_up",
+    "g_lag_records",
+    "g_lag_ns",
+    "g_lag_books_f_0",
+    "g_lag_trades_f_0",
+]
 
 
 def free_port() -> int:
@@ -70,6 +78,7 @@ class Pipeline:
             self.books.set(name, value)
         self.pub.set("g_lag_ns", 2_500_000)
         self.pub.set("g_redis_up", 1)
+        self.pub.set("g_lag_books_f_0", 7)
         now = time.time_ns()
         for i in range(100):
             self.books.bids[0] = (100.0, 1.0)
@@ -131,6 +140,8 @@ def test_metrics_parse_and_name_conventions(server: HttpServer, instance: str) -
     # Nanosecond gauges are exported in seconds.
     assert samples[("mdpipe_publisher_lag_seconds", (("instance", instance),))] == 0.0025
     assert samples[("mdpipe_publisher_up", (("instance", instance),))] == 1
+    lag = (("instance", instance), ("ring", "books.f.0"))
+    assert samples[("mdpipe_publisher_ring_lag_records", lag)] == 7
     lat = [s for s in fams["mdpipe_ring_feed_to_ring_latency_seconds"].samples]
     assert {s.labels["percentile"] for s in lat} == {"50", "99", "99.9"}
     assert all(0 < s.value < 1 for s in lat)
