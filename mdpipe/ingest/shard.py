@@ -385,7 +385,7 @@ class Shard:
             if not sb.blocked:
                 log.error(
                     "%s: the REST API answered 451: this host is geo-blocked by the exchange; "
-                    "the book stays unsynced (never published as exact); retrying every %.0f s",
+                    "the book stays unsynced (never published as exact); retrying every %.1f s",
                     sym,
                     slow,
                 )

@@ -1,0 +1,244 @@
+"""Every fault the simulator injects, against one real ingest process: it survives, books resync,
+counters say what happened, and no record flagged SYNCED ever disagrees with the exchange.
+
+The simulator's synthetic futures market trades BTCUSDT and ETHUSDT; the ingest config also
+subscribes XRPUSDT, which the simulator accepts and never delivers (a dead stream, as on the
+wrong futures route). Ground truth is the simulator's own bookTicker stream, collected by a
+separate client: whenever a book record's last update id equals a bookTicker's `u`, its best
+bid and ask must equal the ticker's.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from conftest import remove_segments
+from test_ingest_support import (
+    CORE,
+    IngestProcess,
+    RecordLog,
+    TickerCollector,
+    check_continuity,
+    check_record_invariants,
+    compare_with_tickers,
+    write_config,
+)
+
+from mdpipe import layout as L
+from mdpipe.sim.process import SimProcess
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "XRPUSDT"]
+LIVE = 2  # XRPUSDT never delivers
+BTC, ETH = 0, 1
+
+
+@dataclass
+class Rig:
+    sim: SimProcess
+    ingest: IngestProcess
+    books: RecordLog
+    trades: RecordLog
+    tickers: TickerCollector
+    dead_letter: Path
+
+    def counters(self) -> dict[str, int]:
+        return self.ingest.counters()
+
+    def wait_synced(
+        self,
+        what: str,
+        more: dict[str, int] | None = None,
+        base: dict[str, int] | None = None,
+        timeout: float = 20.0,
+    ) -> dict[str, int]:
+        """Wait until both live books are synced, both connections up, and counters grew
+        by `more` since `base`."""
+        base = base or {}
+        more = more or {}
+
+        def done(c: dict[str, int]) -> bool:
+            self.books.drain()
+            self.trades.drain()
+            return (
+                c["g_books_synced"] == LIVE
+                and c["g_connections"] == 2
+                and all(c.get(k, 0) >= base.get(k, 0) + n for k, n in more.items())
+            )
+
+        return self.ingest.wait_for(what, done, timeout)
+
+    def records_since(self, mark: int, sid: int) -> np.ndarray:
+        recs = self.books.drain()[mark:]
+        return recs[recs["symbol_id"] == sid]
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    tmp = tmp_path_factory.mktemp("ingest-faults")
+    instance = f"t{uuid.uuid4().hex[:10]}"
+    sim = SimProcess(["--market", "futures", "--symbols", "BTCUSDT,ETHUSDT", "--rate", "1000"])
+    sim.start()
+    tickers = TickerCollector(sim.ws_url, ["BTCUSDT", "ETHUSDT"]).start()
+    dead = tmp / "dead"
+    cfg = write_config(
+        tmp / "ingest.toml",
+        instance,
+        ws_url=sim.ws_url,
+        rest_url=sim.rest_url,
+        market="futures",
+        symbols=SYMBOLS,
+        dead_letter_dir=dead,
+        book_capacity=1 << 17,
+        silence_timeout=1.0,
+        stream_timeout=2.0,
+        reconnect_max=0.5,
+    )
+    ingest = IngestProcess(cfg, instance).start()
+    try:
+        books = RecordLog(instance, ingest.books_ring, "book")
+        trades = RecordLog(instance, ingest.trades_ring, "trade")
+        r = Rig(sim, ingest, books, trades, tickers, dead / f"{instance}.f.0.jsonl")
+        r.wait_synced("the first sync")
+        yield r
+        assert ingest.stop() == 0, ingest.log()[-4000:]
+        books.close()
+        trades.close()
+    finally:
+        ingest.__exit__()
+        tickers.stop()
+        sim.stop()
+        remove_segments(instance)
+
+
+def test_syncs_and_reports_the_stream_that_never_delivers(rig: Rig) -> None:
+    c = rig.ingest.wait_for("stream faults", lambda c: c["stream_faults"] >= 2, 10)
+    assert c["g_books_total"] == 3 and c["g_connections_expected"] == 2
+    assert c["g_core"] == CORE and c["g_pinned"] == 1
+    log = rig.ingest.log()
+    assert "stream xrpusdt@depth@0ms delivered nothing" in log
+    assert "stream xrpusdt@trade delivered nothing" in log
+    assert rig.books.reader.top("XRPUSDT") is None
+    assert rig.books.reader.top("BTCUSDT") is not None
+
+
+@pytest.mark.parametrize("variant", ["abrupt", "close"])
+def test_disconnect_resyncs_every_book(rig: Rig, variant: str) -> None:
+    c0 = rig.wait_synced("steady state")
+    mark = len(rig.books.drain())
+    done = rig.sim.inject("disconnect", variant=variant)
+    assert done["connections"] >= 2
+    rig.wait_synced("the resync", {"reconnects": 2, "resyncs": LIVE, "snapshots": LIVE}, c0)
+    for sid in (BTC, ETH):
+        flags = rig.records_since(mark, sid)["flags"]
+        assert flags[flags & L.FLAG_SYNCED == 0].size >= 1, "no record said the book went stale"
+        assert (flags & L.FLAG_RESYNC).any(), "the rebuilt book's first record lacks RESYNC"
+
+
+def test_gap_resyncs_only_that_symbol(rig: Rig) -> None:
+    c0 = rig.wait_synced("steady state")
+    mark = len(rig.books.drain())
+    rig.sim.inject("gap", symbol="ETHUSDT")
+    rig.wait_synced("the resync", {"gaps": 1, "resyncs": 1, "snapshots": 1}, c0)
+    eth = rig.records_since(mark, ETH)["flags"]
+    btc = rig.records_since(mark, BTC)["flags"]
+    assert (eth == 0).sum() == 1 and ((eth & L.FLAG_RESYNC) != 0).sum() == 1
+    assert len(btc) and (btc & L.FLAG_SYNCED).all() and not (btc & L.FLAG_RESYNC).any()
+
+
+def test_malformed_frames_are_counted_dead_lettered_and_skipped(rig: Rig) -> None:
+    c0 = rig.wait_synced("steady state")
+    mark = len(rig.books.drain())
+    done = rig.sim.inject("malformed")
+    assert len(done["variants"]) == 7
+    # The bad depth frames claim the next update id: had one been applied, a gap would follow.
+    rig.wait_synced("the bad frames", {"parse_errors": 7}, c0)
+    time.sleep(0.3)
+    c = rig.counters()
+    errors = c["parse_errors"] - c0["parse_errors"]
+    assert c["dead_lettered"] - c0["dead_lettered"] == errors
+    assert c["gaps"] == c0["gaps"] and c["resyncs"] == c0["resyncs"]
+    for sid in (BTC, ETH):
+        assert (rig.records_since(mark, sid)["flags"] & L.FLAG_SYNCED).all()
+    lines = [orjson.loads(line) for line in rig.dead_letter.read_bytes().splitlines()]
+    assert len(lines) >= errors
+    kinds = {line["kind"] for line in lines}
+    assert {"malformed_json", "bad_number", "missing_field", "bad_type", "unknown_event"} <= kinds
+    raws = [line["raw"] for line in lines]
+    assert any('"b":[["NaN"' in raw for raw in raws)
+    assert any(len(raw) > 2_000_000 for raw in raws), "the oversized frame was not kept whole"
+    for line in lines:
+        assert line["error"] and line["ts"] > 0
+    assert c["err_malformed_json"] >= 1 and c["err_bad_number"] >= 2
+
+
+def test_silent_feed_is_detected_and_reconnected(rig: Rig) -> None:
+    c0 = rig.wait_synced("steady state")
+    rig.sim.inject("silence", seconds=2.0)
+    rig.wait_synced(
+        "recovery after the silence", {"silences": 2, "reconnects": 2, "resyncs": LIVE}, c0
+    )
+    assert "(silent feed)" in rig.ingest.log()
+
+
+def test_server_shutdown_reconnects_and_resyncs(rig: Rig) -> None:
+    c0 = rig.wait_synced("steady state")
+    rig.sim.inject("shutdown", seconds=0.5)
+    rig.wait_synced("the resync", {"server_shutdowns": 2, "reconnects": 2, "resyncs": LIVE}, c0)
+
+
+def _eth_rebuild_seconds(rig: Rig, mark: int) -> float:
+    """Seconds from ETHUSDT's stale record to its rebuilt book's first record."""
+    eth = rig.records_since(mark, ETH)
+    stale = eth[eth["flags"] == 0]
+    rebuilt = eth[(eth["flags"] & L.FLAG_RESYNC) != 0]
+    assert len(stale) == 1 and len(rebuilt) == 1
+    return (int(rebuilt[0]["commit_ts_ns"]) - int(stale[0]["commit_ts_ns"])) / 1e9
+
+
+@pytest.mark.parametrize(
+    ("fault", "fields", "counter", "n", "min_wait"),
+    [
+        ("rest_500", {"count": 2}, "rest_5xx", 2, 0.0),
+        ("rest_429", {"count": 1, "retry_after": 1}, "rest_429", 1, 1.0),
+        ("rest_418", {"count": 1, "retry_after": 1}, "rest_418", 1, 1.0),
+        ("rest_451", {"count": 3}, "rest_451", 3, 1.0),  # retried every reconnect_max (0.5 s)
+        ("rest_slow", {"count": 1, "delay": 1.5}, "snapshots", 1, 1.5),
+    ],
+)
+def test_rest_faults_delay_the_resync_but_never_publish_an_unsynced_book(
+    rig: Rig, fault: str, fields: dict, counter: str, n: int, min_wait: float
+) -> None:
+    c0 = rig.wait_synced("steady state")
+    mark = len(rig.books.drain())
+    rig.sim.inject(fault, **fields)
+    rig.sim.inject("gap", symbol="ETHUSDT")  # forces a snapshot request
+    more = {counter: n, "gaps": 1, "snapshots": 1}
+    if fault != "rest_slow":
+        more["snapshot_errors"] = n
+    rig.wait_synced(f"the resync through {fault}", more, c0)
+    assert _eth_rebuild_seconds(rig, mark) >= min_wait
+    if fault == "rest_451":
+        assert "geo-blocked" in rig.ingest.log()
+
+
+def test_no_synced_record_ever_disagrees_with_the_exchange(rig: Rig) -> None:
+    rig.wait_synced("steady state")
+    records = rig.books.drain()
+    check_record_invariants(records, depth=20)
+    rebuilds = check_continuity(records, futures=True)
+    assert rebuilds >= 2 + 2 * 2 + 1 + 5  # first syncs, disconnects, gaps, ...
+    comparable, wrong = compare_with_tickers(records, SYMBOLS, rig.tickers.tickers)
+    assert not wrong, f"{len(wrong)} of {comparable} records disagree: {wrong[:5]}"
+    assert comparable >= 1000
+    trades = rig.trades.drain()
+    assert len(trades) > 100
+    side = trades["side"].astype(int)
+    maker = (trades["flags"] & L.FLAG_BUYER_MAKER) != 0
+    assert ((side == -1) == maker).all() and set(np.unique(side)) == {-1, 1}

@@ -1,0 +1,316 @@
+"""Shared helpers of the ingest tests: a real ingest subprocess, ring record logs, ground truth.
+
+Holds no tests itself; the test_ingest_* modules import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import websocket
+
+from mdpipe import layout as L
+from mdpipe import readers
+from mdpipe.feeds.binance import BinanceParser, BookTicker, FeedError
+from mdpipe.segment import read_status
+
+REPO = Path(__file__).resolve().parent.parent
+CORE = max(os.sched_getaffinity(0))
+
+
+def write_config(
+    path: Path,
+    instance: str,
+    *,
+    ws_url: str,
+    rest_url: str,
+    market: str,
+    symbols: list[str],
+    dead_letter_dir: Path,
+    book_capacity: int = 1 << 16,
+    trade_capacity: int = 1 << 16,
+    depth: int = 20,
+    **feed: Any,
+) -> Path:
+    """A TOML config with one feed named `f` on one core, pointing at a simulator."""
+    values = {
+        "depth_stream": "depth@0ms" if market == "futures" else "depth@100ms",
+        "trade_stream": "trade",
+        "silence_timeout": 5.0,
+        "stream_timeout": 10.0,
+        "reconnect_initial": 0.05,
+        "reconnect_max": 0.5,
+        **feed,
+    }
+    lines = [
+        f'instance = "{instance}"',
+        "[shm]",
+        f"book_capacity = {book_capacity}",
+        f"trade_capacity = {trade_capacity}",
+        f"depth = {depth}",
+        "[[feeds]]",
+        'name = "f"',
+        f'market = "{market}"',
+        f'ws_url = "{ws_url}"',
+        f'rest_url = "{rest_url}"',
+        f"symbols = [{', '.join(repr(s).replace(chr(39), chr(34)) for s in symbols)}]",
+        f"cores = [{CORE}]",
+    ]
+    for key, value in values.items():
+        lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
+    lines += ["[supervisor]", f'dead_letter_dir = "{dead_letter_dir}"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class IngestProcess:
+    """`python -m mdpipe.ingest` as a real subprocess; stderr kept in a log file."""
+
+    def __init__(self, config: Path, instance: str, feed: str = "f", shard: int = 0) -> None:
+        self.config, self.instance, self.feed, self.shard = config, instance, feed, shard
+        self.log_path = config.with_suffix(f".ingest{shard}.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def books_ring(self) -> str:
+        return f"books.{self.feed}.{self.shard}"
+
+    @property
+    def trades_ring(self) -> str:
+        return f"trades.{self.feed}.{self.shard}"
+
+    def start(self) -> IngestProcess:
+        args = [sys.executable, "-m", "mdpipe.ingest", "--config", str(self.config)]
+        args += ["--feed", self.feed, "--shard", str(self.shard)]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stderr=log, stdout=log, cwd=REPO)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def counters(self) -> dict[str, int]:
+        return read_status(self.instance, self.books_ring).counters
+
+    def wait_for(
+        self, what: str, pred: Callable[[dict[str, int]], bool], timeout: float = 20.0
+    ) -> dict[str, int]:
+        """Poll the counters until pred holds; fail with the counters and log otherwise."""
+        deadline = time.monotonic() + timeout
+        counters: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, (
+                f"ingest exited ({self.proc.returncode}) waiting for {what}:\n{self.log()[-4000:]}"
+            )
+            with contextlib.suppress(FileNotFoundError, OSError):
+                counters = self.counters()
+                if pred(counters):
+                    return counters
+            time.sleep(0.05)
+        raise AssertionError(
+            f"timed out waiting for {what}; counters {counters}\n{self.log()[-4000:]}"
+        )
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"ingest ignored SIGTERM:\n{self.log()[-4000:]}") from None
+        return self.proc.returncode
+
+    def __enter__(self) -> IngestProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class RecordLog:
+    """Every record of a ring since it was created, drained on demand (oldest first)."""
+
+    def __init__(self, instance: str, ring: str, kind: str) -> None:
+        self.reader = readers.attach(instance, ring, kind=kind, wait=True, timeout=20)
+        self.reader.seek_oldest()
+        self.parts: list[np.ndarray] = []
+
+    def drain(self) -> np.ndarray:
+        while True:
+            batch = self.reader.read_batch(4096)
+            if not len(batch):
+                break
+            self.parts.append(batch)
+        assert self.reader.lost == 0, "the test fell a whole ring behind: raise the capacity"
+        return self.all()
+
+    def all(self) -> np.ndarray:
+        if not self.parts:
+            return np.empty(0, self.reader.dtype)
+        if len(self.parts) > 1:
+            self.parts = [np.concatenate(self.parts)]
+        return self.parts[0]
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+Ticker = tuple[float, float, float, float]
+
+
+def tape_book_tickers(path: Path) -> dict[tuple[str, int], Ticker]:
+    """(symbol, u) -> (bid, bid qty, ask, ask qty) of every bookTicker on a tape."""
+    out: dict[tuple[str, int], Ticker] = {}
+    with gzip.open(path, "rb") as f:
+        for line in f:
+            if b"@bookTicker" not in line[:80]:
+                continue
+            d = orjson.loads(line.partition(b" ")[2])["data"]
+            out[(d["s"], d["u"])] = (float(d["b"]), float(d["B"]), float(d["a"]), float(d["A"]))
+    return out
+
+
+def compare_with_tickers(
+    records: np.ndarray, symbols: list[str], tickers: dict[tuple[str, int], Ticker]
+) -> tuple[int, list[str]]:
+    """(comparable SYNCED records, descriptions of those whose top differs from the ticker)."""
+    comparable = 0
+    wrong = []
+    for rec in records:
+        if not rec["flags"] & L.FLAG_SYNCED:
+            continue
+        sym = symbols[int(rec["symbol_id"])]
+        t = tickers.get((sym, int(rec["last_update_id"])))
+        if t is None:
+            continue
+        comparable += 1
+        top = (
+            float(rec["bids"][0, 0]),
+            float(rec["bids"][0, 1]),
+            float(rec["asks"][0, 0]),
+            float(rec["asks"][0, 1]),
+        )
+        if top != t:
+            wrong.append(f"{sym} u={int(rec['last_update_id'])}: book {top} != ticker {t}")
+    return comparable, wrong
+
+
+def check_record_invariants(records: np.ndarray, depth: int) -> None:
+    """Flags and levels agree: unsynced records are empty; synced ones are sorted and uncrossed."""
+    for rec in records:
+        flags = int(rec["flags"])
+        nb, na = int(rec["bid_count"]), int(rec["ask_count"])
+        if not flags & L.FLAG_SYNCED:
+            assert flags == 0 and nb == 0 and na == 0, f"unsynced record with content: {rec}"
+            assert not rec["bids"].any() and not rec["asks"].any()
+            continue
+        bids, asks = rec["bids"][:nb], rec["asks"][:na]
+        assert bool(flags & L.FLAG_PARTIAL) == (nb < depth or na < depth)
+        assert (np.diff(bids[:, 0]) < 0).all() and (np.diff(asks[:, 0]) > 0).all()
+        assert (bids[:, 1] > 0).all() and (asks[:, 1] > 0).all()
+        assert not rec["bids"][nb:].any() and not rec["asks"][na:].any()
+        if nb and na:
+            assert bool(flags & L.FLAG_CROSSED) == (bids[0, 0] >= asks[0, 0])
+
+
+class TickerCollector:
+    """The simulator's own best bid/ask per update id, from its bookTicker stream (ground truth).
+
+    Reconnects on its own when a fault drops it; tickers missed meanwhile are just not compared.
+    """
+
+    def __init__(self, ws_url: str, symbols: list[str]) -> None:
+        streams = "/".join(f"{s.lower()}@bookTicker" for s in symbols)
+        self.url = f"{ws_url}/public/stream?streams={streams}"
+        self.tickers: dict[tuple[str, int], Ticker] = {}
+        self._parser = BinanceParser("futures")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.connected = threading.Event()
+
+    def start(self) -> TickerCollector:
+        self._thread.start()
+        assert self.connected.wait(10), "bookTicker collector could not connect"
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ws = websocket.create_connection(self.url, timeout=1)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            self.connected.set()
+            try:
+                while not self._stop.is_set():
+                    try:
+                        raw = ws.recv()
+                    except websocket.WebSocketTimeoutException:
+                        continue
+                    try:
+                        t = self._parser.parse(raw)
+                    except FeedError:
+                        continue  # the malformed fault reaches this connection too
+                    if isinstance(t, BookTicker):
+                        self.tickers[(t.symbol, t.update_id)] = (
+                            t.bid_price,
+                            t.bid_qty,
+                            t.ask_price,
+                            t.ask_qty,
+                        )
+            except (websocket.WebSocketException, OSError):
+                pass
+            finally:
+                ws.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def check_continuity(records: np.ndarray, futures: bool) -> int:
+    """Every synced record continues the previous one's update ids, or is flagged RESYNC.
+
+    Returns how many rebuilds (RESYNC records) there were.
+    """
+    last: dict[int, int] = {}
+    rebuilds = 0
+    for rec in records:
+        sid, flags = int(rec["symbol_id"]), int(rec["flags"])
+        first, u, pu = (
+            int(rec["first_update_id"]),
+            int(rec["last_update_id"]),
+            int(rec["prev_update_id"]),
+        )
+        if not flags & L.FLAG_SYNCED:
+            last.pop(sid, None)
+            continue
+        if flags & L.FLAG_RESYNC:
+            rebuilds += 1
+            last[sid] = u
+            continue
+        assert sid in last, f"synced record u={u} of symbol {sid} follows no synced record"
+        if futures:
+            assert pu == last[sid], f"symbol {sid}: pu={pu} after u={last[sid]}: a gap published"
+        else:
+            assert first <= last[sid] + 1 < u + 1, f"symbol {sid}: U={first} after u={last[sid]}"
+        last[sid] = u
+    return rebuilds
