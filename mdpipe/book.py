@@ -18,7 +18,6 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from math import inf
-from operator import neg
 
 import numpy as np
 
@@ -29,7 +28,8 @@ DEFAULT_MIN_DEPTH = 20
 class _Side:
     """One side of the book: all levels in a dict, the best ones in a sorted list.
 
-    Subclasses define the ordering: `apply` and `rebuild`.
+    Both sides keep the window sorted ascending, so bisect needs no key function: asks hold
+    their best levels at the front, bids at the back. Subclasses define the ordering.
     """
 
     __slots__ = ("levels", "top", "bound", "complete", "window", "min_depth")
@@ -45,14 +45,14 @@ class _Side:
     def write_top(self, out: np.ndarray) -> int:
         """Write the best levels into `out` (shape (depth, 2)), zero the rest, return the count."""
         depth = out.shape[0]
-        prices = self.top[:depth]
+        prices = self.best_prices(depth)
         n = len(prices)
         if n < depth and not self.complete:
             # A reader wants more levels than the window keeps: keep that many from now on.
             self.min_depth = max(self.min_depth, depth)
             self.window = max(self.window, 2 * depth)
             self.rebuild()
-            prices = self.top[:depth]
+            prices = self.best_prices(depth)
             n = len(prices)
         if n:
             out[:n, 0] = prices
@@ -63,9 +63,13 @@ class _Side:
 
 
 class _Asks(_Side):
-    """Ask side: best is the lowest price; the window is sorted ascending."""
+    """Ask side: best is the lowest price, at the front of the window."""
 
     __slots__ = ()
+
+    def best_prices(self, depth: int) -> list[float]:
+        """Up to `depth` best prices, best first."""
+        return self.top[:depth]
 
     def rebuild(self) -> None:
         """Refill the window with the best `window` levels (one sort of the dict's keys)."""
@@ -101,16 +105,20 @@ class _Asks(_Side):
 
 
 class _Bids(_Side):
-    """Bid side: best is the highest price; the window is sorted descending."""
+    """Bid side: best is the highest price, at the back of the window."""
 
     __slots__ = ()
+
+    def best_prices(self, depth: int) -> list[float]:
+        """Up to `depth` best prices, best first."""
+        return self.top[: -depth - 1 : -1]
 
     def rebuild(self) -> None:
         """Refill the window with the best `window` levels (one sort of the dict's keys)."""
         levels = self.levels
-        self.top = top = sorted(levels, reverse=True)[: self.window]
+        self.top = top = sorted(levels)[-self.window :]
         self.complete = len(levels) == len(top)
-        self.bound = -inf if self.complete else top[-1]
+        self.bound = -inf if self.complete else top[0]
 
     def apply(self, prices: Sequence[float], qtys: Sequence[float]) -> None:
         """Set each level to its absolute quantity; quantity 0 removes the level."""
@@ -121,18 +129,18 @@ class _Bids(_Side):
             if p >= bound:
                 if q:
                     if p not in levels:
-                        insort(top, p, key=neg)
+                        insort(top, p)
                     levels[p] = q
                 elif levels.pop(p, None) is not None:
-                    del top[bisect_left(top, -p, key=neg)]
+                    del top[bisect_left(top, p)]
             elif q:
                 levels[p] = q
             else:
                 levels.pop(p, None)
         n = len(top)
         if n > 2 * self.window:
-            del top[self.window :]
-            self.bound = top[-1]
+            del top[: n - self.window]
+            self.bound = top[0]
             self.complete = False
         elif n < self.min_depth and not self.complete:
             self.rebuild()
@@ -196,7 +204,7 @@ class OrderBook:
     def best_bid(self) -> tuple[float, float] | None:
         """The highest bid as (price, qty), or None when the side is empty."""
         top = self._bids.top
-        return (top[0], self._bids.levels[top[0]]) if top else None
+        return (top[-1], self._bids.levels[top[-1]]) if top else None
 
     def best_ask(self) -> tuple[float, float] | None:
         """The lowest ask as (price, qty), or None when the side is empty."""
@@ -206,7 +214,7 @@ class OrderBook:
     def is_crossed(self) -> bool:
         """True when the best bid is at or above the best ask: the book cannot be right."""
         bids, asks = self._bids.top, self._asks.top
-        return bool(bids and asks and bids[0] >= asks[0])
+        return bool(bids and asks and bids[-1] >= asks[0])
 
     @property
     def bid_count(self) -> int:
