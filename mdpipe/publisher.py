@@ -19,6 +19,7 @@ ticker at once. Counters live in the `publisher` status segment (see COUNTERS).
 from __future__ import annotations
 
 import argparse
+import grp
 import logging
 import os
 import re
@@ -36,7 +37,7 @@ from mdpipe import logs
 from mdpipe import publisher_payloads as P
 from mdpipe.readers import LayoutError, NoSuchRingError, Reader, attach
 from mdpipe.ring import RingWriter, WriterAliveError
-from mdpipe.segment import list_segments, read_status
+from mdpipe.segment import list_segments, read_status, shm_path
 
 log = logging.getLogger("mdpipe.publisher")
 
@@ -120,6 +121,9 @@ class Publisher:
             counters=COUNTERS,
             mode=config_mod.segment_mode(cfg),
         )
+        if cfg.shm.group:  # let the group that reads the rings read our counters too
+            gid = grp.getgrnam(cfg.shm.group).gr_gid
+            os.chown(shm_path(cfg.instance, "publisher"), -1, gid)
         self.c = self.status.counters
         self.sink = RedisSink(
             cfg.redis.url, cfg.redis_password, pub.reconnect_initial, pub.reconnect_max
@@ -478,12 +482,18 @@ class Publisher:
         return {name: int(self.c[i]) for i, name in enumerate(COUNTERS)}
 
 
-def pin_to_core(core: int) -> None:
+def pin_to_core(core: int) -> bool:
     """Pin the calling thread to one core (after imports: BLAS may reset affinity) and verify."""
-    os.sched_setaffinity(0, {core})
+    try:
+        os.sched_setaffinity(0, {core})
+    except OSError as exc:
+        log.error("cannot pin to core %d: %s; running unpinned", core, exc)
+        return False
     got = os.sched_getaffinity(0)
     if got != {core}:
-        log.warning("asked to run on core %d, the kernel runs us on %s", core, sorted(got))
+        log.error("pinned to core %d but the affinity is %s; running unpinned", core, sorted(got))
+        return False
+    return True
 
 
 def run_publisher(
