@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 import orjson
+import posix_ipc
 import websocket
 
 from mdpipe import layout as L
 from mdpipe import readers
 from mdpipe.feeds.binance import BinanceParser, BookTicker, FeedError
-from mdpipe.segment import read_status
+from mdpipe.segment import LayoutError, read_status
 
 REPO = Path(__file__).resolve().parent.parent
 CORE = max(os.sched_getaffinity(0))
@@ -114,7 +115,7 @@ class IngestProcess:
             assert self.proc is not None and self.proc.poll() is None, (
                 f"ingest exited ({self.proc.returncode}) waiting for {what}:\n{self.log()[-4000:]}"
             )
-            with contextlib.suppress(FileNotFoundError, OSError):
+            with contextlib.suppress(OSError, posix_ipc.ExistentialError, LayoutError):
                 counters = self.counters()
                 if pred(counters):
                     return counters
@@ -122,6 +123,14 @@ class IngestProcess:
         raise AssertionError(
             f"timed out waiting for {what}; counters {counters}\n{self.log()[-4000:]}"
         )
+
+    def wait_running(self, timeout: float = 20.0) -> dict[str, int]:
+        """Wait until this process owns its books segment (not a previous writer's)."""
+
+        def mine(_: dict[str, int]) -> bool:
+            return read_status(self.instance, self.books_ring).writer_pid == self.proc.pid
+
+        return self.wait_for("the process to own its rings", mine, timeout)
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM and wait; returns the exit code."""

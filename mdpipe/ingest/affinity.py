@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
 log = logging.getLogger(__name__)
 
 
-def pin_to_core(core: int) -> bool:
-    """Pin this process to one core and verify it took; call after all imports.
+def _threads() -> list[int]:
+    try:
+        return [int(tid) for tid in os.listdir("/proc/self/task")]
+    except FileNotFoundError:
+        return [0]
 
-    Native libraries (BLAS under numpy) may reset the affinity while they load, which is
-    why this runs last and is checked with sched_getaffinity.
+
+def pin_to_core(core: int) -> bool:
+    """Pin every thread of this process to one core and verify it took; call after all imports.
+
+    Native libraries (BLAS under numpy) may reset the affinity while they load and start
+    their own threads, which keep the old affinity: hence last, every thread, and checked.
     """
     try:
-        os.sched_setaffinity(0, {core})
+        for tid in _threads():
+            with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+                os.sched_setaffinity(tid, {core})
     except OSError as exc:
         log.error("cannot pin to core %d: %s; running unpinned", core, exc)
         return False
