@@ -102,9 +102,11 @@ class SymbolMarket:
         # The fair value walks and is pulled back toward the book so they never drift apart.
         self.fair += rng.gauss(0.0, 0.35) - 0.002 * (self.fair - mid)
         ev = BookEvent(self.spec.symbol, 0, 0, self.last_id, {}, {})
-        actions = 1 + (rng.random() < 0.45) + (rng.random() < 0.2)
-        for _ in range(actions):
-            r = rng.random()
+        count = 1 + (rng.random() < 0.45) + (rng.random() < 0.2)
+        # A taker order goes first, so every trade prints at a price of the book as the
+        # previous event left it (what clients saw in the last bookTicker).
+        draws = sorted(rng.random() for _ in range(count))
+        for r in draws:
             if r < _P_TAKER:
                 self._taker(ev)
             elif r < _P_TAKER + _P_CANCEL:

@@ -64,6 +64,7 @@ _BODY_HEADER = "X-Mdpipe-Sim-Body"
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 16 * 1024
 _CLOSE_GOING_AWAY = 1001
+_CLOSE_GRACE = 1.0  # seconds a client gets to answer a close frame
 
 
 def _rewrite_request(head: bytes, body: bytes) -> bytes:
@@ -191,7 +192,7 @@ class Simulator:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with serve(
+        server = await serve(
             self._handle_ws,
             self.cfg.host,
             self.cfg.port,
@@ -200,11 +201,13 @@ class Simulator:
             compression=None,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
-            close_timeout=5,
+            close_timeout=_CLOSE_GRACE,
             # REST answers may legitimately wait (rest_slow, a tape snapshot not reached yet).
             open_timeout=None,
             server_header=None,
-        ) as server:
+        )
+        source_task = stop_task = None
+        try:
             host, port = server.sockets[0].getsockname()[:2]
             ready(host, port)
             if self.cfg.start == START_IMMEDIATELY:
@@ -215,8 +218,18 @@ class Simulator:
             if source_task.done():
                 source_task.result()  # a crashed source ends the process with its error
                 await stop_task  # a finished tape keeps serving its final book
-            source_task.cancel()
-            stop_task.cancel()
+        finally:
+            for task in (source_task, stop_task):
+                if task is not None:
+                    task.cancel()
+            # Going away (1001) to every client; one that does not answer in time is cut off.
+            server.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(server.wait_closed()), _CLOSE_GRACE)
+            except TimeoutError:
+                for client in list(self.hub.clients):
+                    client.conn.transport.abort()
+                await server.wait_closed()
 
     # HTTP side --------------------------------------------------------------------------
 
@@ -319,7 +332,8 @@ class Simulator:
             self.hub.remove(client)
             reason = client.close_reason
             if reason is None:
-                reason = "ping_timeout" if conn.close_code == 1011 else "client"
+                sent = conn.protocol.close_sent
+                reason = "ping_timeout" if sent is not None and sent.code == 1011 else "client"
             self.stats.closed[reason] += 1
 
     def _subscribe(self, client: Client, streams: list[str]) -> None:

@@ -78,7 +78,7 @@ def load_tape(path: Path, market: str | None = None) -> Tape:
         if raw.startswith(_PREFIX):
             end = raw.index(b'"', len(_PREFIX))
             stream = raw[len(_PREFIX) : end].decode()
-            data_at = end + len(b'","data":') + 1
+            data_at = end + len(b'","data":')
             if raw[end:data_at] != b'","data":' or not raw.endswith(b"}"):
                 raise TapeError(f"{path}:{number}: not a compact combined-stream envelope")
             streams.add(stream)
