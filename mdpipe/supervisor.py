@@ -99,13 +99,20 @@ class InstanceLock:
 
     def acquire(self) -> None:
         """Take the lock or raise AlreadyRunningError; keeps the previous holder's record."""
+        probes = 0
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                info = read_lock(self.instance) or {}
+                info = read_lock(self.instance)
+                if info is None and probes < 50:
+                    # Only a reader's brief shared probe (read_lock) was in the way.
+                    probes += 1
+                    time.sleep(0.01)
+                    continue
+                info = info or {}
                 raise AlreadyRunningError(
                     f"instance {self.instance!r} is already running (supervisor pid "
                     f"{info.get('pid', '?')}); stop it with `mdpipe stop --instance {self.instance}`"
@@ -254,10 +261,10 @@ class Supervisor:
         """Start everything, supervise until a stop signal, stop everything; the exit code."""
         self.lock.acquire()  # AlreadyRunningError goes to the caller
         try:
+            self._write_lock()  # the previous run's record stays in self.lock.previous
             self._install_signals()
             self._reap_previous()
             C.check_ports_free(self.cfg)  # ConfigError goes to the caller
-            self._write_lock()
             log.info(
                 "instance %s starting: %d children, config %s, redis %s",
                 self.instance,
@@ -274,7 +281,8 @@ class Supervisor:
             except StartError as exc:
                 log.error("%s", exc)
                 code = 1
-            self._stop_all()
+            finally:
+                self._stop_all()
             return code
         finally:
             self._cleanup()
@@ -307,7 +315,7 @@ class Supervisor:
                 if _alive(pid, ticks):
                     log.warning("killing leftover %s (pid %d)", name, pid)
                     with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, signal.SIGKILL)
+                        os.killpg(pid, signal.SIGKILL)  # each child leads its own group
         removed = unlink_instance(self.instance)
         if removed:
             log.info(
@@ -535,7 +543,10 @@ def stop_instance(instance: str, timeout: float) -> tuple[bool, str]:
         return False, f"instance {instance!r} is not running ({where})"
     pid, ticks = info["pid"], info["start_ticks"]
     t0 = time.monotonic()
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True, f"instance {instance!r} (supervisor pid {pid}) had just stopped"
     while _alive(pid, ticks):
         if time.monotonic() - t0 > timeout:
             os.kill(pid, signal.SIGKILL)
