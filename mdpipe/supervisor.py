@@ -3,7 +3,11 @@
 One supervisor per instance, made exclusive by an flock on /tmp/mdpipe.<instance>.lock (the
 file names the supervisor and its children, so `mdpipe stop` and the next start find them).
 Children run in their own process groups and get SIGTERM from the kernel if the supervisor
-dies (PR_SET_PDEATHSIG). Restart counts live in the `supervisor` status segment.
+dies (PR_SET_PDEATHSIG).
+
+The `supervisor` status segment: its symbol table lists the children in order (`sim`,
+`ingest.<feed>.<shard>`, `publisher`); counters `restarts`, `g_children`, `g_children_up`,
+and for child k `restarts.k`, `g_up.k`, `g_pid.k`, `g_since_ns.k` (start of its current run).
 """
 
 from __future__ import annotations

@@ -117,10 +117,22 @@ def test_stats_without_the_instance_lists_the_running_ones(instance) -> None:
     assert f"no mdpipe instance {instance!r}" in tail.stderr
 
 
-def test_stats_watch_redraws(instance, redis_server, tmp_path) -> None:
+def test_ready_follows_redis_and_stats_watch(instance, redis_server, tmp_path) -> None:
     run = Running(instance, redis_server.url, tmp_path).start()
     try:
         run.wait_ready()
+        redis_server.stop()
+
+        def not_ready() -> dict | None:
+            status, body = run.get("/ready")
+            return json.loads(body) if status == 503 else None
+
+        reasons = poll(not_ready, 15, "/ready to answer 503 without Redis")["reasons"]
+        assert any(r.startswith("redis: ") for r in reasons), reasons
+        assert run.get("/health")[0] == 200
+        redis_server.start()
+        run.wait_ready(20)
+
         proc = subprocess.Popen(
             [PY, "-m", "mdpipe.cli", "stats", "--instance", instance, "--watch", "0.3", "--json"],
             stdout=subprocess.PIPE,

@@ -218,14 +218,17 @@ def test_kill9_restart_exclusivity_and_supervisor_kill(instance, redis_server, t
             poll(lambda pid=pid: gone(pid), 15, f"{name} (pid {pid}) to exit")
         assert list_segments(instance)  # left behind by the killed run
 
-        # A new start reclaims everything and runs.
+        # A new start reclaims everything and runs; Ctrl-C (SIGINT) stops it cleanly.
         again = Running(instance, redis_server.url, tmp_path).start()
         try:
             again.wait_ready()
             assert "reclaimed" in again.log()
-            res = again.stop()
-            assert res.returncode == 0, res.stderr
-            assert again.proc.returncode == 0
+            pids = again.pids()
+            again.proc.send_signal(signal.SIGINT)
+            assert again.proc.wait(30) == 0, again.log()
+            assert "SIGINT received" in again.log()
+            for name, pid in pids.items():
+                assert gone(pid), name
         finally:
             again.kill()
         assert list_segments(instance) == []
