@@ -350,10 +350,17 @@ def render(snap: dict) -> str:
 
 def not_running_message(instance: str) -> str:
     """Which instances do run, for a user who named one that does not."""
-    present = sorted(set(running_instances()) | set(list_instances()))
-    if not present:
-        return f"no mdpipe instance {instance!r} is running, and no other either (mdpipe start)"
-    return f"no mdpipe instance {instance!r} is running; running: {', '.join(present)}"
+    running = set(running_instances())
+    stale = set()
+    for name in list_instances():
+        if name not in running:
+            alive = any(st.writer_alive for st in iter_status(name))
+            (running if alive else stale).add(name)
+    msg = f"no mdpipe instance {instance!r} is running"
+    msg += f"; running: {', '.join(sorted(running))}" if running else ", and no other either"
+    if stale:
+        msg += f" (segments of stopped instances: {', '.join(sorted(stale))})"
+    return msg
 
 
 def _public(snap: dict) -> dict:

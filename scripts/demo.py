@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -91,6 +92,9 @@ def main() -> int:
     start = [*MDPIPE, "start", "--config", "config/demo.toml", "--instance", instance]
     start += ["--set", f"redis.url={redis_url}", "--set", f"sim.port={sim_port}"]
     start += ["--set", f"http.port={http_port}"]
+    cores = sorted(os.sched_getaffinity(0))
+    if 1 not in cores:  # demo.toml pins ingest to core 1; a one-core machine has only 0
+        start += ["--set", f"feeds.0.cores={cores[0]}"]
     base = f"http://127.0.0.1:{http_port}"
     sup = None
     pids: dict[str, int] = {}

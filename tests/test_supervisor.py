@@ -67,6 +67,9 @@ class Running:
         self.args = [PY, "-m", "mdpipe.cli", "start", "--config", "config/demo.toml"]
         self.args += ["--instance", instance, "--set", f"redis.url={redis_url}"]
         self.args += ["--set", f"sim.port={self.sim_port}", "--set", f"http.port={self.http_port}"]
+        cores = sorted(os.sched_getaffinity(0))
+        if 1 not in cores:  # demo.toml pins ingest to core 1
+            self.args += ["--set", f"feeds.0.cores={cores[0]}"]
         self.args += extra or []
         self.env = {**os.environ, **(env or {})}
         self.log_path = tmp / f"{instance}.{time.monotonic_ns()}.log"
