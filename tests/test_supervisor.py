@@ -256,11 +256,11 @@ from mdpipe.supervisor import Child, ChildSpec, Supervisor
 setup("text", "info")
 cfg = config.load(None, overrides=[
     f"instance={sys.argv[1]}", "http.enabled=false", "publisher.enabled=false",
-    "supervisor.restart_initial=0.1", "supervisor.restart_max=0.4",
+    "supervisor.restart_initial=0.1", "supervisor.restart_max=0.8",
 ], env={})
 sup = Supervisor(cfg, None, [])
 sup.children = [Child(ChildSpec("crasher", [sys.executable, "-c", "raise SystemExit(3)"]))]
-threading.Timer(2.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
 sys.exit(sup.run())
 """
 
@@ -274,6 +274,6 @@ def test_crashing_child_backs_off_to_restart_max(instance) -> None:
         float(d) for d in re.findall(r"crasher exited with code 3 .* in ([0-9.]+) s", res.stderr)
     ]
     assert len(delays) >= 4, res.stderr
-    assert delays[:4] == [0.1, 0.2, 0.4, 0.4]
-    assert all(d == 0.4 for d in delays[3:])
+    assert delays[:4] == [0.1, 0.2, 0.4, 0.8]
+    assert all(d == 0.8 for d in delays[3:])
     assert list_segments(instance) == []
