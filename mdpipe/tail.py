@@ -7,6 +7,7 @@ the screen is redrawn about ten times a second with plain ANSI escapes (no curse
 from __future__ import annotations
 
 import collections
+import signal
 import sys
 import time
 
@@ -188,6 +189,7 @@ def tail_command(
     trades = attach(name, trade_ring, kind="trade") if trade_ring else None
     tape = Tape(trades, symbol, n_trades)
     tty = sys.stdout.isatty() and not once
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # restore the terminal on the way out
     try:
         if tty:
             sys.stdout.write("\x1b[?25l\x1b[2J")
