@@ -62,6 +62,9 @@ def test_offline_exchange_keeps_retrying_and_a_second_writer_is_refused(
         assert c["g_connections"] == 0 and c["g_books_synced"] == 0 and c["g_books_total"] == 2
         assert c["g_core"] == CORE and c["g_pinned"] == 1
         assert ingest.log().count("cannot connect") >= 4  # both routes, retried with backoff
+        # Idle rings still show a live writer.
+        for ring in (ingest.books_ring, ingest.trades_ring):
+            assert time.time_ns() - read_status(instance, ring).heartbeat_ns < 0.5e9
         r = _run("--config", str(cfg), "--feed", "f", "--shard", "0")
         assert r.returncode == 1 and "written by live process" in r.stderr
         # The refused second process did not disturb the running one.
@@ -130,3 +133,25 @@ def test_restart_continues_the_same_segments(tmp_path: Path, instance: str) -> N
         assert again.exchange == "binance-futures" and again.depth == 20
         assert again.generation == gen.generation + 1
         assert second.stop() == 0
+
+
+def test_server_pings_are_answered(tmp_path: Path, instance: str) -> None:
+    """The server pings every 0.2 s and drops a client whose pong is 0.5 s late."""
+    args = ["--market", "futures", "--symbols", "BTCUSDT", "--rate", "100"]
+    with SimProcess([*args, "--ping-interval", "0.2s", "--ping-timeout", "0.5s"]) as sim:
+        cfg = write_config(
+            tmp_path / "ingest.toml",
+            instance,
+            ws_url=sim.ws_url,
+            rest_url=sim.rest_url,
+            market="futures",
+            symbols=["BTCUSDT"],
+            dead_letter_dir=tmp_path / "dead",
+        )
+        with IngestProcess(cfg, instance) as ingest:
+            ingest.wait_for("a synced book", lambda c: c["g_books_synced"] == 1)
+            time.sleep(2.5)
+            c = ingest.counters()
+            closed = sim.stats()["connections"]["closed"]
+            assert c["reconnects"] == 0 and "ping_timeout" not in closed, (closed, c)
+            assert ingest.stop() == 0

@@ -246,11 +246,12 @@ class TickerCollector:
     Reconnects on its own when a fault drops it; tickers missed meanwhile are just not compared.
     """
 
-    def __init__(self, ws_url: str, symbols: list[str]) -> None:
+    def __init__(self, ws_url: str, symbols: list[str], market: str = "futures") -> None:
         streams = "/".join(f"{s.lower()}@bookTicker" for s in symbols)
-        self.url = f"{ws_url}/public/stream?streams={streams}"
+        route = "/public/stream" if market == "futures" else "/stream"
+        self.url = f"{ws_url}{route}?streams={streams}"
         self.tickers: dict[tuple[str, int], Ticker] = {}
-        self._parser = BinanceParser("futures")
+        self._parser = BinanceParser(market)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.connected = threading.Event()

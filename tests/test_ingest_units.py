@@ -1,7 +1,8 @@
-"""The ingest's helpers on real sockets and files: backoff, dead-letter file, REST snapshot client."""
+"""The ingest's parts on real sockets, files and rings: backoff, dead letters, REST, books."""
 
 from __future__ import annotations
 
+import logging
 import random
 import selectors
 import socket
@@ -14,11 +15,18 @@ from pathlib import Path
 import orjson
 import pytest
 
+from mdpipe import layout as L
+from mdpipe import readers
+from mdpipe.feeds.binance import DepthDiff, DepthSnapshot
+from mdpipe.feeds.binance_sync import Action, SnapshotStatus
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.connection import Connected, Connection
+from mdpipe.ingest.counters import COUNTERS, Counters
 from mdpipe.ingest.deadletter import DeadLetter
 from mdpipe.ingest.inbox import Inbox
 from mdpipe.ingest.rest import HttpGetter, SnapshotFetcher, SnapshotReply, SnapshotRequest
+from mdpipe.ingest.symbolbook import SymbolBook
+from mdpipe.ring import RingWriter
 
 
 def test_backoff_is_full_jitter_under_a_doubling_capped_ceiling() -> None:
@@ -164,3 +172,67 @@ def test_handshake_failure_arrives_in_the_inbox() -> None:
     assert 0 <= conn.schedule_retry(time.monotonic()) <= 0.1
     sel.close()
     inbox.close()
+
+
+def _diff(u: int, bids=(), asks=(), pu: int | None = None) -> DepthDiff:
+    return DepthDiff(
+        "BTCUSDT",
+        1_723_161_256_000 + u,
+        0,
+        u,
+        u,
+        u - 1 if pu is None else pu,
+        [p for p, _ in bids],
+        [q for _, q in bids],
+        [p for p, _ in asks],
+        [q for _, q in asks],
+    )
+
+
+def test_symbol_book_records_flags_and_stale_marker(instance: str) -> None:
+    """Record per applied diff: RESYNC first, PARTIAL when thin, CROSSED flagged and reported,
+    and one empty flags-0 record when the book breaks."""
+    w = RingWriter.create(instance, "books.u.0", "book", symbols=["BTCUSDT"], depth=3,
+                          counters=COUNTERS)  # fmt: skip
+    ctr = Counters(w)
+    reported: list[tuple[str, str, bytes | None]] = []
+    sb = SymbolBook("BTCUSDT", 0, "futures", w, ctr, Backoff(0.1, 1),
+                    lambda *a: reported.append(a), logging.getLogger("t"))  # fmt: skip
+    reader = readers.attach(instance, "books.u.0", kind="book")
+    assert sb.on_diff(_diff(100, bids=[(9.0, 1.0)]), 1, b"") is Action.BUFFERED
+    assert sb.on_diff(_diff(101, asks=[(11.0, 2.0)]), 2, b"") is Action.BUFFERED
+    assert sb.wants_snapshot
+    snap = DepthSnapshot(100, [10.0, 9.0, 8.0, 7.0], [1.0] * 4, [11.0, 12.0], [1.0, 1.0])
+    assert sb.on_snapshot(snap, 50) is SnapshotStatus.SYNCED
+    # Both buffered diffs span or follow the snapshot: a record each, with its receive time.
+    rec = reader.poll().copy()
+    assert rec["flags"] == L.FLAG_SYNCED | L.FLAG_RESYNC | L.FLAG_PARTIAL
+    assert (rec["last_update_id"], rec["prev_update_id"], rec["recv_ts_ns"]) == (100, 99, 1)
+    rec = reader.poll().copy()
+    assert rec["flags"] == L.FLAG_SYNCED | L.FLAG_PARTIAL
+    assert (rec["last_update_id"], rec["prev_update_id"], rec["recv_ts_ns"]) == (101, 100, 2)
+    assert rec["bids"].tolist() == [[10.0, 1.0], [9.0, 1.0], [8.0, 1.0]]
+    assert rec["asks"].tolist() == [[11.0, 2.0], [12.0, 1.0], [0.0, 0.0]]
+    assert (rec["bid_count"], rec["ask_count"]) == (3, 2)
+    sb.on_diff(_diff(102, asks=[(13.0, 1.0)]), 3, b"")
+    assert reader.poll()["flags"] == L.FLAG_SYNCED
+    raw = b'{"crossing":1}'
+    sb.on_diff(_diff(103, bids=[(11.5, 1.0)]), 4, raw)
+    rec = reader.poll()
+    assert rec["flags"] == L.FLAG_SYNCED | L.FLAG_CROSSED
+    assert ctr.value("crossed_books") == 1 and reported[0][0] == "crossed_book"
+    assert reported[0][2] == raw
+    sb.on_diff(_diff(104, bids=[(11.5, 0.0)]), 5, b"")
+    assert reader.poll()["flags"] == L.FLAG_SYNCED
+    assert reader.top("BTCUSDT") == (10.0, 1.0, 11.0, 2.0)
+    # A gap: one stale record with no levels, then nothing until a new snapshot.
+    assert sb.on_diff(_diff(110, pu=108), 6, b"") is Action.RESYNC
+    rec = reader.poll()
+    assert rec["flags"] == 0 and rec["bid_count"] == rec["ask_count"] == 0
+    assert not rec["bids"].any() and not rec["asks"].any()
+    assert rec["last_update_id"] == 104
+    assert reader.top("BTCUSDT") is None and reader.poll() is None
+    assert ctr.value("gaps") == 1 and ctr.value("resyncs") == 1
+    assert ctr.value("book_records") == 6
+    reader.close()
+    w.close()

@@ -288,6 +288,7 @@ class Shard:
             return
         conn.attach(done.ws, now)
         self.sel.register(conn.sock, selectors.EVENT_READ, conn)
+        self.ctr.arr[self.ctr.g_connections] = sum(c.up for c in self.conns)
         self.log.info(
             "%s: connected to %s (%d streams)", conn.name, _where(conn.url), len(conn.streams)
         )
@@ -298,6 +299,7 @@ class Shard:
             with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(conn.sock)
         conn.drop()
+        self.ctr.arr[self.ctr.g_connections] = sum(c.up for c in self.conns)
         self.ctr.arr[self.ctr.reconnects] += 1
         now = time.monotonic()
         if backoff:
@@ -435,9 +437,7 @@ class Shard:
         self._request_snapshots(now)
         self.books_w.heartbeat()
         self.trades_w.heartbeat()
-        arr, ctr = self.ctr.arr, self.ctr
-        arr[ctr.g_connections] = up
-        arr[ctr.g_books_synced] = sum(1 for sb in self.books.values() if sb.sync.synced)
+        self.ctr.arr[self.ctr.g_connections] = up
 
     def _stream_faults(self, conn: Connection, now: float) -> None:
         """Report each subscribed stream that never delivered: a wrong route, not a quiet market."""
@@ -497,7 +497,7 @@ class Shard:
         """Unpublish the books, close connections, helpers and the rings (segments are kept)."""
         now_ns = time.time_ns()
         for sb in self.books.values():
-            sb.unpublish(now_ns)
+            sb.invalidate(now_ns)
         for conn in self.conns:
             if conn.sock is not None:
                 with contextlib.suppress(KeyError, ValueError):
@@ -508,7 +508,6 @@ class Shard:
         self.inbox.close()
         self.dead.close()
         self.ctr.arr[self.ctr.g_connections] = 0
-        self.ctr.arr[self.ctr.g_books_synced] = 0
         self.trades_w.close()
         self.books_w.close()
 

@@ -37,6 +37,7 @@ class SymbolBook:
         "book",
         "epoch",
         "published",
+        "counted",
         "fresh",
         "crossed",
         "recv_of",
@@ -74,6 +75,7 @@ class SymbolBook:
         self.book = self.local.book
         self.epoch = 0  # bumped on every reset: snapshot replies of older epochs are stale
         self.published = False  # the ring's latest record of this symbol is flagged SYNCED
+        self.counted = False  # included in the g_books_synced gauge
         self.fresh = True  # the next record is the first of a (re)built book
         self.crossed = False
         self.recv_of: dict[int, int] = {}  # buffered diff u -> its frame's receive time
@@ -124,6 +126,9 @@ class SymbolBook:
         if self.fresh:
             flags |= L.FLAG_RESYNC
             self.fresh = False
+            if not self.counted:
+                self.counted = True
+                self._arr[self._ctr.g_books_synced] += 1
         if book.is_crossed():
             flags |= L.FLAG_CROSSED
             if not self.crossed:
@@ -166,7 +171,7 @@ class SymbolBook:
         else:
             ctr.inc("buffer_overflows")
             self._log.warning("%s: %s; still waiting for a snapshot", self.symbol, reason)
-        self._invalidate(now_ns)
+        self.invalidate(now_ns)
 
     def reset(self, now_ns: int) -> None:
         """Forget the book (its stream was interrupted): buffer afresh, fetch a new snapshot."""
@@ -174,9 +179,13 @@ class SymbolBook:
             self._arr[self._ctr.resyncs] += 1
         self.local.reset()
         self.recv_of = {}
-        self._invalidate(now_ns)
+        self.invalidate(now_ns)
 
-    def _invalidate(self, now_ns: int) -> None:
+    def invalidate(self, now_ns: int) -> None:
+        """The book is no longer exact: say so in the ring and in g_books_synced."""
+        if self.counted:
+            self.counted = False
+            self._arr[self._ctr.g_books_synced] -= 1
         self.epoch += 1
         self.fresh = True
         self.crossed = False
