@@ -52,13 +52,7 @@ def supervisor_children(st: SegmentStatus) -> list[dict]:
 def recent_latencies(instance: str, ring: str, n: int) -> dict[str, np.ndarray]:
     """Feed-to-ring and exchange-to-us latencies (ns) of up to the last n records of a ring."""
     with attach(instance, ring) as reader:
-        reader.seek_oldest()
-        skip = reader.backlog() - n
-        while skip > 0:
-            got = len(reader.read_batch(min(skip, 8192)))
-            if not got:
-                break
-            skip -= got
+        reader.seek_recent(n)
         recs = reader.read_batch(n)
     if not len(recs):
         empty = np.empty(0, np.int64)

@@ -71,6 +71,7 @@ class _Segment:
         self.instance, self.ring, self.expected_kind = instance, ring, kind
         self.name = shm_name(instance, ring)
         self.restarts = 0
+        self.symbol_base = 0  # added to symbol_id in records of a multi-ring reader
         self._map()
         self.next = self.cursor_now()  # start at the live edge
 
@@ -109,9 +110,11 @@ class _Segment:
         if self.dtype is not None:
             self.buf = np.zeros(1, self.dtype)
             self.buf_mv = memoryview(self.buf).cast("B")
+            self.buf_u32 = self.buf_mv.cast("I")
             self.record = self.buf[0]
             self.latest_buf = np.zeros(1, self.dtype)
             self.latest_mv = memoryview(self.latest_buf).cast("B")
+            self.latest_u32 = self.latest_mv.cast("I")
             self.latest_record = self.latest_buf[0]
             # Strided read-only view of every slot, for batch reads.
             full = np.ndarray(
@@ -175,6 +178,10 @@ class Reader:
         self._index_symbols()
 
     def _index_symbols(self) -> None:
+        base = 0
+        for seg in self._segs:
+            seg.symbol_base = base if len(self._segs) > 1 else 0
+            base += len(seg.symbols)
         self._by_symbol = {s: seg for seg in self._segs for s in seg.symbols}
         self._latest_slots: dict[str, tuple[_Segment, int]] = {}
         self._top_words: dict[str, tuple[memoryview, memoryview, int, int, int]] = {}
@@ -229,6 +236,8 @@ class Reader:
                 seg.buf_mv[:] = seg.mv[off : off + seg.rsize]
                 if q[i] == s1:
                     seg.next = n + 1
+                    if seg.symbol_base:
+                        seg.buf_u32[2] += seg.symbol_base  # symbol_id, bytes 8..12
                     return seg.record
                 continue  # overwritten while copying: we were lapped, re-check
             if s1 < want:
@@ -298,6 +307,8 @@ class Reader:
             after = seg.slot_seqs[idx]
             want = (np.arange(n, n + k, dtype=np.uint64) + np.uint64(1)) * np.uint64(2)
             ok = (before == want) & (after == want)
+            if seg.symbol_base:
+                data["symbol_id"] += seg.symbol_base
             if ok.all():
                 seg.next = n + k
                 return data
@@ -405,6 +416,8 @@ class Reader:
             if not s1 & 1:
                 seg.latest_mv[:] = seg.mv[off : off + seg.rsize]
                 if q[i] == s1:
+                    if seg.symbol_base:
+                        seg.latest_u32[2] += seg.symbol_base
                     return seg.latest_record
             spins += 1
             if spins % 10_000 == 0 and not seg.h.writer_alive:
@@ -455,7 +468,11 @@ class Reader:
 
     @property
     def symbols(self) -> list[str]:
-        """Every symbol in the ring(s), in id order per segment."""
+        """Every symbol of the ring(s): `symbols[rec["symbol_id"]]` names a record's symbol.
+
+        Over several rings (shards) the records' symbol_id is rewritten, in the reader's own
+        copies, to this reader-wide index.
+        """
         return [s for seg in self._segs for s in seg.symbols]
 
     @property
@@ -490,6 +507,12 @@ class Reader:
         """Records written but not yet read by this reader."""
         return sum(max(0, seg.cursor_now() - seg.next) for seg in self._segs)
 
+    def seek_recent(self, n: int) -> None:
+        """Rewind so the next reads return (up to) the last n records of each ring."""
+        for seg in self._segs:
+            w = seg.cursor_now()
+            seg.next = max(0, w - min(n, seg.capacity - 1))
+
     def seek_oldest(self) -> None:
         """Rewind to the oldest record still in the ring(s) (default: the live edge at attach)."""
         for seg in self._segs:
@@ -501,6 +524,10 @@ class Reader:
             return
         self._closed = True
         for seg in self._segs:
+            for attr in ("buf_u32", "latest_u32"):
+                v = seg.__dict__.pop(attr, None)
+                if v is not None:
+                    v.release()
             for attr in ("record", "buf", "buf_mv", "latest_record", "latest_buf", "latest_mv"):
                 seg.__dict__.pop(attr, None)
             seg.unmap()

@@ -356,9 +356,17 @@ def test_attach_merges_shards(instance: str) -> None:
         w0.commit_book(0, 1, 1, 0, 1, 1, 0, 20, 20)
         fill_book(w1, 2)
         w1.commit_book(0, 1, 2, 0, 2, 2, 0, 20, 20)
-        got = sorted(int(r.poll()["last_update_id"]) for _ in range(2))
-        assert got == [1, 2] and r.poll() is None
+        got = sorted(
+            (int(rec["last_update_id"]), r.symbols[rec["symbol_id"]])
+            for rec in [r.poll(), r.poll()]
+        )
+        assert got == [(1, "A"), (2, "B")] and r.poll() is None
         assert r.top("B")[0] == 2.0 and r.top("A")[0] == 1.0
+        assert r.symbols[r.latest("B")["symbol_id"]] == "B"
+        # Reader-wide symbol ids in batches too, and seek_recent rewinds per ring.
+        r.seek_recent(1)
+        batch = r.read_batch(10)
+        assert sorted(r.symbols[i] for i in batch["symbol_id"]) == ["A", "B"]
         r.close()
     finally:
         w0.close()
