@@ -1,11 +1,11 @@
 # One entry point for people and CI. `make test` works on a fresh Debian machine with
-# Python 3.11: it builds the virtualenv, installs the package and redis-server.
+# Python 3.11: it builds the virtualenv, installs the package, redis-server and promtool.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup redis demo test bench soak lint format clean
+.PHONY: setup system-deps demo test bench soak lint format clean
 
 setup: $(STAMP)
 
@@ -15,19 +15,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $(STAMP)
 
-redis:
-	@scripts/ensure-redis.sh
+system-deps:
+	@scripts/ensure-system-deps.sh
 
-demo: setup redis
+demo: setup
+	@MDPIPE_SKIP_PROMTOOL=1 scripts/ensure-system-deps.sh
 	$(BIN)/python scripts/demo.py
 
-test: setup redis
+test: setup system-deps
 	$(BIN)/python -m pytest -q
 
-bench: setup redis
+bench: setup system-deps
 	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
-soak: setup redis
+soak: setup system-deps
 	$(BIN)/python bench/soak.py
 
 lint: setup
