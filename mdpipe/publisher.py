@@ -6,7 +6,9 @@ Channels (names from publisher.*_channel; formats in mdpipe.publisher_payloads):
 record on orderbook:{SYMBOL}, every trade on trades:{SYMBOL}, a ticker with rolling 24 h
 figures on market_data:{SYMBOL} (at most every MARKET_DATA_INTERVAL per symbol). Keys of the
 same three names hold the newest book, trade and ticker for a late subscriber, with the
-redis.key_ttl TTL; they are refreshed while their ring's writer lives and expire after it.
+redis.key_ttl TTL, set at most every KEY_INTERVAL per symbol (so a subscriber that subscribes
+and then GETs a key sees the channel continue from at most that far behind the key); they
+are refreshed while their ring's writer lives and expire after it.
 
 Falling behind (a full batch with more waiting), books are conflated per symbol to the
 newest of the batch (counted); trades never are, and a trade ring that laps the publisher
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import grp
 import logging
+import math
 import os
 import re
 import signal
@@ -35,6 +38,7 @@ import posix_ipc
 from mdpipe import config as config_mod
 from mdpipe import logs
 from mdpipe import publisher_payloads as P
+from mdpipe.publisher_redis import RedisSink, publish_prefix, set_prefix
 from mdpipe.readers import LayoutError, NoSuchRingError, Reader, attach
 from mdpipe.ring import RingWriter, WriterAliveError
 from mdpipe.segment import list_segments, read_status, shm_path
@@ -74,7 +78,9 @@ COUNTERS = (
     G_RINGS,
 ) = range(len(COUNTERS))
 
-MARKET_DATA_INTERVAL = 0.1  # seconds between two tickers of one symbol
+MARKET_DATA_INTERVAL = 0.25  # seconds between two tickers of one symbol
+KEY_INTERVAL = 0.1  # seconds between two SETs of one symbol's newest book / trade key
+SCAN_EVERY = 0.01  # how often symbols with a key or ticker to send are looked at
 GAUGES_EVERY = 0.1
 DISCOVER_EVERY = 0.5
 IDLE_MIN, IDLE_MAX = 200e-6, 1e-3  # sleep between polls of empty rings, doubling
@@ -103,8 +109,6 @@ class Publisher:
         clock: Callable[[], int] = time.time_ns,
         market_data_interval: float = MARKET_DATA_INTERVAL,
     ) -> None:
-        from mdpipe.publisher_redis import RedisSink
-
         pub = cfg.publisher
         self.instance = cfg.instance
         self.batch = pub.batch
@@ -126,7 +130,11 @@ class Publisher:
             os.chown(shm_path(cfg.instance, "publisher"), -1, gid)
         self.c = self.status.counters
         self.sink = RedisSink(
-            cfg.redis.url, cfg.redis_password, pub.reconnect_initial, pub.reconnect_max
+            cfg.redis.url,
+            cfg.redis_password,
+            pub.reconnect_initial,
+            pub.reconnect_max,
+            self.ttl,
         )
         self.url = cfg.redis.url
         self.rings: dict[str, _Ring] = {}
@@ -134,9 +142,9 @@ class Publisher:
         self.states: dict[tuple[str, str], P.SymbolState] = {}
         self.channel_owner: dict[bytes, tuple[str, str]] = {}
         self.refused: set[str] = set()
-        self.book_keys: set[P.SymbolState] = set()
-        self.trade_keys: set[P.SymbolState] = set()
+        self.key_dirty: set[P.SymbolState] = set()
         self.md_dirty: set[P.SymbolState] = set()
+        self.next_scan = 0.0
         self.pending_books = self.pending_trades = self.pending_md = 0
         self.pending_commit = 0  # newest commit_ts_ns among the records in the pipeline
         self.published_commit = 0  # newest commit_ts_ns Redis has
@@ -177,10 +185,13 @@ class Publisher:
                 time.sleep(idle)
                 idle = min(idle * 2, IDLE_MAX)
         self.step()  # what arrived meanwhile, if Redis takes it
+        if self.sink.up:  # and the keys and tickers still waiting for their interval
+            self._queue_due(math.inf)
+            self._send()
 
     def step(self) -> int:
         """One pass over every ring and one pipeline round trip; returns records read."""
-        publish = self.sink.pipe.publish if self.sink.up else None
+        publish = self.sink.publish if self.sink.up else None
         got = 0
         for ring in self.ring_list:
             reader = ring.reader
@@ -212,7 +223,7 @@ class Publisher:
         touched = P.books(recs, ring.table, self.levels, publish)
         self.pending_books += len(recs)
         self.pending_commit = max(self.pending_commit, int(recs["commit_ts_ns"][-1]))
-        self.book_keys |= touched
+        self.key_dirty |= touched
         self.md_dirty |= touched
 
     def _trades(self, ring: _Ring, recs: np.ndarray, publish: P.Publish | None) -> None:
@@ -222,42 +233,52 @@ class Publisher:
             return
         self.pending_trades += len(recs)
         self.pending_commit = max(self.pending_commit, int(recs["commit_ts_ns"][-1]))
-        self.trade_keys |= touched
+        self.key_dirty |= touched
         self.md_dirty |= touched
 
     def _flush(self) -> None:
-        """Queue the key updates and due tickers, then send the pipeline."""
+        """Queue the keys and tickers that are due, then send the pipeline."""
         sink = self.sink
         if not sink.up:
-            self.book_keys.clear()
-            self.trade_keys.clear()
             return  # everything is re-sent from the newest state when Redis is back
-        pipe = sink.pipe
-        ttl = self.ttl
-        if self.book_keys:
-            for st in self.book_keys:
-                pipe.set(st.book_channel, st.book, ex=ttl)
-            self.book_keys.clear()
-        if self.trade_keys:
-            for st in self.trade_keys:
-                pipe.set(st.trade_channel, st.trade, ex=ttl)
-            self.trade_keys.clear()
-        if self.md_dirty:
+        if self.key_dirty or self.md_dirty:
             now = time.monotonic()
+            if now >= self.next_scan:
+                self.next_scan = now + SCAN_EVERY
+                self._queue_due(now)
+        if sink.pending:
+            self._send()
+
+    def _queue_due(self, now: float) -> None:
+        """Keys of symbols not set for KEY_INTERVAL, tickers not sent for the ticker interval.
+
+        Rate-limited per symbol so that a burst over many symbols is not doubled by SETs; the
+        newest state always lands, at most one interval (plus SCAN_EVERY) later.
+        """
+        sink = self.sink
+        if self.key_dirty:
+            due = [st for st in self.key_dirty if now - st.keys_sent >= KEY_INTERVAL]
+            for st in due:
+                if st.book_stale:
+                    sink.set(st.book_set, st.book)
+                    st.book_stale = False
+                if st.trade_stale:
+                    sink.set(st.trade_set, st.trade)
+                    st.trade_stale = False
+                st.keys_sent = now
+            self.key_dirty.difference_update(due)
+        if self.md_dirty:
             due = [st for st in self.md_dirty if now - st.md_sent >= self.md_interval]
             if due:
                 now_ns = self.clock()
                 for st in due:
                     self._queue_market_data(st, now_ns, now)
                 self.md_dirty.difference_update(due)
-        if len(pipe):
-            self._send()
 
     def _queue_market_data(self, st: P.SymbolState, now_ns: int, now: float) -> None:
         payload = P.market_data(st, now_ns)
-        pipe = self.sink.pipe
-        pipe.publish(st.md_channel, payload)
-        pipe.set(st.md_channel, payload, ex=self.ttl)
+        self.sink.publish(st.md_pub, payload)
+        self.sink.set(st.md_set, payload)
         st.md_sent = now
         self.pending_md += 1
 
@@ -312,17 +333,20 @@ class Publisher:
 
     def _republish_all(self) -> None:
         """Every symbol's newest book (channel and key), trade key and ticker, in one pipeline."""
-        pipe = self.sink.pipe
+        sink = self.sink
         now_ns, now = self.clock(), time.monotonic()
         for st in self.states.values():
             if st.book is not None:
-                pipe.publish(st.book_channel, st.book)
-                pipe.set(st.book_channel, st.book, ex=self.ttl)
+                sink.publish(st.book_pub, st.book)
+                sink.set(st.book_set, st.book)
                 self.pending_books += 1
             if st.trade is not None:
-                pipe.set(st.trade_channel, st.trade, ex=self.ttl)
+                sink.set(st.trade_set, st.trade)
             if st.book is not None or st.trade is not None:
                 self._queue_market_data(st, now_ns, now)
+            st.book_stale = st.trade_stale = False
+            st.keys_sent = now
+        self.key_dirty.clear()
         self.md_dirty.clear()
         self._send()
 
@@ -337,17 +361,20 @@ class Publisher:
         for ring in self.ring_list:
             if ring.reader.writer_alive:
                 live.update(ring.table)
-        pipe = self.sink.pipe
+        sink = self.sink
         now_ns, now = self.clock(), time.monotonic()
         for st in live:
             if st.book is not None:
-                pipe.set(st.book_channel, st.book, ex=self.ttl)
+                sink.set(st.book_set, st.book)
             if st.trade is not None:
-                pipe.set(st.trade_channel, st.trade, ex=self.ttl)
+                sink.set(st.trade_set, st.trade)
             if st.book is not None or st.trade is not None:
                 self._queue_market_data(st, now_ns, now)
+            st.book_stale = st.trade_stale = False
+            st.keys_sent = now
+        self.key_dirty.difference_update(live)
         self.md_dirty.difference_update(live)
-        if len(pipe):
+        if sink.pending:
             self._send()
 
     # ----- rings --------------------------------------------------------------------------
@@ -420,7 +447,16 @@ class Publisher:
                         exchange,
                         symbol,
                     )
-            st = P.SymbolState(symbol, exchange, book, trade, md)
+            st = P.SymbolState(
+                symbol,
+                exchange,
+                book_pub=publish_prefix(book),
+                book_set=set_prefix(book),
+                trade_pub=publish_prefix(trade),
+                trade_set=set_prefix(trade),
+                md_pub=publish_prefix(md),
+                md_set=set_prefix(md),
+            )
             self.states[(exchange, symbol)] = st
         return st
 

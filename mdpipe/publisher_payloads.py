@@ -34,6 +34,7 @@ from mdpipe import layout as L
 from mdpipe.publisher_rolling import Rolling24h
 
 _dumps = orjson.dumps
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 Publish = Callable[[bytes, bytes], object]
 
 
@@ -43,15 +44,22 @@ class SymbolState:
 
     symbol: str
     exchange: str
-    book_channel: bytes
-    trade_channel: bytes
-    md_channel: bytes
+    # The Redis commands up to the payload (publisher_redis.publish_prefix / set_prefix).
+    book_pub: bytes
+    book_set: bytes
+    trade_pub: bytes
+    trade_set: bytes
+    md_pub: bytes
+    md_set: bytes
     book: bytes | None = None  # newest book payload (also the orderbook key's value)
     trade: bytes | None = None  # newest trade payload (the trades key's value)
     bid: float | None = None
     ask: float | None = None
     last_price: float | None = None
     stats: Rolling24h = field(default_factory=Rolling24h)
+    book_stale: bool = False  # the orderbook key is older than `book`
+    trade_stale: bool = False  # the trades key is older than `trade`
+    keys_sent: float = 0.0  # time.monotonic() of the last key update
     md_sent: float = 0.0  # time.monotonic() of the last market_data publication
 
 
@@ -82,8 +90,10 @@ def books(
     flags = recs["flags"].tolist()
     bcs = np.minimum(recs["bid_count"], lv).tolist()
     acs = np.minimum(recs["ask_count"], lv).tolist()
-    bids = recs["bids"][:, :lv].tolist()
-    asks = recs["asks"][:, :lv].tolist()
+    # Each record's levels are one contiguous (n, 2) block that orjson prints straight from
+    # the array, exactly as it prints the same floats from a list, at a third of the cost.
+    bids = recs["bids"]
+    asks = recs["asks"]
     fus = recs["first_update_id"].tolist()
     lus = recs["last_update_id"].tolist()
     seqs = recs["symbol_seq"].tolist()
@@ -92,8 +102,10 @@ def books(
     touched = set()
     for i, sid in enumerate(sids):
         st = table[sid]
-        b = bids[i][: bcs[i]]
-        a = asks[i][: acs[i]]
+        nb = bcs[i]
+        na = acs[i]
+        b = bids[i, :nb]
+        a = asks[i, :na]
         synced = bool(flags[i] & L.FLAG_SYNCED)
         payload = _dumps(
             {
@@ -107,13 +119,15 @@ def books(
                 "synced": synced,
                 "exchange_ts": ets[i],
                 "timestamp": cts[i],
-            }
+            },
+            option=_NUMPY,
         )
         if publish is not None:
-            publish(st.book_channel, payload)
+            publish(st.book_pub, payload)
         st.book = payload
-        if synced and b and a:
-            st.bid, st.ask = b[0][0], a[0][0]
+        st.book_stale = True
+        if synced and nb and na:
+            st.bid, st.ask = float(b[0, 0]), float(a[0, 0])
         else:
             st.bid = st.ask = None
         touched.add(st)
@@ -170,8 +184,9 @@ def trades(
             }
         )
         if publish is not None:
-            publish(st.trade_channel, payload)
+            publish(st.trade_pub, payload)
         st.trade = payload
+        st.trade_stale = True
         st.last_price = pxs[i]
     return touched
 
