@@ -48,6 +48,13 @@ def pin_all_threads(pid: int, core: int) -> None:
             os.sched_setaffinity(int(tid), {core})
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_config(path: Path, instance: str, sim: SimProcess, core: int) -> None:
     path.write_text(
         f"""instance = "{instance}"
@@ -136,9 +143,11 @@ def main() -> None:
                 time.sleep(0.05)
             time.sleep(args.warmup)
             c0 = read_status(instance, "books.bench.0").counters
+            cpu0 = cpu_seconds(proc.pid)
             t0 = time.time_ns()
             time.sleep(args.seconds)
             t1 = time.time_ns()
+            cpu1 = cpu_seconds(proc.pid)
             c1 = read_status(instance, "books.bench.0").counters
             books = collect(instance, "books.bench.0", "book", t0, t1)
             trades = collect(instance, "trades.bench.0", "trade", t0, t1)
@@ -157,10 +166,15 @@ def main() -> None:
     both = np.concatenate([book_lat, trade_lat])
 
     print(f"# wire-to-ring latency, {platform_line()}")
+    cpu = cpu1 - cpu0
     print(
         f"# simulator on core {sim_core}, ingest pinned to core {ingest_core}; "
         f"{frames / seconds:,.0f} frames/s received over {seconds:.1f} s, "
         f"{resyncs} resyncs in the window"
+    )
+    print(
+        f"# ingest CPU: {100 * cpu / seconds:.0f}% of its core, {1e6 * cpu / max(frames, 1):.1f} us "
+        "per frame all in (WebSocket read, parse, books, commits, housekeeping)"
     )
     print(f"{'frame received -> record committed':<38} {'records':>8} {'per s':>9} "
           f"{'p50 us':>8} {'p99 us':>8} {'p99.9 us':>8} {'max us':>9}")  # fmt: skip
