@@ -202,6 +202,8 @@ class Publisher:
                 continue
             got += len(recs)
             recs = self._known_symbols(ring, recs)
+            if not len(recs):
+                continue
             if ring.is_book:
                 self._books(ring, recs, publish)
             else:

@@ -25,16 +25,17 @@ market_data:{SYMBOL} {"symbol", "last_price", "bid_price", "ask_price", "mid_pri
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import orjson
 
 from mdpipe import layout as L
-from mdpipe.publisher_rolling import Rolling24h
+from mdpipe.publisher_rolling import Rolling24h, Window
 
 _dumps = orjson.dumps
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_NO_TRADES = Window(0.0, None, None, 0)
 Publish = Callable[[bytes, bytes], object]
 
 
@@ -56,7 +57,7 @@ class SymbolState:
     bid: float | None = None
     ask: float | None = None
     last_price: float | None = None
-    stats: Rolling24h = field(default_factory=Rolling24h)
+    stats: Rolling24h | None = None  # created with the first trade (books-only symbols need none)
     book_stale: bool = False  # the orderbook key is older than `book`
     trade_stale: bool = False  # the trades key is older than `trade`
     keys_sent: float = 0.0  # time.monotonic() of the last key update
@@ -151,6 +152,8 @@ def trades(
     touched = set()
     for sid in groups:
         st = table[sid]
+        if st.stats is None:
+            st.stats = Rolling24h()
         if lo == hi:
             st.stats.add(ts_col, px_col, qty_col, now_ns)
         else:
@@ -198,7 +201,7 @@ def market_data(st: SymbolState, now_ns: int) -> bytes:
     if bid is not None and ask is not None:
         mid = (bid + ask) / 2
         spread = (ask - bid) / mid * 10_000 if mid else None
-    w = st.stats.snapshot(now_ns)
+    w = st.stats.snapshot(now_ns) if st.stats is not None else _NO_TRADES
     return _dumps(
         {
             "symbol": st.symbol,

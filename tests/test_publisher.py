@@ -295,6 +295,20 @@ def test_market_data_rolling_24h_figures_and_key(redis_server, instance):
     sub.close()
 
 
+def test_symbols_added_to_a_running_ring_are_published(redis_server, instance):
+    tw = trade_writer(instance)
+    cfg = make_cfg(instance, redis_server.url)
+    sub = Sub(redis_server.url, "trades:*")
+    with publisher(cfg, rings=1):
+        put_trade(tw, 0, 1)
+        sid = tw.add_symbol("SOLUSDT")
+        tw.commit_trade(sid, 0, 5, 5, 5, 77, 77, 77, 150.25, 2.0, -1)
+        sub.pump(lambda m: len(m) == 2)
+    assert sub.msgs[1][0] == "trades:SOLUSDT"
+    assert sub.msgs[1][1]["symbol"] == "SOLUSDT" and sub.msgs[1][1]["side"] == "sell"
+    sub.close()
+
+
 # ----- falling behind -----------------------------------------------------------------------
 
 
@@ -501,6 +515,8 @@ def test_tls_url_and_password_from_the_environment(tmp_path, instance, monkeypat
     assert pool.connection_class is SSLConnection
     assert pool.connection_kwargs["password"] == "tls-s3cret"
     assert pool.connection_kwargs["ssl_ca_certs"] == str(ca)
+    parser = pool.connection_class(**pool.connection_kwargs)._parser
+    assert type(parser).__name__ == "_HiredisParser"
     if server is None:
         return  # this redis-server cannot do TLS: the client configuration is what we can check
     proc = server[0]
@@ -545,6 +561,11 @@ def test_password_from_the_environment_and_a_wrong_one(tmp_path, instance, monke
 # ----- the process and the example subscriber -----------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def test_process_entry_point_pins_publishes_and_exits_on_sigterm(redis_server, instance, tmp_path):
     conf = tmp_path / "pub.toml"
     conf.write_text(f'[redis]\nurl = "{redis_server.url}"\n[publisher]\nlevels = 3\n')
@@ -554,6 +575,10 @@ def test_process_entry_point_pins_publishes_and_exits_on_sigterm(redis_server, i
         wait_for(lambda: os.path.exists(f"/dev/shm/mdpipe.{instance}.publisher"))
         wait_for(lambda: counters(instance).get("g_redis_up") == 1)
         assert os.sched_getaffinity(proc.pid) == {0}
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(1.0)
+        idle = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+        assert idle < 0.2, f"an idle publisher used {idle:.0%} of a core"
         sub = Sub(redis_server.url, "orderbook:*")
         bw = book_writer(instance)  # discovered while running
         sent = put_book(bw, 1, 3)
