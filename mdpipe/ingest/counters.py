@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from mdpipe.ring import RingWriter
@@ -44,8 +46,13 @@ class Counters:
             setattr(self, name, writer.counter_index(name))
 
     def inc(self, name: str, n: int = 1) -> None:
-        """Add to a counter by name, registering it on first use (e.g. one per error kind)."""
-        self.arr[self._writer.counter_index(name)] += n
+        """Add to a counter by name, registering it on first use (e.g. one per error kind).
+
+        When the segment's counter table is full the detail is dropped; totals such as
+        parse_errors are registered up front and always count.
+        """
+        with contextlib.suppress(ValueError):
+            self.arr[self._writer.counter_index(name)] += n
 
     def set(self, name: str, value: int) -> None:
         """Set a gauge by name."""

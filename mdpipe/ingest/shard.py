@@ -422,10 +422,8 @@ class Shard:
 
     def _tick(self, now: float) -> None:
         feed = self.feed
-        up = 0
         for conn in self.conns:
             if conn.up:
-                up += 1
                 if now - conn.last_frame > feed.silence_timeout:
                     self.ctr.arr[self.ctr.silences] += 1
                     self._lost(conn, f"no data for {now - conn.last_frame:.1f} s (silent feed)")
@@ -437,7 +435,6 @@ class Shard:
         self._request_snapshots(now)
         self.books_w.heartbeat()
         self.trades_w.heartbeat()
-        self.ctr.arr[self.ctr.g_connections] = up
 
     def _stream_faults(self, conn: Connection, now: float) -> None:
         """Report each subscribed stream that never delivered: a wrong route, not a quiet market."""

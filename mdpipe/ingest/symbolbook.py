@@ -80,7 +80,7 @@ class SymbolBook:
         self.crossed = False
         self.recv_of: dict[int, int] = {}  # buffered diff u -> its frame's receive time
         self.inflight = False  # a snapshot request is out
-        self.due = 0.0  # monotonic time before which no snapshot is requested
+        self.due = 0.0  # no snapshot request before this (monotonic): backoff, Retry-After
         self.backoff = backoff
         self.blocked = 0  # consecutive refusals (451/429/418) of the current streak
         self.last_id = 0
@@ -189,7 +189,6 @@ class SymbolBook:
         self.epoch += 1
         self.fresh = True
         self.crossed = False
-        self.due = 0.0
         self.unpublish(now_ns)
 
     def unpublish(self, now_ns: int) -> None:
