@@ -201,6 +201,9 @@ def sim_command(
     Futures routes: /public/stream (depth, bookTicker), /market/stream (trade, aggTrade,
     markPrice), /ws/<stream>; REST /fapi/v1/depth. Spot: /stream, /ws/<stream>, REST
     /api/v3/depth. Control: POST /_sim/fault, GET /_sim/stats.
+
+    The first stdout line is exactly "mdpipe sim listening on http://HOST:PORT" (see
+    mdpipe/sim/README.md).
     """
     logging.basicConfig(
         stream=sys.stderr,

@@ -197,7 +197,7 @@ class SymbolMarket:
         """Keep each side near its target depth: drop the farthest levels, refill thin ones."""
         while len(side) > self.levels * 1.25:
             self._set(side, changes, side.worst(), 0)
-        while len(side) < self.levels * 0.75:
+        while len(side) < self.levels * 0.9:
             price = side.worst() + direction * (1 + int(self.rng.expovariate(1.0)))
             if price <= 0:
                 break
