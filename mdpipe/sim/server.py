@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import http
 import itertools
 import logging
-import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -26,18 +24,17 @@ from mdpipe.sim.config import (
     START_IMMEDIATELY,
     SimConfig,
 )
+from mdpipe.sim.connection import SimConnection, request_body, request_method
 from mdpipe.sim.control import handle_control
 from mdpipe.sim.faults import (
-    MALFORMED_VARIANTS,
-    REST_KINDS,
     Fault,
     FaultError,
     FaultSchedule,
     RestFaultWindows,
 )
 from mdpipe.sim.hub import Client, Hub
+from mdpipe.sim.injector import GOING_AWAY, FaultInjector
 from mdpipe.sim.instruments import FUTURES, symbol_spec
-from mdpipe.sim.malformed import malformed_message
 from mdpipe.sim.market import MarketModel
 from mdpipe.sim.rest import (
     DEPTH_PATH,
@@ -53,77 +50,13 @@ from mdpipe.sim.rest import (
 )
 from mdpipe.sim.source import SnapshotUnavailable, Source
 from mdpipe.sim.stats import ServerStats
-from mdpipe.sim.streams import MAX_STREAMS, WsRoute, parse_ws_path, route_delivers
+from mdpipe.sim.streams import MAX_STREAMS, parse_ws_path, route_delivers
 from mdpipe.sim.synthetic import SyntheticSource
 from mdpipe.sim.tape import TapeSource, load_tape
 
 log = logging.getLogger("mdpipe.sim")
 
-_METHOD_HEADER = "X-Mdpipe-Sim-Method"
-_BODY_HEADER = "X-Mdpipe-Sim-Body"
-_MAX_HEAD = 64 * 1024
-_MAX_BODY = 16 * 1024
-_CLOSE_GOING_AWAY = 1001
 _CLOSE_GRACE = 1.0  # seconds a client gets to answer a close frame
-
-
-def _rewrite_request(head: bytes, body: bytes) -> bytes:
-    """Turn `METHOD target` + body into a body-less GET carrying both in private headers."""
-    lines = head.split(b"\r\n")
-    method, target, proto = lines[0].split(b" ", 2)
-    dropped = (b"content-length", b"transfer-encoding")
-    kept = [h for h in lines[1:] if h.partition(b":")[0].strip().lower() not in dropped]
-    kept.append(_METHOD_HEADER.encode() + b": " + method)
-    kept.append(_BODY_HEADER.encode() + b": " + base64.b64encode(body))
-    return b"\r\n".join([b"GET " + target + b" " + proto, *kept]) + b"\r\n\r\n"
-
-
-def _content_length(head: bytes) -> int:
-    for header in head.split(b"\r\n")[1:]:
-        name, _, value = header.partition(b":")
-        if name.strip().lower() == b"content-length":
-            value = value.strip()
-            return int(value) if value.isdigit() else 0
-    return 0
-
-
-class SimConnection(ServerConnection):
-    """websockets' server connection, also accepting small request bodies (POST /_sim/fault).
-
-    websockets parses only body-less requests, so a non-GET request's body is moved into
-    two private headers before websockets sees it; process_request reads them back.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.sim_route: WsRoute | None = None
-        self._head: bytearray | None = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        if self._head is None:
-            super().data_received(data)
-            return
-        self._head += data
-        end = self._head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._head) > _MAX_HEAD:
-                self._pass_through()
-            return
-        if self._head.startswith(b"GET "):
-            self._pass_through()
-            return
-        head = bytes(self._head[:end])
-        length = min(_content_length(head), _MAX_BODY)
-        body = bytes(self._head[end + 4 : end + 4 + length])
-        if len(body) < length:
-            return
-        self._head = None
-        super().data_received(_rewrite_request(head, body))
-
-    def _pass_through(self) -> None:
-        data = bytes(self._head or b"")
-        self._head = None
-        super().data_received(data)
 
 
 def _response(reply: Reply) -> Response:
@@ -151,8 +84,7 @@ class Simulator:
         self.stats = ServerStats()
         self.rest_faults = RestFaultWindows()
         self.schedule = FaultSchedule(cfg.faults)
-        self._fault_rng = random.Random(f"{cfg.seed}:faults")
-        self._malformed_next = 0
+        self._background: set[asyncio.Task[None]] = set()
         self._client_ids = itertools.count(1)
         self._subscribers: set[int] = set()
         self._weight_minute = 0
@@ -170,16 +102,19 @@ class Simulator:
                 cfg.rest_wait,
                 cfg.tick,
                 self.schedule,
-                self.fire_due,
+                self._fire_due,
             )
         else:
             market = cfg.market or FUTURES
             specs = [symbol_spec(s, market, cfg.seed) for s in cfg.symbols]
             model = MarketModel(specs, market, cfg.seed, cfg.levels)
             self.source = SyntheticSource(
-                model, self.hub, cfg.rate, cfg.tick, self.schedule, self.fire_due
+                model, self.hub, cfg.rate, cfg.tick, self.schedule, self._fire_due
             )
         self.market = self.source.market
+        self.injector = FaultInjector(
+            self.hub, self.source, self.rest_faults, cfg.seed, cfg.oversized_bytes, self._spawn
+        )
         self.ping_interval = cfg.ping_interval or PING_INTERVAL[self.market]
         self.ping_timeout = cfg.ping_timeout or PING_TIMEOUT[self.market]
         self.incoming_rate = (
@@ -235,9 +170,9 @@ class Simulator:
 
     async def _process_request(self, conn: SimConnection, request: Request) -> Response | None:
         path, _, query = request.path.partition("?")
-        method = request.headers.get(_METHOD_HEADER, "GET")
+        method = request_method(request)
         if path.startswith("/_sim/"):
-            return _response(self._control_http(method, path, request.headers.get(_BODY_HEADER)))
+            return _response(self._control_http(method, path, request_body(request)))
         if path in (DEPTH_PATH[self.market], PING_PATH[self.market], TIME_PATH[self.market]):
             if method != "GET":
                 reply = error(405, -1, f"Method {method} not allowed.")
@@ -281,13 +216,13 @@ class Simulator:
         self._weight_used += depth_weight(self.market, limit)
         return Reply(200, body, [("X-MBX-USED-WEIGHT-1M", str(self._weight_used))])
 
-    def _control_http(self, method: str, path: str, body_b64: str | None) -> Reply:
+    def _control_http(self, method: str, path: str, body: bytes) -> Reply:
         if path == "/_sim/stats" and method == "GET":
             return _json_reply(200, self.stats_dict())
         if path == "/_sim/fault" and method == "POST":
             try:
-                fault = Fault.from_mapping(orjson.loads(base64.b64decode(body_b64 or "")))
-                return _json_reply(200, self.inject(fault))
+                fault = Fault.from_mapping(orjson.loads(body))
+                return _json_reply(200, self.injector.inject(fault))
             except (FaultError, orjson.JSONDecodeError, ValueError) as exc:
                 return _json_reply(400, {"ok": False, "error": str(exc)})
         if path in ("/_sim/stats", "/_sim/fault"):
@@ -357,114 +292,21 @@ class Simulator:
 
     def _expire(self, client: Client) -> None:
         client.close_reason = "max_age"
-        asyncio.get_running_loop().create_task(
-            client.conn.close(_CLOSE_GOING_AWAY, "max connection age")
-        )
+        self._spawn(client.conn.close(GOING_AWAY, "max connection age"))
 
-    # Faults -----------------------------------------------------------------------------
-
-    def fire_due(self, market_time: float) -> None:
+    def _fire_due(self, market_time: float) -> None:
         """Inject the command-line faults due at `market_time` (called by the source)."""
         for fault in self.schedule.pop_due(market_time):
             try:
-                self.inject(fault)
+                self.injector.inject(fault)
             except FaultError as exc:
                 log.warning("scheduled fault %s not applied: %s", fault.to_dict(), exc)
 
-    def inject(self, fault: Fault) -> dict[str, Any]:
-        """Apply a fault now; returns what it did (the POST /_sim/fault answer)."""
-        if fault.symbol is not None and fault.symbol not in self.source.symbols:
-            raise FaultError(f"unknown symbol {fault.symbol}")
-        if fault.kind in REST_KINDS:
-            self.rest_faults.add(fault, asyncio.get_running_loop().time())
-            done: dict[str, Any] = {}
-        else:
-            done = getattr(self, f"_fault_{fault.kind}")(fault)
-        self.stats.faults[fault.kind] += 1
-        log.info("fault injected: %s %s", fault.to_dict(), done)
-        return {"ok": True, "fault": fault.to_dict(), **done}
-
-    def _clients(self) -> list[Client]:
-        return sorted((c for c in self.hub.clients if c.is_open()), key=lambda c: c.id)
-
-    def _fault_disconnect(self, fault: Fault) -> dict[str, Any]:
-        clients = self._clients()
-        for client in clients:
-            client.close_reason = "fault_disconnect"
-            if fault.variant == "close":
-                asyncio.get_running_loop().create_task(
-                    client.conn.close(_CLOSE_GOING_AWAY, "simulated disconnect")
-                )
-            else:
-                client.conn.transport.abort()  # TCP close, no close frame
-        return {"connections": len(clients), "variant": fault.variant or "abrupt"}
-
-    def _fault_gap(self, fault: Fault) -> dict[str, Any]:
-        symbol = fault.symbol or self._fault_rng.choice(sorted(self.source.symbols))
-        count = fault.count or 1
-        self.source.gap(symbol, count)
-        return {"symbol": symbol, "count": count}
-
-    def _fault_silence(self, fault: Fault) -> dict[str, Any]:
-        seconds = 5.0 if fault.seconds is None else fault.seconds
-        self.source.silence(seconds, fault.symbol)
-        return {"seconds": seconds, "symbol": fault.symbol}
-
-    def _fault_malformed(self, fault: Fault) -> dict[str, Any]:
-        count = fault.count or (1 if fault.variant else len(MALFORMED_VARIANTS))
-        if fault.variant:
-            variants = [fault.variant] * count
-        else:
-            # Cycle through the variants, continuing where the previous injection stopped.
-            start = self._malformed_next
-            variants = [
-                MALFORMED_VARIANTS[(start + i) % len(MALFORMED_VARIANTS)] for i in range(count)
-            ]
-            self._malformed_next = (start + count) % len(MALFORMED_VARIANTS)
-        now_ms = int(time.time() * 1000)
-        reached = 0
-        for client in self._clients():
-            delivered = [s for s in client.subs if client in self.hub.receivers(s)]
-            if fault.symbol:
-                delivered = [s for s in delivered if s.startswith(fault.symbol.lower() + "@")]
-            if not delivered:
-                continue
-            stream = delivered[0]
-            symbol = stream.partition("@")[0].upper()
-            last_id = self.source.last_update_id(symbol) if symbol in self.source.symbols else 0
-            for variant in variants:
-                message = malformed_message(
-                    variant,
-                    stream,
-                    client.combined,
-                    self.market,
-                    last_id,
-                    now_ms,
-                    self.cfg.oversized_bytes,
-                )
-                self.hub.send(client, message)
-            reached += 1
-        self.hub.flush()
-        self.stats.malformed_sent += reached * len(variants)
-        return {"connections": reached, "variants": variants}
-
-    def _fault_shutdown(self, fault: Fault) -> dict[str, Any]:
-        event = orjson.dumps({"e": "serverShutdown", "E": int(time.time() * 1000)})
-        clients = self._clients()
-        for client in clients:
-            client.close_reason = "fault_shutdown"
-            self.hub.send(client, event)
-        self.hub.flush()
-        loop = asyncio.get_running_loop()
-        delay = 1.0 if fault.seconds is None else fault.seconds
-        for client in clients:
-            loop.call_later(
-                delay,
-                lambda c=client: loop.create_task(
-                    c.conn.close(_CLOSE_GOING_AWAY, "server shutdown")
-                ),
-            )
-        return {"connections": len(clients), "close_after_s": delay}
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a coroutine in the background, keeping a reference until it is done."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # Stats ------------------------------------------------------------------------------
 
@@ -475,6 +317,8 @@ class Simulator:
             "market": self.market,
             "uptime_s": round(time.time() - self._started_wall, 3),
             **self.stats.to_dict(len(self.hub.clients)),
+            "faults": dict(self.injector.counts),
+            "malformed_sent": self.injector.malformed_sent,
             "messages": {**self.hub.stats(), "slow_clients_dropped": self.hub.slow_dropped},
             "rest_fault_windows": self.rest_faults.active(),
             "source": self.source.stats(),

@@ -9,14 +9,12 @@ from typing import Any
 
 @dataclass
 class ServerStats:
-    """Connection, REST and fault counters (messages are counted by the hub)."""
+    """Connection and REST counters (the hub counts messages, the injector faults)."""
 
     connections_opened: int = 0
     closed: Counter[str] = field(default_factory=Counter)  # why connections ended
     rest_by_status: Counter[str] = field(default_factory=Counter)
     rest_by_path: Counter[str] = field(default_factory=Counter)
-    faults: Counter[str] = field(default_factory=Counter)
-    malformed_sent: int = 0
     control_requests: int = 0
 
     def to_dict(self, current_connections: int) -> dict[str, Any]:
@@ -32,7 +30,5 @@ class ServerStats:
                 "by_status": dict(self.rest_by_status),
                 "by_path": dict(self.rest_by_path),
             },
-            "faults": dict(self.faults),
-            "malformed_sent": self.malformed_sent,
             "control_requests": self.control_requests,
         }

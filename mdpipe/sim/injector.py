@@ -1,0 +1,137 @@
+"""Applies faults to the running simulator: its connections, its source, its REST answers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import orjson
+
+from mdpipe.sim.faults import MALFORMED_VARIANTS, REST_KINDS, Fault, FaultError, RestFaultWindows
+from mdpipe.sim.hub import Client, Hub
+from mdpipe.sim.malformed import malformed_message
+from mdpipe.sim.source import Source
+
+log = logging.getLogger("mdpipe.sim")
+
+GOING_AWAY = 1001
+
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+class FaultInjector:
+    """Turns a Fault into what clients observe; deterministic for a given seed."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        source: Source,
+        rest_faults: RestFaultWindows,
+        seed: int,
+        oversized_bytes: int,
+        spawn: Spawn,
+    ) -> None:
+        self.hub = hub
+        self.source = source
+        self.rest_faults = rest_faults
+        self.oversized_bytes = oversized_bytes
+        self.spawn = spawn  # runs a coroutine in the background (closing handshakes)
+        self.counts: dict[str, int] = {}
+        self.malformed_sent = 0
+        self._rng = random.Random(f"{seed}:faults")
+        self._malformed_next = 0
+
+    def inject(self, fault: Fault) -> dict[str, Any]:
+        """Apply a fault now; returns what it did (the POST /_sim/fault answer)."""
+        if fault.symbol is not None and fault.symbol not in self.source.symbols:
+            raise FaultError(f"unknown symbol {fault.symbol}")
+        if fault.kind in REST_KINDS:
+            self.rest_faults.add(fault, asyncio.get_running_loop().time())
+            done: dict[str, Any] = {}
+        else:
+            done = getattr(self, f"_{fault.kind}")(fault)
+        self.counts[fault.kind] = self.counts.get(fault.kind, 0) + 1
+        log.info("fault injected: %s %s", fault.to_dict(), done)
+        return {"ok": True, "fault": fault.to_dict(), **done}
+
+    def _clients(self) -> list[Client]:
+        return sorted((c for c in self.hub.clients if c.is_open()), key=lambda c: c.id)
+
+    def _disconnect(self, fault: Fault) -> dict[str, Any]:
+        clients = self._clients()
+        for client in clients:
+            client.close_reason = "fault_disconnect"
+            if fault.variant == "close":
+                self.spawn(client.conn.close(GOING_AWAY, "simulated disconnect"))
+            else:
+                client.conn.transport.abort()  # TCP close, no close frame
+        return {"connections": len(clients), "variant": fault.variant or "abrupt"}
+
+    def _gap(self, fault: Fault) -> dict[str, Any]:
+        symbol = fault.symbol or self._rng.choice(sorted(self.source.symbols))
+        count = fault.count or 1
+        self.source.gap(symbol, count)
+        return {"symbol": symbol, "count": count}
+
+    def _silence(self, fault: Fault) -> dict[str, Any]:
+        seconds = 5.0 if fault.seconds is None else fault.seconds
+        self.source.silence(seconds, fault.symbol)
+        return {"seconds": seconds, "symbol": fault.symbol}
+
+    def _malformed(self, fault: Fault) -> dict[str, Any]:
+        count = fault.count or (1 if fault.variant else len(MALFORMED_VARIANTS))
+        if fault.variant:
+            variants = [fault.variant] * count
+        else:
+            # Cycle through the variants, continuing where the previous injection stopped.
+            start = self._malformed_next
+            variants = [
+                MALFORMED_VARIANTS[(start + i) % len(MALFORMED_VARIANTS)] for i in range(count)
+            ]
+            self._malformed_next = (start + count) % len(MALFORMED_VARIANTS)
+        now_ms = int(time.time() * 1000)
+        reached = 0
+        for client in self._clients():
+            delivered = [s for s in client.subs if client in self.hub.receivers(s)]
+            if fault.symbol:
+                delivered = [s for s in delivered if s.startswith(fault.symbol.lower() + "@")]
+            if not delivered:
+                continue
+            stream = delivered[0]
+            symbol = stream.partition("@")[0].upper()
+            last_id = self.source.last_update_id(symbol) if symbol in self.source.symbols else 0
+            for variant in variants:
+                message = malformed_message(
+                    variant,
+                    stream,
+                    client.combined,
+                    self.source.market,
+                    last_id,
+                    now_ms,
+                    self.oversized_bytes,
+                )
+                self.hub.send(client, message)
+            reached += 1
+        self.hub.flush()
+        self.malformed_sent += reached * len(variants)
+        return {"connections": reached, "variants": variants}
+
+    def _shutdown(self, fault: Fault) -> dict[str, Any]:
+        # Binance's market streams announce it unwrapped, even on combined connections.
+        event = orjson.dumps({"e": "serverShutdown", "E": int(time.time() * 1000)})
+        clients = self._clients()
+        for client in clients:
+            client.close_reason = "fault_shutdown"
+            self.hub.send(client, event)
+        self.hub.flush()
+        delay = 1.0 if fault.seconds is None else fault.seconds
+        loop = asyncio.get_running_loop()
+        for client in clients:
+            loop.call_later(
+                delay, lambda c=client: self.spawn(c.conn.close(GOING_AWAY, "server shutdown"))
+            )
+        return {"connections": len(clients), "close_after_s": delay}
