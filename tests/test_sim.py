@@ -624,6 +624,15 @@ def test_ping_timeout_and_connection_age() -> None:
         assert eventually(lambda: sim.stats()["connections"]["closed"].get("max_age") == 1)
 
 
+def test_a_client_that_falls_too_far_behind_is_dropped() -> None:
+    with SimProcess(["--rate", "20000", "--max-send-buffer", "65536"]) as sim:
+        ws = connect(sim.ws_url + "/ws/btcusdt@depth@0ms/btcusdt@bookTicker/btcusdt@trade")
+        ws.recv()  # then stop reading while the exchange keeps publishing
+        assert eventually(lambda: sim.stats()["messages"]["slow_clients_dropped"] == 1, 20)
+        assert close_code(ws) is None  # aborted: no close frame after the backlog
+        assert eventually(lambda: sim.stats()["connections"]["closed"].get("slow_client") == 1)
+
+
 # --- tape replay ---------------------------------------------------------------------------
 
 
