@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import orjson
 import pytest
@@ -29,6 +30,8 @@ from mdpipe.feeds.binance import (
     plan_connections,
     snapshot_url,
 )
+from mdpipe.feeds.levels import DIFF_IN_ENVELOPE, SNAPSHOT, plain_levels
+from mdpipe.feeds.tapes import FUTURES_TAPE, SPOT_TAPE, is_snapshot, load_tape, tape_path
 
 # Real messages from the recorded tapes (2024-08-08), one per kind.
 FUTURES_DEPTH = (
@@ -79,6 +82,14 @@ SPOT_SNAPSHOT = (
     b'{"lastUpdateId":50093239218,"bids":[["61837.63000000","3.78826000"]],'
     b'"asks":[["61837.64000000","1.60520000"],["61837.65000000","0.00000000"]]}'
 )
+
+
+@pytest.fixture(scope="module")
+def tapes_lines() -> dict[str, list[bytes]]:
+    return {
+        market: [raw for _, raw in load_tape(tape_path(name))]
+        for market, name in (("futures", FUTURES_TAPE), ("spot", SPOT_TAPE))
+    }
 
 
 @pytest.fixture(params=["futures", "spot"])
@@ -569,3 +580,120 @@ def test_accepted_depth_values_are_always_usable(market: str) -> None:
     assert isinstance(diff, DepthDiff)
     assert all(math.isfinite(p) and p > 0 for p in diff.bid_prices + diff.ask_prices)
     assert all(math.isfinite(q) and q >= 0 for q in diff.bid_qtys + diff.ask_qtys)
+
+
+# --- the plain-text fast path ------------------------------------------------------------------
+
+
+def test_plain_levels_reads_compact_messages() -> None:
+    plain = plain_levels(FUTURES_DEPTH, DIFF_IN_ENVELOPE)
+    assert plain is not None
+    assert plain.head.endswith(b'"pu":5123107831937,')
+    assert plain[1:] == (
+        [58710.2, 61510.9, 61800.2],
+        [0.014, 0.0, 2.507],
+        [61800.3, 61814.9],
+        [3.33, 0.0],
+    )
+    assert plain_levels(bytearray(SPOT_DEPTH), DIFF_IN_ENVELOPE) is not None
+    assert plain_levels(SPOT_SNAPSHOT, SNAPSHOT) is not None
+    empty = envelope("x@depth", depth_data("spot") | {"b": [], "a": []})
+    assert plain_levels(empty, DIFF_IN_ENVELOPE)[1:] == ([], [], [], [])
+    no_bids = envelope("x@depth", depth_data("spot") | {"b": []})
+    assert plain_levels(no_bids, DIFF_IN_ENVELOPE)[1:] == ([], [], [61837.64], [1.54698])
+    no_asks = envelope("x@depth", depth_data("spot") | {"a": []})
+    assert plain_levels(no_asks, DIFF_IN_ENVELOPE)[1:] == (
+        [61737.63, 56854.58],
+        [0.0, 0.0],
+        [],
+        [],
+    )
+
+
+def compact(data: dict) -> bytes:
+    return envelope("btcusdt@depth", data)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "str",
+        "spaces",
+        "asks_first",
+        "key_after",
+        "no_dot",
+        "two_dots",
+        "leading_zero",
+        "zero_price",
+        "escape",
+        "bare",
+        "exponent",
+    ],
+)
+def test_plain_levels_declines_what_it_cannot_prove(market: str, variant: str) -> None:
+    """Each declined message still goes through the general path: same event or FeedError."""
+    data = depth_data(market)
+    raw = {
+        "str": compact(data).decode(),
+        "spaces": orjson.dumps({"stream": "x@depth", "data": data}, option=orjson.OPT_INDENT_2),
+        "asks_first": compact({k: v for k, v in data.items() if k != "b"} | {"b": data["b"]}),
+        "key_after": compact(data | {"zz": 1}),
+        "no_dot": compact(data | {"a": [["61800", "1.0"]]}),
+        "two_dots": compact(data | {"a": [["61.800.3", "1.0"]]}),
+        "leading_zero": compact(data | {"a": [["061800.3", "1.0"]]}),
+        "zero_price": compact(data | {"a": [["0.00", "1.0"]]}),
+        "escape": compact(data | {"s": "BTC\nUSDT"}),
+        "bare": orjson.dumps(data),
+        "exponent": compact(data | {"a": [["6.18e4", "1.0"]]}),
+    }[variant]
+    assert plain_levels(raw, DIFF_IN_ENVELOPE) is None
+    parser = BinanceParser(market)
+    general = orjson.loads(raw)
+    expected_data = general.get("data", general)
+    if variant in ("two_dots", "zero_price"):
+        with pytest.raises(FeedError) as info:
+            parser.parse(raw)
+        assert info.value.kind == BAD_NUMBER
+        return
+    diff = parser.parse(raw)
+    assert isinstance(diff, DepthDiff)
+    assert diff.last_id == expected_data["u"]
+    assert diff.ask_prices == [float(p) for p, _ in expected_data["a"]]
+
+
+def test_a_quote_escaped_into_a_key_cannot_pose_as_the_bids() -> None:
+    data = depth_data("futures")
+    del data["b"]
+    raw = compact({**{k: v for k, v in data.items() if k != "a"}, 'x"b': [["1.0", "1.0"]], "a": []})
+    assert b'"b":[' in raw
+    assert refused("futures", raw) == MISSING_FIELD
+
+
+def test_fast_and_general_paths_agree_on_every_tape_message(tapes_lines: dict) -> None:
+    for market, lines in tapes_lines.items():
+        parser = BinanceParser(market)
+        fast = 0
+        for raw in lines:
+            if is_snapshot(raw):
+                assert parse_snapshot(raw) == parse_snapshot(raw.decode())
+                assert plain_levels(raw, SNAPSHOT) is not None
+                continue
+            event = parser.parse(raw)
+            assert event == parser.parse(raw.decode())
+            if isinstance(event, DepthDiff):
+                assert plain_levels(raw, DIFF_IN_ENVELOPE) is not None
+                fast += 1
+        assert fast > 3000
+
+
+def test_orjson_floats_equal_python_floats() -> None:
+    """The fast path's numbers are orjson's, the general path's float()'s: they must agree."""
+    rng = random.Random(20240808)
+    texts = []
+    for _ in range(200_000):
+        whole = str(rng.randint(0, 10 ** rng.randint(0, 12)))
+        texts.append(f"{whole}.{rng.randint(0, 10**9):0{rng.randint(1, 9)}d}"[: rng.randint(3, 24)])
+    texts = [t for t in texts if t.count(".") == 1 and not t.endswith(".")]
+    texts += ["0.1", "0.3", "61800.20", "9007199254740993.0", "0.00000001", "123456789012.12345678"]
+    numbers = orjson.loads(("[" + ",".join(texts) + "]").encode())
+    assert [float(t) for t in texts] == numbers

@@ -11,11 +11,56 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import chain
-from math import inf, isfinite
+from math import inf
 from typing import Any, NamedTuple
 
 import orjson
+
+from mdpipe.feeds.errors import (
+    BAD_NUMBER,
+    BAD_TYPE,
+    ERROR_KINDS,
+    MALFORMED_JSON,
+    MISSING_FIELD,
+    UNKNOWN_EVENT,
+    UNKNOWN_STREAM,
+    FeedError,
+)
+from mdpipe.feeds.levels import (
+    DIFF_IN_ENVELOPE,
+    SNAPSHOT,
+    Floats,
+    PlainLevels,
+    parse_levels,
+    plain_levels,
+)
+
+__all__ = [
+    "BAD_NUMBER",
+    "BAD_TYPE",
+    "ERROR_KINDS",
+    "FUTURES",
+    "MALFORMED_JSON",
+    "MARKETS",
+    "MAX_STREAMS_PER_CONNECTION",
+    "MISSING_FIELD",
+    "SPOT",
+    "UNKNOWN_EVENT",
+    "UNKNOWN_STREAM",
+    "BinanceParser",
+    "BookTicker",
+    "Connection",
+    "DepthDiff",
+    "DepthSnapshot",
+    "Event",
+    "FeedError",
+    "ServerShutdown",
+    "Trade",
+    "parse_levels",
+    "parse_snapshot",
+    "plan_connections",
+    "snapshot_url",
+]
 
 FUTURES = "futures"
 SPOT = "spot"
@@ -33,25 +78,6 @@ TRADE_STREAMS = ("trade", "aggTrade")
 
 _DEPTH_STREAM = re.compile(r"depth(@\d+ms)?")
 _SYMBOL = re.compile(r"[A-Za-z0-9]+")
-
-# FeedError kinds: the ingest process counts and dead-letters per kind.
-MALFORMED_JSON = "malformed_json"
-MISSING_FIELD = "missing_field"
-BAD_TYPE = "bad_type"
-BAD_NUMBER = "bad_number"
-UNKNOWN_EVENT = "unknown_event"
-UNKNOWN_STREAM = "unknown_stream"
-ERROR_KINDS = (MALFORMED_JSON, MISSING_FIELD, BAD_TYPE, BAD_NUMBER, UNKNOWN_EVENT, UNKNOWN_STREAM)
-
-
-class FeedError(ValueError):
-    """A message that cannot be trusted; `kind` is one of ERROR_KINDS, `detail` says why."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
-
 
 # ---------------------------------------------------------------------------------------------
 # Endpoints
@@ -161,10 +187,10 @@ class DepthDiff:
     first_id: int  # `U`
     last_id: int  # `u`
     prev_id: int  # futures `pu`; -1 on spot
-    bid_prices: list[float]
-    bid_qtys: list[float]
-    ask_prices: list[float]
-    ask_qtys: list[float]
+    bid_prices: Floats
+    bid_qtys: Floats
+    ask_prices: Floats
+    ask_qtys: Floats
 
 
 @dataclass(slots=True)
@@ -172,10 +198,10 @@ class DepthSnapshot:
     """A REST depth snapshot: the full book as of update id `last_update_id`."""
 
     last_update_id: int
-    bid_prices: list[float]
-    bid_qtys: list[float]
-    ask_prices: list[float]
-    ask_qtys: list[float]
+    bid_prices: Floats
+    bid_qtys: Floats
+    ask_prices: Floats
+    ask_qtys: Floats
     event_time: int = 0  # futures only
     transaction_time: int = 0  # futures only
 
@@ -225,66 +251,8 @@ Event = DepthDiff | Trade | BookTicker | ServerShutdown
 # Parsing
 
 
-_LIST_ONLY = {list}
-
-
 def _ints_ok(*values: Any) -> bool:
     return all(type(v) is int for v in values)
-
-
-def _explain_levels(levels: Any, side: str) -> FeedError:
-    """Say precisely what is wrong with a level list the fast path refused."""
-    if type(levels) is not list:
-        return FeedError(BAD_TYPE, f"{side} is {type(levels).__name__}, not a list")
-    for level in levels:
-        if type(level) is not list or len(level) != 2:
-            return FeedError(BAD_TYPE, f"{side} level {level!r} is not a [price, qty] pair")
-        for value in level:
-            if type(value) is not str:
-                return FeedError(BAD_TYPE, f"{side} level {level!r} holds a non-string")
-            try:
-                number = float(value)
-            except ValueError:
-                return FeedError(BAD_NUMBER, f"{side} level {level!r} is not numeric")
-            if not isfinite(number) or number < 0:
-                return FeedError(BAD_NUMBER, f"{side} level {level!r} is not finite and >= 0")
-        if float(level[0]) == 0:
-            return FeedError(BAD_NUMBER, f"{side} level {level!r} has price 0")
-    return FeedError(BAD_NUMBER, f"{side} levels out of range")
-
-
-def parse_levels(levels: Any, side: str = "levels") -> tuple[list[float], list[float]]:
-    """Decimal-string [price, qty] pairs as (prices, qtys) float lists, validated.
-
-    Prices must be > 0 and quantities >= 0, both finite; anything else raises FeedError.
-    Measured on the futures tape: a float() loop building two lists beats
-    np.array(levels, dtype=float) (~2x) and np.fromstring on the raw text, and the book
-    consumes Python floats directly. The checks are whole-list C calls, not per-level code.
-    """
-    if type(levels) is not list:
-        raise _explain_levels(levels, side)
-    prices: list[float] = []
-    qtys: list[float] = []
-    add_price = prices.append
-    add_qty = qtys.append
-    try:
-        for price, qty in levels:
-            add_price(float(price))
-            add_qty(float(qty))
-        # Every value a string (float() also takes numbers and booleans); one join checks all.
-        text = "".join(chain.from_iterable(levels))
-    except (TypeError, ValueError):
-        raise _explain_levels(levels, side) from None
-    # No '-' means nothing negative; the sum is NaN or inf if any value is; a two-character
-    # string or a two-key object unpacks like a pair, so only lists are levels.
-    if prices and (
-        "-" in text
-        or 0.0 in prices
-        or not sum(prices) + sum(qtys) < inf
-        or set(map(type, levels)) != _LIST_ONLY
-    ):
-        raise _explain_levels(levels, side)
-    return prices, qtys
 
 
 def _number(value: Any, name: str, allow_zero: bool) -> float:
@@ -299,6 +267,12 @@ def _number(value: Any, name: str, allow_zero: bool) -> float:
     return number
 
 
+def _levels(bids: Any, asks: Any) -> tuple[Floats, Floats, Floats, Floats]:
+    bid_prices, bid_qtys = parse_levels(bids, "b")
+    ask_prices, ask_qtys = parse_levels(asks, "a")
+    return bid_prices, bid_qtys, ask_prices, ask_qtys
+
+
 def _missing(event: str, exc: KeyError) -> FeedError:
     return FeedError(MISSING_FIELD, f"{event} lacks {exc.args[0]!r}")
 
@@ -306,13 +280,14 @@ def _missing(event: str, exc: KeyError) -> FeedError:
 class BinanceParser:
     """Turns raw combined-stream messages of one market into events, or raises FeedError."""
 
-    __slots__ = ("market", "_handlers")
+    __slots__ = ("market", "_depth", "_handlers")
 
     def __init__(self, market: str) -> None:
         _check_market(market)
         self.market = market
+        self._depth = self._futures_depth if market == FUTURES else self._spot_depth
         self._handlers: dict[str, Callable[[Any], Event]] = {
-            "depthUpdate": self._futures_depth if market == FUTURES else self._spot_depth,
+            "depthUpdate": lambda data: self._depth(data, None),
             "bookTicker": self._book_ticker,
             "trade": self._trade,
             "aggTrade": self._agg_trade,
@@ -321,6 +296,11 @@ class BinanceParser:
 
     def parse(self, raw: bytes | str) -> Event:
         """Parse one WebSocket text message (a combined-stream envelope or a bare event)."""
+        plain = plain_levels(raw, DIFF_IN_ENVELOPE)
+        if plain is not None:
+            diff = self._plain_depth(plain)
+            if diff is not None:
+                return diff
         try:
             msg = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -332,7 +312,20 @@ class BinanceParser:
             return self._without_event_type(msg)
         except TypeError:
             raise FeedError(BAD_TYPE, "message or its data is not a JSON object") from None
+        if event == "depthUpdate":
+            return self._depth(data, None)
         return self._handler(event)(data)
+
+    def _plain_depth(self, plain: PlainLevels) -> DepthDiff | None:
+        """A depthUpdate whose levels were read from the raw text; None to decode it all."""
+        try:
+            msg = orjson.loads(plain.head + b'"b":0,"a":0}}')
+        except orjson.JSONDecodeError:
+            return None
+        data = msg.get("data") if type(msg) is dict else None
+        if type(data) is not dict or data.get("e") != "depthUpdate":
+            return None
+        return self._depth(data, plain)
 
     def _handler(self, event: Any) -> Callable[[Any], Event]:
         try:
@@ -360,46 +353,45 @@ class BinanceParser:
             return self._book_ticker(data)
         raise FeedError(UNKNOWN_STREAM, f"stream {stream!r} without an event type")
 
-    def _futures_depth(self, d: dict) -> DepthDiff:
+    def _futures_depth(self, d: dict, plain: PlainLevels | None) -> DepthDiff:
         try:
             symbol, event_time, tx_time = d["s"], d["E"], d["T"]
             first, last, prev, bids, asks = d["U"], d["u"], d["pu"], d["b"], d["a"]
         except KeyError as exc:
             raise _missing("depthUpdate", exc) from None
-        if not (_ints_ok(event_time, tx_time, first, last, prev) and type(symbol) is str):
+        if not (
+            type(first) is int
+            and type(last) is int
+            and type(prev) is int
+            and type(event_time) is int
+            and type(tx_time) is int
+            and type(symbol) is str
+        ):
             raise FeedError(BAD_TYPE, "depthUpdate ids/times must be integers, s a string")
         if first > last:
             raise FeedError(BAD_NUMBER, f"depthUpdate U={first} > u={last}")
-        bid_prices, bid_qtys = parse_levels(bids, "b")
-        ask_prices, ask_qtys = parse_levels(asks, "a")
-        return DepthDiff(
-            symbol,
-            event_time,
-            tx_time,
-            first,
-            last,
-            prev,
-            bid_prices,
-            bid_qtys,
-            ask_prices,
-            ask_qtys,
-        )
+        if plain is None:
+            return DepthDiff(symbol, event_time, tx_time, first, last, prev, *_levels(bids, asks))
+        return DepthDiff(symbol, event_time, tx_time, first, last, prev, *plain[1:])
 
-    def _spot_depth(self, d: dict) -> DepthDiff:
+    def _spot_depth(self, d: dict, plain: PlainLevels | None) -> DepthDiff:
         try:
             symbol, event_time = d["s"], d["E"]
             first, last, bids, asks = d["U"], d["u"], d["b"], d["a"]
         except KeyError as exc:
             raise _missing("depthUpdate", exc) from None
-        if not (_ints_ok(event_time, first, last) and type(symbol) is str):
+        if not (
+            type(first) is int
+            and type(last) is int
+            and type(event_time) is int
+            and type(symbol) is str
+        ):
             raise FeedError(BAD_TYPE, "depthUpdate ids/times must be integers, s a string")
         if first > last:
             raise FeedError(BAD_NUMBER, f"depthUpdate U={first} > u={last}")
-        bid_prices, bid_qtys = parse_levels(bids, "b")
-        ask_prices, ask_qtys = parse_levels(asks, "a")
-        return DepthDiff(
-            symbol, event_time, 0, first, last, -1, bid_prices, bid_qtys, ask_prices, ask_qtys
-        )
+        if plain is None:
+            return DepthDiff(symbol, event_time, 0, first, last, -1, *_levels(bids, asks))
+        return DepthDiff(symbol, event_time, 0, first, last, -1, *plain[1:])
 
     def _book_ticker(self, d: dict) -> BookTicker:
         try:
@@ -482,11 +474,22 @@ class BinanceParser:
 
 
 def parse_snapshot(raw: bytes | str) -> DepthSnapshot:
-    """Parse a REST depth snapshot body (spot or futures) or raise FeedError."""
-    try:
-        msg = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise FeedError(MALFORMED_JSON, str(exc)) from None
+    """Parse a REST depth snapshot body (spot or futures) or raise FeedError.
+
+    Levels are read like diff levels (same float conversion), so a price from a snapshot
+    and from a diff is always the same float key in the book.
+    """
+    plain = plain_levels(raw, SNAPSHOT)
+    if plain is not None:
+        try:
+            msg = orjson.loads(plain.head + b'"bids":0,"asks":0}')
+        except orjson.JSONDecodeError:
+            plain = None
+    if plain is None:
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise FeedError(MALFORMED_JSON, str(exc)) from None
     if type(msg) is not dict:
         raise FeedError(BAD_TYPE, "snapshot is not a JSON object")
     try:
@@ -496,8 +499,11 @@ def parse_snapshot(raw: bytes | str) -> DepthSnapshot:
     event_time, tx_time = msg.get("E", 0), msg.get("T", 0)
     if not _ints_ok(last_update_id, event_time, tx_time):
         raise FeedError(BAD_TYPE, "snapshot lastUpdateId/E/T must be integers")
-    bid_prices, bid_qtys = parse_levels(bids, "bids")
-    ask_prices, ask_qtys = parse_levels(asks, "asks")
+    if plain is None:
+        bid_prices, bid_qtys = parse_levels(bids, "bids")
+        ask_prices, ask_qtys = parse_levels(asks, "asks")
+    else:
+        _, bid_prices, bid_qtys, ask_prices, ask_qtys = plain
     return DepthSnapshot(
         last_update_id, bid_prices, bid_qtys, ask_prices, ask_qtys, event_time, tx_time
     )

@@ -1,0 +1,260 @@
+"""Depth diffs per second through one ingest core, on the recorded futures tape.
+
+Each diff goes through the same stages an ingest process runs: parse, sync rules, book
+update, top-20 extraction into a book record. mdpipe (orjson + validated float lists + the
+dict-and-window book) is measured against what a user would otherwise write with orjson
+and sortedcontainers, with the same pu check and top-20 copy: (1) a SortedDict per side
+read with islice over its items, the common way; (2) a dict plus a SortedList per side
+read by slicing the SortedList, a tuned version. Runs alternate in one process pinned to
+one core; each figure is the best of N runs, in CPU time.
+
+A pipeline is a list of stage functions, each taking the previous stage's output, so adding
+a stage (the ring commit) is one function appended to `mdpipe_stages`.
+
+Run: .venv/bin/python bench/ingest_throughput.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from collections.abc import Callable
+from itertools import islice
+from typing import Any
+
+import numpy as np
+import orjson
+from sortedcontainers import SortedDict, SortedList
+
+from mdpipe.feeds.binance import FUTURES, BinanceParser, DepthDiff, parse_snapshot
+from mdpipe.feeds.binance_sync import APPLY
+from mdpipe.feeds.local_book import LocalBook
+from mdpipe.feeds.tapes import FUTURES_TAPE, is_snapshot, load_tape, tape_path
+
+DEPTH = 20
+TARGET_RATE = 25_000
+TARGET_RATIO = 2.5
+
+Stage = Callable[[Any], Any]
+
+
+class Tape:
+    """The futures tape split the way a live client sees it: diffs before and after the snapshot."""
+
+    def __init__(self) -> None:
+        lines = [raw for _, raw in load_tape(tape_path(FUTURES_TAPE))]
+        at = next(i for i, raw in enumerate(lines) if is_snapshot(raw))
+        self.snapshot = lines[at]
+        self.before = [raw for raw in lines[:at] if b"depthUpdate" in raw]
+        self.after = [raw for raw in lines[at + 1 :] if b"depthUpdate" in raw]
+
+
+def book_record() -> tuple[np.ndarray, np.ndarray]:
+    """The bids and asks fields of a book record; the ring's record has the same shapes."""
+    return np.zeros((DEPTH, 2)), np.zeros((DEPTH, 2))
+
+
+def mdpipe_stages(tape: Tape) -> list[Stage]:
+    """parse -> sync + book -> top-20 into the record, with the book synced from the tape."""
+    parser = BinanceParser(FUTURES)
+    local = LocalBook(FUTURES, "BTCUSDT", min_depth=DEPTH)
+    for raw in tape.before:
+        local.on_diff(parser.parse(raw))
+    local.on_snapshot(parse_snapshot(tape.snapshot))
+    book = local.book
+    bids, asks = book_record()
+
+    def sync_and_apply(diff: DepthDiff) -> DepthDiff:
+        if local.on_diff(diff) is not APPLY:
+            raise RuntimeError(f"diff u={diff.last_id} not applied: {local.sync.reason}")
+        return diff
+
+    def extract(diff: DepthDiff) -> tuple[int, int]:
+        return book.write_top(bids, asks)
+
+    return [parser.parse, sync_and_apply, extract]
+
+
+class SortedDictBook:
+    """Baseline 1, the book most users write: a SortedDict per side keyed by price."""
+
+    def __init__(self, snapshot: dict) -> None:
+        self.bids = SortedDict({float(p): float(q) for p, q in snapshot["bids"]})
+        self.asks = SortedDict({float(p): float(q) for p, q in snapshot["asks"]})
+
+    def apply(self, data: dict) -> None:
+        for side, levels in ((self.bids, data["b"]), (self.asks, data["a"])):
+            for p, q in levels:
+                price, qty = float(p), float(q)
+                if qty == 0:
+                    side.pop(price, None)
+                else:
+                    side[price] = qty
+
+    def write_top(self, bids_out: np.ndarray, asks_out: np.ndarray) -> tuple[int, int]:
+        bids = list(islice(reversed(self.bids.items()), DEPTH))
+        asks = list(islice(self.asks.items(), DEPTH))
+        bids_out[: len(bids)] = bids
+        asks_out[: len(asks)] = asks
+        return len(bids), len(asks)
+
+
+class SortedListBook:
+    """Baseline 2, tuned: a plain dict of levels plus a SortedList of prices per side,
+    read by slicing the SortedList (bids keyed by negated price so both read from the front)."""
+
+    def __init__(self, snapshot: dict) -> None:
+        self.bids = {-float(p): float(q) for p, q in snapshot["bids"]}
+        self.asks = {float(p): float(q) for p, q in snapshot["asks"]}
+        self.bid_keys = SortedList(self.bids)
+        self.ask_keys = SortedList(self.asks)
+
+    def apply(self, data: dict) -> None:
+        for levels, sign, side, keys in (
+            (data["b"], -1.0, self.bids, self.bid_keys),
+            (data["a"], 1.0, self.asks, self.ask_keys),
+        ):
+            for p, q in levels:
+                price, qty = sign * float(p), float(q)
+                if qty:
+                    if price not in side:
+                        keys.add(price)
+                    side[price] = qty
+                elif side.pop(price, None) is not None:
+                    keys.remove(price)
+
+    def write_top(self, bids_out: np.ndarray, asks_out: np.ndarray) -> tuple[int, int]:
+        bids = self.bid_keys[:DEPTH]
+        asks = self.ask_keys[:DEPTH]
+        nb, na = len(bids), len(asks)
+        bids_out[:nb, 0] = [-k for k in bids]
+        bids_out[:nb, 1] = [self.bids[k] for k in bids]
+        asks_out[:na, 0] = asks
+        asks_out[:na, 1] = [self.asks[k] for k in asks]
+        return nb, na
+
+
+class FuturesRule:
+    """The baselines' sync check: first diff spans the snapshot id, then pu == previous u."""
+
+    def __init__(self, snapshot_id: int) -> None:
+        self.snapshot_id = snapshot_id
+        self.last_u = -1
+
+    def admit(self, data: dict) -> bool:
+        if self.last_u < 0:
+            if data["u"] < self.snapshot_id:
+                return False
+            if not data["U"] <= self.snapshot_id:
+                raise RuntimeError("baseline: gap at the first diff")
+        elif data["pu"] != self.last_u:
+            raise RuntimeError("baseline: gap")
+        self.last_u = data["u"]
+        return True
+
+
+def baseline_stages(
+    tape: Tape, book_class: type[SortedDictBook] | type[SortedListBook]
+) -> list[Stage]:
+    """orjson parse -> pu check + sortedcontainers book update -> top-20 into the record."""
+    snapshot = orjson.loads(tape.snapshot)
+    book = book_class(snapshot)
+    rule = FuturesRule(snapshot["lastUpdateId"])
+    bids, asks = book_record()
+    for raw in tape.before:
+        data = orjson.loads(raw)["data"]
+        if rule.admit(data):
+            book.apply(data)
+
+    def parse(raw: bytes) -> dict:
+        return orjson.loads(raw)["data"]
+
+    def sync_and_apply(data: dict) -> dict:
+        if rule.admit(data):
+            book.apply(data)
+        return data
+
+    def extract(data: dict) -> tuple[int, int]:
+        return book.write_top(bids, asks)
+
+    return [parse, sync_and_apply, extract]
+
+
+def run(stages: list[Stage], raws: list[bytes]) -> float:
+    """CPU seconds of this thread to push every raw message through every stage.
+
+    CPU time, not wall time: the rate per core, unaffected by other processes that
+    preempt this one on a shared machine.
+    """
+    start = time.thread_time()
+    for raw in raws:
+        value = raw
+        for stage in stages:
+            value = stage(value)
+    return time.thread_time() - start
+
+
+def pin_to_one_core() -> str:
+    """Pin this process to its last allowed core (after all imports), so rates are per core."""
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[-1]})
+    return f"core {sorted(os.sched_getaffinity(0))[0]} of {len(cores)}"
+
+
+BASELINE_1 = "baseline 1: SortedDict, islice top-20"
+BASELINE_2 = "baseline 2: dict + SortedList, tuned"
+FULL = "mdpipe: parse + sync + book + top-20"
+
+
+def main() -> None:
+    """Measure each pipeline, best of `--runs`, and print the table."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=7)
+    args = ap.parse_args()
+    pinned = pin_to_one_core()
+    tape = Tape()
+    n = len(tape.after)
+    levels = sum(len(d.bid_prices) + len(d.ask_prices) for d in map(parse_diff, tape.after))
+    rows: dict[str, Callable[[Tape], list[Stage]]] = {
+        BASELINE_1: lambda t: baseline_stages(t, SortedDictBook),
+        BASELINE_2: lambda t: baseline_stages(t, SortedListBook),
+        "mdpipe: parse only": lambda t: mdpipe_stages(t)[:1],
+        "mdpipe: parse + sync + book": lambda t: mdpipe_stages(t)[:2],
+        FULL: mdpipe_stages,
+    }
+    best = dict.fromkeys(rows, float("inf"))
+    for _ in range(args.runs):
+        for name, build in rows.items():
+            best[name] = min(best[name], run(build(tape), tape.after))
+    print(
+        f"futures tape: {n} diffs after the snapshot, {levels / n:.1f} levels/diff on average; "
+        f"python {platform.python_version()}, numpy {np.__version__}; {pinned}; "
+        f"CPU time, best of {args.runs} runs"
+    )
+    print(f"{'implementation':40s} {'diffs/s':>10s} {'µs/diff':>9s} {'vs b.1':>8s} {'vs b.2':>8s}")
+    for name, seconds in best.items():
+        print(
+            f"{name:40s} {n / seconds:10,.0f} {seconds / n * 1e6:9.2f} "
+            f"{best[BASELINE_1] / seconds:7.2f}x {best[BASELINE_2] / seconds:7.2f}x"
+        )
+    rate = n / best[FULL]
+    for baseline in (BASELINE_1, BASELINE_2):
+        ratio = best[baseline] / best[FULL]
+        verdict = "met" if rate >= TARGET_RATE and ratio >= TARGET_RATIO else "NOT met"
+        print(
+            f"target >= {TARGET_RATE:,} diffs/s and >= {TARGET_RATIO}x {baseline.split(':')[0]}: "
+            f"{verdict} ({rate:,.0f} diffs/s, {ratio:.2f}x)"
+        )
+
+
+def parse_diff(raw: bytes) -> DepthDiff:
+    """Parse one depth diff (for the tape statistics line)."""
+    diff = BinanceParser(FUTURES).parse(raw)
+    assert isinstance(diff, DepthDiff)
+    return diff
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Price levels from exchange JSON: [["price", "qty"], ...] decimal strings to checked floats.
+
+Two ways in, same result. `parse_levels` takes an already decoded list and checks every value
+(the general path). `plain_levels` reads the levels straight from the raw text of a compact
+message in a handful of C calls, and declines (returns None) whenever it cannot prove the
+text is plain: then the caller decodes the message and takes the general path, which also
+says precisely what is wrong. Prices come out > 0, quantities >= 0, all finite floats.
+
+Measured on the futures tape (~68 levels per diff): orjson.loads plus a float() per value
+costs ~13 µs per diff, np.array(levels, dtype=float) is slower than the float() loop, and
+np.fromstring on the text slower still; `plain_levels` costs ~7 µs including the header.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+from math import inf, isfinite
+from typing import Any, NamedTuple
+
+import orjson
+
+from mdpipe.feeds.errors import BAD_NUMBER, BAD_TYPE, FeedError
+
+Floats = list[float]
+
+# Digits are deleted from a plain level's text; what is left of each level is this.
+_DIGITS = b"0123456789"
+_LEVEL = b',[".","."]'
+_LIST_ONLY = {list}
+
+
+class Layout(NamedTuple):
+    """Where a message keeps its levels: `<bids>[...],<asks>[...]<tail>` ends the text."""
+
+    bids: bytes  # e.g. b'"b":'
+    asks: bytes  # e.g. b'"a":'
+    tail: bytes  # what closes the message after the asks, e.g. b"}}" for an envelope
+
+
+DIFF_IN_ENVELOPE = Layout(b'"b":', b'"a":', b"}}")
+SNAPSHOT = Layout(b'"bids":', b'"asks":', b"}")
+
+
+class PlainLevels(NamedTuple):
+    """Levels read from raw text; `head` is the text before them (the message's other fields)."""
+
+    head: bytes
+    bid_prices: Floats
+    bid_qtys: Floats
+    ask_prices: Floats
+    ask_qtys: Floats
+
+
+def plain_levels(raw: Any, layout: Layout) -> PlainLevels | None:
+    """The levels of a compact message whose every value is a decimal string with one dot.
+
+    Deleting the digits from the text from `<bids>[` to the end must leave exactly
+    `<bids>[[".","."],...],<asks>[[".","."],...]<tail>`: that proves every level is a pair of
+    strings holding only digits and one dot (no sign, exponent, NaN, inf, escape, nor any
+    other key or value). The strings then are JSON numbers with a fraction, so orjson reads
+    them as floats, correctly rounded like float(): one orjson call reads them all, with no
+    string or list object per value. Returns None when any of this fails, or on a zero price.
+    """
+    if (type(raw) is not bytes and type(raw) is not bytearray) or b"\\" in raw:
+        return None  # str input, or an escape that could hide a quote inside the head
+    bids_key, asks_key, tail = layout
+    start = raw.find(bids_key + b"[", 0, 1024)
+    if start < 0:
+        return None
+    skeleton = raw[start:].translate(None, _DIGITS)
+    open_bids = len(bids_key) + 1
+    mid = skeleton.find(b"]," + asks_key + b"[", open_bids)
+    end = len(skeleton) - len(tail) - 1
+    if mid < 0 or skeleton[end:] != b"]" + tail:
+        return None
+    open_asks = mid + len(asks_key) + 3
+    n_bids = (mid - open_bids + 1) // 10
+    n_asks = (end - open_asks + 1) // 10
+    if (
+        skeleton[open_bids:mid] != (_LEVEL * n_bids)[1:]
+        or skeleton[open_asks:end] != (_LEVEL * n_asks)[1:]
+    ):
+        return None
+    # Without keys, quotes and brackets the levels are one flat list of numbers, bids first.
+    text = raw[start : len(raw) - len(tail)].translate(None, _key_bytes(layout))
+    try:
+        values = orjson.loads(b"[" + text.strip(b",") + b"]")
+    except orjson.JSONDecodeError:
+        return None  # "1.2.3"-like values, leading zeros, or a number too large for a float
+    split = 2 * n_bids
+    bid_prices = values[0:split:2]
+    ask_prices = values[split::2]
+    if 0.0 in bid_prices or 0.0 in ask_prices:
+        return None
+    return PlainLevels(
+        raw[:start], bid_prices, values[1:split:2], ask_prices, values[split + 1 :: 2]
+    )
+
+
+_KEY_BYTES: dict[Layout, bytes] = {}
+
+
+def _key_bytes(layout: Layout) -> bytes:
+    """Bytes to delete so the level text becomes `p,q,p,q,...` (keys, quotes, brackets)."""
+    found = _KEY_BYTES.get(layout)
+    if found is None:
+        found = _KEY_BYTES[layout] = bytes(sorted(set(layout.bids + layout.asks + b'"[]')))
+    return found
+
+
+def explain_levels(levels: Any, side: str) -> FeedError:
+    """Say precisely what is wrong with a level list that was refused."""
+    if type(levels) is not list:
+        return FeedError(BAD_TYPE, f"{side} is {type(levels).__name__}, not a list")
+    for level in levels:
+        if type(level) is not list or len(level) != 2:
+            return FeedError(BAD_TYPE, f"{side} level {level!r} is not a [price, qty] pair")
+        for value in level:
+            if type(value) is not str:
+                return FeedError(BAD_TYPE, f"{side} level {level!r} holds a non-string")
+            try:
+                number = float(value)
+            except ValueError:
+                return FeedError(BAD_NUMBER, f"{side} level {level!r} is not numeric")
+            if not isfinite(number) or number < 0:
+                return FeedError(BAD_NUMBER, f"{side} level {level!r} is not finite and >= 0")
+        if float(level[0]) == 0:
+            return FeedError(BAD_NUMBER, f"{side} level {level!r} has price 0")
+    return FeedError(BAD_NUMBER, f"{side} levels out of range")
+
+
+def parse_levels(levels: Any, side: str = "levels") -> tuple[Floats, Floats]:
+    """Decoded [price, qty] decimal-string pairs as (prices, qtys), every value checked.
+
+    Prices must be > 0 and quantities >= 0, both finite; anything else raises FeedError.
+    The checks are whole-list C calls, not per-level code.
+    """
+    if type(levels) is not list:
+        raise explain_levels(levels, side)
+    prices: list[float] = []
+    qtys: list[float] = []
+    add_price = prices.append
+    add_qty = qtys.append
+    try:
+        for price, qty in levels:
+            add_price(float(price))
+            add_qty(float(qty))
+        # Every value a string (float() also takes numbers and booleans); one join checks all.
+        text = "".join(chain.from_iterable(levels))
+    except (TypeError, ValueError):
+        raise explain_levels(levels, side) from None
+    # No '-' means nothing negative; the sum is NaN or inf if any value is; a two-character
+    # string or a two-key object unpacks like a pair, so only lists are levels.
+    if prices and (
+        "-" in text
+        or 0.0 in prices
+        or not sum(prices) + sum(qtys) < inf
+        or set(map(type, levels)) != _LIST_ONLY
+    ):
+        raise explain_levels(levels, side)
+    return prices, qtys
