@@ -5,10 +5,12 @@ Holds no tests itself; the test_ingest_* modules import it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -92,11 +94,12 @@ class IngestProcess:
     def trades_ring(self) -> str:
         return f"trades.{self.feed}.{self.shard}"
 
-    def start(self) -> IngestProcess:
+    def start(self, env: dict[str, str] | None = None) -> IngestProcess:
         args = [sys.executable, "-m", "mdpipe.ingest", "--config", str(self.config)]
         args += ["--feed", self.feed, "--shard", str(self.shard)]
+        full_env = {**os.environ, **(env or {})}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stderr=log, stdout=log, cwd=REPO)
+            self.proc = subprocess.Popen(args, stderr=log, stdout=log, cwd=REPO, env=full_env)
         return self
 
     def log(self) -> str:
@@ -146,7 +149,7 @@ class IngestProcess:
         return self.proc.returncode
 
     def __enter__(self) -> IngestProcess:
-        return self.start()
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -324,3 +327,68 @@ def check_continuity(records: np.ndarray, futures: bool) -> int:
             assert first <= last[sid] + 1 < u + 1, f"symbol {sid}: U={first} after u={last[sid]}"
         last[sid] = u
     return rebuilds
+
+
+class TlsProxy:
+    """A TLS front for a plain TCP server (the simulator), like the exchange's wss/https.
+
+    Bytes are forwarded in large reads, so one TLS record carries many WebSocket frames:
+    a client that waits on the socket alone leaves decrypted frames unread.
+    """
+
+    def __init__(self, upstream_port: int, certfile: Path, keyfile: Path) -> None:
+        self.upstream_port = upstream_port
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(certfile, keyfile)
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> TlsProxy:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ctx)
+        )
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await src.read(1 << 16):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(OSError, RuntimeError):
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_w), pump(up_r, writer))
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (and its key), made with the openssl command."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key

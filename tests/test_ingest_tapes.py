@@ -16,9 +16,11 @@ import pytest
 from test_ingest_support import (
     IngestProcess,
     RecordLog,
+    TlsProxy,
     check_continuity,
     check_record_invariants,
     compare_with_tickers,
+    self_signed_cert,
     tape_book_tickers,
     write_config,
 )
@@ -149,3 +151,42 @@ def test_without_a_snapshot_no_record_is_ever_synced(
     assert not (records["flags"] & L.FLAG_SYNCED).any()
     if counter == "rest_451":
         assert "geo-blocked" in ingest.log()
+
+
+def test_tls_feed_delivers_every_frame_at_once(tmp_path: Path, instance: str, tapes: Path) -> None:
+    """wss:// and https:// as on the real exchange: frames TLS has already decrypted are read
+    without waiting for more bytes on the socket, down to the tape's very last frame."""
+    tape = tapes / FUTURES_TAPE
+    diffs, trades = tape_events(tape)
+    cert, key = self_signed_cert(tmp_path)
+    args = ["--tape", str(tape), "--speed", "100", "--start-clients", "2"]
+    with SimProcess(args) as sim:
+        proxy = TlsProxy(sim.port, cert, key).start()
+        try:
+            cfg = write_config(
+                tmp_path / "ingest.toml",
+                instance,
+                ws_url=f"wss://127.0.0.1:{proxy.port}",
+                rest_url=f"https://127.0.0.1:{proxy.port}",
+                market="futures",
+                symbols=["BTCUSDT"],
+                dead_letter_dir=tmp_path / "dead",
+                silence_timeout=30.0,
+            )
+            ingest = IngestProcess(cfg, instance)
+            with ingest.start(env={"SSL_CERT_FILE": str(cert)}):
+                books = RecordLog(instance, ingest.books_ring, "book")
+
+                def all_in(c: dict[str, int]) -> bool:
+                    books.drain()
+                    return c["depth_diffs"] == diffs and c["trades"] == len(trades)
+
+                c = ingest.wait_for("every frame over TLS", all_in, timeout=60)
+                assert c["reconnects"] == 0 and c["snapshots"] == 1
+                assert "wss://127.0.0.1" in ingest.log()
+                assert ingest.stop() == 0
+                records = books.drain()
+        finally:
+            proxy.stop()
+    comparable, wrong = compare_with_tickers(records, ["BTCUSDT"], tape_book_tickers(tape))
+    assert not wrong and comparable >= 550
