@@ -333,14 +333,15 @@ def main() -> None:
         name = f"latency p{q} us at {LATENCY_RATE:,}/s"
         print(f"{name:34} {ours:10,.0f} {base:11,.0f} {base / ours:6.1f}x")
     print("(ratio: mdpipe over naive for rates, naive over mdpipe for latencies)")
-    trade_rate = rate["mdpipe", "trade"]
-    ratio = trade_rate / rate["naive", "trade"]
+    slowest = min(rate["mdpipe", k] for k, _ in kinds)
+    ratio = min(rate["mdpipe", k] / rate["naive", k] for k, _ in kinds)
     p99 = pct(lat["mdpipe"], 99)
-    ok = trade_rate >= TARGET_RATE and ratio >= TARGET_RATIO and p99 <= TARGET_P99_US
+    ok = slowest >= TARGET_RATE and ratio >= TARGET_RATIO and p99 <= TARGET_P99_US
     print(
-        f"targets >= {TARGET_RATE:,} msgs/s and >= {TARGET_RATIO:.0f}x the naive loop (trades), "
-        f"p99 <= {TARGET_P99_US / 1000:.0f} ms at {LATENCY_RATE:,}/s: {'met' if ok else 'NOT met'} "
-        f"({trade_rate:,.0f} msgs/s, {ratio:.1f}x, p99 {p99:,.0f} us)"
+        f"targets >= {TARGET_RATE:,} msgs/s and >= {TARGET_RATIO:.0f}x the naive loop (trades and "
+        f"books), p99 <= {TARGET_P99_US / 1000:.0f} ms at {LATENCY_RATE:,}/s: "
+        f"{'met' if ok else 'NOT met'} (slowest {slowest:,.0f} msgs/s, lowest ratio {ratio:.1f}x, "
+        f"p99 {p99:,.0f} us)"
     )
 
 

@@ -21,6 +21,7 @@ ticker at once. Counters live in the `publisher` status segment (see COUNTERS).
 from __future__ import annotations
 
 import argparse
+import gc
 import grp
 import logging
 import math
@@ -583,6 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    gc.freeze()  # what exists now lives forever: keep the collector from walking it
     try:
         final = run_publisher(cfg, stop)
     except WriterAliveError as exc:
