@@ -150,12 +150,18 @@ class _Segment:
         except FileNotFoundError:
             return False
 
-    def follow(self) -> None:
-        """Re-map a segment the writer replaced, continuing at the new segment's live edge."""
+    def follow(self) -> int:
+        """Re-map a segment the writer replaced and go on from the new segment's oldest record.
+
+        Returns the records this reader can no longer read (lost): any left unread in the
+        old segment, and any the new writer already overwrote.
+        """
+        unread = max(0, self.cursor_now() - self.next)
         self.unmap()
         self._map()
-        self.next = self.cursor_now()
+        self.next = max(0, self.cursor_now() - self.capacity + 1)
         self.restarts += 1
+        return unread + self.next
 
 
 class Reader:
@@ -270,7 +276,7 @@ class Reader:
                 if w < seg.next:  # defensive: a cursor never moves back in place
                     seg.next = w
             elif not seg.h.writer_alive and seg.replaced():
-                seg.follow()
+                self._lost += seg.follow()
         self._index_symbols()
 
     def read_batch(self, max_n: int = 1024) -> np.ndarray:
