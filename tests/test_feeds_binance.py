@@ -588,7 +588,7 @@ def test_accepted_depth_values_are_always_usable(market: str) -> None:
 def test_plain_levels_reads_compact_messages() -> None:
     plain = plain_levels(FUTURES_DEPTH, DIFF_IN_ENVELOPE)
     assert plain is not None
-    assert plain.head.endswith(b'"pu":5123107831937,')
+    assert plain.rest.endswith(b'"pu":5123107831937,"b":0,"a":0}}')
     assert plain[1:] == (
         [58710.2, 61510.9, 61800.2],
         [0.014, 0.0, 2.507],

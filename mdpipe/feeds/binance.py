@@ -251,8 +251,12 @@ Event = DepthDiff | Trade | BookTicker | ServerShutdown
 # Parsing
 
 
+_INT_ONLY = {int}
+
+
 def _ints_ok(*values: Any) -> bool:
-    return all(type(v) is int for v in values)
+    """True when every value is an int (not a bool, which is an int subclass)."""
+    return set(map(type, values)) <= _INT_ONLY
 
 
 def _number(value: Any, name: str, allow_zero: bool) -> float:
@@ -312,14 +316,12 @@ class BinanceParser:
             return self._without_event_type(msg)
         except TypeError:
             raise FeedError(BAD_TYPE, "message or its data is not a JSON object") from None
-        if event == "depthUpdate":
-            return self._depth(data, None)
         return self._handler(event)(data)
 
     def _plain_depth(self, plain: PlainLevels) -> DepthDiff | None:
         """A depthUpdate whose levels were read from the raw text; None to decode it all."""
         try:
-            msg = orjson.loads(plain.head + b'"b":0,"a":0}}')
+            msg = orjson.loads(plain.rest)
         except orjson.JSONDecodeError:
             return None
         data = msg.get("data") if type(msg) is dict else None
@@ -482,7 +484,7 @@ def parse_snapshot(raw: bytes | str) -> DepthSnapshot:
     plain = plain_levels(raw, SNAPSHOT)
     if plain is not None:
         try:
-            msg = orjson.loads(plain.head + b'"bids":0,"asks":0}')
+            msg = orjson.loads(plain.rest)
         except orjson.JSONDecodeError:
             plain = None
     if plain is None:

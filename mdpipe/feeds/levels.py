@@ -36,15 +36,20 @@ class Layout(NamedTuple):
     asks: bytes  # e.g. b'"a":'
     tail: bytes  # what closes the message after the asks, e.g. b"}}" for an envelope
 
+    def stub(self) -> bytes:
+        """The end of the message with each level list replaced by 0."""
+        return self.bids + b"0," + self.asks + b"0" + self.tail
+
 
 DIFF_IN_ENVELOPE = Layout(b'"b":', b'"a":', b"}}")
 SNAPSHOT = Layout(b'"bids":', b'"asks":', b"}")
 
 
 class PlainLevels(NamedTuple):
-    """Levels read from raw text; `head` is the text before them (the message's other fields)."""
+    """Levels read from raw text; `rest` is the message with its level lists replaced by 0,
+    for orjson to read the other fields from."""
 
-    head: bytes
+    rest: bytes
     bid_prices: Floats
     bid_qtys: Floats
     ask_prices: Floats
@@ -92,9 +97,8 @@ def plain_levels(raw: Any, layout: Layout) -> PlainLevels | None:
     ask_prices = values[split::2]
     if 0.0 in bid_prices or 0.0 in ask_prices:
         return None
-    return PlainLevels(
-        raw[:start], bid_prices, values[1:split:2], ask_prices, values[split + 1 :: 2]
-    )
+    rest = raw[:start] + layout.stub()
+    return PlainLevels(rest, bid_prices, values[1:split:2], ask_prices, values[split + 1 :: 2])
 
 
 _KEY_BYTES: dict[Layout, bytes] = {}
