@@ -8,10 +8,12 @@ orderbook:{SYMBOL}  {"symbol", "exchange", "bids": [[price, qty], ...], "asks": 
                      "first_update_id", "last_update_id", "seq", "synced",
                      "exchange_ts", "timestamp"}
     best level first; at most `levels` levels and only the levels the record counts.
-    seq is the record's per-symbol sequence (1, 2, 3, ... per writer generation): a jump
-    means books were skipped (conflated, lost or published while Redis was down), a drop
-    means the writer restarted. synced false: the book is being (re)built and is not exact.
-    exchange_ts is the exchange's event time, timestamp when the record entered the ring.
+    exchange is the ring's venue and market, e.g. "binance-futures". seq is the record's
+    per-symbol sequence (1, 2, 3, ... per writer generation): a jump means books were
+    skipped (conflated, lost to lapping, or dropped while Redis was down), a drop means the
+    writer restarted, the same seq again is the newest book re-sent after a Redis outage.
+    synced false: the book is being (re)built and is not exact. exchange_ts is the
+    exchange's event time, timestamp when the record entered the ring.
 trades:{SYMBOL}     {"symbol", "exchange", "trade_id", "price", "quantity", "side",
                      "is_buyer_maker", "exchange_ts", "timestamp"}
     side is the aggressor's, "buy" or "sell"; exchange_ts is the trade time.
