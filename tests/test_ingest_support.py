@@ -161,7 +161,17 @@ class RecordLog:
     """Every record of a ring since it was created, drained on demand (oldest first)."""
 
     def __init__(self, instance: str, ring: str, kind: str) -> None:
-        self.reader = readers.attach(instance, ring, kind=kind, wait=True, timeout=20)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.reader = readers.attach(instance, ring, kind=kind, wait=True, timeout=20)
+                break
+            except LayoutError:
+                # attach(wait=True) can map a segment whose writer has not yet written its
+                # header (magic last); look again.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
         self.reader.seek_oldest()
         self.parts: list[np.ndarray] = []
 
