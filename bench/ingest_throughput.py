@@ -1,12 +1,13 @@
 """Depth diffs per second through one ingest core, on the recorded futures tape.
 
 Each diff goes through the same stages an ingest process runs: parse, sync rules, book
-update, top-20 extraction into a book record. mdpipe (orjson + validated float lists + the
-dict-and-window book) is measured against what a user would otherwise write with orjson
-and sortedcontainers, with the same pu check and top-20 copy: (1) a SortedDict per side
+update, top-20 extraction into a book record. mdpipe (levels read from the raw text, the
+sync machine, the dict-and-window book) is measured against what a user would otherwise
+write with orjson and sortedcontainers, with the same pu check and top-20 copy: (1) a SortedDict per side
 read with islice over its items, the common way; (2) a dict plus a SortedList per side
 read by slicing the SortedList, a tuned version. Runs alternate in one process pinned to
-one core; each figure is the best of N runs, in CPU time.
+one core; each figure is the best of N runs, in CPU time. After the runs, every pipeline's
+last record must hold the same top 20 levels.
 
 A pipeline is a list of stage functions, each taking the previous stage's output, so adding
 a stage (the ring commit) is one function appended to `mdpipe_stages`.
@@ -22,7 +23,7 @@ import platform
 import time
 from collections.abc import Callable
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -40,6 +41,14 @@ TARGET_RATIO = 2.5
 Stage = Callable[[Any], Any]
 
 
+class Pipeline(NamedTuple):
+    """The stages one diff goes through, and the book record they write."""
+
+    stages: list[Stage]
+    bids: np.ndarray
+    asks: np.ndarray
+
+
 class Tape:
     """The futures tape split the way a live client sees it: diffs before and after the snapshot."""
 
@@ -51,12 +60,19 @@ class Tape:
         self.after = [raw for raw in lines[at + 1 :] if b"depthUpdate" in raw]
 
 
+def parse_diff(raw: bytes) -> DepthDiff:
+    """Parse one depth diff (for the tape statistics line)."""
+    diff = BinanceParser(FUTURES).parse(raw)
+    assert isinstance(diff, DepthDiff)
+    return diff
+
+
 def book_record() -> tuple[np.ndarray, np.ndarray]:
     """The bids and asks fields of a book record; the ring's record has the same shapes."""
     return np.zeros((DEPTH, 2)), np.zeros((DEPTH, 2))
 
 
-def mdpipe_stages(tape: Tape) -> list[Stage]:
+def mdpipe_pipeline(tape: Tape) -> Pipeline:
     """parse -> sync + book -> top-20 into the record, with the book synced from the tape."""
     parser = BinanceParser(FUTURES)
     local = LocalBook(FUTURES, "BTCUSDT", min_depth=DEPTH)
@@ -74,7 +90,7 @@ def mdpipe_stages(tape: Tape) -> list[Stage]:
     def extract(diff: DepthDiff) -> tuple[int, int]:
         return book.write_top(bids, asks)
 
-    return [parser.parse, sync_and_apply, extract]
+    return Pipeline([parser.parse, sync_and_apply, extract], bids, asks)
 
 
 class SortedDictBook:
@@ -155,9 +171,9 @@ class FuturesRule:
         return True
 
 
-def baseline_stages(
+def baseline_pipeline(
     tape: Tape, book_class: type[SortedDictBook] | type[SortedListBook]
-) -> list[Stage]:
+) -> Pipeline:
     """orjson parse -> pu check + sortedcontainers book update -> top-20 into the record."""
     snapshot = orjson.loads(tape.snapshot)
     book = book_class(snapshot)
@@ -179,7 +195,12 @@ def baseline_stages(
     def extract(data: dict) -> tuple[int, int]:
         return book.write_top(bids, asks)
 
-    return [parse, sync_and_apply, extract]
+    return Pipeline([parse, sync_and_apply, extract], bids, asks)
+
+
+def first_stages(pipeline: Pipeline, count: int) -> Pipeline:
+    """The pipeline cut after its first `count` stages."""
+    return pipeline._replace(stages=pipeline.stages[:count])
 
 
 def run(stages: list[Stage], raws: list[bytes]) -> float:
@@ -217,17 +238,24 @@ def main() -> None:
     tape = Tape()
     n = len(tape.after)
     levels = sum(len(d.bid_prices) + len(d.ask_prices) for d in map(parse_diff, tape.after))
-    rows: dict[str, Callable[[Tape], list[Stage]]] = {
-        BASELINE_1: lambda t: baseline_stages(t, SortedDictBook),
-        BASELINE_2: lambda t: baseline_stages(t, SortedListBook),
-        "mdpipe: parse only": lambda t: mdpipe_stages(t)[:1],
-        "mdpipe: parse + sync + book": lambda t: mdpipe_stages(t)[:2],
-        FULL: mdpipe_stages,
+    rows: dict[str, Callable[[], Pipeline]] = {
+        BASELINE_1: lambda: baseline_pipeline(tape, SortedDictBook),
+        BASELINE_2: lambda: baseline_pipeline(tape, SortedListBook),
+        "mdpipe: parse only": lambda: first_stages(mdpipe_pipeline(tape), 1),
+        "mdpipe: parse + sync + book": lambda: first_stages(mdpipe_pipeline(tape), 2),
+        FULL: lambda: mdpipe_pipeline(tape),
     }
     best = dict.fromkeys(rows, float("inf"))
+    records = {}
     for _ in range(args.runs):
         for name, build in rows.items():
-            best[name] = min(best[name], run(build(tape), tape.after))
+            pipeline = build()
+            best[name] = min(best[name], run(pipeline.stages, tape.after))
+            records[name] = pipeline
+    for name in (BASELINE_1, BASELINE_2):
+        for side in ("bids", "asks"):
+            if not np.array_equal(getattr(records[name], side), getattr(records[FULL], side)):
+                raise SystemExit(f"{name} ends with other {side} than mdpipe: not the same work")
     print(
         f"futures tape: {n} diffs after the snapshot, {levels / n:.1f} levels/diff on average; "
         f"python {platform.python_version()}, numpy {np.__version__}; {pinned}; "
@@ -247,13 +275,6 @@ def main() -> None:
             f"target >= {TARGET_RATE:,} diffs/s and >= {TARGET_RATIO}x {baseline.split(':')[0]}: "
             f"{verdict} ({rate:,.0f} diffs/s, {ratio:.2f}x)"
         )
-
-
-def parse_diff(raw: bytes) -> DepthDiff:
-    """Parse one depth diff (for the tape statistics line)."""
-    diff = BinanceParser(FUTURES).parse(raw)
-    assert isinstance(diff, DepthDiff)
-    return diff
 
 
 if __name__ == "__main__":
