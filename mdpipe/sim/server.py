@@ -164,6 +164,9 @@ class Simulator:
             except TimeoutError:
                 for client in list(self.hub.clients):
                     client.conn.transport.abort()
+                # What still runs are REST calls waiting (on a tape snapshot, a rest_slow).
+                for task in list(server.handler_tasks):
+                    task.cancel()
                 await server.wait_closed()
 
     # HTTP side --------------------------------------------------------------------------
