@@ -15,7 +15,9 @@ newest of the batch (counted); trades never are, and a trade ring that laps the 
 is counted exactly (trades_lost) and logged. A Redis outage is survived: the rings are
 still consumed (no lapped-loss storm), the newest state per symbol is kept, what could not
 be sent is counted, and a Redis that comes back gets every symbol's newest book and
-ticker at once. Counters live in the `publisher` status segment (see COUNTERS).
+ticker at once. Counters live in the `publisher` status segment (see COUNTERS), with each
+ring's read position (g_cursor_<ring>): a publisher restarted after a crash resumes there, so
+a crash loses nothing (at worst the last batch is sent twice).
 """
 
 from __future__ import annotations
@@ -90,7 +92,17 @@ IDLE_MIN, IDLE_MAX = 200e-6, 1e-3  # sleep between polls of empty rings, doublin
 class _Ring:
     """One attached books or trades ring and its symbol-id -> SymbolState table."""
 
-    __slots__ = ("name", "is_book", "reader", "exchange", "table", "generation", "lost", "lag_ix")
+    __slots__ = (
+        "name",
+        "is_book",
+        "reader",
+        "exchange",
+        "table",
+        "generation",
+        "lost",
+        "lag_ix",
+        "cursor_ix",
+    )
 
     def __init__(self, name: str, is_book: bool, reader: Reader, exchange: str) -> None:
         self.name, self.is_book, self.reader, self.exchange = name, is_book, reader, exchange
@@ -98,6 +110,7 @@ class _Ring:
         self.generation = reader.generation
         self.lost = reader.lost
         self.lag_ix: int | None = None
+        self.cursor_ix: int | None = None
 
 
 class Publisher:
@@ -119,6 +132,7 @@ class Publisher:
         self.clock = clock
         self.md_interval = market_data_interval
         self.refresh_every = min(10.0, self.ttl / 3)
+        self.resume = previous_cursors(cfg.instance)
         self.status = RingWriter.create(
             cfg.instance,
             "publisher",
@@ -210,6 +224,11 @@ class Publisher:
             else:
                 self._trades(ring, recs, publish)
         self._flush()
+        if got:
+            c = self.c
+            for ring in self.ring_list:
+                if ring.cursor_ix is not None:
+                    c[ring.cursor_ix] = ring.reader.position
         return got
 
     def _books(self, ring: _Ring, recs: np.ndarray, publish: P.Publish | None) -> None:
@@ -409,6 +428,7 @@ class Publisher:
             self._load_symbols(ring)
             self.rings[name] = ring
             self._lag_gauge(ring)
+            self._resume(ring)
             log.info("publishing ring %s (%s, %d symbols)", name, exchange or "?", len(ring.table))
         for name, ring in list(self.rings.items()):
             if name not in present and not ring.reader.writer_alive and not ring.reader.backlog():
@@ -421,11 +441,30 @@ class Publisher:
         self.c[G_RINGS] = len(self.ring_list)
 
     def _lag_gauge(self, ring: _Ring) -> None:
-        name = "g_lag_" + re.sub(r"[^A-Za-z0-9_]", "_", ring.name)
+        key = _ring_key(ring.name)
         try:
-            ring.lag_ix = self.status.counter_index(name)
+            ring.lag_ix = self.status.counter_index("g_lag_" + key)
+            ring.cursor_ix = self.status.counter_index(CURSOR + key)
         except ValueError as exc:
-            log.info("no per-ring lag gauge for %s: %s", ring.name, exc)
+            log.info("no per-ring lag gauge or cursor for %s: %s", ring.name, exc)
+
+    def _resume(self, ring: _Ring) -> None:
+        """Go on where a publisher that died stopped reading this ring (nothing unpublished)."""
+        start = self.resume.pop(_ring_key(ring.name), None)
+        reader = ring.reader
+        # No predecessor, or it read another segment of that name: start where we are.
+        if start is not None and start <= reader.position:
+            behind = reader.position - start
+            reader.seek(start)
+            lost = reader.lost - ring.lost
+            log.info(
+                "ring %s: resuming where the previous publisher stopped (%d records behind%s)",
+                ring.name,
+                behind,
+                f", {lost} of them already overwritten" if lost else "",
+            )
+        if ring.cursor_ix is not None:
+            self.c[ring.cursor_ix] = reader.position
 
     def _load_symbols(self, ring: _Ring) -> None:
         """(Re)build a ring's symbol table from its header (new symbols, or a new writer)."""
@@ -519,6 +558,25 @@ class Publisher:
     def counters(self) -> dict[str, int]:
         """The publisher's counters by name."""
         return {name: int(self.c[i]) for i, name in enumerate(COUNTERS)}
+
+
+CURSOR = "g_cursor_"  # + ring key: the next record of that ring the publisher reads
+
+
+def _ring_key(ring: str) -> str:
+    """A ring name as it appears in counter names (books.sim.0 -> books_sim_0)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", ring)
+
+
+def previous_cursors(instance: str) -> dict[str, int]:
+    """Ring key -> where the instance's previous publisher stopped reading, if it died."""
+    try:
+        st = read_status(instance, "publisher")
+    except (posix_ipc.ExistentialError, LayoutError, PermissionError):
+        return {}
+    if st.writer_alive:
+        return {}  # creating our status segment will refuse to start
+    return {k[len(CURSOR) :]: v for k, v in st.counters.items() if k.startswith(CURSOR)}
 
 
 def pin_to_core(core: int) -> bool:

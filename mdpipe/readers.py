@@ -519,6 +519,26 @@ class Reader:
             w = seg.cursor_now()
             seg.next = max(0, w - min(n, seg.capacity - 1))
 
+    @property
+    def position(self) -> int:
+        """The number of the next message this reader reads: all before it are consumed.
+
+        For a reader of one ring (a multi-shard reader has one position per shard).
+        """
+        (seg,) = self._segs
+        return seg.next
+
+    def seek(self, position: int) -> None:
+        """Go on reading at message `position` of a one-ring reader (e.g. a saved `position`).
+
+        Messages the writer already overwrote cannot be read: they count in `lost`.
+        """
+        (seg,) = self._segs
+        w = seg.cursor_now()
+        oldest = max(0, w - seg.capacity + 1)
+        seg.next = min(max(position, oldest), w)
+        self._lost += max(0, oldest - position)
+
     def seek_oldest(self) -> None:
         """Rewind to the oldest record still in the ring(s) (default: the live edge at attach)."""
         for seg in self._segs:
