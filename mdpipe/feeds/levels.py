@@ -7,8 +7,9 @@ text is plain: then the caller decodes the message and takes the general path, w
 says precisely what is wrong. Prices come out > 0, quantities >= 0, all finite floats.
 
 Measured on the futures tape (~68 levels per diff): orjson.loads plus a float() per value
-costs ~13 µs per diff, np.array(levels, dtype=float) is slower than the float() loop, and
-np.fromstring on the text slower still; `plain_levels` costs ~7 µs including the header.
+costs ~13 µs per diff before any check (np.array(levels, dtype=float) is slower than the
+float() loop, np.fromstring on the text slower still); with the general path's checks
+~20 µs. A whole diff parsed through `plain_levels`, checks included: ~9.5 µs.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def plain_levels(raw: Any, layout: Layout) -> PlainLevels | None:
     try:
         values = orjson.loads(b"[" + text.strip(b",") + b"]")
     except orjson.JSONDecodeError:
-        return None  # "1.2.3"-like values, leading zeros, or a number too large for a float
+        return None  # "1." or ".5" or "01.5", or a number too large for a float
     split = 2 * n_bids
     bid_prices = values[0:split:2]
     ask_prices = values[split::2]
