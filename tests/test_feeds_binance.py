@@ -628,6 +628,9 @@ def compact(data: dict) -> bytes:
         "escape",
         "bare",
         "exponent",
+        "trailing_dot",
+        "leading_dot",
+        "huge",
     ],
 )
 def test_plain_levels_declines_what_it_cannot_prove(market: str, variant: str) -> None:
@@ -645,12 +648,15 @@ def test_plain_levels_declines_what_it_cannot_prove(market: str, variant: str) -
         "escape": compact(data | {"s": "BTC\nUSDT"}),
         "bare": orjson.dumps(data),
         "exponent": compact(data | {"a": [["6.18e4", "1.0"]]}),
+        "trailing_dot": compact(data | {"a": [["61800.", "1.0"]]}),
+        "leading_dot": compact(data | {"a": [["61800.3", ".5"]]}),
+        "huge": compact(data | {"a": [["1" + "0" * 400 + ".5", "1.0"]]}),
     }[variant]
     assert plain_levels(raw, DIFF_IN_ENVELOPE) is None
     parser = BinanceParser(market)
     general = orjson.loads(raw)
     expected_data = general.get("data", general)
-    if variant in ("two_dots", "zero_price"):
+    if variant in ("two_dots", "zero_price", "huge"):
         with pytest.raises(FeedError) as info:
             parser.parse(raw)
         assert info.value.kind == BAD_NUMBER
