@@ -16,8 +16,8 @@ is counted exactly (trades_lost) and logged. A Redis outage is survived: the rin
 still consumed (no lapped-loss storm), the newest state per symbol is kept, what could not
 be sent is counted, and a Redis that comes back gets every symbol's newest book and
 ticker at once. Counters live in the `publisher` status segment (see COUNTERS), with each
-ring's read position (g_cursor_<ring>): a publisher restarted after a crash resumes there, so
-a crash loses nothing (at worst the last batch is sent twice).
+ring's read position (g_cursor_<ring>): a publisher restarted after a crash resumes there and
+continues the totals, so a crash loses nothing (at worst the last batch is sent twice).
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ class Publisher:
         self.clock = clock
         self.md_interval = market_data_interval
         self.refresh_every = min(10.0, self.ttl / 3)
-        self.resume = previous_cursors(cfg.instance)
+        previous = previous_counters(cfg.instance)
+        self.resume = {k[len(CURSOR) :]: v for k, v in previous.items() if k.startswith(CURSOR)}
         self.status = RingWriter.create(
             cfg.instance,
             "publisher",
@@ -144,6 +145,9 @@ class Publisher:
             gid = grp.getgrnam(cfg.shm.group).gr_gid
             os.chown(shm_path(cfg.instance, "publisher"), -1, gid)
         self.c = self.status.counters
+        for i, name in enumerate(COUNTERS):  # a resumed publisher continues the totals too
+            if not name.startswith("g_"):
+                self.c[i] = previous.get(name, 0)
         self.sink = RedisSink(
             cfg.redis.url,
             cfg.redis_password,
@@ -568,15 +572,15 @@ def _ring_key(ring: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", ring)
 
 
-def previous_cursors(instance: str) -> dict[str, int]:
-    """Ring key -> where the instance's previous publisher stopped reading, if it died."""
+def previous_counters(instance: str) -> dict[str, int]:
+    """The counters of the instance's previous publisher (its ring cursors among them), if gone."""
     try:
         st = read_status(instance, "publisher")
     except (posix_ipc.ExistentialError, LayoutError, PermissionError):
         return {}
     if st.writer_alive:
         return {}  # creating our status segment will refuse to start
-    return {k[len(CURSOR) :]: v for k, v in st.counters.items() if k.startswith(CURSOR)}
+    return st.counters
 
 
 def pin_to_core(core: int) -> bool:
