@@ -59,6 +59,7 @@ COUNTERS = (
     "dropped_trades",
     "redis_errors",
     "redis_reconnects",
+    "books_republished",  # newest books re-sent after an outage (already counted when read)
     "g_redis_up",
     "g_lag_records",  # records written to the rings and not yet read
     "g_lag_ns",  # now - commit time of the newest record Redis has
@@ -75,6 +76,7 @@ COUNTERS = (
     DROPPED_TRADES,
     REDIS_ERRORS,
     REDIS_RECONNECTS,
+    BOOKS_REPUBLISHED,
     G_REDIS_UP,
     G_LAG_RECORDS,
     G_LAG_NS,
@@ -165,6 +167,7 @@ class Publisher:
         self.md_dirty: set[P.SymbolState] = set()
         self.next_scan = 0.0
         self.pending_books = self.pending_trades = self.pending_md = 0
+        self.pending_republished = 0
         self.pending_commit = 0  # newest commit_ts_ns among the records in the pipeline
         self.published_commit = 0  # newest commit_ts_ns Redis has
         self.lost_unlogged = 0
@@ -313,6 +316,7 @@ class Publisher:
         ok = self.sink.send()
         if ok:
             c[BOOKS_PUBLISHED] += self.pending_books
+            c[BOOKS_REPUBLISHED] += self.pending_republished
             c[TRADES_PUBLISHED] += self.pending_trades
             c[MD_PUBLISHED] += self.pending_md
             if self.pending_commit:
@@ -326,6 +330,7 @@ class Publisher:
             c[G_REDIS_UP] = 0
             self._outage_began()
         self.pending_books = self.pending_trades = self.pending_md = 0
+        self.pending_republished = 0
         self.pending_commit = 0
 
     # ----- Redis outages ------------------------------------------------------------------
@@ -365,7 +370,7 @@ class Publisher:
             if st.book is not None:
                 sink.publish(st.book_pub, st.book)
                 sink.set(st.book_set, st.book)
-                self.pending_books += 1
+                self.pending_republished += 1
             if st.trade is not None:
                 sink.set(st.trade_set, st.trade)
             if st.book is not None or st.trade is not None:
