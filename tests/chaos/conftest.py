@@ -1,0 +1,34 @@
+"""The chaos suite: every test adds what it did to one table, printed at the end of the run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+ROWS: list[tuple[str, str, str, str]] = []
+
+Report = Callable[[str, str, "float | None", str], None]
+
+
+@pytest.fixture
+def report() -> Report:
+    """report(fault, what the system did, recovery seconds or None, what was lost)."""
+
+    def add(fault: str, outcome: str, recovery: float | None, lost: str) -> None:
+        took = "-" if recovery is None else f"{recovery:.2f} s"
+        ROWS.append((fault, outcome, took, lost))
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not ROWS:
+        return
+    headers = ("fault", "what the system did", "recovery", "lost")
+    widths = [max(len(h), *(len(r[i]) for r in ROWS)) for i, h in enumerate(headers)]
+    terminalreporter.section("chaos: faults, recovery and loss")
+    for row in (headers, tuple("-" * w for w in widths), *ROWS):
+        terminalreporter.write_line(
+            "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        )
