@@ -363,6 +363,28 @@ def _check_core(key: str, core: int, cores: set[int]) -> None:
         )
 
 
+def _check_channel_collisions(cfg: Config) -> None:
+    """One symbol on two feeds would mix two books in one Redis channel: refuse it."""
+    seen: dict[str, tuple[int, str]] = {}
+    for i, feed in enumerate(cfg.feeds):
+        for sym in feed.symbols:
+            if sym not in seen:
+                seen[sym] = (i, feed.market)
+                continue
+            j, market = seen[sym]
+            if market == feed.market:
+                raise ConfigError(
+                    f"feeds[{i}].symbols: {sym} is already ingested by feeds[{j}] on the same market"
+                )
+            for key in ("orderbook_channel", "trades_channel", "market_data_channel"):
+                template = getattr(cfg.publisher, key)
+                if "{market}" not in template and "{exchange}" not in template:
+                    raise ConfigError(
+                        f"publisher.{key}: {template!r} would carry {sym} of both {market} and "
+                        f"{feed.market}; add {{market}} to it"
+                    )
+
+
 def validate(cfg: Config, *, check_ports: bool = False) -> None:
     """Check values that types alone cannot; raise ConfigError naming the first bad key."""
     if not re.match(r"^[A-Za-z0-9_-]{1,64}$", cfg.instance):
@@ -457,6 +479,7 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
             raise ConfigError(
                 f"publisher.{key}: {template!r} may use only {{symbol}}, {{exchange}}, {{market}}"
             ) from None
+    _check_channel_collisions(cfg)
     if not 1 <= pub.levels <= shm.depth:
         raise ConfigError(f"publisher.levels: {pub.levels} must be 1..shm.depth ({shm.depth})")
     if pub.batch < 1:

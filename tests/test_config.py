@@ -106,6 +106,15 @@ BAD_TOML = [
     ("[supervisor]\nstop_timeout = 0\n", "supervisor.stop_timeout:"),
     ("instance = 'a b'\n", "instance:"),
     ("[http\n", "invalid TOML"),
+    (
+        "[[feeds]]\nname = 'a'\n[[feeds]]\nname = 'b'\n",
+        "feeds[1].symbols: BTCUSDT is already ingested by feeds[0] on the same market",
+    ),
+    (
+        "[[feeds]]\nname = 'a'\n[[feeds]]\nname = 'b'\nmarket = 'spot'\n"
+        "ws_url = 'wss://stream.binance.com:9443'\nrest_url = 'https://api.binance.com'\n",
+        "publisher.orderbook_channel: 'orderbook:{symbol}' would carry BTCUSDT of both",
+    ),
 ]
 
 
