@@ -236,7 +236,7 @@ def test_no_synced_record_ever_disagrees_with_the_exchange(rig: Rig) -> None:
     assert rebuilds >= 2 + 2 * 2 + 1 + 5  # first syncs, disconnects, gaps, ...
     comparable, wrong = compare_with_tickers(records, SYMBOLS, rig.tickers.tickers)
     assert not wrong, f"{len(wrong)} of {comparable} records disagree: {wrong[:5]}"
-    assert comparable >= 1000
+    assert comparable >= 500
     trades = rig.trades.drain()
     assert len(trades) > 100
     side = trades["side"].astype(int)

