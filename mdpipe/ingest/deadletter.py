@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from pathlib import Path
@@ -12,7 +13,10 @@ ROTATE_BYTES = 64 << 20
 
 
 class DeadLetter:
-    """Appends `{"ts", "kind", "error", "raw"}` lines; rotates to `<file>.1` past max_bytes."""
+    """Appends `{"ts", "kind", "error", "raw"}` lines; rotates to `<file>.1` past max_bytes.
+
+    A frame that is not UTF-8 text has its bytes in "raw_b64" too ("raw" shows them escaped).
+    """
 
     def __init__(self, path: str | os.PathLike[str], max_bytes: int = ROTATE_BYTES) -> None:
         self.path = Path(path)
@@ -29,9 +33,15 @@ class DeadLetter:
         """Keep one bad frame; flushed at once so nothing is lost if the process dies."""
         if self._f is None:
             self._open()
+        entry = {"ts": time.time_ns(), "kind": kind, "error": error}
         if isinstance(raw, bytes):
-            raw = raw.decode("utf-8", "backslashreplace")
-        line = orjson.dumps({"ts": time.time_ns(), "kind": kind, "error": error, "raw": raw})
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                entry["raw_b64"] = base64.b64encode(raw).decode()
+                raw = raw.decode("utf-8", "backslashreplace")
+        entry["raw"] = raw
+        line = orjson.dumps(entry)
         if self._size + len(line) + 1 > self.max_bytes and self._size:
             self._rotate()
         self._f.write(line + b"\n")
