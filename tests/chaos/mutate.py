@@ -133,7 +133,14 @@ MUTATIONS: list[tuple[str, MutationFn]] = [
 WEIGHTS = [20, 15, 10, 40, 5, 3, 1, 6]
 
 
-def mutate(rng: random.Random, raw: bytes) -> tuple[str, bytes]:
-    """One mutation of raw, chosen by weight; returns (mutation name, bytes)."""
-    name, fn = rng.choices(MUTATIONS, WEIGHTS)[0]
-    return name, fn(rng, raw)
+def mutate(rng: random.Random, raw: bytes, max_bytes: int | None = None) -> tuple[str, bytes]:
+    """One mutation of raw, chosen by weight; returns (mutation name, bytes).
+
+    max_bytes: draw again until the result is no longer than that (a live feed fuzzed with
+    100,000 frames cannot afford a thousand multi-megabyte ones).
+    """
+    while True:
+        name, fn = rng.choices(MUTATIONS, WEIGHTS)[0]
+        out = fn(rng, raw)
+        if max_bytes is None or len(out) <= max_bytes:
+            return name, out
