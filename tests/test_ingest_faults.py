@@ -137,7 +137,7 @@ def test_disconnect_resyncs_every_book(rig: Rig, variant: str) -> None:
     rig.wait_synced("the resync", {"reconnects": 2, "resyncs": LIVE, "snapshots": LIVE}, c0)
     for sid in (BTC, ETH):
         flags = rig.records_since(mark, sid)["flags"]
-        assert flags[flags & L.FLAG_SYNCED == 0].size >= 1, "no record said the book went stale"
+        assert (flags == 0).sum() >= 1, "no record said the book went stale"
         assert (flags & L.FLAG_RESYNC).any(), "the rebuilt book's first record lacks RESYNC"
 
 
