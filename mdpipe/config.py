@@ -299,18 +299,36 @@ def load(
             raise ConfigError(f"config file {path}: not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+        section = data.get("redis")
+        url = section.get("url") if isinstance(section, dict) else None
+        _refuse_password(url, "in a config file it gets committed")
     for key, value in _env_overrides(env):
         _set_path(data, key, value)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected key=value")
+        if key.strip() == "redis.url":
+            _refuse_password(value.strip(), "with --set it shows in every process list")
         _set_path(data, key.strip(), value.strip())
     cfg = _build(Config, data, "")
     cfg.source = source
     _expand_placeholders(cfg)
     validate(cfg, check_ports=check_ports)
     return cfg
+
+
+def _refuse_password(url: object, why: str) -> None:
+    """Refuse a Redis URL with a password where it would leak (a file, the command line)."""
+    try:
+        password = urlsplit(url).password if isinstance(url, str) else None
+    except ValueError:
+        return  # not a URL: validate() says why
+    if password is not None:
+        raise ConfigError(
+            f"redis.url: holds a password, and {why}: remove it and put the password in "
+            "the environment variable named by redis.password_env (MDPIPE_REDIS_PASSWORD)"
+        )
 
 
 def _expand_placeholders(cfg: Config) -> None:
