@@ -23,6 +23,7 @@ from mdpipe.feeds.binance import (
     DepthDiff,
     DepthSnapshot,
     FeedError,
+    MarkPrice,
     ServerShutdown,
     Trade,
     parse_levels,
@@ -519,7 +520,6 @@ def test_empty_book_side_in_a_ticker_is_zero_not_an_error() -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        b'{"stream":"btcusdt@markPrice","data":{"e":"markPriceUpdate","E":1,"s":"BTCUSDT"}}',
         b'{"stream":"btcusdt@kline_1m","data":{"e":"kline"}}',
         b'{"e":"listenKeyExpired"}',
         b'{"stream":"x","data":{"e":""}}',
@@ -527,6 +527,20 @@ def test_empty_book_side_in_a_ticker_is_zero_not_an_error() -> None:
 )
 def test_unknown_events(market: str, raw: bytes) -> None:
     assert refused(market, raw) == UNKNOWN_EVENT
+
+
+def test_mark_price_and_its_stream_on_the_market_route() -> None:
+    raw = (
+        b'{"stream":"btcusdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1562305380000,'
+        b'"s":"BTCUSDT","p":"11794.15000000","i":"11784.62659091","P":"11784.25641265",'
+        b'"r":"0.00038167","T":1562306400000}}'
+    )
+    assert BinanceParser("futures").parse(raw) == MarkPrice("BTCUSDT", 1562305380000, 11794.15)
+    missing = b'{"stream":"btcusdt@markPrice","data":{"e":"markPriceUpdate","E":1,"s":"BTCUSDT"}}'
+    assert refused("futures", missing) == "missing_field"
+    (public, market) = plan_connections("futures", ["BTCUSDT"], trade="aggTrade", mark_price=True)
+    assert market.url.endswith("/market/stream?streams=btcusdt@aggTrade/btcusdt@markPrice@1s")
+    assert "markPrice" not in public.url
 
 
 def test_unknown_streams() -> None:

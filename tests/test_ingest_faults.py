@@ -124,6 +124,9 @@ def test_syncs_and_reports_the_stream_that_never_delivers(rig: Rig) -> None:
     log = rig.ingest.log()
     assert "stream xrpusdt@depth@0ms delivered nothing" in log
     assert "stream xrpusdt@trade delivered nothing" in log
+    assert "stream xrpusdt@markPrice@1s delivered nothing" in log
+    faults = [line for line in log.splitlines() if "delivered nothing" in line]
+    assert faults and not [line for line in faults if "xrpusdt" not in line]
     assert rig.books.reader.top("XRPUSDT") is None
     assert rig.books.reader.top("BTCUSDT") is not None
 

@@ -122,12 +122,15 @@ def plan_connections(
     book_ticker: bool = True,
     ws_base: str | None = None,
     max_streams: int = MAX_STREAMS_PER_CONNECTION,
+    mark_price: bool = False,
 ) -> list[Connection]:
     """The combined-stream connections to open for these symbols, at most `max_streams` each.
 
     Futures needs two routes since the 2026 URL split: depth and bookTicker on /public,
     trades on /market (a stream on the wrong route is accepted and never delivers).
-    Spot carries everything on /stream.
+    Spot carries everything on /stream. mark_price adds `<sym>@markPrice@1s` on /market:
+    it delivers every second even when nothing trades, so a quiet market is told from a
+    dead connection or a wrong route.
     """
     _check_market(market)
     if not _DEPTH_STREAM.fullmatch(depth):
@@ -152,8 +155,14 @@ def plan_connections(
                 streams.append(trade_streams[i])
         return _chunks(base, "/stream", streams, max_streams)
     base = (ws_base or FUTURES_WS_BASE).rstrip("/")
+    market_streams = []
+    for i, name in enumerate(names):
+        if trade_streams:
+            market_streams.append(trade_streams[i])
+        if mark_price:
+            market_streams.append(f"{name}@markPrice@1s")
     return _chunks(base, "/public/stream", book_streams, max_streams) + _chunks(
-        base, "/market/stream", trade_streams, max_streams
+        base, "/market/stream", market_streams, max_streams
     )
 
 
@@ -238,13 +247,22 @@ class BookTicker:
 
 
 @dataclass(slots=True)
+class MarkPrice:
+    """A futures mark price, pushed every second whether or not anything trades."""
+
+    symbol: str
+    event_time: int
+    mark_price: float
+
+
+@dataclass(slots=True)
 class ServerShutdown:
     """The server announced it is going away: reconnect, then resync every book."""
 
     event_time: int
 
 
-Event = DepthDiff | Trade | BookTicker | ServerShutdown
+Event = DepthDiff | Trade | BookTicker | MarkPrice | ServerShutdown
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,6 +314,7 @@ class BinanceParser:
             "trade": self._trade,
             "aggTrade": self._agg_trade,
             "serverShutdown": self._server_shutdown,
+            "markPriceUpdate": self._mark_price,
         }
 
     def parse(self, raw: bytes | str) -> Event:
@@ -467,6 +486,15 @@ class BinanceParser:
             True,
             "",
         )
+
+    def _mark_price(self, d: dict) -> MarkPrice:
+        try:
+            symbol, event_time, price = d["s"], d["E"], d["p"]
+        except KeyError as exc:
+            raise _missing("markPriceUpdate", exc) from None
+        if not (_ints_ok(event_time) and type(symbol) is str):
+            raise FeedError(BAD_TYPE, "markPriceUpdate E must be an integer, s a string")
+        return MarkPrice(symbol, event_time, _number(price, "p", False))
 
     def _server_shutdown(self, d: dict) -> ServerShutdown:
         event_time = d.get("E", 0)

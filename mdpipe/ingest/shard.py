@@ -25,6 +25,7 @@ from mdpipe.feeds.binance import (
     BookTicker,
     DepthDiff,
     FeedError,
+    MarkPrice,
     ServerShutdown,
     Trade,
     parse_snapshot,
@@ -64,9 +65,12 @@ def dead_letter_path(cfg: C.Config, feed: str, shard: int) -> Path:
 
 
 def _stream_key(stream: str) -> tuple[str, str]:
-    """'btcusdt@depth@0ms' -> ('BTCUSDT', 'depth'); 'btcusdt@aggTrade' -> ('BTCUSDT', 'trade')."""
+    """'btcusdt@depth@0ms' -> ('BTCUSDT', 'depth'); 'btcusdt@aggTrade' -> ('BTCUSDT', 'trade');
+    'btcusdt@markPrice@1s' -> ('BTCUSDT', 'mark')."""
     name, _, kind = stream.partition("@")
-    return name.upper(), "depth" if kind.startswith("depth") else "trade"
+    if kind.startswith("depth"):
+        return name.upper(), "depth"
+    return name.upper(), "mark" if kind.startswith("markPrice") else "trade"
 
 
 def _give_group(cfg: C.Config, writer: RingWriter) -> None:
@@ -163,6 +167,9 @@ class Shard:
             trade=feed.trade_stream,
             book_ticker=False,  # subscribe only what is used
             ws_base=feed.ws_url,
+            # Futures trades travel alone on /market: the 1 s mark price keeps a quiet
+            # market's connection from looking dead and proves the route delivers.
+            mark_price=feed.market == "futures",
         )
         conns = []
         for i, (url, streams) in enumerate(planned):
@@ -259,6 +266,9 @@ class Shard:
             ctr.inc("server_shutdowns")
             self.log.info("%s: the server announced a shutdown; reconnecting now", conn.name)
             self._lost(conn, "serverShutdown", backoff=False)
+        elif t is MarkPrice:
+            if conn.unseen:
+                conn.unseen.discard((ev.symbol, "mark"))
         elif t is BookTicker:
             pass  # not subscribed; harmless if a server sends it anyway
 
@@ -437,8 +447,13 @@ class Shard:
         self.trades_w.heartbeat()
 
     def _stream_faults(self, conn: Connection, now: float) -> None:
-        """Report each subscribed stream that never delivered: a wrong route, not a quiet market."""
-        for key in sorted(conn.unseen - conn.faulted):
+        """Report each subscribed stream that never delivered: a wrong route, not a quiet market.
+
+        A trade stream whose symbol's mark price arrives on the same connection is only a
+        market where nothing traded yet: not a fault.
+        """
+        quiet = {(sym, "trade") for sym, kind in conn.streams if (sym, "mark") not in conn.unseen}
+        for key in sorted(conn.unseen - conn.faulted - quiet):
             conn.faulted.add(key)
             self.ctr.arr[self.ctr.stream_faults] += 1
             self.log.error(
