@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import grp
 import logging
 import math
 import os
@@ -44,7 +43,7 @@ from mdpipe import publisher_payloads as P
 from mdpipe.publisher_redis import RedisSink, publish_prefix, set_prefix
 from mdpipe.readers import LayoutError, NoSuchRingError, Reader, attach
 from mdpipe.ring import RingWriter, WriterAliveError
-from mdpipe.segment import list_segments, read_status, shm_path
+from mdpipe.segment import list_segments, read_status
 
 log = logging.getLogger("mdpipe.publisher")
 
@@ -142,10 +141,8 @@ class Publisher:
             "status",
             counters=COUNTERS,
             mode=config_mod.segment_mode(cfg),
+            group=cfg.shm.group,  # the group that reads the rings reads our counters too
         )
-        if cfg.shm.group:  # let the group that reads the rings read our counters too
-            gid = grp.getgrnam(cfg.shm.group).gr_gid
-            os.chown(shm_path(cfg.instance, "publisher"), -1, gid)
         self.c = self.status.counters
         for i, name in enumerate(COUNTERS):  # a resumed publisher continues the totals too
             if not name.startswith("g_"):

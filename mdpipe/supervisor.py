@@ -377,6 +377,7 @@ class Supervisor:
                 counters=counters,
                 exchange="mdpipe",
                 mode=C.segment_mode(self.cfg),
+                group=self.cfg.shm.group,
             )
         except WriterAliveError as exc:
             raise StartError(str(exc)) from None

@@ -9,9 +9,7 @@ threads that hand their results back through an Inbox the selector watches.
 from __future__ import annotations
 
 import contextlib
-import grp
 import logging
-import os
 import selectors
 import threading
 import time
@@ -42,7 +40,6 @@ from mdpipe.ingest.inbox import Inbox
 from mdpipe.ingest.rest import SnapshotFetcher, SnapshotReply, SnapshotRequest
 from mdpipe.ingest.symbolbook import SymbolBook
 from mdpipe.ring import RingWriter
-from mdpipe.segment import shm_path
 
 TICK = 0.05  # seconds between housekeeping passes (timeouts, snapshots, heartbeats, gauges)
 _MS = 1_000_000
@@ -71,12 +68,6 @@ def _stream_key(stream: str) -> tuple[str, str]:
     if kind.startswith("depth"):
         return name.upper(), "depth"
     return name.upper(), "mark" if kind.startswith("markPrice") else "trade"
-
-
-def _give_group(cfg: C.Config, writer: RingWriter) -> None:
-    """Hand the segment to shm.group so that group's users may read it (mode 0640)."""
-    if cfg.shm.group:
-        os.chown(shm_path(writer.instance, writer.ring), -1, grp.getgrnam(cfg.shm.group).gr_gid)
 
 
 class Shard:
@@ -110,6 +101,7 @@ class Shard:
             exchange=exchange,
             counters=COUNTERS,
             mode=mode,
+            group=cfg.shm.group,
         )
         try:
             self.trades_w = RingWriter.create(
@@ -121,12 +113,11 @@ class Shard:
                 max_symbols=max_symbols,
                 exchange=exchange,
                 mode=mode,
+                group=cfg.shm.group,
             )
         except BaseException:
             self.books_w.close()
             raise
-        _give_group(cfg, self.books_w)
-        _give_group(cfg, self.trades_w)
         self.ctr = Counters(self.books_w)
         self.dead = DeadLetter(dead_letter_path(cfg, feed.name, shard))
         self._reported: set[str] = set()
