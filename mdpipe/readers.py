@@ -20,6 +20,7 @@ from mdpipe import layout as L
 from mdpipe.segment import (
     HeaderView,
     LayoutError,
+    SegmentNotReady,
     check_names,
     list_segments,
     map_segment,
@@ -602,18 +603,25 @@ def attach(
     if not (idle in ("spin", "yield") or isinstance(idle, float | int)):
         raise ValueError(f"idle must be 'spin', 'yield' or seconds, got {idle!r}")
     deadline = None if timeout is None else time.monotonic() + timeout
+    # A segment whose header is still being written is microseconds from complete: even
+    # without `wait`, look again for up to a second rather than report it as broken.
+    not_ready_until = None
     while True:
         rings = _rings_matching(instance, ring)
         if rings:
             try:
-                segs = [_Segment(instance, r, _KIND_ARG[kind]) for r in rings]
+                return Reader(
+                    instance, [_Segment(instance, r, _KIND_ARG[kind]) for r in rings], idle
+                )
+            except SegmentNotReady:
+                not_ready_until = not_ready_until or time.monotonic() + 1.0
             except posix_ipc.ExistentialError:
-                segs = []  # removed between listing and mapping: look again
-            if segs:
-                return Reader(instance, segs, idle)
-        if not wait or (deadline is not None and time.monotonic() >= deadline):
-            waited = f" after waiting {timeout:g} s" if wait else ""
+                pass  # removed between listing and mapping: look again
+        now = time.monotonic()
+        retrying = not_ready_until is not None and now < not_ready_until
+        if not retrying and (not wait or (deadline is not None and now >= deadline)):
+            waited = f" after waiting {timeout:g} s" if wait and timeout is not None else ""
             raise NoSuchRingError(
                 f"no ring {ring!r} in instance {instance!r}{waited}; {_describe_instances()}"
             )
-        time.sleep(0.05)
+        time.sleep(0.001 if retrying else 0.05)

@@ -24,6 +24,10 @@ class LayoutError(RuntimeError):
     """A segment is not what the reader expects: wrong magic, version or record kind."""
 
 
+class SegmentNotReady(LayoutError):
+    """The segment exists but its writer has not finished writing the header (magic is 0)."""
+
+
 def check_names(instance: str, ring: str) -> None:
     """Raise ValueError for an instance or ring name that cannot form a segment name."""
     if not _INSTANCE_RE.match(instance):
@@ -212,7 +216,10 @@ class HeaderView:
 
     def validate(self, name: str, expected_kind: int | None = None) -> None:
         """Raise LayoutError unless this is an mdpipe segment of our layout version (and kind)."""
-        if self.magic != L.MAGIC:
+        magic = self.magic
+        if magic == 0:
+            raise SegmentNotReady(f"segment {name} is still being created by its writer")
+        if magic != L.MAGIC:
             raise LayoutError(f"segment {name} is not an mdpipe segment (bad magic)")
         if self.version != L.LAYOUT_VERSION:
             raise LayoutError(

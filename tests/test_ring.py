@@ -408,3 +408,21 @@ def test_group_readable_segment(instance: str) -> None:
         """)
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert "latest 1" in proc.stdout, proc
+
+
+def test_attach_waits_for_a_header_being_written(instance: str) -> None:
+    """A segment whose magic is not written yet is not reported broken: attach looks again."""
+    import threading
+
+    with RingWriter.create(instance, "books", "book", symbols=["S"], capacity=8):
+        shm = posix_ipc.SharedMemory(shm_name(instance, "books"))
+        mm = mmap.mmap(shm.fd, 0)
+        shm.close_fd()
+        struct.pack_into("<Q", mm, L.H_MAGIC, 0)  # as if the writer were mid-creation
+        timer = threading.Timer(0.2, lambda: struct.pack_into("<Q", mm, L.H_MAGIC, L.MAGIC))
+        timer.start()
+        r = attach(instance, "books")  # no wait=True: the header completes within 1 s
+        timer.join()
+        assert r.symbols == ["S"]
+        r.close()
+        mm.close()
