@@ -31,8 +31,10 @@ class Fault:
         c0 = cursor(live.instance, BOOKS)
         begin()
         stop = time.monotonic() + FAULT_S
+        worst_lag = 0
         while time.monotonic() < stop:
             live.drain()
+            worst_lag = max(worst_lag, live.publisher().get("g_lag_ns", 0))
             time.sleep(0.05)
         wrote = cursor(live.instance, BOOKS) - c0
         during = live.publisher()
@@ -44,8 +46,9 @@ class Fault:
         errors = after["redis_errors"] - before["redis_errors"]
         self.report(
             name,
-            f"ingest wrote {wrote} books meanwhile (never waits for Redis); {errors} Redis "
-            f"errors, publisher recovered; rings held vs counted {accounts}",
+            f"ingest wrote {wrote} books meanwhile (never waits for Redis); Redis up to "
+            f"{worst_lag / 1e9:.1f} s behind, {errors} Redis errors, publisher recovered; "
+            f"rings held vs counted {accounts}",
             took,
             f"{dropped['dropped_books']} books, {dropped['dropped_trades']} trades not sent "
             "(counted as dropped; newest book per symbol re-sent)"
