@@ -306,12 +306,13 @@ class RingWriter:
         end = self._rsize
         off = self._slots_off + (n & self._mask) * self._stride
         i = off >> 3
-        # The timestamp is taken as late as possible: commit_ts_ns -> visible is a few stores.
-        now = time.time_ns()
-        stage_q[self._commit_ts_q] = now
         q[i] = 2 * n + 1
         mv[off + 8 : off + end] = payload
+        # Stamped into the slot last, so commit_ts_ns is the instant before it turns visible.
+        now = time.time_ns()
+        q[i + self._commit_ts_q] = now
         q[i] = 2 * n + 2
+        stage_q[self._commit_ts_q] = now
         off = self._latest_off + symbol_id * self._stride
         i = off >> 3
         q[i] = 2 * sseq - 1
