@@ -6,9 +6,9 @@ every book and trade from the rings. Every --every seconds it samples each proce
 open file descriptors and CPU from /proc. At the end it stops the instance and prints a
 table (start/end/max RSS and fds per process, CPU), the messages and the loss, and checks:
 
-- RSS steady: after the warm-up, the fitted growth of each process's private memory
+- RSS steady: after the warm-up, the fitted growth of each mdpipe process's private memory
   (RssAnon; the rings' shared pages, RssShmem, fill once and are shown apart) stays under a
-  small bound;
+  small bound (the simulator and redis-server are shown, not checked);
 - no fd leak: no process ends with more descriptors than after the warm-up (+2);
 - no segment leak: the same segments all along; none (and no lock file) after the stop;
 - no restarts: every process kept its pid.
@@ -220,7 +220,10 @@ def report(summaries: list[dict], final: dict, reader: dict, sim: dict, seconds:
 
 def checks(summaries: list[dict], segs: list[set], after: dict) -> dict[str, bool]:
     """The resource checks (each True when it passes)."""
-    watched = [s for s in summaries if s["name"] != "redis-server"]  # not ours to fix
+    # The simulator stands in for the exchange: its send buffer to a consumer that falls
+    # behind for a moment holds the backlog (up to --max-send-buffer) and the allocator keeps
+    # that high-water mark. It is shown, like redis-server, but not part of a deployment.
+    watched = [s for s in summaries if s["name"] not in ("redis-server", "sim")]
     rss = all(
         s["rss_growth_mib"] <= max(RSS_BOUND_MIB, RSS_BOUND_FRACTION * s["rss_warm_mib"])
         for s in watched
