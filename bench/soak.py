@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from demo import free_port, http_get, start_redis  # noqa: E402
 
+from mdpipe.ring import unlink_instance  # noqa: E402
 from mdpipe.segment import list_segments, read_status  # noqa: E402
 from mdpipe.supervisor import lock_path, read_lock  # noqa: E402
 
@@ -291,8 +292,12 @@ def main() -> int:
     finally:
         for proc in (reader, sup):
             if proc is not None and proc.poll() is None:
-                proc.kill()
+                proc.kill()  # the supervisor's children die with it
                 proc.wait()
+        if sup is not None and sup.returncode != 0:
+            time.sleep(1.0)
+            unlink_instance(instance)  # a failed run leaves nothing behind either
+            lock_path(instance).unlink(missing_ok=True)
         redis_proc.kill()
         redis_proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -244,12 +244,14 @@ class Live:
         return {"trades": (held_trades, trades), "books": (held_books, books)}
 
     def close(self) -> None:
-        """Stop everything this object started (the instance last)."""
+        """Stop everything this object started; the instance with `mdpipe stop` if it runs."""
         if self.tickers is not None:
             self.tickers.stop()
         for log in (self.books, self.trades):
             if log is not None:
                 log.close()
+        if self.run.proc is not None and self.run.proc.poll() is None:
+            self.run.stop()
         self.run.kill()
 
 
