@@ -87,3 +87,8 @@ def setup(fmt: str | None = None, level: str | None = None, *, export: bool = Fa
     if export:
         os.environ[FORMAT_ENV] = fmt
         os.environ[LEVEL_ENV] = level
+
+
+def setup_child(log_format: str, log_level: str) -> None:
+    """Logging of a process the supervisor spawned: its exported choice wins over the config's."""
+    setup(os.environ.get(FORMAT_ENV) or log_format, os.environ.get(LEVEL_ENV) or log_level)

@@ -26,7 +26,6 @@ import argparse
 import gc
 import logging
 import math
-import os
 import re
 import signal
 import sys
@@ -40,6 +39,7 @@ import posix_ipc
 from mdpipe import config as config_mod
 from mdpipe import logs
 from mdpipe import publisher_payloads as P
+from mdpipe.affinity import pin_to_core
 from mdpipe.publisher_redis import RedisSink, publish_prefix, set_prefix
 from mdpipe.readers import LayoutError, NoSuchRingError, Reader, attach
 from mdpipe.ring import RingWriter, WriterAliveError
@@ -585,20 +585,6 @@ def previous_counters(instance: str) -> dict[str, int]:
     return st.counters
 
 
-def pin_to_core(core: int) -> bool:
-    """Pin the calling thread to one core (after imports: BLAS may reset affinity) and verify."""
-    try:
-        os.sched_setaffinity(0, {core})
-    except OSError as exc:
-        log.error("cannot pin to core %d: %s; running unpinned", core, exc)
-        return False
-    got = os.sched_getaffinity(0)
-    if got != {core}:
-        log.error("pinned to core %d but the affinity is %s; running unpinned", core, sorted(got))
-        return False
-    return True
-
-
 def run_publisher(
     cfg: config_mod.Config,
     stop: threading.Event | None = None,
@@ -634,10 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mdpipe publisher: {exc}", file=sys.stderr)
         return 2
     # The supervisor's choice (exported to its children) wins over the file's.
-    logs.setup(
-        os.environ.get(logs.FORMAT_ENV) or cfg.supervisor.log_format,
-        os.environ.get(logs.LEVEL_ENV) or cfg.supervisor.log_level,
-    )
+    logs.setup_child(cfg.supervisor.log_format, cfg.supervisor.log_level)
     if not cfg.publisher.enabled:
         log.info("publisher.enabled is false: nothing to do")
         return 0

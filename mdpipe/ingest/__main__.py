@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
 
 from mdpipe import config, logs
-from mdpipe.ingest.affinity import pin_to_core
+from mdpipe.affinity import pin_to_core
 from mdpipe.ingest.shard import run_shard
 from mdpipe.ring import WriterAliveError
 
@@ -43,10 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mdpipe ingest: {exc}", file=sys.stderr)
         return 2
     # The supervisor's choice (environment) wins over the config file's.
-    logs.setup(
-        os.environ.get(logs.FORMAT_ENV) or cfg.supervisor.log_format,
-        os.environ.get(logs.LEVEL_ENV) or cfg.supervisor.log_level,
-    )
+    logs.setup_child(cfg.supervisor.log_format, cfg.supervisor.log_level)
     log = logging.getLogger(f"mdpipe.ingest.{args.feed}.{args.shard}")
     shards = {(f.name, i): (f, core, syms) for f, i, core, syms in cfg.ingest_shards()}
     found = shards.get((args.feed, args.shard))

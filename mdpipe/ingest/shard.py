@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from mdpipe import config as C
 from mdpipe import layout as L
+from mdpipe.affinity import pinned_core
 from mdpipe.feeds.binance import (
     BinanceParser,
     BookTicker,
@@ -31,7 +32,6 @@ from mdpipe.feeds.binance import (
     snapshot_url,
 )
 from mdpipe.feeds.binance_sync import SnapshotStatus
-from mdpipe.ingest.affinity import pinned_core
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.connection import CONTROL, Connected, Connection, ConnectionLost
 from mdpipe.ingest.counters import COUNTERS, Counters

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from pathlib import Path
 
 import click
 
+from mdpipe import logs
 from mdpipe.sim.config import START_IMMEDIATELY, START_ON_CONNECT, SimConfig
 from mdpipe.sim.faults import FaultError, parse_duration, parse_fault_spec
 from mdpipe.sim.instruments import MARKETS
@@ -205,11 +205,8 @@ def sim_command(
     The first stdout line is exactly "mdpipe sim listening on http://HOST:PORT" (see
     mdpipe/sim/README.md).
     """
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, log_level.upper()),
-        format="%(asctime)s mdpipe-sim %(levelname)s %(message)s",
-    )
+    # Text on stderr by default; JSON lines when the supervisor exported that choice.
+    logs.setup_child("text", log_level)
     logging.getLogger("websockets").setLevel(logging.WARNING)
     ctx = click.get_current_context()
     source = ctx.get_parameter_source("symbols")

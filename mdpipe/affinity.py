@@ -1,4 +1,4 @@
-"""CPU pinning of the ingest process."""
+"""CPU pinning of mdpipe processes (ingest, publisher): every thread, verified."""
 
 from __future__ import annotations
 
