@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,11 +68,12 @@ class RedisTap:
     """Every book and trade a Redis subscriber receives; resubscribes after an outage."""
 
     def __init__(self, url: str, password: str | None = None) -> None:
-        self.client = redis.Redis.from_url(url, password=password, socket_timeout=1.0)
+        self.client = redis.Redis.from_url(url, password=password, socket_timeout=10.0)
         self.books: list[tuple[str, int, bool, Ticker]] = []  # symbol, u, synced, top
         self.book_seqs: list[tuple[str, int]] = []  # symbol, per-symbol record number
         self.trades: list[tuple[str, int]] = []  # symbol, trade id
         self.subscribed = threading.Event()
+        self.resubscribed = 0  # messages published meanwhile were missed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -85,6 +87,7 @@ class RedisTap:
             try:
                 ps = self.client.pubsub(ignore_subscribe_messages=True)
                 ps.psubscribe("orderbook:*", "trades:*")
+                self.resubscribed += self.subscribed.is_set()
                 self.subscribed.set()
                 while not self._stop.is_set():
                     msg = ps.get_message(timeout=0.2)
@@ -119,6 +122,27 @@ class RedisTap:
         self._stop.set()
         self._thread.join(5)
         self.client.close()
+
+
+@dataclass
+class Accounts:
+    """(records the rings held, records the publisher counted) of trades and books.
+
+    first_trade..trades_end: the trades ring's records since the publisher began, up to
+    where everything stood still.
+    """
+
+    trades: tuple[int, int]
+    books: tuple[int, int]
+    first_trade: int
+    trades_end: int
+
+    @property
+    def exact(self) -> bool:
+        return self.trades[0] == self.trades[1] and self.books[0] == self.books[1]
+
+    def __str__(self) -> str:
+        return f"trades {self.trades[0]}/{self.trades[1]}, books {self.books[0]}/{self.books[1]}"
 
 
 class Live:
@@ -211,8 +235,8 @@ class Live:
         assert len(hit), f"{kind} {symbol} {key} is not in the ring"
         return int(hit[0])
 
-    def accounts(self, tap: RedisTap, seconds: float = 3.0) -> dict[str, tuple[int, int]]:
-        """{"trades"/"books": (records the rings held since the publisher began, counted)}.
+    def accounts(self, tap: RedisTap, seconds: float = 3.0) -> Accounts:
+        """What the rings held since the publisher began, against what it counted.
 
         Counted: published + dropped + conflated + lost, compared while the exchange is
         silent (the feed's silence_timeout must exceed `seconds`), the rings stand still and
@@ -237,11 +261,11 @@ class Live:
         trades = c["trades_published"] + c["dropped_trades"] + c["trades_lost"]
         books = c["books_published"] + c["dropped_books"] + c["books_conflated"]
         books += c["books_lost"]
-        held_trades = cursor(self.instance, TRADES) - first_trade
+        end = cursor(self.instance, TRADES)
         held_books = cursor(self.instance, BOOKS) - first_book
         c0 = cursor(self.instance, BOOKS)
         wait(lambda: cursor(self.instance, BOOKS) > c0, seconds + 10, "the feed after the silence")
-        return {"trades": (held_trades, trades), "books": (held_books, books)}
+        return Accounts((end - first_trade, trades), (held_books, books), first_trade, end)
 
     def close(self) -> None:
         """Stop everything this object started; the instance with `mdpipe stop` if it runs."""

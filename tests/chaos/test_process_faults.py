@@ -88,22 +88,24 @@ def _kill_publisher(live: Live, tap: RedisTap, report: Report) -> None:
         )
 
     took = wait(back, 20, "a new publisher publishing again")
-    # Every trade of the rings since the first Redis got is in Redis, some maybe twice.
-    trades = live.trades.drain()[live.ring_index("trade", *tap.trades[0]) :]
+    accounts = live.accounts(tap)
+    # Every trade of the rings, from the first Redis got to where everything stood still,
+    # is in Redis; some maybe twice (the batch in flight at the kill).
+    trades = live.trades.drain()[accounts.first_trade : accounts.trades_end]
     ring = {(SYMBOLS[int(t["symbol_id"])], int(t["trade_id"])) for t in trades}
     missing = ring - set(tap.trades)
     twice = len(tap.trades) - len(set(tap.trades))
-    assert not missing, f"{len(missing)} trades never reached Redis"
-    accounts = live.accounts(tap)
     report(
         "kill -9 of the publisher",
         "restarted by the supervisor; resumes at its saved ring position; "
-        f"rings vs counted (held, counted): {accounts}",
+        f"rings held/counted: {accounts}",
         took,
         f"nothing ({twice} trades sent twice: the batch in flight)",
     )
-    for held, counted in accounts.values():
-        assert held <= counted <= held + 512, accounts
+    assert tap.resubscribed == 0, "the test's subscriber missed messages"
+    assert not missing, f"{len(missing)} trades never reached Redis"
+    assert accounts.books[0] <= accounts.books[1] <= accounts.books[0] + 512, accounts
+    assert accounts.trades[0] <= accounts.trades[1] <= accounts.trades[0] + 512, accounts
 
 
 def test_kill9_of_every_process(instance, redis_server, tmp_path, report: Report) -> None:
