@@ -123,6 +123,34 @@ def _export_counters(
         fams.add(kind, full, f"{component} {kind} {raw}", labels_here, value * scale)
 
 
+def publisher_lag(pub: SegmentStatus, rings: list[SegmentStatus], now_ns: int) -> dict[str, int]:
+    """The publisher's lag gauges derived from shared memory: true even while it is stuck.
+
+    Per ring, records behind = the writer's cursor - the read position the publisher saved
+    for that ring (`g_cursor_<ring>`). A publisher blocked in a Redis call cannot update its
+    own gauges, so when it is behind and its heartbeat is over a second old, its age is at
+    least the time since that heartbeat.
+    """
+    c = pub.counters
+    out: dict[str, int] = {}
+    total = 0
+    for st in rings:
+        key = _BAD.sub("_", st.ring)
+        cursor = c.get("g_cursor_" + key)
+        if cursor is None:
+            continue
+        behind = max(0, st.write_cursor - cursor)
+        out["g_lag_" + key] = behind
+        total += behind
+    out["g_lag_records"] = total
+    lag_ns = c.get("g_lag_ns", 0)
+    silent_ns = now_ns - pub.heartbeat_ns
+    if total and silent_ns > 1_000_000_000:
+        lag_ns = max(lag_ns, silent_ns)
+    out["g_lag_ns"] = lag_ns
+    return out
+
+
 class InstanceCollector:
     """Collects every metric of one instance from its segments (a prometheus_client Collector)."""
 
@@ -150,7 +178,11 @@ class InstanceCollector:
                     {"instance": inst},
                     int(st.writer_alive),
                 )
-                _export_counters(fams, component, st.counters, {"instance": inst}, rings)
+                counters = st.counters
+                if st.ring == "publisher":
+                    data = [r for r in statuses if r.kind in ("book", "trade")]
+                    counters = counters | publisher_lag(st, data, now)
+                _export_counters(fams, component, counters, {"instance": inst}, rings)
         yield from fams.by_name.values()
 
     def _ring(self, fams: _Families, st: SegmentStatus, now: int) -> None:

@@ -13,7 +13,13 @@ import time
 import click
 import orjson
 
-from mdpipe.metrics import quantiles, recent_latencies, ring_labels, supervisor_children
+from mdpipe.metrics import (
+    publisher_lag,
+    quantiles,
+    recent_latencies,
+    ring_labels,
+    supervisor_children,
+)
 from mdpipe.readers import list_instances
 from mdpipe.segment import SegmentStatus, iter_status
 from mdpipe.supervisor import default_instance, read_lock, running_instances
@@ -135,11 +141,13 @@ def collect(
     pub = statuses.get("publisher")
     if pub is not None:
         c = pub.counters
+        data = [st for st in statuses.values() if st.kind in ("book", "trade")]
+        lag = publisher_lag(pub, data, time.time_ns())
         snap["publisher"] = {
             "pid": pub.writer_pid,
             "alive": pub.writer_alive,
-            "lag_records": c.get("g_lag_records", 0),
-            "lag_ms": round(c.get("g_lag_ns", 0) / 1e6, 3),
+            "lag_records": lag["g_lag_records"],
+            "lag_ms": round(lag["g_lag_ns"] / 1e6, 3),
             "redis_up": bool(c.get("g_redis_up", 0)),
             "redis_errors": c.get("redis_errors", 0),
             "counters": c,

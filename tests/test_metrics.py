@@ -204,3 +204,35 @@ def test_redact_hides_passwords() -> None:
     assert redact("rediss://user:pw@h/0") == "rediss://user:***@h/0"
     assert redact("redis://token@h") == "redis://***@h"
     assert redact("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_publisher_lag_is_derived_from_the_rings(instance: str) -> None:
+    """A publisher stuck in a Redis call cannot update its gauges: stats and /metrics derive
+    its lag from the writer's cursor and the read position it saved."""
+    from prometheus_client.exposition import generate_latest
+
+    from mdpipe.metrics import publisher_lag, registry_for
+    from mdpipe.segment import read_status
+
+    with (
+        RingWriter.create(instance, "books.x.0", "book", symbols=["S"], capacity=64) as w,
+        RingWriter.create(instance, "publisher", "status") as p,
+    ):
+        for k in range(100):
+            w.commit_book(0, 1, 0, 0, k, k, 0, 0, 0)
+        p.set("g_cursor_books_x_0", 40)
+        p.set("g_lag_records", 0)  # what a frozen publisher last wrote
+        p.set("g_lag_ns", 5)
+        pub, ring = read_status(instance, "publisher"), read_status(instance, "books.x.0")
+        now = time.time_ns()
+        lag = publisher_lag(pub, [ring], now)
+        assert (lag["g_lag_books_x_0"], lag["g_lag_records"], lag["g_lag_ns"]) == (60, 60, 5)
+        assert publisher_lag(pub, [ring], now + 3_000_000_000)["g_lag_ns"] >= 3_000_000_000
+        text = generate_latest(registry_for(instance)).decode()
+        assert "mdpipe_publisher_lag_records{" in text
+        line = next(x for x in text.splitlines() if x.startswith("mdpipe_publisher_lag_records{"))
+        assert line.endswith(" 60.0")
+        ring_line = next(
+            x for x in text.splitlines() if x.startswith("mdpipe_publisher_ring_lag_records{")
+        )
+        assert 'ring="books.x.0"' in ring_line and ring_line.endswith(" 60.0")
