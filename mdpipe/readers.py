@@ -37,8 +37,10 @@ __all__ = [
     "list_instances",
 ]
 
-# Empty polls between two checks of the writer's health and generation.
+# Empty polls between two checks of the writer's generation (one load per segment).
 _CHECK_EVERY = 4096
+# A writer whose heartbeat is older than this is looked up in /proc (at most this often).
+_DEEP_CHECK_NS = 500_000_000
 
 
 class NoSuchRingError(LookupError):
@@ -73,6 +75,8 @@ class _Segment:
         self.name = shm_name(instance, ring)
         self.restarts = 0
         self.symbol_base = 0  # added to symbol_id in records of a multi-ring reader
+        self.alive = True  # the writer's liveness as of the last deep check
+        self.checked_ns = 0  # monotonic time of that check
         self._map()
         self.next = self.cursor_now()  # start at the live edge
 
@@ -266,7 +270,13 @@ class Reader:
             self._check_writers()
 
     def _check_writers(self) -> None:
-        """Follow writer restarts: a new generation in place, or a replaced segment."""
+        """Follow writer restarts: a new generation in place, or a replaced segment.
+
+        Cheap enough for a spinning reader: one load per segment, and the costly look at
+        /proc only when a writer's heartbeat is stale, at most twice a second.
+        """
+        changed = False
+        now = time.monotonic_ns()
         for seg in self._segs:
             gen = seg.h.generation
             if gen != seg.generation:
@@ -276,9 +286,19 @@ class Reader:
                 w = seg.cursor_now()
                 if w < seg.next:  # defensive: a cursor never moves back in place
                     seg.next = w
-            elif not seg.h.writer_alive and seg.replaced():
-                self._lost += seg.follow()
-        self._index_symbols()
+                changed = True
+            elif now - seg.checked_ns > _DEEP_CHECK_NS:
+                seg.checked_ns = now
+                if time.time_ns() - seg.h.heartbeat_ns <= _DEEP_CHECK_NS:
+                    seg.alive = True
+                    continue
+                seg.alive = seg.h.writer_alive
+                if not seg.alive and seg.replaced():
+                    self._lost += seg.follow()
+                    seg.alive = seg.h.writer_alive
+                    changed = True
+        if changed:
+            self._index_symbols()
 
     def read_batch(self, max_n: int = 1024) -> np.ndarray:
         """Every record available now, up to max_n, as an array you own (oldest first)."""
@@ -374,7 +394,7 @@ class Reader:
             if wait is not None:
                 wait()
             if self._empty == 0:  # a health check just ran
-                if self.writer_alive:
+                if all(seg.alive for seg in self._segs):
                     dead_since = None
                 elif dead_since is None:
                     dead_since = time.monotonic()
