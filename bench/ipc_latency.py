@@ -183,6 +183,38 @@ def measure_ring(n: int, interval_ns: int, idle: str) -> tuple[np.ndarray, int]:
         w.close(unlink=True)
 
 
+def measure_c_reader(n: int, interval_ns: int) -> dict[str, float] | None:
+    """The same ring read from C (readers/c/mdpipe_reader.h); None without a C compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c", "ring_latency.c")
+    exe = os.path.join(tempfile.mkdtemp(), "ring_latency")
+    subprocess.run([cc, "-O2", "-o", exe, src, "-lrt"], check=True)
+    instance = f"bench{uuid.uuid4().hex[:8]}"
+    w = RingWriter.create(instance, "books", "book", symbols=["BTCUSDT"], capacity=1 << 16)
+    rec = book_record(0)
+    w.bids[:] = rec["bids"][0]
+    w.asks[:] = rec["asks"][0]
+    try:
+        proc = subprocess.Popen(
+            ["taskset", "-c", str(READER_CORE), exe, instance, "books", str(n)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout.readline().strip() == "attached"
+        time.sleep(0.3)
+        next_ns = time.perf_counter_ns()
+        for k in range(n):
+            next_ns += interval_ns
+            pace(next_ns)
+            w.commit_book(0, 1, 0, 0, k, k, 0, DEPTH, DEPTH)
+        p50, p99, p999, _lost = proc.communicate(timeout=60)[0].split()
+        return {"p50": float(p50), "p99": float(p99), "p99.9": float(p999), "n": n}
+    finally:
+        w.close(unlink=True)
+
+
 def measure_pipe(n: int, interval_ns: int, mode: str) -> tuple[np.ndarray, int]:
     a, b = CTX.Pipe(duplex=False)
     rec = book_record(0)
@@ -350,6 +382,9 @@ def main() -> None:
         lat, lost_here = measure_ring(n, interval_ns, idle)
         lost += lost_here
         results[f"mdpipe ring ({idle})"] = percentiles(lat)
+    from_c = measure_c_reader(n, interval_ns)
+    if from_c is not None:
+        results["mdpipe ring, C reader (spin)"] = from_c
     for mode in ("spin", "block"):
         results[f"multiprocessing.Pipe ({mode})"] = percentiles(
             measure_pipe(n, interval_ns, mode)[0]
