@@ -299,6 +299,34 @@ def _missing(event: str, exc: KeyError) -> FeedError:
     return FeedError(MISSING_FIELD, f"{event} lacks {exc.args[0]!r}")
 
 
+def _depth_diff(
+    symbol: Any,
+    event_time: Any,
+    tx_time: Any,
+    first: Any,
+    last: Any,
+    prev: Any,
+    bids: Any,
+    asks: Any,
+    plain: PlainLevels | None,
+) -> DepthDiff:
+    """Check and build a diff of either market (spot passes tx_time 0 and prev -1)."""
+    if not (
+        type(first) is int
+        and type(last) is int
+        and type(prev) is int
+        and type(event_time) is int
+        and type(tx_time) is int
+        and type(symbol) is str
+    ):
+        raise FeedError(BAD_TYPE, "depthUpdate ids/times must be integers, s a string")
+    if first > last:
+        raise FeedError(BAD_NUMBER, f"depthUpdate U={first} > u={last}")
+    if plain is None:
+        return DepthDiff(symbol, event_time, tx_time, first, last, prev, *_levels(bids, asks))
+    return DepthDiff(symbol, event_time, tx_time, first, last, prev, *plain[1:])
+
+
 class BinanceParser:
     """Turns raw combined-stream messages of one market into events, or raises FeedError."""
 
@@ -380,20 +408,7 @@ class BinanceParser:
             first, last, prev, bids, asks = d["U"], d["u"], d["pu"], d["b"], d["a"]
         except KeyError as exc:
             raise _missing("depthUpdate", exc) from None
-        if not (
-            type(first) is int
-            and type(last) is int
-            and type(prev) is int
-            and type(event_time) is int
-            and type(tx_time) is int
-            and type(symbol) is str
-        ):
-            raise FeedError(BAD_TYPE, "depthUpdate ids/times must be integers, s a string")
-        if first > last:
-            raise FeedError(BAD_NUMBER, f"depthUpdate U={first} > u={last}")
-        if plain is None:
-            return DepthDiff(symbol, event_time, tx_time, first, last, prev, *_levels(bids, asks))
-        return DepthDiff(symbol, event_time, tx_time, first, last, prev, *plain[1:])
+        return _depth_diff(symbol, event_time, tx_time, first, last, prev, bids, asks, plain)
 
     def _spot_depth(self, d: dict, plain: PlainLevels | None) -> DepthDiff:
         try:
@@ -401,18 +416,7 @@ class BinanceParser:
             first, last, bids, asks = d["U"], d["u"], d["b"], d["a"]
         except KeyError as exc:
             raise _missing("depthUpdate", exc) from None
-        if not (
-            type(first) is int
-            and type(last) is int
-            and type(event_time) is int
-            and type(symbol) is str
-        ):
-            raise FeedError(BAD_TYPE, "depthUpdate ids/times must be integers, s a string")
-        if first > last:
-            raise FeedError(BAD_NUMBER, f"depthUpdate U={first} > u={last}")
-        if plain is None:
-            return DepthDiff(symbol, event_time, 0, first, last, -1, *_levels(bids, asks))
-        return DepthDiff(symbol, event_time, 0, first, last, -1, *plain[1:])
+        return _depth_diff(symbol, event_time, 0, first, last, -1, bids, asks, plain)
 
     def _book_ticker(self, d: dict) -> BookTicker:
         try:
