@@ -69,7 +69,11 @@ class FaultInjector:
                 self.spawn(client.conn.close(GOING_AWAY, "simulated disconnect"))
             else:
                 client.conn.transport.abort()  # TCP close, no close frame
-        return {"connections": len(clients), "variant": fault.variant or "abrupt"}
+        return {
+            "connections": len(clients),
+            "variant": fault.variant or "abrupt",
+            "clients": [{"id": c.id, "route": c.route, "streams": list(c.subs)} for c in clients],
+        }
 
     def _gap(self, fault: Fault) -> dict[str, Any]:
         symbol = fault.symbol or self._rng.choice(sorted(self.source.symbols))
