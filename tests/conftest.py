@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
@@ -15,10 +14,10 @@ from pathlib import Path
 import posix_ipc
 import pytest
 
+from mdpipe.feeds.tapes import FUTURES_TAPE, tape_path
 from mdpipe.segment import list_segments, shm_name
 
 REPO = Path(__file__).resolve().parent.parent
-TAPES = Path(os.environ.get("MDPIPE_TAPES_DIR", REPO.parent / "shared" / "data"))
 
 
 def free_port() -> int:
@@ -102,6 +101,5 @@ def instance() -> Iterator[str]:
 
 @pytest.fixture
 def tapes() -> Path:
-    if not (TAPES / "usdm_btcusdt_20240808.gz").exists():
-        raise RuntimeError(f"recorded tapes not found in {TAPES}: set MDPIPE_TAPES_DIR")
-    return TAPES
+    """The recorded tapes' directory (FileNotFoundError says where it looked)."""
+    return tape_path(FUTURES_TAPE).parent

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import os
 import re
 import threading
 import time
@@ -15,15 +13,11 @@ import orjson
 import pytest
 import websocket
 
+from mdpipe.feeds import tapes
 from mdpipe.sim.process import SimProcess
 
-REPO = Path(__file__).resolve().parents[1]
-TAPES = Path(os.environ.get("MDPIPE_TAPES_DIR", REPO.parent / "shared" / "data"))
-FUTURES_TAPE = TAPES / "usdm_btcusdt_20240808.gz"
-SPOT_TAPE = TAPES / "spot_btcusdt_20240808.gz"
-needs_tapes = pytest.mark.skipif(
-    not FUTURES_TAPE.exists() or not SPOT_TAPE.exists(), reason=f"recorded tapes not in {TAPES}"
-)
+FUTURES_TAPE = tapes.tape_path(tapes.FUTURES_TAPE)
+SPOT_TAPE = tapes.tape_path(tapes.SPOT_TAPE)
 
 # Field order of every event, per market, as documented (binance.md).
 FIELDS = {
@@ -158,8 +152,7 @@ def compare_tickers(book: FuturesBook, tickers: dict[int, tuple[str, str, str, s
 
 
 def read_tape(path: Path) -> list[bytes]:
-    with gzip.open(path, "rb") as f:
-        return [line.split(b" ", 1)[1] for line in f.read().split(b"\n") if line]
+    return [raw for _, raw in tapes.read_tape(path)]
 
 
 def eventually(check: Callable[[], Any], timeout: float = 5.0) -> bool:
@@ -641,7 +634,6 @@ def read_n(ws: websocket.WebSocket, n: int, out: list[str]) -> None:
         out.append(ws.recv())
 
 
-@needs_tapes
 def test_tape_serves_recorded_bytes_in_order_on_the_right_routes() -> None:
     tape = read_tape(FUTURES_TAPE)
     public_lines = [
@@ -678,7 +670,6 @@ def test_tape_serves_recorded_bytes_in_order_on_the_right_routes() -> None:
         assert stats["mode"] == "tape" and stats["market"] == "futures"
 
 
-@needs_tapes
 def test_tape_rest_snapshot_is_rebuilt_consistently_with_the_diffs() -> None:
     with SimProcess(["--tape", str(FUTURES_TAPE), "--speed", "40"]) as sim:
         early: list[tuple[int, dict[str, str], bytes]] = []
@@ -712,7 +703,6 @@ def test_tape_rest_snapshot_is_rebuilt_consistently_with_the_diffs() -> None:
         assert sim.stats()["source"]["books"]["BTCUSDT"]["sync_errors"] == 0
 
 
-@needs_tapes
 def test_spot_tape_is_detected_and_replayed() -> None:
     tape = [r.decode() for r in read_tape(SPOT_TAPE) if r.startswith(b'{"stream"')]
     with SimProcess(["--tape", str(SPOT_TAPE), "--max", "--start-clients", "2"]) as sim:
@@ -743,7 +733,6 @@ def test_spot_tape_is_detected_and_replayed() -> None:
         assert sim.stats()["market"] == "spot"
 
 
-@needs_tapes
 def test_tape_faults_and_no_snapshot() -> None:
     with SimProcess(["--tape", str(FUTURES_TAPE), "--speed", "20", "--no-snapshot"]) as sim:
         ws = connect(sim.ws_url + "/public/stream?streams=btcusdt@depth@0ms")

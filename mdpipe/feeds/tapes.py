@@ -20,9 +20,9 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def tapes_dir() -> Path:
-    """The tape directory: $MDPIPE_TAPES_DIR, else `<repo>/../shared/data`."""
+    """The tape directory: $MDPIPE_TAPES_DIR, else the repository's `data/tapes`."""
     configured = os.environ.get(TAPES_DIR_ENV)
-    return Path(configured) if configured else _REPO_ROOT.parent / "shared" / "data"
+    return Path(configured) if configured else _REPO_ROOT / "data" / "tapes"
 
 
 def tape_path(name: str) -> Path:
