@@ -18,11 +18,13 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from math import inf
+from struct import Struct
 
 import numpy as np
 
 DEFAULT_WINDOW = 128
 DEFAULT_MIN_DEPTH = 20
+_FLOAT64 = np.dtype("<f8")
 
 
 class _Side:
@@ -43,7 +45,11 @@ class _Side:
         self.complete = True
 
     def write_top(self, out: np.ndarray) -> int:
-        """Write the best levels into `out` (shape (depth, 2)), zero the rest, return the count."""
+        """Write the best levels into `out` (C-contiguous float64, shape (depth, 2)), zero the
+        rest, return the count."""
+        dtype = out.dtype
+        if dtype is not _FLOAT64 and dtype != _FLOAT64:
+            raise TypeError(f"write_top needs little-endian float64 rows, got {dtype}")
         depth = out.shape[0]
         prices = self.best_prices(depth)
         n = len(prices)
@@ -55,11 +61,28 @@ class _Side:
             prices = self.best_prices(depth)
             n = len(prices)
         if n:
-            out[:n, 0] = prices
-            out[:n, 1] = list(map(self.levels.__getitem__, prices))
+            # Interleaved [p0, q0, p1, q1, ...] packed straight into the array's buffer: one
+            # C call, where two numpy assignments from lists convert each list first.
+            rows = prices * 2
+            rows[::2] = prices
+            rows[1::2] = map(self.levels.__getitem__, prices)
+            try:
+                _row_packer(n).pack_into(out, 0, *rows)
+            except TypeError:
+                raise TypeError("write_top needs C-contiguous rows (a strided view?)") from None
         if n < depth:
             out[n:] = 0.0
         return n
+
+
+_ROW_PACKERS: list[Struct] = []
+
+
+def _row_packer(n: int) -> Struct:
+    """The Struct that packs n [price, qty] rows of little-endian float64."""
+    while len(_ROW_PACKERS) <= n:
+        _ROW_PACKERS.append(Struct(f"<{2 * len(_ROW_PACKERS)}d"))
+    return _ROW_PACKERS[n]
 
 
 class _Asks(_Side):
@@ -196,7 +219,8 @@ class OrderBook:
             self._asks.apply(ask_prices, ask_qtys)
 
     def write_top(self, bids_out: np.ndarray, asks_out: np.ndarray) -> tuple[int, int]:
-        """Write the best levels as [price, qty] rows into float64 arrays of shape (depth, 2).
+        """Write the best levels as [price, qty] rows into C-contiguous little-endian float64
+        arrays of shape (depth, 2) (a book record's `bids` and `asks` are).
 
         Writes in place (no allocation of the outputs), zeroes rows past the last level and
         returns the number of bid and ask levels written. A depth beyond `min_depth` is

@@ -94,6 +94,21 @@ def test_write_top_into_record_fields() -> None:
     assert record["asks"][0].tolist() == [[101.0, 3.0], [0.0, 0.0], [0.0, 0.0]]
 
 
+@pytest.mark.parametrize("dtype", ["<f4", ">f8"])
+def test_write_top_refuses_rows_that_are_not_little_endian_float64(dtype: str) -> None:
+    book = loaded({100.0: 1.0}, {101.0: 3.0})
+    with pytest.raises(TypeError, match="float64"):
+        book.write_top(np.zeros((3, 2), dtype), np.zeros((3, 2), dtype))
+
+
+def test_write_top_refuses_a_strided_view() -> None:
+    book = loaded({100.0: 1.0}, {101.0: 3.0})
+    wide = np.zeros((3, 4))
+    with pytest.raises(TypeError, match="C-contiguous"):
+        book.write_top(wide[:, :2], wide[:, 2:])
+    assert not wide.any()
+
+
 def test_crossed_book_is_detected() -> None:
     book = loaded({100.0: 1.0}, {101.0: 1.0})
     assert not book.is_crossed()
