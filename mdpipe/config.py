@@ -52,6 +52,7 @@ class FeedConfig:
     stream_timeout: float = 60.0
     reconnect_initial: float = 0.5
     reconnect_max: float = 30.0
+    rollover_after: float = 82_800.0
 
 
 @dataclass
@@ -480,6 +481,8 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
         for key in ("silence_timeout", "stream_timeout", "reconnect_initial", "reconnect_max"):
             if getattr(feed, key) <= 0:
                 raise ConfigError(f"{where}.{key}: must be positive")
+        if feed.rollover_after < 0:
+            raise ConfigError(f"{where}.rollover_after: must be 0 (off) or positive")
 
     _check_url("redis.url", cfg.redis.url, ("redis", "rediss", "unix"))
     if cfg.redis.key_ttl <= 0:

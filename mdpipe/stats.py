@@ -31,6 +31,7 @@ INGEST_COLUMNS = (
     "parse_errors",
     "dead_lettered",
     "reconnects",
+    "rollovers",
     "snapshots",
     "stream_faults",
     "crossed_books",

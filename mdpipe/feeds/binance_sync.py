@@ -8,6 +8,7 @@ the stream continues the snapshot, and it stops being synced at the first gap.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import Enum, IntEnum
 from typing import NamedTuple
 
@@ -161,6 +162,19 @@ class FuturesBookSync(_BookSync):
             return self._resync(diff, f"gap: first diff U={diff.first_id} > snapshot {snapshot_id}")
         return self._buffer_diff(diff)
 
+    def covers(self, diff: DepthDiff) -> bool:
+        """True when applying `diff` to the synced book gives exactly the book at its u.
+
+        A diff holds the absolute quantity, as of u, of every level changed after pu; so any
+        book at an id in [pu, u) ends exact, not only the one at pu. Two connections may cut
+        the same stream into different diffs: this is what lets a rollover switch between them.
+        """
+        return self._synced and diff.prev_id <= self._last_id < diff.last_id
+
+    def as_next(self, diff: DepthDiff) -> DepthDiff:
+        """A diff the book `covers`, as the one that follows the book (pu = the book's u)."""
+        return diff if diff.prev_id == self._last_id else replace(diff, prev_id=self._last_id)
+
     def on_snapshot(self, snapshot: DepthSnapshot) -> SnapshotResult:
         """Reconcile a snapshot with the buffer: drop u < lastUpdateId, check the first diff."""
         if not self.needs_snapshot:
@@ -222,6 +236,15 @@ class SpotBookSync(_BookSync):
                 diff, f"gap: first diff U={diff.first_id} > snapshot {snapshot_id} + 1"
             )
         return self._buffer_diff(diff)
+
+    def covers(self, diff: DepthDiff) -> bool:
+        """True when applying `diff` to the synced book gives exactly the book at its u
+        (U <= the book's id + 1 <= u, the rule every spot diff is applied by)."""
+        return self._synced and diff.first_id <= self._last_id + 1 <= diff.last_id
+
+    def as_next(self, diff: DepthDiff) -> DepthDiff:
+        """A diff the book `covers`, as the one that follows the book (spot applies it as is)."""
+        return diff
 
     def on_snapshot(self, snapshot: DepthSnapshot) -> SnapshotResult:
         """Reconcile a snapshot with the buffer: too old if < first U, drop u <= lastUpdateId."""

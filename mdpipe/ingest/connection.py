@@ -65,6 +65,13 @@ class Connection:
         self.frames = 0  # data frames on the current connection
         self.unseen: set[tuple[str, str]] = set()  # streams silent since this connection began
         self.faulted: set[tuple[str, str]] = set()  # streams already reported as never delivering
+        # Make-before-break rollover (see hand_over). On a route: the old socket still carrying
+        # its streams, and the streams this connection has caught up on. On that old socket:
+        # the route it hands over to, and the streams it delivered while both were open.
+        self.retiring: Connection | None = None
+        self.caught_up: set[tuple[str, str]] = set()
+        self.successor: Connection | None = None
+        self.delivered: set[tuple[str, str]] = set()
 
     @property
     def up(self) -> bool:
@@ -102,6 +109,23 @@ class Connection:
         self.frames = 0
         self.unseen = set(self.streams)
         self.faulted = set()
+        self.caught_up = set()
+
+    def hand_over(self) -> Connection:
+        """Move the open socket to a retiring twin that keeps delivering while this route
+        opens its replacement; returns the twin."""
+        old = Connection(f"{self.name}~old", self.url, self.streams, self.backoff)
+        old.ws, old.sock = self.ws, self.sock
+        old.connected_at, old.last_frame, old.frames = (
+            self.connected_at,
+            self.last_frame,
+            self.frames,
+        )
+        old.successor = self
+        self.ws = self.sock = None
+        self.retiring = old
+        self.connecting = False
+        return old
 
     def pending(self) -> bool:
         """True when TLS already decrypted bytes the selector cannot see."""

@@ -42,6 +42,10 @@ from mdpipe.ingest.symbolbook import SymbolBook
 from mdpipe.ring import RingWriter
 
 TICK = 0.05  # seconds between housekeeping passes (timeouts, snapshots, heartbeats, gauges)
+# A rollover's old connection stays open at least this long after its replacement is up (its
+# frames in flight arrive), and at most this long if the replacement never catches up.
+HANDOVER_GRACE = 1.0
+HANDOVER_MAX = 10.0
 _MS = 1_000_000
 _SAMPLE = 300  # characters of a bad frame quoted in the log
 
@@ -138,6 +142,8 @@ class Shard:
             for i, sym in enumerate(self.symbols)
         }
         self.trade_ids = {sym: i for i, sym in enumerate(self.symbols)}
+        self.last_trade_id = [0] * len(self.symbols)  # per symbol id: the last trade committed
+        self.overlap = False  # a rollover is under way: two sockets carry the same streams
         self.snapshot_urls = {
             sym: snapshot_url(feed.market, sym, feed.snapshot_limit, feed.rest_url)
             for sym in self.symbols
@@ -230,6 +236,10 @@ class Shard:
                 return
             if conn.unseen:
                 conn.unseen.discard((ev.symbol, "depth"))
+            if self.overlap:
+                ev = self._overlap_diff(conn, sb, ev)
+                if ev is None:
+                    return
             sb.on_diff(ev, recv_ns, raw)
         elif t is Trade:
             arr[ctr.trades] += 1
@@ -239,6 +249,9 @@ class Shard:
                 return
             if conn.unseen:
                 conn.unseen.discard((ev.symbol, "trade"))
+            if self.overlap and not self._admit_overlap_trade(conn, sid, ev):
+                return
+            self.last_trade_id[sid] = ev.trade_id
             maker = ev.buyer_is_maker
             self.trades_w.commit_trade(
                 sid,
@@ -255,13 +268,64 @@ class Shard:
             )
         elif t is ServerShutdown:
             ctr.inc("server_shutdowns")
-            self.log.info("%s: the server announced a shutdown; reconnecting now", conn.name)
-            self._lost(conn, "serverShutdown", backoff=False)
+            if conn.successor is None and conn.retiring is None:
+                self._roll_over(conn, "the server announced a shutdown")
+            elif conn.retiring is not None:
+                self._lost(conn, "serverShutdown on the replacement too", backoff=False)
         elif t is MarkPrice:
             if conn.unseen:
                 conn.unseen.discard((ev.symbol, "mark"))
         elif t is BookTicker:
             pass  # not subscribed; harmless if a server sends it anyway
+
+    def _overlap_diff(self, conn: Connection, sb: SymbolBook, d: DepthDiff) -> DepthDiff | None:
+        """During a rollover, the diff to give the book, or None to drop it.
+
+        Both sockets deliver the symbol's stream, possibly cut into different diffs. A diff
+        the book already has is dropped; one that covers the book's update id is applied
+        (as the next diff), from whichever socket has it first. The new socket's diffs that
+        are ahead of the book are dropped: the old one delivers what lies in between, and the
+        old one's are left to the usual rules (a real gap resyncs).
+        """
+        if conn.successor is None and conn.retiring is None:
+            return d  # a route not rolling over
+        sync = sb.sync
+        key = (d.symbol, "depth")
+        if sync.synced:
+            if d.last_id <= sync.last_update_id:
+                if conn.retiring is not None:
+                    conn.caught_up.add(key)
+                self.ctr.arr[self.ctr.duplicates] += 1
+                return None
+            if sync.covers(d):
+                if conn.retiring is not None:
+                    conn.caught_up.add(key)
+                elif conn.successor.up:
+                    conn.delivered.add(key)
+                return sync.as_next(d)
+        if conn.successor is not None:  # the old socket: a gap, or a book being rebuilt
+            return d
+        return None  # the new socket, ahead of the book or while it is rebuilt
+
+    def _admit_overlap_trade(self, conn: Connection, sid: int, t: Trade) -> bool:
+        """During a rollover, commit each trade once, in trade id order (the same rule as diffs)."""
+        if conn.successor is None and conn.retiring is None:
+            return True
+        key = (t.symbol, "trade")
+        last = self.last_trade_id[sid]
+        if t.trade_id <= last:
+            if conn.retiring is not None:
+                conn.caught_up.add(key)
+            self.ctr.arr[self.ctr.duplicates] += 1
+            return False
+        if conn.successor is not None:
+            if conn.successor.up:
+                conn.delivered.add(key)
+            return True
+        if last and t.trade_id == last + 1:
+            conn.caught_up.add(key)
+            return True
+        return False
 
     def _unknown_symbol(self, symbol: str, raw: bytes) -> None:
         self.ctr.arr[self.ctr.parse_errors] += 1
@@ -288,19 +352,39 @@ class Shard:
             )
             return
         conn.attach(done.ws, now)
+        if conn.retiring is not None:
+            # The route's silence clock runs from its last frame on either socket.
+            conn.last_frame = conn.retiring.last_frame
         self.sel.register(conn.sock, selectors.EVENT_READ, conn)
-        self.ctr.arr[self.ctr.g_connections] = sum(c.up for c in self.conns)
+        self._gauge_connections()
         self.log.info(
             "%s: connected to %s (%d streams)", conn.name, _where(conn.url), len(conn.streams)
         )
 
-    def _lost(self, conn: Connection, why: str, *, backoff: bool = True) -> None:
-        """Drop a connection, schedule its reconnect, and unsync the books it carried."""
+    def _gauge_connections(self) -> None:
+        """Routes with a live socket (during a rollover, the old one counts for its route)."""
+        self.ctr.arr[self.ctr.g_connections] = sum(
+            c.up or (c.retiring is not None and c.retiring.up) for c in self.conns
+        )
+
+    def _unregister(self, conn: Connection) -> None:
         if conn.sock is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(conn.sock)
+
+    def _reset_books(self, conn: Connection) -> None:
+        now_ns = time.time_ns()
+        for sym in conn.depth_symbols:
+            self.books[sym].reset(now_ns)
+
+    def _lost(self, conn: Connection, why: str, *, backoff: bool = True) -> None:
+        """Drop a connection, schedule its reconnect, and unsync the books it carried."""
+        if conn.successor is not None:
+            self._retiring_lost(conn, why)
+            return
+        self._unregister(conn)
         conn.drop()
-        self.ctr.arr[self.ctr.g_connections] = sum(c.up for c in self.conns)
+        self._gauge_connections()
         self.ctr.arr[self.ctr.reconnects] += 1
         now = time.monotonic()
         if backoff:
@@ -308,15 +392,78 @@ class Shard:
         else:
             conn.connecting = False
             conn.next_attempt, delay = now, 0.0
-        now_ns = time.time_ns()
-        for sym in conn.depth_symbols:
-            self.books[sym].reset(now_ns)
+        carried = conn.retiring is not None and conn.retiring.up
+        if not carried:  # during a rollover the old socket still carries the books
+            self._reset_books(conn)
         self.log.warning(
             "%s: %s; reconnecting in %.2f s%s",
             conn.name,
             why,
             delay,
-            f", then resyncing {len(conn.depth_symbols)} book(s)" if conn.depth_symbols else "",
+            f", then resyncing {len(conn.depth_symbols)} book(s)"
+            if conn.depth_symbols and not carried
+            else "",
+        )
+
+    # ----- make-before-break rollover -----------------------------------------------------
+
+    def _roll_over(self, conn: Connection, why: str) -> None:
+        """Open a replacement for a live connection while the old socket keeps delivering."""
+        old = conn.hand_over()
+        self.sel.modify(old.sock, selectors.EVENT_READ, old)
+        self.overlap = True
+        conn.start_connect(self.inbox)
+        self.log.info("%s: %s; opening its replacement before closing it", conn.name, why)
+
+    def _check_handover(self, conn: Connection, now: float) -> None:
+        """Close a rollover's old socket once the replacement caught up on all it delivered."""
+        old = conn.retiring
+        if old is None or not conn.up:
+            return  # the old socket carries on until its replacement is up (or it is cut)
+        up_for = now - conn.connected_at
+        behind = old.delivered - conn.caught_up
+        if up_for >= HANDOVER_MAX or (up_for >= HANDOVER_GRACE and not behind):
+            self._retire(conn, behind, "closed")
+
+    def _retire(self, conn: Connection, behind: set[tuple[str, str]], how: str) -> None:
+        """End a rollover: the replacement alone carries the route from now on."""
+        old = conn.retiring
+        conn.retiring = None
+        if old.up:
+            self._unregister(old)
+            old.close()
+        self.overlap = any(c.retiring is not None for c in self.conns)
+        self._gauge_connections()
+        if behind:
+            # Streams the new socket never caught up on: their books resync on their next
+            # diff by the usual rules; trades it held back meanwhile may be missing.
+            self.ctr.arr[self.ctr.rollover_timeouts] += 1
+            streams = ", ".join(f"{s}@{k}" for s, k in sorted(behind))
+            self.log.warning(
+                "%s: old connection %s before the new one caught up on %s", conn.name, how, streams
+            )
+        else:
+            self.ctr.arr[self.ctr.rollovers] += 1
+            self.log.info("%s: handed over to the new connection, nothing lost", conn.name)
+
+    def _retiring_lost(self, old: Connection, why: str) -> None:
+        """A rollover's old socket closed (the server cut it, or it failed)."""
+        self._unregister(old)
+        old.drop()
+        conn = old.successor
+        if conn.up:
+            self._retire(conn, old.delivered - conn.caught_up, f"lost ({why})")
+            return
+        conn.retiring = None
+        self.overlap = any(c.retiring is not None for c in self.conns)
+        self._gauge_connections()
+        self.ctr.arr[self.ctr.reconnects] += 1
+        self._reset_books(conn)
+        self.log.warning(
+            "%s: %s before its replacement was up; resyncing %d book(s) once it is",
+            conn.name,
+            why,
+            len(conn.depth_symbols),
         )
 
     def _read(self, conn: Connection) -> None:
@@ -423,11 +570,27 @@ class Shard:
 
     def _tick(self, now: float) -> None:
         feed = self.feed
+        rollover_after = feed.rollover_after
         for conn in self.conns:
+            old = conn.retiring
+            if old is not None:
+                if not conn.up and now - old.last_frame > feed.silence_timeout:
+                    self.ctr.arr[self.ctr.silences] += 1
+                    self._lost(old, f"no data for {now - old.last_frame:.1f} s (silent feed)")
+                else:
+                    self._check_handover(conn, now)
             if conn.up:
                 if now - conn.last_frame > feed.silence_timeout:
                     self.ctr.arr[self.ctr.silences] += 1
                     self._lost(conn, f"no data for {now - conn.last_frame:.1f} s (silent feed)")
+                    continue
+                if (
+                    rollover_after
+                    and conn.retiring is None
+                    and now - conn.connected_at > rollover_after
+                ):
+                    age = now - conn.connected_at
+                    self._roll_over(conn, f"connection {age:,.0f} s old")
                     continue
                 if conn.unseen and now - conn.connected_at > feed.stream_timeout:
                     self._stream_faults(conn, now)
@@ -502,10 +665,10 @@ class Shard:
         for sb in self.books.values():
             sb.invalidate(now_ns)
         for conn in self.conns:
-            if conn.sock is not None:
-                with contextlib.suppress(KeyError, ValueError):
-                    self.sel.unregister(conn.sock)
-            conn.close()
+            for sock in (conn, conn.retiring):
+                if sock is not None:
+                    self._unregister(sock)
+                    sock.close()
         self.fetcher.close()
         self.sel.close()
         self.inbox.close()

@@ -64,7 +64,7 @@ def test_exchange_faults_on_a_live_instance(instance, redis_server, tmp_path, re
             took = time.monotonic() - t0
             got = _delta(c0, live.ingest(), *expect)
             counted = ", ".join(f"{k} +{v}" for k, v in got.items())
-            report(name, f"books resynced; counted {counted}", took, lost)
+            report(name, f"all books synced; counted {counted}", took, lost)
             return {"done": done, "got": got, "c0": c0}
 
         def ingest_dropped(done: list[dict]) -> int:
@@ -99,11 +99,15 @@ def test_exchange_faults_on_a_live_instance(instance, redis_server, tmp_path, re
             {"silences": 2, "reconnects": 2, "resyncs": n},
             "nothing (the exchange sent nothing)",
         )
-        fault(
+        res = fault(
             "serverShutdown event",
             [{"kind": "shutdown", "seconds": 0.5}],
-            {"server_shutdowns": 2, "reconnects": 2, "resyncs": n},
-            "nothing (reconnected before the server closed)",
+            {"server_shutdowns": 2, "rollovers": 2},
+            "nothing (replaced before the server closed: no book rebuilt, no trade lost)",
+        )
+        assert (
+            res["got"]["rollovers"] == 2
+            and not _delta(res["c0"], live.ingest(), "resyncs")["resyncs"]
         )
         res = fault(
             "malformed frames (7 kinds)",
