@@ -29,6 +29,12 @@ def test_shipped_configs_load(name: str) -> None:
     assert cfg.feeds[0].market == market
 
 
+def test_rollover_after_from_the_environment() -> None:
+    cfg = C.load(CONFIGS / "default.toml", env={"MDPIPE_FEEDS_0_ROLLOVER_AFTER": "3600"})
+    assert cfg.feeds[0].rollover_after == 3600.0
+    assert C.load(CONFIGS / "default.toml", env={}).feeds[0].rollover_after == 82_800.0
+
+
 def test_demo_feed_urls_follow_sim_port() -> None:
     cfg = C.load(CONFIGS / "demo.toml", overrides=["sim.port=23456"], env={})
     assert cfg.sim.enabled
@@ -138,6 +144,7 @@ def test_bad_file_is_one_line_naming_the_key(tmp_path: Path, text: str, expected
         ([], {"MDPIPE_HTTP_PORT": "abc"}, "http.port: expected integer"),
         ([], {"MDPIPE_FEEDS_0_CORES": "0,77"}, "feeds[0].cores: core 77"),
         (["sim.enabled=maybe"], {}, "sim.enabled: expected boolean"),
+        (["feeds.0.rollover_after=-1"], {}, "feeds[0].rollover_after: must be 0 (off) or positive"),
     ],
 )
 def test_bad_overrides(overrides: list[str], env: dict[str, str], expected: str) -> None:
