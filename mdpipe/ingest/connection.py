@@ -72,6 +72,9 @@ class Connection:
         self.caught_up: set[tuple[str, str]] = set()
         self.successor: Connection | None = None
         self.delivered: set[tuple[str, str]] = set()
+        # After the old socket closed: until then (monotonic), frames it delivered first may
+        # still arrive here, and this connection may cut the depth stream differently.
+        self.settle_until = 0.0
 
     @property
     def up(self) -> bool:

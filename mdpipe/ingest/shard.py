@@ -285,9 +285,10 @@ class Shard:
         the book already has is dropped; one that covers the book's update id is applied
         (as the next diff), from whichever socket has it first. The new socket's diffs that
         are ahead of the book are dropped: the old one delivers what lies in between, and the
-        old one's are left to the usual rules (a real gap resyncs).
+        old one's are left to the usual rules (a real gap resyncs). For a while after the old
+        socket closed, the new one's diffs still get the first two rules.
         """
-        if conn.successor is None and conn.retiring is None:
+        if conn.successor is None and conn.retiring is None and not conn.settle_until:
             return d  # a route not rolling over
         sync = sb.sync
         key = (d.symbol, "depth")
@@ -300,16 +301,16 @@ class Shard:
             if sync.covers(d):
                 if conn.retiring is not None:
                     conn.caught_up.add(key)
-                elif conn.successor.up:
+                elif conn.successor is not None and conn.successor.up:
                     conn.delivered.add(key)
                 return sync.as_next(d)
-        if conn.successor is not None:  # the old socket: a gap, or a book being rebuilt
-            return d
-        return None  # the new socket, ahead of the book or while it is rebuilt
+        if conn.retiring is not None:
+            return None  # the new socket, ahead of the book or while the old one rebuilds it
+        return d  # the old socket, or a route whose old socket closed: a gap, or a rebuild
 
     def _admit_overlap_trade(self, conn: Connection, sid: int, t: Trade) -> bool:
         """During a rollover, commit each trade once, in trade id order (the same rule as diffs)."""
-        if conn.successor is None and conn.retiring is None:
+        if conn.successor is None and conn.retiring is None and not conn.settle_until:
             return True
         key = (t.symbol, "trade")
         last = self.last_trade_id[sid]
@@ -322,6 +323,8 @@ class Shard:
             if conn.successor.up:
                 conn.delivered.add(key)
             return True
+        if conn.retiring is None:
+            return True  # the old socket closed: what is not a duplicate is new
         if last and t.trade_id == last + 1:
             conn.caught_up.add(key)
             return True
@@ -432,7 +435,7 @@ class Shard:
         if old.up:
             self._unregister(old)
             old.close()
-        self.overlap = any(c.retiring is not None for c in self.conns)
+        conn.settle_until = time.monotonic() + HANDOVER_MAX
         self._gauge_connections()
         if behind:
             # Streams the new socket never caught up on: their books resync on their next
@@ -446,6 +449,10 @@ class Shard:
             self.ctr.arr[self.ctr.rollovers] += 1
             self.log.info("%s: handed over to the new connection, nothing lost", conn.name)
 
+    def _end_overlap(self) -> None:
+        """Leave the rollover rules once no route is rolling over or settling."""
+        self.overlap = any(c.retiring is not None or c.settle_until for c in self.conns)
+
     def _retiring_lost(self, old: Connection, why: str) -> None:
         """A rollover's old socket closed (the server cut it, or it failed)."""
         self._unregister(old)
@@ -455,7 +462,7 @@ class Shard:
             self._retire(conn, old.delivered - conn.caught_up, f"lost ({why})")
             return
         conn.retiring = None
-        self.overlap = any(c.retiring is not None for c in self.conns)
+        self._end_overlap()
         self._gauge_connections()
         self.ctr.arr[self.ctr.reconnects] += 1
         self._reset_books(conn)
@@ -572,6 +579,9 @@ class Shard:
         feed = self.feed
         rollover_after = feed.rollover_after
         for conn in self.conns:
+            if conn.settle_until and now >= conn.settle_until:
+                conn.settle_until = 0.0
+                self._end_overlap()
             old = conn.retiring
             if old is not None:
                 if not conn.up and now - old.last_frame > feed.silence_timeout:
