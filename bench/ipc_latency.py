@@ -165,12 +165,18 @@ def run_pair(
     return lat, lost
 
 
-def measure_ring(n: int, interval_ns: int, idle: str) -> tuple[np.ndarray, int]:
+def book_writer() -> tuple[str, RingWriter]:
+    """A one-symbol books ring of a fresh instance, its staged record a full 20-level book."""
     instance = f"bench{uuid.uuid4().hex[:8]}"
     w = RingWriter.create(instance, "books", "book", symbols=["BTCUSDT"], capacity=1 << 16)
     rec = book_record(0)
     w.bids[:] = rec["bids"][0]
     w.asks[:] = rec["asks"][0]
+    return instance, w
+
+
+def measure_ring(n: int, interval_ns: int, idle: str) -> tuple[np.ndarray, int]:
+    instance, w = book_writer()
     try:
         return run_pair(
             ring_reader,
@@ -191,11 +197,7 @@ def measure_c_reader(n: int, interval_ns: int) -> dict[str, float] | None:
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c", "ring_latency.c")
     exe = os.path.join(tempfile.mkdtemp(), "ring_latency")
     subprocess.run([cc, "-O2", "-o", exe, src, "-lrt"], check=True)
-    instance = f"bench{uuid.uuid4().hex[:8]}"
-    w = RingWriter.create(instance, "books", "book", symbols=["BTCUSDT"], capacity=1 << 16)
-    rec = book_record(0)
-    w.bids[:] = rec["bids"][0]
-    w.asks[:] = rec["asks"][0]
+    instance, w = book_writer()
     try:
         proc = subprocess.Popen(
             ["taskset", "-c", str(READER_CORE), exe, instance, "books", str(n)],
@@ -303,11 +305,7 @@ def per_call_ns(fn: Callable[[], object], calls: int = 200_000, batch: int = 100
 
 
 def measure_call_costs() -> dict[str, float]:
-    instance = f"bench{uuid.uuid4().hex[:8]}"
-    w = RingWriter.create(instance, "books", "book", symbols=["BTCUSDT"], capacity=1 << 16)
-    rec = book_record(0)
-    w.bids[:] = rec["bids"][0]
-    w.asks[:] = rec["asks"][0]
+    instance, w = book_writer()
     try:
         commit_ns = []
         for k in range(100_000):

@@ -583,16 +583,10 @@ class Shard:
                 conn.settle_until = 0.0
                 self._end_overlap()
             old = conn.retiring
-            if old is not None:
-                if not conn.up and now - old.last_frame > feed.silence_timeout:
-                    self.ctr.arr[self.ctr.silences] += 1
-                    self._lost(old, f"no data for {now - old.last_frame:.1f} s (silent feed)")
-                else:
-                    self._check_handover(conn, now)
+            if old is not None and (conn.up or not self._lost_if_silent(old, now)):
+                self._check_handover(conn, now)
             if conn.up:
-                if now - conn.last_frame > feed.silence_timeout:
-                    self.ctr.arr[self.ctr.silences] += 1
-                    self._lost(conn, f"no data for {now - conn.last_frame:.1f} s (silent feed)")
+                if self._lost_if_silent(conn, now):
                     continue
                 if (
                     rollover_after
@@ -609,6 +603,15 @@ class Shard:
         self._request_snapshots(now)
         self.books_w.heartbeat()
         self.trades_w.heartbeat()
+
+    def _lost_if_silent(self, conn: Connection, now: float) -> bool:
+        """Drop a socket that has delivered nothing for silence_timeout; True if it was."""
+        quiet = now - conn.last_frame
+        if quiet <= self.feed.silence_timeout:
+            return False
+        self.ctr.arr[self.ctr.silences] += 1
+        self._lost(conn, f"no data for {quiet:.1f} s (silent feed)")
+        return True
 
     def _stream_faults(self, conn: Connection, now: float) -> None:
         """Report each subscribed stream that never delivered: a wrong route, not a quiet market.
