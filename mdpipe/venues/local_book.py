@@ -20,7 +20,7 @@ APPLY = Action.APPLY
 class LocalBook:
     """Feed it every diff and every snapshot of one symbol; read `book` when `synced`."""
 
-    __slots__ = ("symbol", "sync", "book")
+    __slots__ = ("symbol", "sync", "book", "_verify")
 
     def __init__(
         self,
@@ -32,6 +32,7 @@ class LocalBook:
         self.symbol = symbol
         self.sync = sync
         self.book = OrderBook(window, min_depth)
+        self._verify = getattr(sync, "verify", None)  # the venue's own check, if it has one
 
     @property
     def synced(self) -> bool:
@@ -47,6 +48,8 @@ class LocalBook:
         action = self.sync.on_diff(diff)
         if action is APPLY:
             self.book.apply(diff.bid_prices, diff.bid_qtys, diff.ask_prices, diff.ask_qtys)
+            if self._verify is not None:
+                return self._verify(diff, self.book)
         return action
 
     def on_snapshot(
@@ -62,11 +65,16 @@ class LocalBook:
         status, diffs = self.sync.on_snapshot(snapshot)
         if status in LOADS_SNAPSHOT:
             book = self.book
+            verify = self._verify
             book.apply_snapshot(
                 snapshot.bid_prices, snapshot.bid_qtys, snapshot.ask_prices, snapshot.ask_qtys
             )
+            if verify is not None and verify(snapshot, book) is not APPLY:
+                return SnapshotStatus.INVALID
             for diff in diffs:
                 book.apply(diff.bid_prices, diff.bid_qtys, diff.ask_prices, diff.ask_qtys)
+                if verify is not None and verify(diff, book) is not APPLY:
+                    return SnapshotStatus.INVALID
                 if on_applied is not None:
                     on_applied(diff)
         return status
