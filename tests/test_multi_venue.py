@@ -99,6 +99,14 @@ def test_btcusdt_on_binance_and_bybit_in_one_instance(instance, redis_server, tm
             finally:
                 b.close()
                 y.close()
+            # One reader over every book ring lines the venues up by normalized instrument.
+            every = readers.attach(instance, "books", kind="book")
+            try:
+                tops = every.tops("BTC/USDT:perp")
+                assert set(tops) == {"binance-futures:BTCUSDT", "bybit-linear:BTCUSDT"}, tops
+                assert all(t is not None and t[0] < t[2] for t in tops.values())
+            finally:
+                every.close()
             # tail: ambiguous without --feed, each venue's book with it.
             both = mdpipe("tail", "BTCUSDT", "--instance", instance, "--once")
             assert both.returncode == 1
