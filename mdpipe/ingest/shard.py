@@ -27,6 +27,7 @@ from mdpipe.ingest.deadletter import DeadLetter
 from mdpipe.ingest.inbox import Inbox
 from mdpipe.ingest.rest import SnapshotFetcher, SnapshotReply, SnapshotRequest
 from mdpipe.ingest.symbolbook import SymbolBook
+from mdpipe.instrument import Instrument
 from mdpipe.shm import layout as L
 from mdpipe.shm.writer import RingWriter
 from mdpipe.venues import make_venue
@@ -85,8 +86,7 @@ class Shard:
         self.stop = stop
         self.log = logging.getLogger(f"mdpipe.ingest.{feed.name}.{shard}")
         self.venue = venue = make_venue(feed, self.symbols)
-        # The normalized instrument of each symbol, for the rings' symbol tables.
-        self.instruments = {sym: venue.instrument(sym) for sym in self.symbols}
+        self.instruments = self._instruments()
         books_ring, trades_ring = ring_names(feed.name, shard)
         mode = C.segment_mode(cfg)
         exchange = venue.exchange
@@ -151,6 +151,16 @@ class Shard:
         self.sel.register(self.inbox, selectors.EVENT_READ, None)
 
     # ----- setup --------------------------------------------------------------------------
+
+    def _instruments(self) -> dict[str, Instrument]:
+        """The normalized instrument of each symbol the venue can name, for the symbol tables."""
+        found = {}
+        for sym in self.symbols:
+            try:
+                found[sym] = self.venue.instrument(sym)
+            except ValueError as exc:
+                self.log.warning("%s: %s; readers find it by its venue name only", sym, exc)
+        return found
 
     def _plan(self) -> list[Connection]:
         feed = self.feed
