@@ -122,6 +122,10 @@ def test_btcusdt_on_binance_and_bybit_in_one_instance(instance, redis_server, tm
             res = mdpipe("stats", "--json", "--instance", instance)
             assert res.returncode == 0, res.stderr
             rings = {r["ring"]: r for r in json.loads(res.stdout)["rings"]}
+            table = mdpipe("stats", "--instance", instance).stdout
+            ingest = next(b for b in table.split("\n\n") if b.startswith("INGEST")).splitlines()
+            rows = {ln.split()[0]: ln.split()[-1] for ln in ingest[1:]}
+            assert rows == {"binance.0": "binance-futures", "bybit.0": "bybit-linear"}, table
             assert rings["books.bybit.0"]["exchange"] == "bybit-linear"
             assert rings["books.bybit.0"]["counters"]["g_books_synced"] == 2
             assert rings["books.binance.0"]["counters"]["g_books_synced"] == 2
