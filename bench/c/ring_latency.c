@@ -23,6 +23,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     long n = atol(argv[3]);
+    if (n <= 0) {
+        fprintf(stderr, "ring_latency: COUNT must be a positive number of records\n");
+        return 2;
+    }
     mdp_reader r;
     if (mdp_attach(&r, argv[1], argv[2]) != 0) {
         fprintf(stderr, "ring_latency: %s\n", r.error);
@@ -41,5 +45,8 @@ int main(int argc, char **argv) {
     qsort(lat, (size_t)n, sizeof(int64_t), cmp_i64);
     printf("%.3f %.3f %.3f %lu\n", lat[n / 2] / 1e3, lat[n * 99 / 100] / 1e3,
            lat[n * 999 / 1000] / 1e3, (unsigned long)r.lost);
+    free(rec);
+    free(lat);
+    mdp_detach(&r);
     return 0;
 }
