@@ -210,6 +210,68 @@ def test_c_reader_refuses_a_file_shorter_than_a_page(instance: str, tail_binary:
     assert "smaller than one header page" in _refused(tail_binary, instance)
 
 
+def _replace(instance: str, data: bytes, mode: int = 0o600) -> None:
+    """Swap a new file in at the segment's name in one step, as a restarted writer does."""
+    tmp = Path(shm_path(instance, "books.new"))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, shm_path(instance, "books"))
+
+
+def test_c_reader_follows_a_replaced_segment(
+    instance: str, tail_binary: Path, good_segment: bytes
+) -> None:
+    """A writer that recreates the segment is followed from the new one's oldest record."""
+    _plant(instance, good_segment)
+    proc = subprocess.Popen(
+        [str(tail_binary), instance, "books", "2"], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().startswith("attached")
+    _replace(instance, good_segment)
+    out, _ = proc.communicate(timeout=30)
+    # 40 records written, 16 slots: the oldest still safe is record 25; 25 counted lost.
+    assert out.splitlines() == [
+        "sym=0 u=25 flags=1 bid=125.00 x 1.5000 ask=126.00 x 2.2500",
+        "sym=0 u=26 flags=1 bid=126.00 x 1.5000 ask=127.00 x 2.2500",
+        "lost 25",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ("truncated", "field segment_size is 24576, the file has 8192 bytes"),
+        ("world-writable", "mode lets group or others write it, refused"),
+        ("fifo", "not a regular file"),
+    ],
+)
+def test_c_reader_checks_a_replacement_again(
+    instance: str, tail_binary: Path, good_segment: bytes, change: str, says: str
+) -> None:
+    """Every re-map validates the new file as attach does, size included."""
+    _plant(instance, good_segment)
+    proc = subprocess.Popen(
+        [str(tail_binary), instance, "books", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().startswith("attached")
+    if change == "truncated":
+        _replace(instance, good_segment[:8192])
+    elif change == "world-writable":
+        _replace(instance, good_segment, 0o666)
+    else:
+        os.unlink(shm_path(instance, "books"))
+        os.mkfifo(shm_path(instance, "books"), 0o600)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert out == ""
+    assert err.startswith(f"mdpipe_tail: {shm_path(instance, 'books')}: ") and says in err
+
+
 # (field, offset, struct format, value, what the message says)
 OUT_OF_BOUNDS = [
     ("magic", L.H_MAGIC, "<Q", 0, "field magic is 0: the writer is still creating it"),
