@@ -93,6 +93,74 @@ def _refused(binary: Path, instance: str, *args: str) -> str:
     return proc.stderr
 
 
+def test_c_header_matches_the_layout(tmp_path: Path) -> None:
+    """Every offset and record field the C reader uses is where the Python layout puts it."""
+    header_fields = {
+        name: getattr(L, name.removeprefix("MDP_"))
+        for name in [
+            "MDP_H_MAGIC",
+            "MDP_H_VERSION",
+            "MDP_H_KIND",
+            "MDP_H_CAPACITY",
+            "MDP_H_RECORD_SIZE",
+            "MDP_H_DEPTH",
+            "MDP_H_MAX_SYMBOLS",
+            "MDP_H_N_SYMBOLS",
+            "MDP_H_N_COUNTERS",
+            "MDP_H_SLOT_SIZE",
+            "MDP_H_SYMBOLS_OFFSET",
+            "MDP_H_LATEST_OFFSET",
+            "MDP_H_SLOTS_OFFSET",
+            "MDP_H_SEGMENT_SIZE",
+            "MDP_H_GENERATION",
+            "MDP_H_WRITE_CURSOR",
+            "MDP_SYMBOL_ENTRY",
+            "MDP_LAYOUT_VERSION",
+            "MDP_MAGIC",
+            "MDP_KIND_BOOK",
+            "MDP_KIND_TRADE",
+            "MDP_KIND_STATUS",
+            "MDP_FLAG_SYNCED",
+            "MDP_FLAG_PARTIAL",
+            "MDP_FLAG_RESYNC",
+            "MDP_FLAG_CROSSED",
+            "MDP_FLAG_BUYER_MAKER",
+            "MDP_PAGE",
+            "MDP_CACHE_LINE",
+        ]
+    }
+    records = {
+        "mdp_book_record": L.book_dtype(1),
+        "mdp_trade_record": L.TRADE_DTYPE,
+    }
+    lines = ["#include <stddef.h>", f'#include "{SRC / "mdpipe_reader.h"}"', "int main(void) {"]
+    for name in header_fields:
+        lines.append(f'    printf("{name} %llu\\n", (unsigned long long)({name}));')
+    for struct_name, dtype in records.items():
+        for field in dtype.names:
+            if field in ("bids", "asks", "_pad0"):
+                continue
+            lines.append(
+                f'    printf("{struct_name}.{field} %zu\\n", offsetof({struct_name}, {field}));'
+            )
+    lines.append('    printf("mdp_book_record.bids %zu\\n", offsetof(mdp_book_record, levels));')
+    lines.append('    printf("mdp_trade_record.itemsize %zu\\n", sizeof(mdp_trade_record));')
+    lines += ["    return 0;", "}"]
+    source = tmp_path / "offsets.c"
+    source.write_text("\n".join(lines) + "\n")
+    out = subprocess.run(
+        [str(_compile(tmp_path / "offsets", source))], capture_output=True, text=True, check=True
+    ).stdout
+    seen = dict(line.rsplit(" ", 1) for line in out.splitlines())
+    expected = {name: str(value) for name, value in header_fields.items()}
+    for struct_name, dtype in records.items():
+        for field in dtype.names:
+            if field not in ("asks", "_pad0"):
+                expected[f"{struct_name}.{field}"] = str(dtype.fields[field][1])
+    expected["mdp_trade_record.itemsize"] = str(L.TRADE_DTYPE.itemsize)
+    assert seen == expected
+
+
 def test_c_reader_reads_records_and_counts_lapping(instance: str, tail_binary: Path) -> None:
     with RingWriter.create(instance, "books", "book", symbols=["BTCUSDT"], capacity=16) as w:
         proc = subprocess.Popen(
