@@ -27,9 +27,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mdpipe import layout as L
 from mdpipe.readers import attach
-from mdpipe.ring import RingWriter
+from mdpipe.shm import layout as L
+from mdpipe.shm.writer import RingWriter
 
 CTX = mp.get_context("spawn")
 DEPTH = 20
@@ -400,8 +400,10 @@ def measure_call_costs() -> dict[str, float]:
 
 
 def seqlock_path() -> str:
-    """The seqlock implementation this process's mdpipe uses."""
-    return "python"
+    """The seqlock implementation this process's mdpipe uses: "c" or "python"."""
+    from mdpipe.shm.seqlock import IMPLEMENTATION
+
+    return IMPLEMENTATION
 
 
 def call_costs_child(out) -> None:

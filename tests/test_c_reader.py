@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from mdpipe import layout as L
-from mdpipe.ring import RingWriter
-from mdpipe.segment import shm_path
+from mdpipe.instrument import Instrument
+from mdpipe.shm import layout as L
+from mdpipe.shm.segment import shm_path
+from mdpipe.shm.writer import RingWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "readers" / "c"
@@ -96,39 +97,48 @@ def _refused(binary: Path, instance: str, *args: str) -> str:
 def test_c_header_matches_the_layout(tmp_path: Path) -> None:
     """Every offset and record field the C reader uses is where the Python layout puts it."""
     header_fields = {
-        name: getattr(L, name.removeprefix("MDP_"))
+        f"MDP_{name}": getattr(L, name)
         for name in [
-            "MDP_H_MAGIC",
-            "MDP_H_VERSION",
-            "MDP_H_KIND",
-            "MDP_H_CAPACITY",
-            "MDP_H_RECORD_SIZE",
-            "MDP_H_DEPTH",
-            "MDP_H_MAX_SYMBOLS",
-            "MDP_H_N_SYMBOLS",
-            "MDP_H_N_COUNTERS",
-            "MDP_H_SLOT_SIZE",
-            "MDP_H_SYMBOLS_OFFSET",
-            "MDP_H_LATEST_OFFSET",
-            "MDP_H_SLOTS_OFFSET",
-            "MDP_H_SEGMENT_SIZE",
-            "MDP_H_GENERATION",
-            "MDP_H_WRITE_CURSOR",
-            "MDP_SYMBOL_ENTRY",
-            "MDP_LAYOUT_VERSION",
-            "MDP_MAGIC",
-            "MDP_KIND_BOOK",
-            "MDP_KIND_TRADE",
-            "MDP_KIND_STATUS",
-            "MDP_FLAG_SYNCED",
-            "MDP_FLAG_PARTIAL",
-            "MDP_FLAG_RESYNC",
-            "MDP_FLAG_CROSSED",
-            "MDP_FLAG_BUYER_MAKER",
-            "MDP_PAGE",
-            "MDP_CACHE_LINE",
+            "H_MAGIC",
+            "H_KIND",
+            "H_CAPACITY",
+            "H_RECORD_SIZE",
+            "H_DEPTH",
+            "H_MAX_SYMBOLS",
+            "H_N_SYMBOLS",
+            "H_N_COUNTERS",
+            "H_SLOT_SIZE",
+            "H_SYMBOLS_OFFSET",
+            "H_LATEST_OFFSET",
+            "H_SLOTS_OFFSET",
+            "H_SEGMENT_SIZE",
+            "H_GENERATION",
+            "H_WRITE_CURSOR",
+            "SYMBOL_ENTRY",
+            "S_NAME",
+            "S_BASE",
+            "S_QUOTE",
+            "S_KIND",
+            "LAYOUT_VERSION",
+            "MAGIC",
+            "KIND_BOOK",
+            "KIND_TRADE",
+            "KIND_STATUS",
+            "FLAG_SYNCED",
+            "FLAG_PARTIAL",
+            "FLAG_RESYNC",
+            "FLAG_CROSSED",
+            "FLAG_BUYER_MAKER",
+            "PAGE",
+            "CACHE_LINE",
+            "MAX_CAPACITY",
+            "MAX_DEPTH",
+            "MAX_SYMBOLS",
+            "MAX_COUNTERS",
+            "MAX_SEGMENT_BYTES",
         ]
     }
+    header_fields["MDP_H_LAYOUT_VERSION"] = L.H_VERSION
     records = {
         "mdp_book_record": L.book_dtype(1),
         "mdp_trade_record": L.TRADE_DTYPE,
@@ -143,7 +153,7 @@ def test_c_header_matches_the_layout(tmp_path: Path) -> None:
             lines.append(
                 f'    printf("{struct_name}.{field} %zu\\n", offsetof({struct_name}, {field}));'
             )
-    lines.append('    printf("mdp_book_record.bids %zu\\n", offsetof(mdp_book_record, levels));')
+    lines.append('    printf("mdp_book_record.bids %d\\n", MDP_BOOK_LEVELS_OFFSET);')
     lines.append('    printf("mdp_trade_record.itemsize %zu\\n", sizeof(mdp_trade_record));')
     lines += ["    return 0;", "}"]
     source = tmp_path / "offsets.c"
@@ -189,6 +199,23 @@ def test_c_reader_reads_records_and_counts_lapping(instance: str, tail_binary: P
         lines = out.splitlines()
         assert lines[0].startswith("sym=0 u=90 ") and lines[-2].startswith("sym=0 u=104 ")
         assert lines[-1] == "lost 85"
+
+
+def test_c_reader_lists_symbols_with_their_instruments(instance: str, tail_binary: Path) -> None:
+    instruments = {
+        "BTC-USDT-SWAP": Instrument("BTC", "USDT", "perp"),
+        "ETHUSDT": Instrument("ETH", "USDT", "spot"),
+    }
+    with RingWriter.create(
+        instance, "books", "book", symbols=[*instruments, "XYZ"], instruments=instruments
+    ):
+        proc = _tail(tail_binary, instance, "--symbols")
+    assert proc.returncode == 0, proc
+    assert proc.stdout.splitlines() == [
+        "0 BTC-USDT-SWAP BTC/USDT:perp",
+        "1 ETHUSDT ETH/USDT:spot",
+        "2 XYZ /:",
+    ]
 
 
 def test_c_reader_reads_a_copied_good_segment(

@@ -1,9 +1,11 @@
 /*
- * mdpipe_reader.h - header-only C reader of mdpipe shared-memory rings (layout version 1).
+ * mdpipe_reader.h - header-only C reader of mdpipe shared-memory rings (layout version 2).
  *
  * The layout is documented field by field in docs/layout.md. This reader maps a ring
- * read-only, follows the seqlock protocol with acquire loads, and reports exactly how many
- * records it lost when the writer lapped it. GCC/Clang (__atomic builtins), Linux.
+ * read-only, reads slots with the seqlock of mdpipe_seqlock.h (C11 acquire/release, so it
+ * is correct on weakly ordered CPUs too), and reports exactly how many records it lost when
+ * the writer lapped it. Header-only: copy readers/c/ whole (this file includes the
+ * generated mdpipe_layout.h and mdpipe_seqlock.h). A C11 compiler, Linux.
  *
  *   mdp_reader r;
  *   if (mdp_attach(&r, "default", "books.usdm.0") != 0) { fprintf(stderr, "%s\n", r.error); }
@@ -38,89 +40,12 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#define MDP_LAYOUT_VERSION 1u
-#define MDP_MAGIC 0x010045504950444DULL /* "MDPIPE\0\1" little-endian */
-#define MDP_KIND_BOOK 1u
-#define MDP_KIND_TRADE 2u
-#define MDP_KIND_STATUS 3u
-
-#define MDP_FLAG_SYNCED 1u
-#define MDP_FLAG_PARTIAL 2u
-#define MDP_FLAG_RESYNC 4u
-#define MDP_FLAG_CROSSED 8u
-#define MDP_FLAG_BUYER_MAKER 1u
-
-#define MDP_PAGE 4096u
-#define MDP_CACHE_LINE 64u
-
-/* Header offsets (docs/layout.md). */
-#define MDP_H_MAGIC 0
-#define MDP_H_VERSION 8
-#define MDP_H_KIND 12
-#define MDP_H_CAPACITY 16
-#define MDP_H_RECORD_SIZE 24
-#define MDP_H_DEPTH 28
-#define MDP_H_MAX_SYMBOLS 32
-#define MDP_H_N_SYMBOLS 36
-#define MDP_H_N_COUNTERS 40
-#define MDP_H_SLOT_SIZE 44
-#define MDP_H_SYMBOLS_OFFSET 48
-#define MDP_H_LATEST_OFFSET 56
-#define MDP_H_SLOTS_OFFSET 64
-#define MDP_H_SEGMENT_SIZE 72
-#define MDP_H_GENERATION 104
-#define MDP_H_WRITE_CURSOR 128
-#define MDP_SYMBOL_ENTRY 32
-#define MDP_SYMBOL_NAME 32 /* bytes of the entry that hold the ascii name, NUL padded */
-
-/* Sane maxima: a header beyond them is refused before anything is mapped. */
-#define MDP_MAX_CAPACITY (1ull << 24)
-#define MDP_MAX_DEPTH 1000u
-#define MDP_MAX_SYMBOLS 65536u
-#define MDP_MAX_COUNTERS 64u
+#include "mdpipe_layout.h"  /* every offset, constant and record struct, generated */
+#include "mdpipe_seqlock.h" /* the seqlock read, shared with mdpipe's Python extension */
 
 /* Bounded work per call: a writer that died mid-write leaves a slot odd for ever. */
 #define MDP_MAX_SKIPS 64
 #define MDP_MAX_SPINS (1 << 20)
-
-/* Book record header; levels follow: bids[depth][2] then asks[depth][2] as doubles. */
-typedef struct {
-    uint64_t seq;
-    uint32_t symbol_id;
-    uint32_t flags;
-    int64_t exchange_ts_ns;
-    int64_t recv_ts_ns;
-    int64_t commit_ts_ns;
-    uint64_t first_update_id;
-    uint64_t last_update_id;
-    uint64_t prev_update_id;
-    uint64_t symbol_seq;
-    uint16_t bid_count;
-    uint16_t ask_count;
-    uint32_t _pad0;
-    double levels[]; /* bids then asks, each depth x [price, qty] */
-} mdp_book_record;
-
-typedef struct {
-    uint64_t seq;
-    uint32_t symbol_id;
-    uint32_t flags;
-    int64_t exchange_ts_ns;
-    int64_t event_ts_ns;
-    int64_t recv_ts_ns;
-    int64_t commit_ts_ns;
-    uint64_t trade_id;
-    uint64_t first_trade_id;
-    uint64_t last_trade_id;
-    double price;
-    double qty;
-    uint64_t symbol_seq;
-    int8_t side;
-    uint8_t _pad0[7];
-} mdp_trade_record;
-
-_Static_assert(sizeof(mdp_book_record) == 80, "book record header is 80 bytes");
-_Static_assert(sizeof(mdp_trade_record) == 104, "trade record is 104 bytes");
 
 typedef struct {
     const uint8_t *base;
@@ -138,10 +63,6 @@ typedef struct {
     char path[128];
     char error[256];
 } mdp_reader;
-
-static inline uint64_t mdp_load_acquire(const uint8_t *base, uint64_t offset) {
-    return __atomic_load_n((const uint64_t *)(base + offset), __ATOMIC_ACQUIRE);
-}
 
 static inline uint32_t mdp_u32(const uint8_t *base, uint64_t offset) {
     uint32_t v;
@@ -191,7 +112,7 @@ static inline int mdp_validate_header(mdp_reader *r, const uint8_t *h, uint64_t 
     uint64_t magic = mdp_u64(h, MDP_H_MAGIC);
     if (magic == 0) MDP_FAIL(r, "%s: field magic is 0: the writer is still creating it", p);
     if (magic != MDP_MAGIC) MDP_FAIL(r, "%s: field magic is wrong: not an mdpipe segment", p);
-    uint32_t version = mdp_u32(h, MDP_H_VERSION);
+    uint32_t version = mdp_u32(h, MDP_H_LAYOUT_VERSION);
     if (version != MDP_LAYOUT_VERSION)
         MDP_FAIL(r, "%s: field layout_version is %u, this reader reads version %u", p, version,
                  MDP_LAYOUT_VERSION);
@@ -210,10 +131,10 @@ static inline int mdp_validate_header(mdp_reader *r, const uint8_t *h, uint64_t 
         if (depth < 1 || depth > MDP_MAX_DEPTH)
             MDP_FAIL(r, "%s: field depth is %u, not in 1..%u for a book ring", p, depth,
                      MDP_MAX_DEPTH);
-        record_size = (uint32_t)sizeof(mdp_book_record) + depth * 32u;
+        record_size = MDP_BOOK_LEVELS_OFFSET + depth * 2u * 2u * (uint32_t)sizeof(double);
     } else {
         if (depth != 0) MDP_FAIL(r, "%s: field depth is %u, not 0 for a trade ring", p, depth);
-        record_size = (uint32_t)sizeof(mdp_trade_record);
+        record_size = MDP_TRADE_RECORD_SIZE;
     }
     if (mdp_u32(h, MDP_H_RECORD_SIZE) != record_size)
         MDP_FAIL(r, "%s: field record_size is %u, not %u for this kind and depth", p,
@@ -233,6 +154,9 @@ static inline int mdp_validate_header(mdp_reader *r, const uint8_t *h, uint64_t 
     if (n_counters > MDP_MAX_COUNTERS)
         MDP_FAIL(r, "%s: field n_counters is %u, more than %u", p, n_counters, MDP_MAX_COUNTERS);
     uint64_t segment_size = mdp_u64(h, MDP_H_SEGMENT_SIZE);
+    if (segment_size > MDP_MAX_SEGMENT_BYTES)
+        MDP_FAIL(r, "%s: field segment_size is %llu, over %llu", p,
+                 (unsigned long long)segment_size, (unsigned long long)MDP_MAX_SEGMENT_BYTES);
     if (segment_size != file_size)
         MDP_FAIL(r, "%s: field segment_size is %llu, the file has %llu bytes", p,
                  (unsigned long long)segment_size, (unsigned long long)file_size);
@@ -341,7 +265,7 @@ static inline int mdp_attach_owned(mdp_reader *r, const char *instance, const ch
         MDP_FAIL(r, "ring name '%.64s': use letters, digits, '_', '-' and '.' separators", ring);
     snprintf(r->path, sizeof r->path, "/dev/shm/mdpipe.%s.%s", instance, ring);
     if (mdp_map(r) != 0) return -1;
-    r->next = mdp_load_acquire(r->base, MDP_H_WRITE_CURSOR); /* start at the live edge */
+    r->next = mdp_load_acquire(r->base + MDP_H_WRITE_CURSOR); /* start at the live edge */
     return 0;
 }
 
@@ -352,29 +276,52 @@ static inline int mdp_attach(mdp_reader *r, const char *instance, const char *ri
 
 static inline void mdp_detach(mdp_reader *r) { mdp_unmap(r); }
 
-/* Symbol id of a name, or -1. Reads only the table validated at attach. */
+/* Symbol id of a name (the venue's own, e.g. "BTCUSDT"), or -1. Reads only the table
+ * validated at attach. */
 static inline int mdp_symbol_id(const mdp_reader *r, const char *symbol) {
     uint32_t n = mdp_u32(r->base, MDP_H_N_SYMBOLS);
     if (n > r->max_symbols) n = r->max_symbols;
     size_t len = strlen(symbol);
-    if (len == 0 || len >= MDP_SYMBOL_NAME) return -1;
+    if (len == 0 || len >= MDP_S_BASE - MDP_S_NAME) return -1;
     for (uint32_t i = 0; i < n; i++) {
-        const char *entry = (const char *)r->base + r->symbols_offset + (uint64_t)i * MDP_SYMBOL_ENTRY;
-        if (memcmp(entry, symbol, len) == 0 && entry[len] == '\0') return (int)i;
+        const char *entry =
+            (const char *)r->base + r->symbols_offset + (uint64_t)i * MDP_SYMBOL_ENTRY;
+        if (memcmp(entry + MDP_S_NAME, symbol, len) == 0 && entry[MDP_S_NAME + len] == '\0')
+            return (int)i;
     }
     return -1;
+}
+
+/* A symbol table entry as NUL-terminated strings: the venue's name and the normalized
+ * instrument (base, quote, kind) that lines venues up. */
+typedef struct {
+    char name[MDP_S_BASE - MDP_S_NAME + 1];
+    char base[MDP_S_QUOTE - MDP_S_BASE + 1];
+    char quote[MDP_S_KIND - MDP_S_QUOTE + 1];
+    char kind[MDP_SYMBOL_ENTRY - MDP_S_KIND + 1];
+} mdp_symbol;
+
+/* Entry `symbol_id` of the symbol table into out: 0, or -1 for an id not published. */
+static inline int mdp_symbol_at(const mdp_reader *r, int symbol_id, mdp_symbol *out) {
+    uint32_t n = mdp_u32(r->base, MDP_H_N_SYMBOLS);
+    if (n > r->max_symbols) n = r->max_symbols;
+    if (symbol_id < 0 || (uint32_t)symbol_id >= n) return -1;
+    const char *e = (const char *)r->base + r->symbols_offset + (uint64_t)symbol_id * MDP_SYMBOL_ENTRY;
+    memset(out, 0, sizeof *out);
+    memcpy(out->name, e + MDP_S_NAME, sizeof out->name - 1);
+    memcpy(out->base, e + MDP_S_BASE, sizeof out->base - 1);
+    memcpy(out->quote, e + MDP_S_QUOTE, sizeof out->quote - 1);
+    memcpy(out->kind, e + MDP_S_KIND, sizeof out->kind - 1);
+    return 0;
 }
 
 /* Seqlocked copy of the slot at offset whose complete seq must be `want`:
  * 1 copied, 0 not there yet, 2 the slot holds a later message. */
 static inline int mdp_copy_slot(const mdp_reader *r, uint64_t off, uint64_t want, void *out) {
-    uint64_t s1 = mdp_load_acquire(r->base, off);
-    if (s1 < want) return 0;
-    if (s1 > want) return 2;
-    memcpy(out, r->base + off, r->record_size);
-    __atomic_thread_fence(__ATOMIC_ACQUIRE); /* the copy's loads complete before the re-check */
-    uint64_t s2 = mdp_load_acquire(r->base, off);
-    return s2 == s1 ? 1 : 2;
+    uint64_t s = mdp_load_acquire(r->base + off);
+    if (s < want) return 0; /* older, or message `want` itself still being written */
+    if (s > want) return 2;
+    return mdp_seqlock_read(r->base + off, out, r->record_size) == want ? 1 : 2;
 }
 
 /* The next record into out (record_size bytes): 1 read, 0 none yet. Lapping is handled
@@ -389,7 +336,7 @@ static inline int mdp_poll(mdp_reader *r, void *out) {
             return 1;
         }
         if (got == 0) return 0;
-        uint64_t w = mdp_load_acquire(r->base, MDP_H_WRITE_CURSOR);
+        uint64_t w = mdp_load_acquire(r->base + MDP_H_WRITE_CURSOR);
         uint64_t target = w >= r->capacity ? w - r->capacity + 1 : 0;
         if (target <= n) target = n + 1;
         r->lost += target - n;
@@ -406,12 +353,8 @@ static inline int mdp_latest(mdp_reader *r, int symbol_id, void *out) {
                  r->max_symbols);
     uint64_t off = r->latest_offset + (uint64_t)symbol_id * r->slot_size;
     for (int spins = 0; spins < MDP_MAX_SPINS; spins++) {
-        uint64_t s1 = mdp_load_acquire(r->base, off);
-        if (s1 == 0) return 0;
-        if (s1 & 1) continue;
-        memcpy(out, r->base + off, r->record_size);
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (mdp_load_acquire(r->base, off) == s1) return 1;
+        if (mdp_load_acquire(r->base + off) == 0) return 0;
+        if (mdp_seqlock_read(r->base + off, out, r->record_size) != MDP_SEQ_TORN) return 1;
     }
     MDP_FAIL(r, "%s: latest slot of symbol %d stays mid-write", r->path, symbol_id);
 }
@@ -425,16 +368,16 @@ static inline int mdp_check_writer(mdp_reader *r) {
     if (fstat(r->fd, &st) != 0 || (uint64_t)st.st_size < r->size)
         MDP_FAIL(r, "%s: the segment shrank below its mapped %zu bytes (truncated)", r->path,
                  r->size);
-    uint64_t gen = mdp_load_acquire(r->base, MDP_H_GENERATION);
+    uint64_t gen = mdp_load_acquire(r->base + MDP_H_GENERATION);
     if (gen != r->generation) {
         r->generation = gen;
         r->restarts++;
-        uint64_t w = mdp_load_acquire(r->base, MDP_H_WRITE_CURSOR);
+        uint64_t w = mdp_load_acquire(r->base + MDP_H_WRITE_CURSOR);
         if (w < r->next) r->next = w; /* a cursor never moves back in place: defensive */
         return 1;
     }
     if (lstat(r->path, &st) != 0 || (st.st_dev == r->dev && st.st_ino == r->ino)) return 0;
-    uint64_t unread = mdp_load_acquire(r->base, MDP_H_WRITE_CURSOR);
+    uint64_t unread = mdp_load_acquire(r->base + MDP_H_WRITE_CURSOR);
     unread = unread > r->next ? unread - r->next : 0;
     mdp_reader fresh = *r;
     fresh.base = NULL;
@@ -445,17 +388,20 @@ static inline int mdp_check_writer(mdp_reader *r) {
     }
     mdp_unmap(r);
     *r = fresh;
-    uint64_t w = mdp_load_acquire(r->base, MDP_H_WRITE_CURSOR);
+    uint64_t w = mdp_load_acquire(r->base + MDP_H_WRITE_CURSOR);
     r->next = w >= r->capacity ? w - r->capacity + 1 : 0;
     r->lost += unread + r->next;
     r->restarts++;
     return 1;
 }
 
-static inline const double *mdp_bids(const mdp_book_record *rec) { return rec->levels; }
+/* A book record's levels, best first: depth x [price, qty] per side. */
+static inline const double *mdp_bids(const mdp_book_record *rec) {
+    return (const double *)((const uint8_t *)rec + MDP_BOOK_LEVELS_OFFSET);
+}
 
 static inline const double *mdp_asks(const mdp_book_record *rec, uint32_t depth) {
-    return rec->levels + 2 * depth;
+    return mdp_bids(rec) + 2 * depth;
 }
 
 #endif /* MDPIPE_READER_H */

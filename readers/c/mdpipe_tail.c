@@ -3,10 +3,12 @@
  *
  *   cc -O2 -o mdpipe_tail readers/c/mdpipe_tail.c        (add -lrt on old glibc)
  *   ./mdpipe_tail default books.usdm.0 [count] [--wait-ms N] [--owner UID]
+ *   ./mdpipe_tail default books.usdm.0 --symbols
  *
  * Prints "attached" once mapped, then one line per record, then "lost N" (records the
  * writer lapped) after `count` records. --wait-ms sleeps after attaching, to show lapping;
  * --owner names the uid that must own the segment (default: this process's euid).
+ * --symbols prints the symbol table instead: "id name base/quote:kind" per symbol.
  * Exit status: 0 done, 1 the segment went bad while reading, 2 usage or refused segment.
  */
 #include <stdlib.h>
@@ -24,15 +26,19 @@ static int parse_long(const char *s, long *out) {
 }
 
 int main(int argc, char **argv) {
-    const char *usage = "usage: %s INSTANCE RING [COUNT] [--wait-ms N] [--owner UID]\n";
+    const char *usage =
+        "usage: %s INSTANCE RING [COUNT] [--wait-ms N] [--owner UID] [--symbols]\n";
     if (argc < 3) {
         fprintf(stderr, usage, argv[0]);
         return 2;
     }
     long count = 10, wait_ms = 0, owner = (long)geteuid();
+    int list_symbols = 0;
     for (int i = 3; i < argc; i++) {
-        int ok;
-        if (strcmp(argv[i], "--wait-ms") == 0 && i + 1 < argc)
+        int ok = 1;
+        if (strcmp(argv[i], "--symbols") == 0)
+            list_symbols = 1;
+        else if (strcmp(argv[i], "--wait-ms") == 0 && i + 1 < argc)
             ok = parse_long(argv[++i], &wait_ms) == 0;
         else if (strcmp(argv[i], "--owner") == 0 && i + 1 < argc)
             ok = parse_long(argv[++i], &owner) == 0;
@@ -48,6 +54,13 @@ int main(int argc, char **argv) {
     if (mdp_attach_owned(&r, argv[1], argv[2], (uid_t)owner) != 0) {
         fprintf(stderr, "mdpipe_tail: %s\n", r.error);
         return 2;
+    }
+    if (list_symbols) {
+        mdp_symbol sym;
+        for (int id = 0; mdp_symbol_at(&r, id, &sym) == 0; id++)
+            printf("%d %s %s/%s:%s\n", id, sym.name, sym.base, sym.quote, sym.kind);
+        mdp_detach(&r);
+        return 0;
     }
     if (r.kind != MDP_KIND_BOOK) {
         fprintf(stderr, "mdpipe_tail: %s is not a book ring\n", r.path);

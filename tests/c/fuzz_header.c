@@ -25,7 +25,7 @@ typedef struct {
 } field;
 
 static const field FIELDS[] = {
-    {"magic", MDP_H_MAGIC, 8},           {"layout_version", MDP_H_VERSION, 4},
+    {"magic", MDP_H_MAGIC, 8},           {"layout_version", MDP_H_LAYOUT_VERSION, 4},
     {"kind", MDP_H_KIND, 4},             {"capacity", MDP_H_CAPACITY, 8},
     {"record_size", MDP_H_RECORD_SIZE, 4}, {"depth", MDP_H_DEPTH, 4},
     {"max_symbols", MDP_H_MAX_SYMBOLS, 4}, {"n_symbols", MDP_H_N_SYMBOLS, 4},
@@ -75,6 +75,9 @@ static int run_reader(const char *instance, const char *ring, const char *path) 
     for (int i = 0; i < 256; i++) mdp_poll(&r, rec);
     mdp_symbol_id(&r, "BTCUSDT");
     mdp_symbol_id(&r, "");
+    mdp_symbol sym;
+    for (int id = -1; id <= (int)r.max_symbols && id < 64; id++)
+        if (mdp_symbol_at(&r, id, &sym) == 0 && strlen(sym.name) >= sizeof sym.name) return 14;
     for (int id = -1; id <= (int)r.max_symbols && id < 64; id++) mdp_latest(&r, id, rec);
     mdp_latest(&r, (int)r.max_symbols, rec);
     mdp_check_writer(&r);
