@@ -205,17 +205,22 @@ def run_pair(
     ready, out = CTX.Event(), CTX.Queue()
     proc = CTX.Process(target=reader, args=(*reader_args, n, ready, out))
     proc.start()
-    if not ready.wait(60):
-        raise RuntimeError(f"{reader.__name__} did not start")
-    time.sleep(0.3)
-    next_ns = time.perf_counter_ns()
-    for k in range(n):
-        next_ns += interval_ns
-        pace(next_ns)
-        send(k)
-    lat, lost = out.get(timeout=120)
-    proc.join(30)
-    return lat, lost
+    try:
+        if not ready.wait(60):
+            raise RuntimeError(f"{reader.__name__} did not start")
+        time.sleep(0.3)
+        next_ns = time.perf_counter_ns()
+        for k in range(n):
+            next_ns += interval_ns
+            pace(next_ns)
+            send(k)
+        lat, lost = out.get(timeout=120)
+        proc.join(30)
+        return lat, lost
+    finally:
+        if proc.is_alive():  # a reader that failed or never saw the last message
+            proc.kill()
+            proc.join(10)
 
 
 def book_writer() -> tuple[str, RingWriter]:
