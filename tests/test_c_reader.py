@@ -30,7 +30,7 @@ def _compile(out: Path, source: Path) -> Path:
     cc = shutil.which("cc") or shutil.which("gcc")
     assert cc, "a C compiler is needed for the C reader test (Debian: apt-get install gcc)"
     subprocess.run(
-        [cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(source), "-lrt"],
+        [cc, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(source), "-lrt"],
         check=True,
     )
     return out
@@ -143,7 +143,7 @@ def test_c_header_matches_the_layout(tmp_path: Path) -> None:
         "mdp_book_record": L.book_dtype(1),
         "mdp_trade_record": L.TRADE_DTYPE,
     }
-    lines = ["#include <stddef.h>", f'#include "{SRC / "mdpipe_reader.h"}"', "int main(void) {"]
+    lines = [f'#include "{SRC / "mdpipe_reader.h"}"', "#include <stddef.h>", "int main(void) {"]
     for name in header_fields:
         lines.append(f'    printf("{name} %llu\\n", (unsigned long long)({name}));')
     for struct_name, dtype in records.items():

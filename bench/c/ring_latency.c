@@ -7,10 +7,10 @@
  * Busy-polls the ring with readers/c/mdpipe_reader.h, takes CLOCK_REALTIME as soon as a
  * record is copied, and prints "p50 p99 p99.9 lost" in microseconds of commit_ts_ns -> copy.
  */
+#include "../../readers/c/mdpipe_reader.h" /* first: it selects the POSIX interfaces */
+
 #include <stdlib.h>
 #include <time.h>
-
-#include "../../readers/c/mdpipe_reader.h"
 
 static int cmp_i64(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;

@@ -5,7 +5,7 @@
  * read-only, reads slots with the seqlock of mdpipe_seqlock.h (C11 acquire/release, so it
  * is correct on weakly ordered CPUs too), and reports exactly how many records it lost when
  * the writer lapped it. Header-only: copy readers/c/ whole (this file includes the
- * generated mdpipe_layout.h and mdpipe_seqlock.h). A C11 compiler, Linux.
+ * generated mdpipe_layout.h and mdpipe_seqlock.h). C11 with GCC or Clang, Linux.
  *
  *   mdp_reader r;
  *   if (mdp_attach(&r, "default", "books.usdm.0") != 0) { fprintf(stderr, "%s\n", r.error); }
@@ -29,6 +29,11 @@
  */
 #ifndef MDPIPE_READER_H
 #define MDPIPE_READER_H
+
+/* POSIX calls (pread, lstat, O_NOFOLLOW) under -std=c11 too: include this header first. */
+#if !defined(_POSIX_C_SOURCE) && !defined(_GNU_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -106,7 +111,7 @@ static inline int mdp_table_end(uint64_t offset, uint64_t count, uint64_t stride
 }
 
 /* Check a copied header page against a file of file_size bytes and fill r's geometry;
- * 0, or -1 with r->error naming the field. Public so a fuzz harness can drive it. */
+ * 0, or -1 with r->error naming the field. Nothing is read beyond the copied page. */
 static inline int mdp_validate_header(mdp_reader *r, const uint8_t *h, uint64_t file_size) {
     const char *p = r->path;
     uint64_t magic = mdp_u64(h, MDP_H_MAGIC);

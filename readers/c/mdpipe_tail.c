@@ -11,10 +11,10 @@
  * --symbols prints the symbol table instead: "id name base/quote:kind" per symbol.
  * Exit status: 0 done, 1 the segment went bad while reading, 2 usage or refused segment.
  */
+#include "mdpipe_reader.h" /* first: it selects the POSIX interfaces it needs */
+
 #include <stdlib.h>
 #include <time.h>
-
-#include "mdpipe_reader.h"
 
 static int parse_long(const char *s, long *out) {
     char *end;

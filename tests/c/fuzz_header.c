@@ -13,11 +13,11 @@
  * crashes: killed by a signal; hangs: still running after 2 s; unnamed: refused without a
  * message naming the segment. The first bad cases are described on stderr.
  */
+#include "../../readers/c/mdpipe_reader.h" /* first: it selects the POSIX interfaces */
+
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
-
-#include "../../readers/c/mdpipe_reader.h"
 
 typedef struct {
     const char *name;
