@@ -154,7 +154,7 @@ def iox_service(name: str):
 def iox_reader(name: str, n: int, ready, out) -> None:
     """Busy-polls receive(); reads the timestamp in place from the loaned shared-memory sample."""
     pin(READER_CORE)
-    node, service = iox_service(name)
+    node, service = iox_service(name)  # the node must outlive its ports: kept in scope
     sub = service.subscriber_builder().buffer_size(IOX_BUFFER).create()
     lat = np.empty(n, np.int64)
     got, last = 0, -1
@@ -313,7 +313,7 @@ def measure_zmq(n: int, interval_ns: int, mode: str) -> tuple[np.ndarray, int]:
 def measure_iceoryx2(n: int, interval_ns: int) -> tuple[np.ndarray, int]:
     """iceoryx2 pub/sub: loan a sample, copy the record in, stamp it, send (zero-copy)."""
     name = f"mdpipe/bench/{uuid.uuid4().hex}"
-    node, service = iox_service(name)
+    node, service = iox_service(name)  # the node must outlive its ports: kept in scope
     pub = service.publisher_builder().create()
     raw = book_record(0).tobytes()
     size = len(raw)
