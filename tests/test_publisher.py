@@ -24,7 +24,7 @@ from conftest import REPO, RedisServer, free_port
 from mdpipe import config
 from mdpipe import layout as L
 from mdpipe.publisher import run_publisher
-from mdpipe.publisher_redis import make_client
+from mdpipe.publisher.sink import make_client
 from mdpipe.readers import attach
 from mdpipe.ring import RingWriter
 from mdpipe.segment import read_status
@@ -413,7 +413,10 @@ def ring_cursor(instance: str, ring: str) -> int:
 
 
 def test_redis_killed_and_restarted(redis_server, instance):
-    cfg = make_cfg(instance, redis_server.url, "publisher.reconnect_max=0.5")
+    """Books: newest re-sent, the rest counted as dropped. Trades: every one, late and in order."""
+    cfg = make_cfg(
+        instance, redis_server.url, "publisher.reconnect_max=0.5", "publisher.streams=true"
+    )
     with publisher(cfg, rings=0) as final:
         writer = subprocess.Popen([sys.executable, "-c", WRITER, instance], cwd=REPO)
         try:
@@ -435,14 +438,17 @@ def test_redis_killed_and_restarted(redis_server, instance):
         finally:
             writer.send_signal(signal.SIGTERM)
             assert writer.wait(10) == 0
-        wait_for(lambda: counters(instance)["g_lag_records"] == 0, what="the rings drained")
-        published_before = counters(instance)["books_published"]
+        wait_for(lambda: counters(instance)["g_lag_books_usdm_0"] == 0, what="books drained")
+        stalled = counters(instance)
+        published_before = stalled["books_published"]
+        total = ring_cursor(instance, "trades.usdm.0")
 
         redis_server.start()
         wait_for(lambda: counters(instance)["g_redis_up"] == 1, what="the reconnect")
         # The newest book of each symbol is re-sent, counted apart: it was counted when read.
         wait_for(lambda: counters(instance)["books_republished"] == 2)
         assert counters(instance)["books_published"] == published_before
+        wait_for(lambda: counters(instance)["trades_published"] == total, what="trades caught up")
         up = counters(instance)
         r = redis.Redis.from_url(redis_server.url)
         with attach(instance, "books.usdm.0") as reader:
@@ -450,6 +456,10 @@ def test_redis_killed_and_restarted(redis_server, instance):
         keys = {s: orjson.loads(r.get(f"orderbook:{s}"))["seq"] for s in SYMBOLS}
         md = [r.get(f"market_data:{s}") for s in SYMBOLS]
         ttl = r.ttl("orderbook:BTCUSDT")
+        # Redis lost everything it had: what it has now began during the outage.
+        streamed = {
+            s: [orjson.loads(e[b"d"]) for _, e in r.xrange(f"trades_stream:{s}")] for s in SYMBOLS
+        }
 
         # Publishing resumes, here with a restarted writer (its seq starts again at 1).
         sub = Sub(redis_server.url, "orderbook:*", "trades:*")
@@ -459,14 +469,20 @@ def test_redis_killed_and_restarted(redis_server, instance):
         sub.pump(lambda m: len(m) >= 2)
         sub.close()
     assert down["g_redis_up"] == 0 and down["redis_errors"] >= 1
-    assert down["dropped_trades"] > 0 and down["dropped_books"] > 0
+    assert down["dropped_books"] > 0 and down["dropped_trades"] == 0
+    # The trades ring kept every trade of the outage for the publisher to catch up from.
+    assert stalled["trades_published"] < total - during_n
+    assert stalled["g_lag_trades_usdm_0"] >= during_n
     assert during >= 0.5 * before and during_n > 200  # the writer was never slowed
     assert up["redis_reconnects"] >= 1 and up["g_redis_up"] == 1
     assert keys == newest  # the newest book of every symbol re-published at once
     assert all(m is not None for m in md) and 0 < ttl <= cfg.redis.key_ttl
-    total = ring_cursor(instance, "trades.usdm.0") - 1  # minus the one written after
-    assert up["trades_published"] + up["dropped_trades"] + up["trades_lost"] == total
-    assert up["dropped_trades"] >= during_n
+    assert up["trades_published"] == total and up["trades_lost"] == up["dropped_trades"] == 0
+    for sid, sym in enumerate(SYMBOLS):
+        ids = [t["trade_id"] for t in streamed[sym]]
+        first = ids[0]
+        assert first % 2 == sid and ids == list(range(first, total, 2)), sym  # none, in order
+        assert first <= total - during_n
     assert [d["seq"] for ch, d in sub.msgs if ch.startswith("orderbook")] == [1]
     assert final["trades_published"] == up["trades_published"] + 1
 
@@ -546,15 +562,17 @@ def test_password_from_the_environment_and_a_wrong_one(tmp_path, instance, monke
         with publisher(cfg, rings=1):  # refused: counted, retried, never a crash
             wait_for(lambda: counters(instance)["redis_errors"] >= 2)
             assert counters(instance)["g_redis_up"] == 0
-            put_trade(tw, 0, 1)
-            wait_for(lambda: counters(instance)["dropped_trades"] == 1)
+            waiting = put_trade(tw, 0, 1)
+            # Kept in the ring, not dropped: the next publisher resumes at its cursor.
+            wait_for(lambda: counters(instance)["g_lag_trades_usdm_0"] == 1)
+            assert counters(instance)["dropped_trades"] == 0
         monkeypatch.setenv("PUBTEST_REDIS_PW", "pw-1")
         sub = Sub(server.url, "trades:*", password="pw-1")
         with publisher(cfg, rings=1):
             wait_for(lambda: counters(instance)["g_redis_up"] == 1)
             sent = put_trade(tw, 0, 2)
-            sub.pump(lambda m: len(m) == 1)
-        assert without_ts(sub.msgs[0][1]) == sent
+            sub.pump(lambda m: len(m) == 2)
+        assert [without_ts(d) for _, d in sub.msgs] == [waiting, sent]
         sub.close()
     finally:
         server.stop()
