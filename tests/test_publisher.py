@@ -26,6 +26,7 @@ from mdpipe import layout as L
 from mdpipe.publisher import run_publisher
 from mdpipe.publisher.sink import make_client
 from mdpipe.readers import attach
+from mdpipe.redis_names import DIRECTORY_KEY, Templates, symbol_names
 from mdpipe.ring import RingWriter
 from mdpipe.segment import read_status
 
@@ -627,9 +628,11 @@ def test_example_subscriber_reports_gaps_restarts_and_skips_duplicates(redis_ser
         )  # fmt: skip
 
     r.set("orderbook:BTCUSDT", book(10, 100))
+    names = symbol_names(Templates(), EXCHANGE, "BTCUSDT", segment=False, cluster=False)
+    r.hset(DIRECTORY_KEY, f"{EXCHANGE}:BTCUSDT", names.to_json())
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "readers" / "redis_subscriber.py"), "--url", redis_server.url,
-         "--count", "6", "--timeout", "20", "BTCUSDT"],
+         "--count", "5", "--timeout", "20", "BTCUSDT"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     first = proc.stdout.readline()
@@ -643,14 +646,24 @@ def test_example_subscriber_reports_gaps_restarts_and_skips_duplicates(redis_ser
     r.publish(
         "trades:BTCUSDT",
         orjson.dumps(
-            {"symbol": "BTCUSDT", "trade_id": 5, "price": 1.55, "quantity": 0.5, "side": "sell"}
+            {
+                "symbol": "BTCUSDT",
+                "exchange": EXCHANGE,
+                "trade_id": 5,
+                "price": 1.55,
+                "quantity": 0.5,
+                "side": "sell",
+                "timestamp": 300,
+            }
         ),
     )
     out = first + proc.communicate(timeout=30)[0]
     assert proc.returncode == 0
     lines = out.splitlines()
-    assert "BTCUSDT GAP: seq 11 -> 15, 3 book update(s) not received" in lines
-    assert "BTCUSDT RESET: seq 15 -> 1, the ingest writer restarted" in lines
+    assert "binance-futures:BTCUSDT GAP: seq 11 -> 15, 3 book update(s) not received" in lines
+    assert "binance-futures:BTCUSDT RESET: seq 15 -> 1, the ingest writer restarted" in lines
     assert sum("book seq=10" in line for line in lines) == 1
     assert "BTCUSDT trade 5 sell 0.5 @ 1.55" in lines
-    assert lines[-1] == "received 6 messages; 1 gaps (3 books not received), 1 writer restarts"
+    assert lines[-1] == (
+        "received 5 messages; 1 gaps (3 books not received), 1 writer restarts, 0 reconnects"
+    )
