@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from mdpipe.redis_names import DIRECTORY_KEY, SymbolNames
 
@@ -18,7 +20,11 @@ def connect(url: str, password: str | None = None, *, timeout: float = 5.0) -> C
     """A client for `url`; a RedisCluster when the node there is part of a cluster."""
     try:
         client = redis.Redis.from_url(
-            url, password=password, socket_timeout=timeout, socket_connect_timeout=timeout
+            url,
+            password=password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),  # a lost connection is the caller's to handle and report
         )
         info = client.info("cluster")
     except ValueError as exc:
