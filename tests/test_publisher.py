@@ -667,3 +667,28 @@ def test_example_subscriber_reports_gaps_restarts_and_skips_duplicates(redis_ser
     assert lines[-1] == (
         "received 5 messages; 1 gaps (3 books not received), 1 writer restarts, 0 reconnects"
     )
+
+
+def test_an_outage_longer_than_the_trades_ring_loses_exactly_what_was_overwritten(
+    redis_server, instance
+):
+    tw = trade_writer(instance, capacity=1 << 12)
+    cfg = make_cfg(
+        instance, redis_server.url, "publisher.reconnect_max=0.3", "publisher.streams=true"
+    )
+    with publisher(cfg, rings=1):
+        put_trade(tw, 0, 0)
+        wait_for(lambda: counters(instance)["trades_published"] == 1)
+        redis_server.stop()
+        for i in range(1, 6001):  # more than the ring holds
+            put_trade(tw, 0, i)
+        wait_for(lambda: counters(instance)["g_redis_up"] == 0)
+        redis_server.start()
+        wait_for(lambda: counters(instance)["g_lag_records"] == 0, what="caught up")
+        c = counters(instance)
+        r = redis.Redis.from_url(redis_server.url)
+        ids = [orjson.loads(e[b"d"])["trade_id"] for _, e in r.xrange("trades_stream:BTCUSDT")]
+    assert c["trades_lost"] > 0 and c["dropped_trades"] == 0
+    assert c["trades_published"] + c["trades_lost"] == 6001
+    # What the ring still held went out in order: the newest trades, none missing.
+    assert ids == list(range(7001 - len(ids), 7001)) and len(ids) == 6000 - c["trades_lost"]
