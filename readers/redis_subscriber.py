@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", type=int, default=3, help="bid levels to print per book")
     ap.add_argument("--count", type=int, default=0, help="exit after this many messages")
     ap.add_argument("--timeout", type=float, default=0, help="exit after this many seconds")
+    ap.add_argument(
+        "--wait", type=float, default=0, help="seconds to wait for the publisher to list symbols"
+    )
     args = ap.parse_args(argv)
     try:
         sub = Subscriber(
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             args.symbols,
             password=os.environ.get(args.password_env) or None,
             market_data=args.market_data,
+            wait=args.wait,
         )
     except ConsumerError as exc:
         print(f"redis_subscriber: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -54,6 +55,8 @@ def test_documented_procedure_50_times_sees_no_false_gap(redis_server, instance,
     run.start()
     try:
         run.wait_ready(60)
+        r = redis.Redis.from_url(redis_server.url)
+        wait_for(lambda: r.hlen(DIRECTORY_KEY) == 3, what=f"the directory; log:\n{run.log()}")
         false_gaps, real, books = 0, 0, 0
         for _ in range(50):
             before = counters(instance)
@@ -277,6 +280,25 @@ def test_bad_input_is_one_clear_line(redis_server, instance):
             )  # fmt: skip
             assert out.returncode == 2 and want in out.stderr
             assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_a_subscriber_may_wait_for_a_publisher_starting_alongside(redis_server, instance):
+    made: list = []
+    t = threading.Thread(
+        target=lambda: made.append(Subscriber(redis_server.url, ["ETHUSDT"], wait=60)), daemon=True
+    )
+    t.start()
+    bw = book_writer(instance)
+    with publisher(make_cfg(instance, redis_server.url), rings=1):
+        put_book(bw, 1, 1)
+        t.join(60)
+        assert made, "the subscriber did not find ETHUSDT"
+        with made[0] as sub:
+            put_book(bw, 1, 2)
+            ev = books_until(
+                sub, lambda ev: any(e.kind == "book" and e.data["seq"] == 2 for e in ev)
+            )
+    assert not any(e.kind == "gap" for e in ev)
 
 
 def test_books_stream_at_its_cadence(redis_server, instance):

@@ -26,7 +26,6 @@ from mdpipe.publisher.status import (
     COUNTERS,
     CURSOR,
     DROPPED_BOOKS,
-    DROPPED_TRADES,
     G_LAG_NS,
     G_LAG_RECORDS,
     G_REDIS_UP,
@@ -40,7 +39,7 @@ from mdpipe.publisher.status import (
     previous_counters,
     ring_key,
 )
-from mdpipe.readers import LayoutError, NoSuchRingError, attach
+from mdpipe.readers import LayoutError, NoSuchRingError, Reader, attach
 from mdpipe.ring import RingWriter
 from mdpipe.segment import list_segments, read_status
 from mdpipe.tailer import RingTailer
@@ -59,8 +58,17 @@ class _Ring(RingTailer):
 
     __slots__ = ("is_book", "exchange", "table", "lag_ix", "stats_upto")
 
-    def __init__(self, name: str, is_book: bool, tailer_args: tuple, exchange: str) -> None:
-        super().__init__(name, *tailer_args)
+    def __init__(
+        self,
+        name: str,
+        reader: Reader,
+        counters: np.ndarray,
+        cursor_ix: int | None,
+        *,
+        is_book: bool,
+        exchange: str,
+    ) -> None:
+        super().__init__(name, reader, counters, cursor_ix)
         self.is_book, self.exchange = is_book, exchange
         self.table: list[P.SymbolState] = []
         self.lag_ix: int | None = None
@@ -136,7 +144,7 @@ class Publisher:
         self.published_commit = 0  # newest commit_ts_ns Redis has
         self.lost_unlogged = 0
         self.lost_logged_at = 0.0
-        self.outage_start: tuple[float, int, int] | None = None
+        self.outage_start: tuple[float, int] | None = None  # (when, dropped_books then)
 
     # ----- the loop -----------------------------------------------------------------------
 
@@ -326,7 +334,7 @@ class Publisher:
     def _outage_began(self) -> None:
         if self.outage_start is None:
             c = self.c
-            self.outage_start = (time.monotonic(), int(c[DROPPED_BOOKS]), int(c[DROPPED_TRADES]))
+            self.outage_start = (time.monotonic(), int(c[DROPPED_BOOKS]))
 
     def _reconnect(self) -> None:
         sink = self.sink
@@ -337,7 +345,7 @@ class Publisher:
         if was_up_before:
             self.c[REDIS_RECONNECTS] += 1
         if self.outage_start is not None:
-            began, books, _ = self.outage_start
+            began, books = self.outage_start
             behind = sum(r.backlog for r in self.ring_list if not r.is_book)
             log.info(
                 "redis back after %.1f s; dropped %d books meanwhile; %d trades to catch up; "
@@ -505,7 +513,9 @@ class Publisher:
                 reader.seek_oldest()
             key = ring_key(name)
             cursor_ix = self._counter_index(CURSOR + key)
-            ring = _Ring(name, head == "books", (reader, self.c, cursor_ix), exchange)
+            ring = _Ring(
+                name, reader, self.c, cursor_ix, is_book=head == "books", exchange=exchange
+            )
             ring.lag_ix = self._counter_index("g_lag_" + key)
             self._load_symbols(ring)
             self.rings[name] = ring

@@ -22,6 +22,10 @@ market_data:{SYMBOL} {"symbol", "last_price", "bid_price", "ask_price", "mid_pri
                      "updated_at"}
     bid/ask from the newest synced book (null while the book is not exact), 24 h figures
     from publisher.rolling over the trades seen, volume in the base asset.
+
+Names are templates filled by mdpipe.redis_names (a venue segment, cluster hash tags). With
+Streams on, trades_stream:{SYMBOL} and orderbook_stream:{SYMBOL} entries hold the same JSON in
+field d and the entry's number in its stream in field n.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Sink(Protocol):
 
     def publish(self, slot: int, prefix: bytes, payload: bytes) -> None: ...
     def set(self, slot: int, prefix: bytes, value: bytes) -> None: ...
+    def xadd(self, slot: int, prefix: bytes, payload: bytes, n: int) -> None: ...
 
 
 @dataclass(eq=False, slots=True)

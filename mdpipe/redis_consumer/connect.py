@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
@@ -56,9 +58,22 @@ def directory(client: Client, url: str) -> dict[str, SymbolNames]:
     return {k.decode(): SymbolNames.from_json(v) for k, v in raw.items()}
 
 
-def resolve(client: Client, url: str, specs: list[str]) -> list[SymbolNames]:
-    """Names of each "SYMBOL" or "venue:SYMBOL" (a bare symbol must be on one venue only)."""
-    listed = directory(client, url)
+def resolve(client: Client, url: str, specs: list[str], wait: float = 0.0) -> list[SymbolNames]:
+    """Names of each "SYMBOL" or "venue:SYMBOL" (a bare symbol must be on one venue only).
+
+    wait: seconds to wait for a publisher starting alongside to list the symbols.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return _resolve(directory(client, url), url, specs)
+        except ConsumerError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _resolve(listed: dict[str, SymbolNames], url: str, specs: list[str]) -> list[SymbolNames]:
     by_symbol: dict[str, list[SymbolNames]] = {}
     for names in listed.values():
         by_symbol.setdefault(names.symbol, []).append(names)

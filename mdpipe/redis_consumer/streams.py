@@ -52,7 +52,8 @@ class StreamReader:
 
     start: per symbol spec, the Position to go on from (from `positions` of an earlier
     reader); symbols not in it start at the newest entry ("$"), or at the oldest one still
-    kept with from_oldest=True.
+    kept with from_oldest=True. wait: seconds to wait for a publisher starting alongside to
+    list the symbols.
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class StreamReader:
         start: dict[str, Position] | None = None,
         from_oldest: bool = False,
         reconnect_max: float = 5.0,
+        wait: float = 0.0,
     ) -> None:
         if kind not in ("trades", "books"):
             raise ValueError(f"kind must be 'trades' or 'books', not {kind!r}")
@@ -72,7 +74,7 @@ class StreamReader:
         self.kind = kind
         self.reconnect_max = reconnect_max
         self.client: Client = connect(url, password)
-        names = resolve(self.client, url, symbols)
+        names = resolve(self.client, url, symbols, wait)
         self.cluster = any(n.cluster for n in names)
         self.streams: dict[str, tuple[str, str, str]] = {}  # stream -> (spec, venue, symbol)
         self.pos: dict[str, Position] = {}

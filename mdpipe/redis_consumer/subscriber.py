@@ -96,7 +96,8 @@ class Subscriber:
     """Follows symbols' books (and trades, tickers) over pub/sub; iterate it for Events.
 
     symbols: "BTCUSDT" or "venue:BTCUSDT" (the venue is needed only when a symbol name is on
-    several venues). Raises ConsumerError (one line) for an unreachable Redis or an unknown
+    several venues); wait: seconds to wait for a publisher starting alongside to list them.
+    Raises ConsumerError (one line) for an unreachable Redis or an unknown
     symbol; once running, connection losses are survived and reported.
     """
 
@@ -109,11 +110,12 @@ class Subscriber:
         trades: bool = True,
         market_data: bool = False,
         reconnect_max: float = 5.0,
+        wait: float = 0.0,
     ) -> None:
         self.url, self.password = url, password
         self.reconnect_max = reconnect_max
         self.client: Client = connect(url, password)
-        self.names = resolve(self.client, url, symbols)
+        self.names = resolve(self.client, url, symbols, wait)
         self.cluster = any(n.cluster for n in self.names)
         self.channels: dict[bytes, tuple[str, SymbolNames]] = {}
         for n in self.names:
