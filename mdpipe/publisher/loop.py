@@ -321,6 +321,8 @@ class Publisher:
             c[G_REDIS_UP] = 0
             self._outage_began()
             for st, (trades_n, books_n) in self.numbers_before.items():
+                if st.books_n != books_n:  # its book entry is added again once Redis is back
+                    st.stream_book_stale = True
                 st.trades_n, st.books_n = trades_n, books_n  # read again from Redis when back
             self.unlisted.update(self.numbers_before)
         self.numbers_before.clear()
