@@ -241,9 +241,9 @@ class Publisher:
 
     def _trades(self, ring: _Ring, recs: np.ndarray) -> None:
         # Trades read again after a failed round trip are in the 24 h figures already.
-        fresh = ring.stats_upto - ring.mark
-        if fresh < len(recs):
-            P.count_trades(recs[max(0, fresh) :], ring.table, self.clock())
+        counted = ring.stats_upto - ring.mark
+        if counted < len(recs):
+            P.count_trades(recs[max(0, counted) :], ring.table, self.clock())
             ring.stats_upto = ring.mark + len(recs)
         if self.streams:
             table = ring.table
