@@ -692,3 +692,37 @@ def test_an_outage_longer_than_the_trades_ring_loses_exactly_what_was_overwritte
     assert c["trades_published"] + c["trades_lost"] == 6001
     # What the ring still held went out in order: the newest trades, none missing.
     assert ids == list(range(7001 - len(ids), 7001)) and len(ids) == 6000 - c["trades_lost"]
+
+
+def test_trades_sent_again_after_a_refused_round_trip_count_once_in_the_24h_figures(
+    redis_server, instance
+):
+    tw = trade_writer(instance)
+    cfg = make_cfg(instance, redis_server.url, "publisher.reconnect_max=0.3")
+    admin = redis.Redis.from_url(redis_server.url)
+    sub = Sub(redis_server.url, "trades:*", "market_data:*")
+    with publisher(cfg, rings=1, market_data_interval=0.0):
+        put_trade(tw, 0, 0)
+        wait_for(lambda: counters(instance)["trades_published"] == 1)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", "1")  # every SET refused (OOM); PUBLISH still works
+        for i in range(1, 11):
+            put_trade(tw, 0, i)
+        wait_for(lambda: counters(instance)["redis_errors"] >= 2, what="refused round trips")
+        admin.config_set("maxmemory", "0")
+        wait_for(lambda: counters(instance)["trades_published"] == 11, what="trades sent again")
+        px = put_trade(tw, 0, 11)["price"]  # its ticker counts every trade so far, each once
+        sub.pump(lambda m: any(d.get("trade_id") == 1011 for _, d in m))
+        sub.pump(lambda m: m[-1][0].startswith("market_data:") and m[-1][1]["last_price"] == px)
+    c = counters(instance)
+    tickers = [d["trades_24h"] for ch, d in sub.msgs if ch.startswith("market_data:")]
+    assert tickers[-1] == max(tickers) == 12 and c["dropped_trades"] == 0
+    # Each trade at least once (a refused round trip is sent again), in order once repeats
+    # (not newer than the last one seen) are skipped, as the consumer library does.
+    kept: list[int] = []
+    for ch, d in sub.msgs:
+        if ch.startswith("trades:") and (not kept or d["trade_id"] > kept[-1]):
+            kept.append(d["trade_id"])
+    assert kept == list(range(1000, 1012))
+    sub.close()
+    admin.close()
