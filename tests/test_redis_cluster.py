@@ -14,10 +14,10 @@ from test_publisher import (
 )
 from test_redis_consumer import books_until
 
-from mdpipe import layout as L
 from mdpipe.redis_consumer import StreamReader, Subscriber
 from mdpipe.redis_names import DIRECTORY_KEY
-from mdpipe.ring import RingWriter
+from mdpipe.shm import layout as L
+from mdpipe.shm.writer import RingWriter
 
 SYMBOLS = [f"C{k:02d}USDT" for k in range(50)]
 ROUNDS = 4

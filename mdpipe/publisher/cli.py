@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from mdpipe import config as config_mod
 from mdpipe import logs
 from mdpipe.publisher.loop import run_publisher
-from mdpipe.ring import WriterAliveError
+from mdpipe.shm.writer import WriterAliveError
 
 log = logging.getLogger("mdpipe.publisher")
 

@@ -40,8 +40,8 @@ from mdpipe.publisher.status import (
     ring_key,
 )
 from mdpipe.readers import LayoutError, NoSuchRingError, Reader, attach
-from mdpipe.ring import RingWriter
-from mdpipe.segment import list_segments, read_status
+from mdpipe.shm.segment import list_segments, read_status
+from mdpipe.shm.status import StatusWriter
 from mdpipe.tailer import RingTailer
 
 log = logging.getLogger("mdpipe.publisher")
@@ -108,10 +108,9 @@ class Publisher:
         self.refresh_every = min(10.0, self.ttl / 3)
         previous = previous_counters(cfg.instance)
         self.resume = {k[len(CURSOR) :]: v for k, v in previous.items() if k.startswith(CURSOR)}
-        self.status = RingWriter.create(
+        self.status = StatusWriter.create(
             cfg.instance,
             "publisher",
-            "status",
             counters=COUNTERS,
             mode=config_mod.segment_mode(cfg),
             group=cfg.shm.group,  # the group that reads the rings reads our counters too

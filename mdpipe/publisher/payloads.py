@@ -36,9 +36,9 @@ from typing import Protocol
 import numpy as np
 import orjson
 
-from mdpipe import layout as L
 from mdpipe.publisher.rolling import Rolling24h, Window
 from mdpipe.redis_names import SymbolNames
+from mdpipe.shm import layout as L
 
 _dumps = orjson.dumps
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY

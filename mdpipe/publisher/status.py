@@ -7,7 +7,7 @@ import re
 import posix_ipc
 
 from mdpipe.readers import LayoutError
-from mdpipe.segment import read_status
+from mdpipe.shm.segment import read_status
 
 COUNTERS = (
     "books_published",
