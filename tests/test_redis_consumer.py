@@ -327,3 +327,26 @@ def test_books_stream_at_its_cadence(redis_server, instance):
     assert seqs == sorted(seqs) and seqs[0] == 1 and seqs[-1] == final + 1
     assert 3 <= len(events) <= 2.0 / 0.5 + 3  # about one book per interval, the newest
     assert np.all(np.diff([e.n for e in events]) == 1)
+
+
+def test_stream_numbers_continue_across_a_publisher_restart(redis_server, instance):
+    tw = trade_writer(instance, capacity=1 << 12)
+    cfg = make_cfg(instance, redis_server.url, "publisher.streams=true")
+    with publisher(cfg, rings=1):
+        for i in range(10):
+            put_trade(tw, 0, i)
+        wait_for(lambda: counters(instance)["stream_entries"] == 10)
+    reader = StreamReader(redis_server.url, ["BTCUSDT"], from_oldest=True)
+    first = [e for e in reader.read(2.0)]
+    for i in range(10, 20):  # written while no publisher runs: sent by the next one
+        put_trade(tw, 0, i)
+    with publisher(cfg, rings=1):
+        wait_for(lambda: counters(instance)["stream_entries"] == 20)
+        events: list = []
+        while len(events) < 10:
+            events += reader.read(0.5)
+    reader.close()
+    assert [e.n for e in first] == list(range(1, 11))
+    assert [(e.kind, e.n, e.data["trade_id"]) for e in events] == [
+        ("entry", n, 1000 + n - 1) for n in range(11, 21)
+    ]

@@ -453,32 +453,28 @@ class Publisher:
         self.sink.raw(slot, command(b"EXPIRE", key, b"%d" % self.ttl))
 
     def _list_symbols(self) -> None:
-        """Add new symbols to the directory and learn their streams' numbers (synchronously)."""
+        """Add new symbols to the directory and learn their streams' numbers (one round trip)."""
         todo = list(self.unlisted)
         self.unlisted.clear()
         if self.streams:
+            calls = []
+            for st in todo:
+                for stream in (st.names.trades_stream, st.names.orderbook_stream):
+                    calls.append((st.slot, ("XREVRANGE", stream, "+", "-", "COUNT", "1")))
             try:
-                for st in todo:
-                    st.trades_n = max(st.trades_n, self._last_n(st, st.names.trades_stream))
-                    st.books_n = max(st.books_n, self._last_n(st, st.names.orderbook_stream))
+                replies = self.sink.query(calls)
             except (RedisError, OSError) as exc:
-                self.sink._down(exc)
+                self.sink.fail(exc)
                 self.c[REDIS_ERRORS] += 1
                 self.c[G_REDIS_UP] = 0
                 self._outage_began()
                 self.unlisted.update(todo)
                 return
+            for k, st in enumerate(todo):
+                st.trades_n = max(st.trades_n, _entry_number(replies[2 * k]))
+                st.books_n = max(st.books_n, _entry_number(replies[2 * k + 1]))
         self._queue_directory(todo)
         self._send()
-
-    def _last_n(self, st: P.SymbolState, stream: str) -> int:
-        """The number of the newest entry of a stream in Redis (0 when it has none)."""
-        rows = self.sink.query(st.slot, "XREVRANGE", stream, "+", "-", "COUNT", "1")
-        if not rows:
-            return 0
-        fields = rows[0][1]
-        pairs = dict(zip(fields[::2], fields[1::2], strict=True))
-        return int(pairs.get(b"n", 0))
 
     def _numbers_before(self, states: list[P.SymbolState]) -> None:
         """Remember the stream numbers of the round trip's first entries, to undo a failed one."""
@@ -612,6 +608,15 @@ class Publisher:
     def counters(self) -> dict[str, int]:
         """The publisher's counters by name."""
         return {name: int(self.c[i]) for i, name in enumerate(COUNTERS)}
+
+
+def _entry_number(rows: object) -> int:
+    """Field n of the entry an XREVRANGE ... COUNT 1 returned (0 for an empty stream)."""
+    if not rows:
+        return 0
+    fields = rows[0][1]
+    pairs = dict(zip(fields[::2], fields[1::2], strict=True))
+    return int(pairs.get(b"n", 0))
 
 
 def run_publisher(

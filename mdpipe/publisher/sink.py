@@ -210,11 +210,30 @@ class RedisSink:
         self.backoff.reset()
         return True
 
-    def query(self, slot: int, *args: str | bytes) -> object:
-        """One command and its reply, outside the pipeline (nothing may be queued)."""
-        conn = self._node(slot).conn
-        conn.send_command(*args, check_health=False)
-        return conn.read_response()
+    def query(self, calls: list[tuple[int, tuple[str | bytes, ...]]]) -> list[object]:
+        """Commands (slot, args) and their replies, pipelined per node, outside the queue.
+
+        Raises RedisError or OSError (the caller marks Redis down with `fail`).
+        """
+        by_node: dict[int, list[int]] = {}
+        nodes = {}
+        for i, (slot, _) in enumerate(calls):
+            node = self._node(slot)
+            nodes[id(node)] = node
+            by_node.setdefault(id(node), []).append(i)
+        replies: list[object] = [None] * len(calls)
+        for key, idx in by_node.items():
+            conn = nodes[key].conn
+            conn.send_packed_command(conn.pack_commands([calls[i][1] for i in idx]), False)
+        for key, idx in by_node.items():
+            conn = nodes[key].conn
+            for i in idx:
+                replies[i] = conn.read_response()
+        return replies
+
+    def fail(self, exc: BaseException) -> None:
+        """Mark Redis down after a failed query()."""
+        self._down(exc)
 
     def discard(self) -> None:
         """Forget the queued commands."""
