@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 
 import redis
+from conftest import LocalRedisCluster
 from test_publisher import (
     book_writer,
     counters,
     make_cfg,
     publisher,
     trade_writer,
+    wait_for,
 )
 from test_redis_consumer import books_until
 
@@ -106,3 +108,29 @@ def test_the_directory_names_hash_tagged_sharded_channels(redis_cluster, instanc
         names = client.hget(DIRECTORY_KEY, "binance-futures:BTCUSDT")
         client.close()
     assert b'"orderbook":"orderbook:{BTCUSDT}"' in names and b'"cluster":true' in names
+
+
+def test_a_master_killed_and_restarted_loses_no_trade(tmp_path, instance):
+    cluster = LocalRedisCluster(tmp_path)  # its own: this test stops a node
+    cluster.start()
+    try:
+        tw = trade_writer(instance, symbols=SYMBOLS, capacity=1 << 12)
+        cfg = make_cfg(instance, cluster.url, "publisher.reconnect_max=0.3")
+        with publisher(cfg, rings=1):
+            for sid in range(len(SYMBOLS)):
+                put_trade(tw, sid, sid)
+            wait_for(lambda: counters(instance)["trades_published"] == len(SYMBOLS))
+            cluster.servers[1].stop()
+            for sid in range(len(SYMBOLS)):
+                put_trade(tw, sid, 100 + sid)
+            wait_for(lambda: counters(instance)["g_redis_up"] == 0, what="the outage noticed")
+            cluster.servers[1].start()  # same port and nodes.conf: it takes its slots back
+            wait_for(
+                lambda: counters(instance)["trades_published"] == 2 * len(SYMBOLS),
+                timeout=60,
+                what="every trade sent once the master is back",
+            )
+            c = counters(instance)
+    finally:
+        cluster.stop()
+    assert c["dropped_trades"] == c["trades_lost"] == 0 and c["redis_errors"] >= 1
