@@ -4,8 +4,9 @@
 
 Modules: loop (the publishing loop), payloads (the JSON and what is kept per symbol), sink
 (pipelined Redis connections, single or cluster), rolling (24 h figures), status (counters
-and ring cursors), cli (the process). Names of channels, keys and streams: mdpipe.redis_names;
-a consumer of them: mdpipe.redis_consumer.
+and ring cursors), cli (the process). Each ring is read through mdpipe.tailer.RingTailer
+(saved cursor, exact loss counting, rewind). Names of channels, keys and streams:
+mdpipe.redis_names; a consumer of them: mdpipe.redis_consumer.
 
 Every book record goes out on orderbook:{SYMBOL}, every trade on trades:{SYMBOL}, a ticker with
 rolling 24 h figures on market_data:{SYMBOL} (at most every MARKET_DATA_INTERVAL per symbol).
