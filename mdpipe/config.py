@@ -69,6 +69,11 @@ class PublisherConfig:
     orderbook_channel: str = "orderbook:{symbol}"
     trades_channel: str = "trades:{symbol}"
     market_data_channel: str = "market_data:{symbol}"
+    streams: bool = False
+    stream_maxlen: int = 100_000
+    stream_book_interval: float = 1.0
+    orderbook_stream: str = "orderbook_stream:{symbol}"
+    trades_stream: str = "trades_stream:{symbol}"
     levels: int = 20
     batch: int = 512
     reconnect_initial: float = 0.2
@@ -382,26 +387,28 @@ def _check_core(key: str, core: int, cores: set[int]) -> None:
         )
 
 
-def _check_channel_collisions(cfg: Config) -> None:
-    """One symbol on two feeds would mix two books in one Redis channel: refuse it."""
-    seen: dict[str, tuple[int, str]] = {}
+def _check_symbol_twice(cfg: Config) -> None:
+    """One symbol on two feeds of one venue would mix two books in one ring symbol: refuse it.
+
+    On two venues it is fine: the publisher names each venue's channels apart.
+    """
+    seen: dict[tuple[str, str, str], int] = {}
     for i, feed in enumerate(cfg.feeds):
         for sym in feed.symbols:
-            if sym not in seen:
-                seen[sym] = (i, feed.market)
-                continue
-            j, market = seen[sym]
-            if market == feed.market:
+            j = seen.setdefault((feed.exchange, feed.market, sym), i)
+            if j != i:
                 raise ConfigError(
                     f"feeds[{i}].symbols: {sym} is already ingested by feeds[{j}] on the same market"
                 )
-            for key in ("orderbook_channel", "trades_channel", "market_data_channel"):
-                template = getattr(cfg.publisher, key)
-                if "{market}" not in template and "{exchange}" not in template:
-                    raise ConfigError(
-                        f"publisher.{key}: {template!r} would carry {sym} of both {market} and "
-                        f"{feed.market}; add {{market}} to it"
-                    )
+
+
+_TEMPLATE_KEYS = (
+    "orderbook_channel",
+    "trades_channel",
+    "market_data_channel",
+    "orderbook_stream",
+    "trades_stream",
+)
 
 
 def validate(cfg: Config, *, check_ports: bool = False) -> None:
@@ -490,7 +497,7 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
     pub = cfg.publisher
     if pub.core != -1:
         _check_core("publisher.core", pub.core, cores)
-    for key in ("orderbook_channel", "trades_channel", "market_data_channel"):
+    for key in _TEMPLATE_KEYS:
         template = getattr(pub, key)
         if "{symbol}" not in template:
             raise ConfigError(f"publisher.{key}: {template!r} must contain {{symbol}}")
@@ -500,7 +507,14 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
             raise ConfigError(
                 f"publisher.{key}: {template!r} may use only {{symbol}}, {{exchange}}, {{market}}"
             ) from None
-    _check_channel_collisions(cfg)
+    _check_symbol_twice(cfg)
+    names = [getattr(pub, key) for key in _TEMPLATE_KEYS]
+    if len(set(names)) < len(names):
+        raise ConfigError("publisher: channel and stream templates must all differ")
+    if pub.stream_maxlen < 1:
+        raise ConfigError("publisher.stream_maxlen: must be at least 1")
+    if not pub.stream_book_interval > 0:
+        raise ConfigError("publisher.stream_book_interval: must be positive (seconds)")
     if not 1 <= pub.levels <= shm.depth:
         raise ConfigError(f"publisher.levels: {pub.levels} must be 1..shm.depth ({shm.depth})")
     if pub.batch < 1:

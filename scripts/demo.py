@@ -123,7 +123,7 @@ def main() -> int:
                 + ["--trades", "5", "--no-color"]
             )
 
-        step("the same market from Redis (readers/redis_subscriber.py, 8 messages)")
+        step("the same market from Redis (readers/redis_subscriber.py on mdpipe.redis_consumer)")
         show(
             [PY, "readers/redis_subscriber.py", "--url", redis_url, SYMBOL, "ETHUSDT"]
             + ["--count", "8", "--timeout", "10", "--levels", "2"]
