@@ -279,6 +279,7 @@ def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, str]]:
 # Variables that belong to mdpipe but are not config keys.
 _NOT_CONFIG_ENV = {
     "MDPIPE_REDIS_PASSWORD",
+    "MDPIPE_HTTP_TOKEN",
     "MDPIPE_TAPES_DIR",
     "MDPIPE_CONFIG",
     "MDPIPE_LOG_FORMAT",
