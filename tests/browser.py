@@ -134,8 +134,16 @@ class Page:
         self.browser = browser
         self.session = session
 
-    def navigate(self, url: str) -> None:
-        self.browser.send("Page.navigate", {"url": url}, self.session)
+    def navigate(self, url: str, timeout: float = 60) -> None:
+        """Open url and wait until its document has loaded."""
+        res = self.browser.send("Page.navigate", {"url": url}, self.session)
+        if res.get("errorText"):
+            raise BrowserError(f"{url}: {res['errorText']}")
+        deadline = time.monotonic() + timeout
+        while self.evaluate("location.href + ' ' + document.readyState") != f"{url} complete":
+            if time.monotonic() > deadline:
+                raise BrowserError(f"{url} did not load in {timeout:g} s")
+            time.sleep(0.05)
 
     def evaluate(self, expression: str) -> object:
         """The JSON value of a JavaScript expression evaluated in the page."""

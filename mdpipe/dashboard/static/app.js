@@ -205,9 +205,15 @@ function markDisconnected(why) {
   setBadge($("tape-state"), "disconnected", "bad");
   clearBook();
   fillTable("tape", []);
+  // Health cells claimed "up" or "synced" as of the last frame: that is no longer known.
   for (const id of ["processes", "feeds", "publisher", "rings"]) {
-    for (const td of $(id).querySelectorAll("td.ok")) td.className = "stale";
+    for (const td of $(id).querySelectorAll("td.ok")) {
+      td.className = "stale";
+      td.textContent = "unknown";
+    }
   }
+  const sup = $("supervisor");
+  if (sup.textContent && !sup.textContent.startsWith("as of the last data: ")) sup.textContent = `as of the last data: ${sup.textContent}`;
 }
 
 function onFrame(event) {
@@ -244,6 +250,8 @@ function chooseMarket() {
   url.searchParams.set("symbol", symbol);
   url.searchParams.delete("token"); // the cookie carries it from here on
   history.replaceState(null, "", url);
+  setBadge($("book-state"), "loading", "bad");
+  setBadge($("tape-state"), "loading", "bad");
   clearBook();
   fillTable("tape", []);
   connect();
