@@ -16,7 +16,7 @@ from mdpipe.readers import NoSuchRingError, Reader, attach
 from mdpipe.segment import SegmentStatus
 
 LEVELS = 10  # price levels per side on the ladder
-TAPE = 30  # trades on the tape
+TAPE = 20  # trades on the tape
 TAPE_BACKFILL = 4096  # records re-read when a trades ring is (re)attached
 BATCH = 4096
 
