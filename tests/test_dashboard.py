@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -30,6 +31,7 @@ from mdpipe.readers import attach
 STREAMS = 3  # http.dashboard_streams of the shared instance
 GRAFANA = REPO / "deploy" / "grafana" / "mdpipe.json"
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
+ALERTS_TEST = REPO / "deploy" / "prometheus" / "alerts_test.yml"
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +227,7 @@ def test_static_page_and_assets(live: Running) -> None:
 
 
 def test_token_guards_every_dashboard_path(live: Running, monkeypatch) -> None:
-    token = "t0ken-" + uuid.uuid4().hex
+    token = "t0ken; =%/" + uuid.uuid4().hex  # characters a cookie cannot carry as they are
     monkeypatch.setenv("MDPIPE_HTTP_TOKEN", token)
     cfg = load(
         REPO / "config" / "demo.toml",
@@ -239,9 +241,9 @@ def test_token_guards_every_dashboard_path(live: Running, monkeypatch) -> None:
         for path in ("/dashboard", "/dashboard/app.js", "/dashboard/events"):
             code, _, body = get(url + path)
             assert code == 401 and b"token" in body, path
-        code, _, _ = get(url + "/dashboard?token=wrong-" + token)
+        code, _, _ = get(url + "/dashboard?token=" + quote("wrong-" + token))
         assert code == 401
-        code, headers, _ = get(url + "/dashboard?token=" + token)
+        code, headers, _ = get(url + "/dashboard?token=" + quote(token))
         assert code == 200
         cookie = headers["Set-Cookie"].split(";")[0]
         assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
@@ -284,13 +286,14 @@ def _grafana_exprs() -> list[str]:
     return exprs
 
 
-def test_alert_rules_pass_promtool() -> None:
+def test_alert_rules_pass_promtool_and_fire_as_specified() -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool is not installed: run `make test`, which installs it"
-    res = subprocess.run(
-        [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
+    for args in (["check", "rules", ALERTS.name], ["test", "rules", ALERTS_TEST.name]):
+        res = subprocess.run(
+            [promtool, *args], capture_output=True, text=True, timeout=60, cwd=ALERTS.parent
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_grafana_dashboard_is_well_formed() -> None:

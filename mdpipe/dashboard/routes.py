@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 from http.server import BaseHTTPRequestHandler
 from importlib import resources
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, unquote
 
 import orjson
 
@@ -77,7 +77,8 @@ class Dashboard:
             name, ctype = STATIC[sub]
             cookie = None
             if self.token is not None and params.get("token"):
-                cookie = f"{COOKIE}={self.token}; Path={PREFIX}; HttpOnly; SameSite=Strict"
+                value = quote(self.token, safe="")
+                cookie = f"{COOKIE}={value}; Path={PREFIX}; HttpOnly; SameSite=Strict"
             self._send(handler, 200, self.static[name], ctype, cookie)
         elif sub == "/events":
             self._stream(handler, params.get("ring", ""), params.get("symbol", ""))
@@ -92,7 +93,7 @@ class Dashboard:
         for part in handler.headers.get("Cookie", "").split(";"):
             name, _, value = part.strip().partition("=")
             if name == COOKIE:
-                return value
+                return unquote(value)
         return params.get("token")
 
     def _stream(self, handler: BaseHTTPRequestHandler, ring: str, symbol: str) -> None:
