@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -141,9 +142,12 @@ def metrics_poller(url: str, hz: float) -> Callable[[threading.Event, list[int],
     def work(stop: threading.Event, counts: list[int], i: int) -> None:
         while not stop.is_set():
             started = time.monotonic()
-            with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
-                resp.read()
-            counts[i] += 1
+            try:
+                with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+                    resp.read()
+                counts[i] += 1
+            except urllib.error.HTTPError:
+                pass  # refused (a server may serve one scrape at a time): not an update
             stop.wait(max(0.0, 1 / hz - (time.monotonic() - started)))
 
     return work

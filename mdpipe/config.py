@@ -331,6 +331,9 @@ def load(
 
 
 MIN_TOKEN_CHARS = 16
+# Each open page holds one HTTP worker thread: at most this many, so that /health, /ready
+# and /metrics always find a free worker.
+MAX_DASHBOARD_STREAMS = 8
 
 
 def _check_dashboard_token(cfg: Config, env: Mapping[str, str]) -> None:
@@ -551,8 +554,11 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
 
     if not 0 < cfg.http.port < 65536:
         raise ConfigError(f"http.port: {cfg.http.port} is not a TCP port")
-    if not 1 <= cfg.http.dashboard_streams <= 64:
-        raise ConfigError(f"http.dashboard_streams: {cfg.http.dashboard_streams} must be 1..64")
+    if not 1 <= cfg.http.dashboard_streams <= MAX_DASHBOARD_STREAMS:
+        raise ConfigError(
+            f"http.dashboard_streams: {cfg.http.dashboard_streams} must be "
+            f"1..{MAX_DASHBOARD_STREAMS}"
+        )
     if cfg.sim.enabled and not 0 < cfg.sim.port < 65536:
         raise ConfigError(f"sim.port: {cfg.sim.port} is not a TCP port")
     if cfg.sim.enabled and cfg.http.enabled and cfg.http.port == cfg.sim.port:

@@ -266,8 +266,9 @@ def test_token_config_rules() -> None:
         load(demo, overrides=["http.host=0.0.0.0"], env={})
     with pytest.raises(ConfigError, match=r"^http.token_env: \$MDPIPE_HTTP_TOKEN holds 5 char"):
         load(demo, env={"MDPIPE_HTTP_TOKEN": "short"})
-    with pytest.raises(ConfigError, match=r"^http.dashboard_streams: 0 must be 1..64"):
-        load(demo, overrides=["http.dashboard_streams=0"], env={})
+    for bad in (0, 9):
+        with pytest.raises(ConfigError, match=rf"^http.dashboard_streams: {bad} must be 1..8"):
+            load(demo, overrides=[f"http.dashboard_streams={bad}"], env={})
     load(demo, overrides=["http.host=0.0.0.0"], env={"MDPIPE_HTTP_TOKEN": "x" * 16})
     load(demo, overrides=["http.host=0.0.0.0", "http.dashboard=false"], env={})
     for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
