@@ -151,7 +151,7 @@ class Hub:
             statuses = {st.ring: st for st in iter_status(self.instance)}
             inst = view.sample(list(statuses.values()))
             resolved = {key: self._resolve(key, inst["markets"]) for key in keys}
-            market.refresh(statuses, {ring for ring, _ in resolved.values() if ring})
+            market.refresh(statuses, {key for key in resolved.values() if key[0]})
             head = b'{"instance":' + orjson.dumps(inst) + b',"market":'
             frames = {}
             for key, (ring, symbol) in resolved.items():

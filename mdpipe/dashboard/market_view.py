@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 
+import numpy as np
+
 from mdpipe.layout import FLAG_CROSSED, FLAG_SYNCED
 from mdpipe.readers import NoSuchRingError, Reader, attach
 from mdpipe.segment import SegmentStatus
@@ -33,6 +35,8 @@ class _Attached:
         self.reader = reader
         self.generation = generation
         self.tapes: dict[int, deque[list]] = {}
+        self.watched: set[int] = set()  # symbol ids whose trades are kept
+        self.watched_ids = np.empty(0, np.uint32)
 
 
 class MarketView:
@@ -43,17 +47,33 @@ class MarketView:
         self._books: dict[str, _Attached] = {}
         self._trades: dict[str, _Attached] = {}
 
-    def refresh(self, statuses: dict[str, SegmentStatus], watched_rings: set[str]) -> None:
-        """Attach, re-attach or drop readers to match the watched rings; drain the tapes."""
-        wanted_books = {r for r in watched_rings if r in statuses}
+    def refresh(self, statuses: dict[str, SegmentStatus], watched: set[tuple[str, str]]) -> None:
+        """Attach, re-attach or drop readers to match the watched (books ring, symbol) pairs,
+        and move new trades of the watched symbols onto their tapes."""
+        wanted_books = {ring for ring, _ in watched if ring in statuses}
         wanted_trades = {trades_ring_of(r) for r in wanted_books} & set(statuses)
         self._sync(self._books, wanted_books, statuses, "book")
         self._sync(self._trades, wanted_trades, statuses, "trade")
         for ring, att in list(self._trades.items()):
+            symbols = {sym for books, sym in watched if trades_ring_of(books) == ring}
             try:
+                self._watch(att, symbols)
                 self._drain(att)
             except Exception:  # the segment went away under us: attach again next frame
                 self._drop(self._trades, ring)
+
+    @staticmethod
+    def _watch(att: _Attached, symbols: set[str]) -> None:
+        """Keep tapes for these symbols only; a newly watched one is backfilled from the ring."""
+        names = att.reader.symbols
+        ids = {names.index(s) for s in symbols if s in names}
+        if ids == att.watched:
+            return
+        if ids - att.watched:
+            att.tapes.clear()
+            att.reader.seek_recent(TAPE_BACKFILL)
+        att.watched = ids
+        att.watched_ids = np.fromiter(ids, dtype=np.uint32, count=len(ids))
 
     def _sync(
         self,
@@ -71,8 +91,6 @@ class MarketView:
             except (NoSuchRingError, OSError, RuntimeError):
                 continue  # not there yet (a writer is starting): try on the next frame
             attached[ring] = _Attached(reader, statuses[ring].generation)
-            if kind == "trade":
-                reader.seek_recent(TAPE_BACKFILL)
 
     @staticmethod
     def _drop(attached: dict[str, _Attached], ring: str) -> None:
@@ -82,11 +100,12 @@ class MarketView:
 
     @staticmethod
     def _drain(att: _Attached) -> None:
-        """Move new trades of the ring into per-symbol tapes (bounded work per frame)."""
+        """Move new trades of the watched symbols onto their tapes (bounded work per frame)."""
         for _ in range(8):
             recs = att.reader.read_batch(BATCH)
             if not len(recs):
                 return
+            recs = recs[np.isin(recs["symbol_id"], att.watched_ids)]
             for sid, ts, price, qty, side, tid in zip(
                 recs["symbol_id"].tolist(),
                 recs["exchange_ts_ns"].tolist(),
