@@ -24,6 +24,7 @@ log = logging.getLogger("mdpipe.dashboard")
 
 INTERVAL_S = 0.1  # 10 frames a second
 IDLE_STOP_S = 2.0  # the sampler stops this long after the last page closed
+MARKETS_EVERY = 10  # frames between two copies of the (unchanged) list of markets
 
 
 class TooManyStreamsError(RuntimeError):
@@ -57,6 +58,8 @@ class Hub:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._last_error = ""
+        self._markets: list[dict] = []
+        self._new_page = False  # a page subscribed since the last frame: send it the markets
 
     # ----- streams ------------------------------------------------------------------------
 
@@ -71,6 +74,7 @@ class Hub:
                     f"{self.max_streams} dashboard streams are open (http.dashboard_streams)"
                 )
             self._subs.add(sub)
+            self._new_page = True
             sub.tick = self._tick
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -123,6 +127,7 @@ class Hub:
                     if self._closed:
                         return
                     keys = {sub.key for sub in self._subs}
+                    new_page, self._new_page = self._new_page, False
                     if not keys:
                         idle_since = idle_since or started
                         if started - idle_since >= IDLE_STOP_S:
@@ -131,7 +136,7 @@ class Hub:
                     else:
                         idle_since = None
                 if keys:
-                    frames = self._build(view, market, keys)
+                    frames = self._build(view, market, keys, new_page)
                     with self._cond:
                         self._frames = frames
                         self._tick += 1
@@ -145,12 +150,22 @@ class Hub:
             market.close()
 
     def _build(
-        self, view: InstanceView, market: MarketView, keys: set[tuple[str, str]]
+        self,
+        view: InstanceView,
+        market: MarketView,
+        keys: set[tuple[str, str]],
+        new_page: bool,
     ) -> dict[tuple[str, str], bytes]:
         try:
             statuses = {st.ring: st for st in iter_status(self.instance)}
             inst = view.sample(list(statuses.values()))
-            resolved = {key: self._resolve(key, inst["markets"]) for key in keys}
+            markets = inst.pop("markets")
+            resolved = {key: self._resolve(key, markets) for key in keys}
+            # The list of markets (every symbol of every books ring) can be long and rarely
+            # changes: it goes out when it changed, to a new page, and once a second.
+            if new_page or markets != self._markets or self._tick % MARKETS_EVERY == 0:
+                inst["markets"] = markets
+            self._markets = markets
             market.refresh(statuses, {key for key in resolved.values() if key[0]})
             head = b'{"instance":' + orjson.dumps(inst) + b',"market":'
             frames = {}

@@ -103,7 +103,7 @@ function renderInstance(inst) {
       triple(r.latency && r.latency.feed_to_ring_us), triple(r.latency && r.latency.exchange_to_local_ms),
     ]),
   );
-  renderMarkets(inst.markets);
+  if (inst.markets) renderMarkets(inst.markets); // sent when it changes and once a second
 }
 
 function renderMarkets(markets) {
