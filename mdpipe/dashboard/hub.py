@@ -131,7 +131,7 @@ class Hub:
                     if not keys:
                         idle_since = idle_since or started
                         if started - idle_since >= IDLE_STOP_S:
-                            self._thread = None
+                            self._thread = None  # decided under the lock subscribe() takes
                             return
                     else:
                         idle_since = None
@@ -147,6 +147,9 @@ class Hub:
                         max(0.0, self.interval - (time.monotonic() - started)),
                     )
         finally:
+            with self._cond:
+                if self._thread is threading.current_thread():
+                    self._thread = None  # after a crash: the next page starts a new one
             market.close()
 
     def _build(
