@@ -6,6 +6,7 @@ No supervisor here: two "venues" write the same symbol into their own rings, so 
 
 from __future__ import annotations
 
+import threading
 import time
 
 import orjson
@@ -124,3 +125,20 @@ def test_streams_are_capped_and_a_closed_hub_ends_them(instance: str, venues) ->
     assert hub.next_frame(subs[0], 5.0) is None
     with pytest.raises(TooManyStreamsError, match="stopping"):
         hub.subscribe("", "")
+
+
+def test_the_sampler_runs_only_while_a_page_is_open(instance: str, venues) -> None:
+    def samplers() -> int:
+        return sum(t.name == "dashboard-sampler" for t in threading.enumerate())
+
+    hub = Hub(instance, max_streams=2)
+    try:
+        assert samplers() == 0
+        assert frame(hub, "", "")["market"]["state"] == "live"
+        deadline = time.monotonic() + 30
+        while samplers():  # every page closed: it stops after IDLE_STOP_S
+            assert time.monotonic() < deadline, "the sampler kept running with no page open"
+            time.sleep(0.05)
+        assert frame(hub, "", "")["market"]["state"] == "live", "a new page starts it again"
+    finally:
+        hub.close()
