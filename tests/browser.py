@@ -51,10 +51,11 @@ class Chromium:
         ]
         if os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to sandbox itself as root
+        port_file = profile / "DevToolsActivePort"
+        port_file.unlink(missing_ok=True)  # a previous browser's, naming a port now closed
         self.log_path = tmp / "chromium.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -62,7 +63,11 @@ class Chromium:
                 raise BrowserError(f"chromium did not start:\n{self.log_path.read_text()}")
             time.sleep(0.05)
         port, path = port_file.read_text().splitlines()[:2]
-        self._ws = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=60)
+        try:
+            self._ws = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=60)
+        except OSError as exc:
+            self.close()
+            raise BrowserError(f"cannot reach chromium's DevTools on port {port}: {exc}") from None
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
         self._results: dict[int, dict] = {}

@@ -120,9 +120,14 @@ class Hub:
         view = InstanceView(self.instance)
         market = MarketView(self.instance)
         idle_since: float | None = None
+        next_at = time.monotonic()
         try:
             while True:
                 started = time.monotonic()
+                # A fixed cadence: a late frame does not push back the ones after it, so
+                # the rate holds at 1/interval on a busy machine (one that falls a whole
+                # frame behind starts over rather than bursting).
+                next_at = max(next_at + self.interval, started)
                 with self._cond:
                     if self._closed:
                         return
@@ -142,10 +147,7 @@ class Hub:
                         self._tick += 1
                         self._cond.notify_all()
                 with self._cond:
-                    self._cond.wait_for(
-                        lambda: self._closed,
-                        max(0.0, self.interval - (time.monotonic() - started)),
-                    )
+                    self._cond.wait_for(lambda: self._closed, max(0.0, next_at - time.monotonic()))
         finally:
             with self._cond:
                 if self._thread is threading.current_thread():

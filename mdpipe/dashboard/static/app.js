@@ -5,7 +5,7 @@
 const STALE_AFTER_MS = 1500; // no frame for this long: the page says so and shows nothing as live
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const view = { source: null, lastFrameAt: 0, frames: 0, markets: "", connected: false };
+const view = { source: null, lastFrameAt: 0, frames: 0, arrivals: [], markets: "", connected: false };
 
 function fmtNum(v, digits) {
   if (v === null || v === undefined) return "–";
@@ -182,13 +182,13 @@ function renderMarket(m) {
   }
   const tapeState = m.trades_state || m.state;
   setBadge($("tape-state"), tapeState, tapeState === "live" ? "ok" : "bad");
+  const trades = tapeState === "live" ? m.trades || [] : [];
+  const td = decimals(trades.map((t) => [t[1]]));
   fillTable(
     "tape",
-    tapeState === "live"
-      ? (m.trades || []).map((t) => [
-        fmtTime(t[0]), [t[3] > 0 ? "buy" : "sell", t[3] > 0 ? "bid" : "ask"], String(t[1]), String(t[2]),
-      ])
-      : [],
+    trades.map((t) => [
+      fmtTime(t[0]), [t[3] > 0 ? "buy" : "sell", t[3] > 0 ? "bid" : "ask"], fmtPrice(t[1], td), String(t[2]),
+    ]),
   );
 }
 
@@ -229,7 +229,10 @@ function onFrame(event) {
   }
   renderInstance(frame.instance);
   renderMarket(frame.market);
-  $("updated").textContent = `updated ${fmtTime(frame.instance.time_ns)} UTC`;
+  view.arrivals.push(view.lastFrameAt);
+  while (view.arrivals.length && view.arrivals[0] < view.lastFrameAt - 2000) view.arrivals.shift();
+  const perSecond = view.arrivals.length / 2;
+  $("updated").textContent = `updated ${fmtTime(frame.instance.time_ns)} UTC · ${perSecond.toFixed(1)} updates/s`;
 }
 
 function connect() {
