@@ -230,11 +230,8 @@ def test_static_page_and_assets(live: Running) -> None:
 def test_token_guards_every_dashboard_path(live: Running, monkeypatch) -> None:
     token = "t0ken; =%/" + uuid.uuid4().hex  # characters a cookie cannot carry as they are
     monkeypatch.setenv("MDPIPE_HTTP_TOKEN", token)
-    cfg = load(
-        REPO / "config" / "demo.toml",
-        overrides=[f"instance={live.instance}", "http.port=1"],
-    )
-    cfg.http.port = 0  # any free port
+    cfg = load(REPO / "config" / "demo.toml", overrides=[f"instance={live.instance}"])
+    cfg.http.port = 0  # any free port: this second server reads the same live instance
     server = HttpServer(cfg)
     server.start()
     try:
