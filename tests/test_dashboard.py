@@ -225,6 +225,12 @@ def test_static_page_and_assets(live: Running) -> None:
     assert code == 404 and b"/dashboard/nope" in body
     code, _, body = get(live.url + "/")
     assert b"/dashboard" in body
+    for host in (f"localhost:{live.http_port}", f"127.0.0.1:{live.http_port}", "[::1]"):
+        assert get(live.url + "/dashboard", {"Host": host})[0] == 200, host
+    for host in (f"evil.example:{live.http_port}", "10.0.0.1", ""):
+        code, _, body = get(live.url + "/dashboard/events", {"Host": host})
+        assert code == 403 and b"loopback host names" in body, host
+    assert get(live.url + "/health", {"Host": "evil.example"})[0] == 200
 
 
 def test_token_guards_every_dashboard_path(live: Running, monkeypatch) -> None:

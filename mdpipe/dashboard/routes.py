@@ -3,7 +3,8 @@
 Read-only: GET only, nothing here changes the instance. With a token configured (required
 off loopback, see http.token_env) every /dashboard request must carry it: as ?token= (the
 page then sets a cookie so its own script and stream carry it), as the cookie, or as
-"Authorization: Bearer <token>".
+"Authorization: Bearer <token>". Without one, only requests for a loopback host name are
+answered.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 import hmac
 from http.server import BaseHTTPRequestHandler
 from importlib import resources
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import orjson
 
-from mdpipe.config import Config
+from mdpipe.config import Config, is_loopback
 from mdpipe.dashboard.hub import Hub, TooManyStreamsError
 
 PREFIX = "/dashboard"
@@ -45,6 +46,15 @@ def _load_static() -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name, _ in set(STATIC.values())}
 
 
+def _loopback_host(host_header: str) -> bool:
+    """True when a Host header names this machine (127.x.x.x, ::1 or localhost, any port)."""
+    try:
+        name = urlsplit("//" + host_header.strip()).hostname
+    except ValueError:
+        return False
+    return bool(name) and is_loopback(name)
+
+
 class Dashboard:
     """Serves the live page of one instance from the supervisor's HTTP server."""
 
@@ -63,6 +73,11 @@ class Dashboard:
         path, _, query = handler.path.partition("?")
         params = {k: v[-1] for k, v in parse_qs(query).items()}
         sub = path[len(PREFIX) :]
+        if self.token is None and not _loopback_host(handler.headers.get("Host", "")):
+            # Without a token only this machine may read the page; a web site that points its
+            # own name at 127.0.0.1 (DNS rebinding) sends its name, not a loopback one.
+            self._json(handler, 403, {"error": "the dashboard answers loopback host names only"})
+            return
         given = self._token_of(handler, params)
         if self.token is not None and not (
             given and hmac.compare_digest(given.encode(), self.token.encode())
