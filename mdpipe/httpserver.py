@@ -21,7 +21,7 @@ from mdpipe.config import Config
 from mdpipe.dashboard import Dashboard
 from mdpipe.logs import redact
 from mdpipe.metrics import registry_for
-from mdpipe.segment import LayoutError, read_status
+from mdpipe.shm.segment import LayoutError, read_status
 
 REDIS_CACHE_S = 1.0
 

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import CollectorRegistry
 
 from mdpipe.readers import attach
-from mdpipe.segment import SegmentStatus, iter_status
+from mdpipe.shm.segment import SegmentStatus, iter_status
 
 QUANTILES = (0.5, 0.99, 0.999)
 LATENCY_SAMPLE = 2048  # recent records per ring behind the latency quantiles of a scrape

@@ -12,9 +12,9 @@ import time
 import orjson
 import pytest
 
-from mdpipe import layout as L
 from mdpipe.dashboard.hub import Hub, TooManyStreamsError
-from mdpipe.ring import RingWriter
+from mdpipe.shm import layout as L
+from mdpipe.shm.writer import RingWriter
 
 VENUES = {"books.bin.0": ("binance-futures", 61_800.0), "books.byb.0": ("bybit-linear", 61_790.0)}
 

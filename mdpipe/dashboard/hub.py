@@ -18,7 +18,7 @@ import orjson
 
 from mdpipe.dashboard.instance_view import InstanceView
 from mdpipe.dashboard.market_view import MarketView
-from mdpipe.segment import iter_status
+from mdpipe.shm.segment import iter_status
 
 log = logging.getLogger("mdpipe.dashboard")
 

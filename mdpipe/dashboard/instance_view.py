@@ -17,7 +17,7 @@ from mdpipe.metrics import (
     ring_labels,
     supervisor_children,
 )
-from mdpipe.segment import SegmentStatus
+from mdpipe.shm.segment import SegmentStatus
 
 RATE_WINDOW_S = 1.0  # rates are averaged over the last second of samples
 LATENCY_EVERY_S = 1.0

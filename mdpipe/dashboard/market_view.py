@@ -13,9 +13,9 @@ from collections import deque
 
 import numpy as np
 
-from mdpipe.layout import FLAG_CROSSED, FLAG_SYNCED
 from mdpipe.readers import NoSuchRingError, Reader, attach
-from mdpipe.segment import SegmentStatus
+from mdpipe.shm.layout import FLAG_CROSSED, FLAG_SYNCED
+from mdpipe.shm.segment import SegmentStatus
 
 LEVELS = 10  # price levels per side on the ladder
 TAPE = 20  # trades on the tape
