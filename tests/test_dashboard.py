@@ -138,7 +138,7 @@ def test_frames_show_the_rings_book_and_instance(live: Running) -> None:
     assert len(market["bids"]) == len(market["asks"]) == 10
     assert market["bids"][0][0] < market["asks"][0][0]
     # The frame's book is exactly the ring's record with the same update id.
-    rec = ring_record(live.instance, "books.sim.0", "ETHUSDT", market["uid"])
+    rec = ring_record(live.instance, "books.sim.0", "ETHUSDT", int(market["uid"]))
     assert rec is not None, f"update id {market['uid']} is not in the ring"
     assert rec["bids"][:10] == market["bids"] and rec["asks"][:10] == market["asks"]
     assert market["trades"], "the tape has trades"

@@ -103,7 +103,7 @@ def test_only_exact_books_from_live_writers_are_shown(instance: str, venues) -> 
         assert m["state"] == "not synced" and m["bids"] == m["asks"] == []
         write_book(books, 0, 61_801.0, 102)
         m = frame(hub, "books.bin.0", "BTCUSDT")["market"]
-        assert m["state"] == "live" and m["uid"] == 102
+        assert m["state"] == "live" and m["uid"] == "102"
         books.close()  # the writer is gone (its segment stays)
         m = frame(hub, "books.bin.0", "BTCUSDT")["market"]
         assert m["state"] == "writer down" and m["bids"] == m["asks"] == []

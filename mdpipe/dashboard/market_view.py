@@ -143,7 +143,8 @@ class MarketView:
         flags = int(rec["flags"])
         nb, na = min(int(rec["bid_count"]), LEVELS), min(int(rec["ask_count"]), LEVELS)
         common = {
-            "uid": int(rec["last_update_id"]),
+            # A string: update ids may pass 2**53, past which JavaScript numbers are inexact.
+            "uid": str(int(rec["last_update_id"])),
             "symbol_seq": int(rec["symbol_seq"]),
             "exchange_ts_ns": int(rec["exchange_ts_ns"]),
             "commit_ts_ns": int(rec["commit_ts_ns"]),
