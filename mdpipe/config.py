@@ -7,6 +7,7 @@ A bad config is refused before anything starts with one line naming the key and 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import socket
@@ -85,6 +86,9 @@ class HttpConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 9464
+    dashboard: bool = True
+    token_env: str = "MDPIPE_HTTP_TOKEN"
+    dashboard_streams: int = 8
 
 
 @dataclass
@@ -126,6 +130,11 @@ class Config:
     def redis_password(self) -> str | None:
         """The Redis password, taken from the environment variable named in the config."""
         return os.environ.get(self.redis.password_env) or None
+
+    @property
+    def http_token(self) -> str | None:
+        """The dashboard's access token, taken from the environment variable named in the config."""
+        return os.environ.get(self.http.token_env) or None
 
     def ingest_shards(self) -> list[tuple[FeedConfig, int, int, list[str]]]:
         """(feed, shard index, core, symbols) of every ingest process: symbols round-robin."""
@@ -275,6 +284,7 @@ def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, str]]:
 # Variables that belong to mdpipe but are not config keys.
 _NOT_CONFIG_ENV = {
     "MDPIPE_REDIS_PASSWORD",
+    "MDPIPE_HTTP_TOKEN",
     "MDPIPE_TAPES_DIR",
     "MDPIPE_CONFIG",
     "MDPIPE_LOG_FORMAT",
@@ -321,7 +331,43 @@ def load(
     cfg.source = source
     _expand_placeholders(cfg)
     validate(cfg, check_ports=check_ports)
+    _check_dashboard_token(cfg, env)
     return cfg
+
+
+MIN_TOKEN_CHARS = 16
+# Each open page holds one HTTP worker thread: at most this many, so that /health, /ready
+# and /metrics always find a free worker.
+MAX_DASHBOARD_STREAMS = 8
+
+
+def _check_dashboard_token(cfg: Config, env: Mapping[str, str]) -> None:
+    """The dashboard off loopback needs a token; a token, where given, must not be guessable."""
+    http = cfg.http
+    if not (http.enabled and http.dashboard):
+        return
+    token = env.get(http.token_env) or ""
+    if token and len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"http.token_env: ${http.token_env} holds {len(token)} characters; "
+            f"a dashboard token needs at least {MIN_TOKEN_CHARS}"
+        )
+    if not token and not is_loopback(http.host):
+        raise ConfigError(
+            f"http.token_env: http.host {http.host!r} is not loopback, so the dashboard needs a "
+            f"token: set ${http.token_env} (at least {MIN_TOKEN_CHARS} characters) "
+            "or http.dashboard = false"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _refuse_password(url: object, why: str) -> None:
@@ -522,6 +568,11 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
 
     if not 0 < cfg.http.port < 65536:
         raise ConfigError(f"http.port: {cfg.http.port} is not a TCP port")
+    if not 1 <= cfg.http.dashboard_streams <= MAX_DASHBOARD_STREAMS:
+        raise ConfigError(
+            f"http.dashboard_streams: {cfg.http.dashboard_streams} must be "
+            f"1..{MAX_DASHBOARD_STREAMS}"
+        )
     if cfg.sim.enabled and not 0 < cfg.sim.port < 65536:
         raise ConfigError(f"sim.port: {cfg.sim.port} is not a TCP port")
     if cfg.sim.enabled and cfg.http.enabled and cfg.http.port == cfg.sim.port:
