@@ -48,11 +48,6 @@ reconnect_max = 0.5
 [redis]
 url = "{redis_url}"
 
-[publisher]
-orderbook_channel = "orderbook:{{exchange}}:{{symbol}}"
-trades_channel = "trades:{{exchange}}:{{symbol}}"
-market_data_channel = "market_data:{{exchange}}:{{symbol}}"
-
 [http]
 port = {port}
 """
