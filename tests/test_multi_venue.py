@@ -10,10 +10,12 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 from test_supervisor import PY, REPO, free_port, mdpipe, poll
 
 from mdpipe import readers
+from mdpipe.redis_names import DIRECTORY_KEY, SymbolNames
 from mdpipe.shm.segment import read_status
 from mdpipe.sim.process import SimProcess
 
@@ -102,6 +104,21 @@ def test_btcusdt_on_binance_and_bybit_in_one_instance(instance, redis_server, tm
                 assert all(t is not None and t[0] < t[2] for t in tops.values())
             finally:
                 every.close()
+            # Redis: the publisher lists each (venue, symbol) with names of its own.
+            r = redis.Redis.from_url(redis_server.url)
+            try:
+                fields = ("binance-futures:BTCUSDT", "bybit-linear:BTCUSDT")
+
+                def listed() -> list[SymbolNames] | None:
+                    raw = r.hmget(DIRECTORY_KEY, fields)
+                    return None if None in raw else [SymbolNames.from_json(x) for x in raw]
+
+                names = poll(listed, 30, "both BTCUSDT venues in the Redis directory")
+                assert names[0].orderbook != names[1].orderbook
+                assert names[0].trades != names[1].trades
+                poll(lambda: all(r.exists(n.orderbook) for n in names), 30, "both book keys")
+            finally:
+                r.close()
             # tail: ambiguous without --feed, each venue's book with it.
             both = mdpipe("tail", "BTCUSDT", "--instance", instance, "--once")
             assert both.returncode == 1
