@@ -309,8 +309,13 @@ class Shard:
             )
 
     def _rejected(self, conn: Connection, ack: Ack, raw: bytes) -> None:
-        """The venue refused a request (a subscription): its streams will never deliver."""
+        """The venue refused a request (a subscription): its streams will never deliver.
+
+        A request named after the stream it subscribes marks that stream as faulted, so the
+        silence check does not report it a second time.
+        """
         self.ctr.arr[self.ctr.stream_faults] += 1
+        conn.faulted.update(key for key, name in conn.streams.items() if name == ack.req_id)
         self._report("request_rejected", f"{conn.name}: {ack.op} {ack.req_id}: {ack.message}", raw)
         self.log.error(
             "%s: the venue refused %s %s: %s",
