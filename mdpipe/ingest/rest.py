@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from mdpipe.ingest.inbox import Inbox
+from mdpipe.venues.pacing import WeightBudget
 
 REST_TIMEOUT = 10.0  # seconds for connect and for each read of a snapshot request
 _USER_AGENT = "mdpipe-ingest"
@@ -52,6 +53,7 @@ class HttpGetter:
     def __init__(self, timeout: float = REST_TIMEOUT) -> None:
         self.timeout = timeout
         self._conns: dict[tuple[str, str], http.client.HTTPConnection] = {}
+        self.headers: http.client.HTTPMessage | None = None  # of the last answer
 
     def get(self, url: str) -> tuple[int, bytes, float | None]:
         """(status, body, Retry-After seconds); raises OSError / HTTPException on failure."""
@@ -74,6 +76,7 @@ class HttpGetter:
             conn.close()
             del self._conns[key]
             raise
+        self.headers = resp.headers
         if resp.will_close:
             conn.close()
             del self._conns[key]
@@ -86,10 +89,23 @@ class HttpGetter:
 
 
 class SnapshotFetcher:
-    """One thread fetching snapshots in request order; honours Retry-After before the next one."""
+    """One thread fetching snapshots in request order; honours Retry-After before the next one.
 
-    def __init__(self, inbox: Inbox, timeout: float = REST_TIMEOUT) -> None:
+    With a venue's weight `budget` (`mdpipe.venues.pacing.WeightBudget`), each request
+    waits until the budget allows it, and every answer's `weight_header` feeds it back.
+    """
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        timeout: float = REST_TIMEOUT,
+        budget: WeightBudget | None = None,
+        weight_header: str = "",
+    ) -> None:
         self._inbox = inbox
+        self.budget = budget
+        self._weight_header = weight_header
+        self.paced_seconds = 0.0  # time spent waiting for the weight budget
         self._getter = HttpGetter(timeout)
         self._requests: queue.SimpleQueue[SnapshotRequest | None] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -105,6 +121,8 @@ class SnapshotFetcher:
             req = self._requests.get()
             if req is None:
                 break
+            if not self._paced():
+                break
             t0 = time.monotonic()
             status, body, retry_after, error = 0, b"", None, ""
             try:
@@ -112,13 +130,31 @@ class SnapshotFetcher:
             except (OSError, http.client.HTTPException) as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             elapsed = time.monotonic() - t0
+            if self.budget is not None and status:
+                self.budget.answered(time.time(), status, self._used_weight(), retry_after)
             self._inbox.post(
                 SnapshotReply(req.symbol, req.epoch, status, body, retry_after, error, elapsed)
             )
-            if status in (418, 429):
+            if status in (418, 429) and self.budget is None:
                 # The exchange bans IPs that keep asking while rate-limited: pause every request.
                 self._stop.wait(retry_after if retry_after is not None else 1.0)
         self._getter.close()
+
+    def _paced(self) -> bool:
+        """Wait until the weight budget allows one more request; False when stopping."""
+        budget = self.budget
+        if budget is None:
+            return True
+        while (wait := budget.wait(time.time())) > 0:
+            self.paced_seconds += wait
+            if self._stop.wait(wait):
+                return False
+        budget.sent(time.time())
+        return True
+
+    def _used_weight(self) -> int | None:
+        value = self._getter.headers.get(self._weight_header) if self._getter.headers else None
+        return int(value) if value and value.isdigit() else None
 
     def close(self) -> None:
         """Stop the thread (an in-flight request ends at its timeout at the latest)."""

@@ -15,13 +15,17 @@ import logging
 import selectors
 import threading
 import time
+from collections import deque
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from mdpipe import config as C
 from mdpipe.affinity import pinned_core
+from mdpipe.ingest import runtime
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.connection import CONTROL, Connected, Connection, ConnectionLost
+from mdpipe.ingest.control import ControlRequest, ControlServer, socket_path
 from mdpipe.ingest.counters import COUNTERS, Counters
 from mdpipe.ingest.deadletter import DeadLetter
 from mdpipe.ingest.inbox import Inbox
@@ -49,6 +53,7 @@ from mdpipe.venues.base import (
     Trades,
 )
 from mdpipe.venues.errors import FeedError
+from mdpipe.venues.pacing import MessagePacer
 
 TICK = 0.05  # seconds between housekeeping passes (timeouts, snapshots, heartbeats, gauges)
 # A rollover's old connection stays open at least this long after its replacement is up (its
@@ -90,7 +95,8 @@ class Shard:
         books_ring, trades_ring = ring_names(feed.name, shard)
         mode = C.segment_mode(cfg)
         exchange = venue.exchange
-        max_symbols = max(256, len(symbols))
+        # Room for symbols subscribed at runtime (64 bytes a row per ring).
+        max_symbols = min(L.MAX_SYMBOLS, max(256, 2 * len(symbols)))
         self.books_w = RingWriter.create(
             cfg.instance,
             books_ring,
@@ -125,7 +131,12 @@ class Shard:
         self.dead = DeadLetter(dead_letter_path(cfg, feed.name, shard))
         self._reported: set[str] = set()
         self.inbox = Inbox()
-        self.fetcher = SnapshotFetcher(self.inbox)
+        rest_budget = getattr(venue, "rest_budget", None)
+        self.fetcher = SnapshotFetcher(
+            self.inbox,
+            budget=rest_budget() if rest_budget else None,
+            weight_header=getattr(venue, "weight_header", ""),
+        )
         self.parser = venue.parser
         self.books = {
             sym: SymbolBook(
@@ -144,11 +155,19 @@ class Shard:
         self.last_trade_id = [0] * len(self.symbols)  # per symbol id: the last trade committed
         self.overlap = False  # a rollover is under way: two sockets carry the same streams
         self.plans: dict[str, RoutePlan] = {}
+        self.outbox: dict[str, deque[bytes]] = {}  # frames waiting for the route's pacer
+        self.pacers: dict[str, MessagePacer] = {}
         self.conns = self._plan()
         self.by_name = {c.name: c for c in self.conns}
         self.depth_route = {sym: c for c in self.conns for sym in c.depth_symbols}
+        self.removed: set[str] = set()  # unsubscribed at runtime: their late frames are dropped
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.inbox, selectors.EVENT_READ, None)
+        self.control: ControlServer | None = None
+        if hasattr(venue, "symbol_streams"):
+            self.control = ControlServer(
+                socket_path(cfg.instance, feed.name, shard), self.inbox, self._check_request
+            )
 
     # ----- setup --------------------------------------------------------------------------
 
@@ -167,6 +186,9 @@ class Shard:
         conns = []
         for plan in self.venue.plan():
             self.plans[plan.name] = plan
+            self.outbox[plan.name] = deque()
+            if plan.send_rate:
+                self.pacers[plan.name] = MessagePacer(plan.send_rate)
             backoff = Backoff(feed.reconnect_initial, feed.reconnect_max)
             conns.append(Connection(plan.name, plan.url, dict(plan.streams), backoff))
         return conns
@@ -326,6 +348,8 @@ class Shard:
         )
 
     def _unknown_symbol(self, symbol: str, raw: bytes) -> None:
+        if symbol in self.removed:
+            return  # in flight when it was unsubscribed
         self.ctr.arr[self.ctr.parse_errors] += 1
         self._report("unknown_symbol", f"{symbol} is not one of this shard's symbols", raw)
 
@@ -355,13 +379,34 @@ class Shard:
             conn.last_frame = conn.retiring.last_frame
         self.sel.register(conn.sock, selectors.EVENT_READ, conn)
         conn.last_ping = now
-        for frame in self.plans[conn.name].subscribe:
-            if not self._send(conn, frame):
-                return
+        self.outbox[conn.name].clear()
+        if conn.name in self.pacers:
+            self.pacers[conn.name].reset()
+        self._queue(conn, self.plans[conn.name].subscribe)
+        self._queue(conn, runtime.resubscribe_frames(self.venue, self.plans[conn.name], conn))
+        if not self._flush(conn, now):
+            return
         self._gauge_connections()
         self.log.info(
             "%s: connected to %s (%d streams)", conn.name, _where(conn.url), len(conn.streams)
         )
+
+    def _queue(self, conn: Connection, frames: tuple[bytes, ...] | list[bytes]) -> None:
+        """Queue frames for a route, sent in order as fast as its venue allows."""
+        self.outbox[conn.name].extend(frames)
+
+    def _flush(self, conn: Connection, now: float) -> bool:
+        """Send what the route's pacer allows now; False if the connection was lost."""
+        box = self.outbox[conn.name]
+        pacer = self.pacers.get(conn.name)
+        while box and conn.up:
+            if pacer is not None:
+                if pacer.wait(now) > 0:
+                    return True
+                pacer.sent(now)
+            if not self._send(conn, box.popleft()):
+                return False
+        return True
 
     def _send(self, conn: Connection, frame: bytes) -> bool:
         """Send one frame on a route; a failed send drops the connection (False)."""
@@ -569,9 +614,41 @@ class Shard:
                 # In-band: ask again after a while if the snapshot does not come.
                 sb.due = now + max(1.0, sb.backoff.next_delay())
                 self.log.info("%s: asking %s for a fresh snapshot", sym, conn.name)
-                for frame in how.frames:
-                    if not self._send(conn, frame):
-                        break
+                self._queue(conn, how.frames)
+                self._flush(conn, now)
+
+    # ----- runtime subscriptions ---------------------------------------------------------
+
+    def _check_request(self, op: str, symbols: list[str]) -> tuple[str, bool] | None:
+        """Blocking checks on the control thread: does the exchange list these symbols?"""
+        if op != "subscribe":
+            return None
+        return runtime.probe_symbols(self.venue, symbols)
+
+    def _on_control(self, req: ControlRequest) -> dict[str, Any]:
+        """Apply a control request on the loop thread (the rings' only writer)."""
+        try:
+            if req.op == "list":
+                return {"ok": True, "symbols": sorted(self.books)}
+            if req.op == "subscribe":
+                return {"ok": True, "subscribed": runtime.subscribe(self, req.symbols)}
+            return {"ok": True, "unsubscribed": runtime.unsubscribe(self, req.symbols)}
+        except runtime.Refused as exc:
+            return {"ok": False, "error": str(exc)}
+
+    def new_book(self, symbol: str, sid: int) -> SymbolBook:
+        """A book for a symbol subscribed at runtime."""
+        feed = self.feed
+        return SymbolBook(
+            symbol,
+            sid,
+            self.venue.book_sync(symbol),
+            self.books_w,
+            self.ctr,
+            Backoff(feed.reconnect_initial, feed.reconnect_max),
+            self._report,
+            self.log,
+        )
 
     # ----- housekeeping -------------------------------------------------------------------
 
@@ -587,6 +664,8 @@ class Shard:
                 self._check_handover(conn, now)
             if conn.up:
                 if self._lost_if_silent(conn, now):
+                    continue
+                if self.outbox[conn.name] and not self._flush(conn, now):
                     continue
                 plan = self.plans[conn.name]
                 if plan.ping and now - conn.last_ping >= plan.ping_interval:
@@ -669,6 +748,8 @@ class Shard:
                     for item in self.inbox.drain():
                         if isinstance(item, SnapshotReply):
                             self._on_reply(item)
+                        elif isinstance(item, ControlRequest):
+                            item.reply.put(self._on_control(item))
                         else:
                             self._adopt(item)
                 elif conn.up:
@@ -676,6 +757,8 @@ class Shard:
 
     def close(self) -> None:
         """Unpublish the books, close connections, helpers and the rings (segments are kept)."""
+        if self.control is not None:
+            self.control.close()
         now_ns = time.time_ns()
         for sb in self.books.values():
             sb.invalidate(now_ns)

@@ -11,6 +11,7 @@ import click
 from mdpipe import logs
 from mdpipe.sim.config import START_IMMEDIATELY, START_ON_CONNECT, SimConfig
 from mdpipe.sim.faults import FaultError, parse_duration, parse_fault_spec
+from mdpipe.sim.instruments import universe as generated_universe
 from mdpipe.sim.tape import TapeError
 from mdpipe.sim.venues import DEFAULT_VENUE, build, venue_module, venue_names
 
@@ -61,6 +62,20 @@ DURATION = Duration()
     default="BTCUSDT,ETHUSDT",
     show_default=True,
     help="Synthetic mode: comma-separated symbols.",
+)
+@click.option(
+    "--universe",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Synthetic mode: add this many generated USDT symbols (AAAAUSDT, AAABUSDT, ...) "
+    "to --symbols, a whole-market stand-in.",
+)
+@click.option(
+    "--weight-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="REST weight per minute before 429 (default: the market's, 2400 futures).",
 )
 @click.option(
     "--rate",
@@ -182,6 +197,8 @@ def sim_command(
     venue: str,
     market: str | None,
     symbols: str,
+    universe: int,
+    weight_limit: int | None,
     rate: float,
     seed: int,
     levels: int,
@@ -227,6 +244,7 @@ def sim_command(
             f"{market!r} is not a {venue} market ({', '.join(markets)})", param_hint="--market"
         )
     symbol_list = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    symbol_list = list(dict.fromkeys(symbol_list + generated_universe(universe)))
     if not symbol_list:
         raise click.UsageError("--symbols is empty")
     try:
@@ -258,6 +276,7 @@ def sim_command(
         tick=tick,
         rest_wait=rest_wait,
         oversized_bytes=oversized_bytes,
+        weight_limit=weight_limit,
     )
     try:
         asyncio.run(_run(cfg))

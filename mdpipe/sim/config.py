@@ -46,3 +46,5 @@ class SimConfig:
     tick: float = 0.001
     rest_wait: float = 30.0
     oversized_bytes: int = 2 * 1024 * 1024
+    weight_limit: int | None = None  # REST weight per minute per IP; None: the market's
+    ban_seconds: float = 120.0  # how long a 418 ban lasts

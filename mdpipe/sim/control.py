@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from mdpipe.sim.limits import MAX_SUBSCRIBE_PARAMS
 from mdpipe.sim.streams import MAX_STREAMS
 
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
@@ -62,6 +63,10 @@ def handle_control(message: str | bytes, subs: list[str], combined: bool) -> Con
     if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
         if not all(isinstance(p, str) and p for p in params):
             return _err(2, "Invalid request: stream names must be non-empty strings", req_id)
+        if len(params) > MAX_SUBSCRIBE_PARAMS:
+            return _err(
+                2, f"Invalid request: too many parameters (at most {MAX_SUBSCRIBE_PARAMS})", req_id
+            )
         ok = orjson.dumps({"result": None, "id": req_id})
         if method == "SUBSCRIBE":
             new = [p for p in dict.fromkeys(params) if p not in subs]

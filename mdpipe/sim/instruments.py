@@ -101,3 +101,32 @@ def symbol_spec(symbol: str, market: str, seed: int = 0) -> SymbolSpec:
         price=price_units,
         lot_median=max(_to_units(size, qty_dec) // step_units, 1),
     )
+
+
+def universe(n: int, quote: str = "USDT") -> list[str]:
+    """`n` synthetic perpetual symbols (AAAAUSDT, AAABUSDT, ...): a whole-market stand-in."""
+    names = []
+    for i in range(n):
+        letters = ""
+        for _ in range(4):
+            i, r = divmod(i, 26)
+            letters = chr(65 + r) + letters
+        names.append(letters + quote)
+    return names
+
+
+def exchange_info(symbols: list[str], market: str) -> dict[str, object]:
+    """The exchangeInfo fields a client lists symbols by (futures: every one a perpetual)."""
+    rows = []
+    for sym in symbols:
+        quote = next((q for q in ("USDT", "USDC", "BTC", "FDUSD") if sym.endswith(q)), "USDT")
+        row: dict[str, object] = {
+            "symbol": sym,
+            "status": "TRADING",
+            "baseAsset": sym[: -len(quote)],
+            "quoteAsset": quote,
+        }
+        if market == FUTURES:
+            row["contractType"] = "PERPETUAL"
+        rows.append(row)
+    return {"timezone": "UTC", "symbols": rows}

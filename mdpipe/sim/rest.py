@@ -15,6 +15,7 @@ SPOT_MAX_LIMIT = 5000
 DEPTH_PATH = {FUTURES: "/fapi/v1/depth", "spot": "/api/v3/depth"}
 PING_PATH = {FUTURES: "/fapi/v1/ping", "spot": "/api/v3/ping"}
 TIME_PATH = {FUTURES: "/fapi/v1/time", "spot": "/api/v3/time"}
+INFO_PATH = {FUTURES: "/fapi/v1/exchangeInfo", "spot": "/api/v3/exchangeInfo"}
 JSON_TYPE = "application/json;charset=UTF-8"
 
 

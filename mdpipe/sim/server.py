@@ -34,10 +34,12 @@ from mdpipe.sim.faults import (
 )
 from mdpipe.sim.hub import Client, Hub
 from mdpipe.sim.injector import GOING_AWAY, FaultInjector
-from mdpipe.sim.instruments import FUTURES, symbol_spec
+from mdpipe.sim.instruments import FUTURES, exchange_info, symbol_spec
+from mdpipe.sim.limits import MAX_MESSAGE_BYTES, MAX_URL_LENGTH, WEIGHT_LIMIT, WeightLimiter
 from mdpipe.sim.market import MarketModel
 from mdpipe.sim.rest import (
     DEPTH_PATH,
+    INFO_PATH,
     JSON_TYPE,
     PING_PATH,
     TIME_PATH,
@@ -87,8 +89,6 @@ class Simulator:
         self._background: set[asyncio.Task[None]] = set()
         self._client_ids = itertools.count(1)
         self._subscribers: set[int] = set()
-        self._weight_minute = 0
-        self._weight_used = 0
         self._started_wall = time.time()
         self.source: Source
         if cfg.tape is not None:
@@ -112,6 +112,7 @@ class Simulator:
                 model, self.hub, cfg.rate, cfg.tick, self.schedule, self._fire_due
             )
         self.market = self.source.market
+        self.weight = WeightLimiter(cfg.weight_limit or WEIGHT_LIMIT[self.market], cfg.ban_seconds)
         self.injector = FaultInjector(
             self.hub, self.source, self.rest_faults, cfg.seed, cfg.oversized_bytes, self._spawn
         )
@@ -176,7 +177,12 @@ class Simulator:
         method = request_method(request)
         if path.startswith("/_sim/"):
             return _response(self._control_http(method, path, request_body(request)))
-        if path in (DEPTH_PATH[self.market], PING_PATH[self.market], TIME_PATH[self.market]):
+        if path in (
+            DEPTH_PATH[self.market],
+            PING_PATH[self.market],
+            TIME_PATH[self.market],
+            INFO_PATH[self.market],
+        ):
             if method != "GET":
                 reply = error(405, -1, f"Method {method} not allowed.")
             else:
@@ -184,6 +190,9 @@ class Simulator:
             self.stats.rest_by_status[str(reply.status)] += 1
             self.stats.rest_by_path[path] += 1
             return _response(reply)
+        if len(request.path) > MAX_URL_LENGTH:
+            self.stats.closed["uri_too_long"] += 1
+            return _response(error(414, -1, "Request-URI Too Long"))
         route = parse_ws_path(self.market, path, query)
         if route is None:
             return _response(error(404, -1, f"No such endpoint on the {self.market} simulator."))
@@ -198,10 +207,17 @@ class Simulator:
             return Reply(200, b"{}")
         if path == TIME_PATH[self.market]:
             return _json_reply(200, {"serverTime": now_ms})
+        if path == INFO_PATH[self.market]:
+            refused = self.weight.admit(time.time(), 1)
+            info = exchange_info(sorted(self.source.symbols), self.market)
+            return refused or Reply(200, orjson.dumps(info), self.weight.headers())
         parsed = depth_params(self.market, query, self.source.symbols)
         if isinstance(parsed, Reply):
             return parsed
         symbol, limit = parsed
+        refused = self.weight.admit(time.time(), depth_weight(self.market, limit))
+        if refused is not None:
+            return refused
         if self.cfg.no_snapshot:
             return unavailable("Depth snapshots are disabled on this simulator (--no-snapshot).")
         fault = self.rest_faults.take(asyncio.get_running_loop().time())
@@ -213,11 +229,7 @@ class Simulator:
             body = await self.source.snapshot(symbol, limit)
         except SnapshotUnavailable as exc:
             return unavailable(str(exc))
-        minute = now_ms // 60000
-        if minute != self._weight_minute:
-            self._weight_minute, self._weight_used = minute, 0
-        self._weight_used += depth_weight(self.market, limit)
-        return Reply(200, body, [("X-MBX-USED-WEIGHT-1M", str(self._weight_used))])
+        return Reply(200, body, self.weight.headers())
 
     def _control_http(self, method: str, path: str, body: bytes) -> Reply:
         if path == "/_sim/stats" and method == "GET":
@@ -247,6 +259,10 @@ class Simulator:
             self._subscribe(client, list(route.streams))
             window_start, count = loop.time(), 0
             async for message in conn:
+                if len(message) > MAX_MESSAGE_BYTES:
+                    client.close_reason = "message_too_big"
+                    await conn.close(1009, f"Message too big (over {MAX_MESSAGE_BYTES} bytes)")
+                    break
                 now = loop.time()
                 if now - window_start >= 1.0:
                     window_start, count = now, 0
@@ -324,5 +340,6 @@ class Simulator:
             "malformed_sent": self.injector.malformed_sent,
             "messages": {**self.hub.stats(), "slow_clients_dropped": self.hub.slow_dropped},
             "rest_fault_windows": self.rest_faults.active(),
+            "rest_weight": self.weight.stats(),
             "source": self.source.stats(),
         }

@@ -280,6 +280,7 @@ class RoutePlan(NamedTuple):
     subscribe: tuple[bytes, ...] = ()  # frames to send right after the handshake, in order
     ping: bytes = b""  # keepalive frame to send every ping_interval seconds (b"": none)
     ping_interval: float = 0.0
+    send_rate: float = 0.0  # client messages per second the venue allows us (0: no limit)
 
 
 class FetchSnapshot(NamedTuple):

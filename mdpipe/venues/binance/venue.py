@@ -28,7 +28,7 @@ from mdpipe.venues.base import (
     Trade,
     default_rest_verdict,
 )
-from mdpipe.venues.binance import rollover
+from mdpipe.venues.binance import limits, rollover
 from mdpipe.venues.binance.sync import book_sync
 from mdpipe.venues.binance.wire import (
     FUTURES,
@@ -37,6 +37,7 @@ from mdpipe.venues.binance.wire import (
     plan_connections,
     snapshot_url,
 )
+from mdpipe.venues.pacing import WeightBudget
 from mdpipe.venues.symbols import split_concatenated
 
 NAME = "binance"
@@ -75,12 +76,14 @@ class BinanceVenue:
         self.ws_url, self.rest_url = ws_url, rest_url
         self.depth_stream, self.trade_stream = depth_stream, trade_stream
         self.slow_retry = slow_retry  # between requests while the REST API answers 451
+        self.snapshot_limit = snapshot_limit
         self._snapshot_urls = {
             sym: snapshot_url(market, sym, snapshot_limit, rest_url) for sym in self.symbols
         }
 
     def plan(self) -> list[RoutePlan]:
-        """Combined-stream URLs: no subscribe frames, the server pings (answered by the socket)."""
+        """Combined-stream URLs within URL_BUDGET, the other streams by paced SUBSCRIBE
+        messages; the server pings (answered by the socket)."""
         planned = plan_connections(
             self.market,
             self.symbols,
@@ -91,12 +94,61 @@ class BinanceVenue:
             # Futures trades travel alone on /market: the 1 s mark price keeps a quiet
             # market's connection from looking dead and proves the route delivers.
             mark_price=self.market == FUTURES,
+            max_streams=limits.MAX_STREAMS,
         )
         routes = []
         for i, (url, streams) in enumerate(planned):
             route = urlsplit(url).path.strip("/").split("/")[0]
-            routes.append(RoutePlan(f"{route}#{i}", url, {stream_key(s): s for s in streams}))
+            short_url, rest = limits.split_url(url.partition("?")[0], list(streams))
+            routes.append(
+                RoutePlan(
+                    f"{route}#{i}",
+                    short_url,
+                    {stream_key(s): s for s in streams},
+                    limits.request_frames("SUBSCRIBE", rest),
+                    send_rate=limits.SEND_RATE[self.market],
+                )
+            )
         return routes
+
+    # ----- runtime subscriptions ----------------------------------------------------------
+
+    max_streams = limits.MAX_STREAMS
+
+    def symbol_streams(self, symbol: str) -> dict[str, dict[StreamKey, str]]:
+        """A symbol's streams by the route group that carries them ("public", "market", ...)."""
+        name = symbol.lower()
+        depth = f"{name}@{self.depth_stream}"
+        trades = [f"{name}@{self.trade_stream}"]
+        if self.market != FUTURES:
+            return {"stream": {stream_key(s): s for s in [depth, *trades]}}
+        trades.append(f"{name}@markPrice@1s")
+        return {
+            "public": {stream_key(depth): depth},
+            "market": {stream_key(s): s for s in trades},
+        }
+
+    def request_frames(self, subscribe: bool, streams: list[str]) -> tuple[bytes, ...]:
+        """SUBSCRIBE or UNSUBSCRIBE messages for streams of a live connection."""
+        return limits.request_frames("SUBSCRIBE" if subscribe else "UNSUBSCRIBE", streams)
+
+    def add_symbol(self, symbol: str) -> None:
+        """Serve a symbol subscribed at runtime (its snapshot URL)."""
+        if symbol not in self._snapshot_urls:
+            self.symbols.append(symbol)
+            self._snapshot_urls[symbol] = snapshot_url(
+                self.market, symbol, self.snapshot_limit, self.rest_url
+            )
+
+    def probe_url(self, symbol: str) -> str:
+        """A cheap REST request (weight 2) that tells whether the exchange lists a symbol."""
+        return snapshot_url(self.market, symbol, 5, self.rest_url)
+
+    def rest_budget(self) -> WeightBudget:
+        """The REST weight pacing of this shard's snapshots (see limits)."""
+        return limits.weight_budget(self.market, self.snapshot_limit)
+
+    weight_header = limits.WEIGHT_HEADER
 
     def book_sync(self, symbol: str) -> BookSync:
         """The futures (pu chain) or spot (U/u overlap) machine."""
