@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from mdpipe.venues.base import (
+    Ack,
     BookTicker,
     DepthDiff,
     DepthSnapshot,
@@ -320,6 +321,10 @@ class BinanceParser:
         if "data" not in msg:
             if "e" in msg:
                 return self._handler(msg["e"])(msg)
+            if "id" in msg and ("result" in msg or "code" in msg):
+                # The answer to a SUBSCRIBE / UNSUBSCRIBE request sent on this connection.
+                ok = "code" not in msg
+                return Ack(str(msg["id"]), ok, "" if ok else str(msg.get("msg", "")), "request")
             raise FeedError(MISSING_FIELD, "neither a combined-stream envelope nor an event")
         data = msg["data"]
         if type(data) is not dict:
