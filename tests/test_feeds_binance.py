@@ -556,7 +556,7 @@ def test_unknown_streams() -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        b'{"result":null,"id":1}',
+        b'{"id":1}',  # neither a result nor an error: not an answer to a request
         b'{"data":{"s":"BTCUSDT"}}',
         b"{}",
     ],
