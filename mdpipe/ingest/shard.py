@@ -25,7 +25,7 @@ from mdpipe.affinity import pinned_core
 from mdpipe.ingest import runtime
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.connection import CONTROL, Connected, Connection, ConnectionLost
-from mdpipe.ingest.control import ControlRequest, ControlServer, socket_path
+from mdpipe.ingest.control import ControlError, ControlRequest, ControlServer, socket_path
 from mdpipe.ingest.counters import COUNTERS, Counters
 from mdpipe.ingest.deadletter import DeadLetter
 from mdpipe.ingest.inbox import Inbox
@@ -165,9 +165,12 @@ class Shard:
         self.sel.register(self.inbox, selectors.EVENT_READ, None)
         self.control: ControlServer | None = None
         if hasattr(venue, "symbol_streams"):
-            self.control = ControlServer(
-                socket_path(cfg.instance, feed.name, shard), self.inbox, self._check_request
-            )
+            try:
+                path = socket_path(cfg.instance, feed.name, shard)
+                self.control = ControlServer(path, self.inbox, self._check_request)
+            except (OSError, ControlError) as exc:
+                # Market data flows without it; only runtime subscriptions are unavailable.
+                self.log.error("no control socket (mdpipe subscribe will not reach it): %s", exc)
 
     # ----- setup --------------------------------------------------------------------------
 
