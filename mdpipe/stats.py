@@ -397,8 +397,7 @@ def stats_command(instance: str | None, watch: float | None, as_json: bool) -> N
             try:
                 snap = collect(name, interval=watch or 0.5, previous=previous)
             except NotRunningError:
-                click.echo(not_running_message(name), err=True)
-                sys.exit(1)
+                raise click.ClickException(not_running_message(name)) from None
             previous = snap["cursors"]
             if as_json:
                 click.echo(orjson.dumps(_public(snap)).decode())

@@ -114,7 +114,12 @@ def test_lock_is_exclusive_and_names_its_holder(instance: str) -> None:
     first.acquire()
     try:
         first.write(
-            {"pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid()), "children": {}}
+            {
+                "instance": instance,
+                "pid": os.getpid(),
+                "start_ticks": process_start_ticks(os.getpid()),
+                "children": {},
+            }
         )
         assert read_lock(instance)["pid"] == os.getpid()
         assert instance in running_instances()

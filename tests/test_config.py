@@ -211,7 +211,7 @@ def test_start_refuses_bad_configs_with_exit_2(tmp_path: Path, instance: str) ->
             lines = res.stderr.strip().splitlines()
             assert len(lines) == 1, res.stderr
             assert expected in lines[0], (expected, lines[0])
-            assert lines[0].startswith("mdpipe start: config error: ")
+            assert lines[0].startswith("mdpipe start: ")
             assert list_segments(instance) == []
             assert not lock_path(instance).exists()
     finally:
