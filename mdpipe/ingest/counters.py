@@ -21,6 +21,7 @@ COUNTERS = (
     "snapshots",
     "snapshot_errors",
     "reconnects",
+    "connect_failures",
     "silences",
     "stream_faults",
     "crossed_books",
