@@ -39,7 +39,9 @@ def read_config_file(path: str | os.PathLike[str]) -> str:
         if not stat.S_ISREG(st.st_mode):
             raise ValueError("not a regular file")
         if st.st_size > CONFIG_FILE_MAX_BYTES:
-            raise ValueError(f"{st.st_size} bytes, more than the {CONFIG_FILE_MAX_BYTES} allowed")
+            raise ValueError(
+                f"{st.st_size} bytes, more than the {CONFIG_FILE_MAX_BYTES} bytes allowed"
+            )
         raw = os.read(fd, CONFIG_FILE_MAX_BYTES + 1)
     finally:
         os.close(fd)
