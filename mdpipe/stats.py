@@ -21,6 +21,7 @@ from mdpipe.metrics import (
     supervisor_children,
 )
 from mdpipe.readers import list_instances
+from mdpipe.runtime import RuntimeStateError
 from mdpipe.segment import SegmentStatus, iter_status
 from mdpipe.supervisor import default_instance, read_lock, running_instances
 
@@ -88,7 +89,10 @@ def collect(
         "publisher": None,
         "cursors": {},
     }
-    lock = read_lock(instance)
+    try:
+        lock = read_lock(instance)
+    except RuntimeStateError:
+        lock = None  # a lock file that is not ours proves nothing: show the segments only
     sup = statuses.get("supervisor")
     if sup is not None:
         snap["supervisor"] = {
