@@ -1,0 +1,511 @@
+"""A second, unprivileged local user attacks a running instance, as on a shared trading host.
+
+The instance runs as us; the attacker is uid 65534 (setpriv), with the rights any local user
+has: write /tmp and /dev/shm (both sticky and world-writable), connect to loopback ports,
+start processes of its own. It repeats every attack of the hostile-local review:
+- pre-creates the old lock path in /tmp (0666) naming its own processes, and symlinks
+  pid/lock paths at a file of ours; points a runtime directory of its own at us;
+- plants segments under the instance's name: a working mdpipe ring with fake prices, a
+  FIFO, symlinks (to a file and to our real ring), a bad dtype description, 2^32-1 symbols,
+  and 0666 files re-planted under our ring names while the instance starts;
+- floods the HTTP port with idle connections while the instance runs with few descriptors,
+  and we kill an ingest process meanwhile;
+- hands `mdpipe start` hostile configs (/dev/zero, a FIFO, deep nesting, 2^40 records,
+  1,700 symbols).
+Throughout, /health and /ready answer 200 within 5 s; nothing of the attacker's is killed,
+published to Redis, shown by stats, attach or /metrics, or followed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import RedisServer, remove_segments
+from test_supervisor import PY, REPO, mdpipe
+
+from mdpipe.readers import attach
+from mdpipe.segment import list_segments, process_start_ticks, read_status
+from mdpipe.supervisor import lock_path, read_lock
+
+from .conftest import Report
+from .live import BOOKS, Live, RedisTap, wait
+
+ATTACKER = 65534
+FAKE_PRICE = 104.0
+FD_LIMIT = 256  # the instance runs with few descriptors: an fd flood must not matter
+FLOOD = 600  # idle connections, more than FD_LIMIT
+SETPRIV = ["setpriv", f"--reuid={ATTACKER}", f"--regid={ATTACKER}", "--clear-groups"]
+
+
+def as_attacker(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run a command as the attacker and wait for it."""
+    return subprocess.run(
+        [*SETPRIV, *argv], capture_output=True, text=True, timeout=60, cwd="/", **kwargs
+    )
+
+
+def attacker_process(argv: list[str]) -> subprocess.Popen[str]:
+    """Start a long-running process as the attacker (it prints one line when set up)."""
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "HOME": "/"}
+    return subprocess.Popen(
+        [*SETPRIV, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+# The attacker's own mdpipe rings under our instance's name: a live writer publishing a
+# synced BTCUSDT book at FAKE_PRICE, and copies whose header it then corrupts.
+PLANT_RINGS = r"""
+import sys, time
+import numpy as np
+from mdpipe.ring import RingWriter
+try:
+    from mdpipe.shm import layout as L
+except ImportError:
+    from mdpipe import layout as L
+
+instance, price = sys.argv[1], float(sys.argv[2])
+rings = {}
+for name in ("books.fake.0", "books.descr.0", "books.huge.0"):
+    w = RingWriter.create(instance, name, "book", symbols=["BTCUSDT", "ETHUSDT"], capacity=64,
+                          depth=20, mode=0o644)
+    for k in range(20):
+        w.bids[k] = (price - k, 1.0)
+        w.asks[k] = (price + 1 + k, 1.0)
+    now = time.time_ns()
+    w.commit_book(0, L.FLAG_SYNCED, now, now, 10**12, 10**12 + 1, 10**12 - 1, 20, 20)
+    rings[name] = w
+descr = rings["books.descr.0"]._mm
+descr[L.H_DTYPE_DESCR : L.H_DTYPE_DESCR + 40] = b'{"itemsize": -7, "fields": [[[[[[[[[[[[['
+rings["books.huge.0"]._mm[L.H_N_SYMBOLS : L.H_N_SYMBOLS + 4] = (2**32 - 1).to_bytes(4, "little")
+print("planted", flush=True)
+while True:
+    time.sleep(0.05)
+    now = time.time_ns()
+    w = rings["books.fake.0"]
+    w.commit_book(0, L.FLAG_SYNCED, now, now, 10**12, 10**12 + 1, 10**12 - 1, 20, 20)
+"""
+
+# 0666 files under our own ring names, re-created as fast as they disappear while we start.
+REPLANT = r"""
+import os, sys, time
+names = sys.argv[2:]
+deadline = time.monotonic() + float(sys.argv[1])
+print("replanting", flush=True)
+planted = 0
+while time.monotonic() < deadline:
+    for name in names:
+        path = "/dev/shm/" + name
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
+        except OSError:
+            continue
+        os.fchmod(fd, 0o666)
+        os.ftruncate(fd, 1 << 20)
+        os.close(fd)
+        planted += 1
+    time.sleep(0.002)
+print("planted", planted, flush=True)
+"""
+
+# Idle connections to the HTTP port, held open until stdin closes.
+FLOOD_HTTP = r"""
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+socks, refused = [], 0
+for _ in range(n):
+    try:
+        socks.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+    except OSError:
+        refused += 1
+print("open", len(socks), "refused", refused, flush=True)
+sys.stdin.read()
+"""
+
+
+class Prober:
+    """GETs /health and /ready every 0.25 s (5 s timeout each); remembers every failure."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.failures: list[tuple[str, str]] = []
+        self.probes = 0
+        self.paths = ["/health", "/ready"]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            for path in list(self.paths):
+                try:
+                    with urllib.request.urlopen(self.base + path, timeout=5) as resp:
+                        ok = resp.status == 200
+                        why = str(resp.status)
+                except urllib.error.HTTPError as exc:
+                    ok, why = False, f"{exc.code} {exc.read()[:300]!r}"
+                except OSError as exc:
+                    ok, why = False, repr(exc)
+                self.probes += 1
+                if not ok:
+                    self.failures.append((path, why))
+
+    def only_health(self) -> None:
+        """While an ingest restarts on purpose its books resync: /ready may say 503 then."""
+        self.paths = ["/health"]
+
+    def both(self) -> None:
+        self.paths = ["/health", "/ready"]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def attacker_ok() -> None:
+    res = as_attacker([PY, "-c", "import mdpipe, os; print(os.geteuid())"], env=_attacker_env())
+    assert res.returncode == 0 and res.stdout.strip() == str(ATTACKER), (
+        f"the attacker (uid {ATTACKER}) must be able to run {PY}: {res.stderr}"
+    )
+
+
+def _attacker_env() -> dict[str, str]:
+    return {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "HOME": "/"}
+
+
+class Scene:
+    """The running instance, the attacker's leftovers before it started, and the probes."""
+
+    def __init__(self, live: Live, tap: RedisTap, prober: Prober, **planted: object) -> None:
+        self.live, self.tap, self.prober = live, tap, prober
+        self.__dict__.update(planted)
+
+
+@pytest.fixture(scope="module")
+def scene(attacker_ok: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+    tmp = tmp_path_factory.mktemp("hostile")
+    tmp.chmod(0o755)
+    instance = f"t{uuid.uuid4().hex[:10]}"
+    server = RedisServer(tmp)
+    server.start()
+    # A file of ours that planted symlinks point at, and a process of the attacker's.
+    victim = tmp / "victim.txt"
+    victim.write_text("precious\n")
+    victim.chmod(0o644)
+    sleeper = attacker_process(["sleep", "600"])
+    wait(lambda: process_start_ticks(sleeper.pid) is not None, 10, "the attacker's sleep")
+    # Lock and pid paths where older versions looked, pre-created by the attacker.
+    old_lock = Path(f"/tmp/mdpipe.{instance}.lock")
+    forged = {
+        "instance": instance,
+        "pid": sleeper.pid,
+        "start_ticks": process_start_ticks(sleeper.pid),
+        "children": {"sim": [sleeper.pid, process_start_ticks(sleeper.pid)]},
+    }
+    res = as_attacker(
+        ["sh", "-c", f"umask 0; printf '%s' '{json.dumps(forged)}' > {old_lock}; "
+         f"ln -s {victim} /tmp/mdpipe.{instance}.pid"]
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    # Segments under our names before we start: a FIFO, links, and 0666 re-plants.
+    shm = Path("/dev/shm")
+    fifo = shm / f"mdpipe.{instance}.books.fifo.0"
+    links = {
+        shm / f"mdpipe.{instance}.books.link.0": victim,
+        shm / f"mdpipe.{instance}.books.alias.0": shm / f"mdpipe.{instance}.{BOOKS}",
+    }
+    planted = Scene(None, None, None, fifo=fifo, links=links)
+    _plant_links_and_fifo(planted)
+    ours = [f"mdpipe.{instance}.{r}" for r in (BOOKS, "trades.sim.0", "publisher", "supervisor")]
+    replant = attacker_process([PY, "-c", REPLANT, "20", *ours])
+    assert replant.stdout.readline().strip() == "replanting"
+    live = Live(instance, server.url, tmp)
+    live.run.args = ["prlimit", f"--nofile={FD_LIMIT}:{FD_LIMIT}", "--", *live.run.args]
+    tap = RedisTap(server.url).start()
+    prober = None
+    try:
+        live.start()
+        prober = Prober(live.run.url).start()
+        replanted = replant.communicate(timeout=60)[0]
+        yield Scene(
+            live,
+            tap,
+            prober,
+            instance=instance,
+            victim=victim,
+            sleeper=sleeper,
+            old_lock=old_lock,
+            forged=forged,
+            fifo=fifo,
+            links=links,
+            replanted=replanted,
+            redis=server,
+            tmp=tmp,
+        )
+    finally:
+        if prober is not None:
+            prober.stop()
+        tap.stop()
+        live.close()
+        for proc in (sleeper, replant):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for path in (old_lock, Path(f"/tmp/mdpipe.{instance}.pid"), fifo, *links):
+            path.unlink(missing_ok=True)
+        remove_segments(instance)
+        server.stop()
+
+
+def _plant_links_and_fifo(scene: Scene) -> None:
+    """The attacker's FIFO and symlinks under the instance's name (where missing)."""
+    steps = [] if os.path.lexists(scene.fifo) else [f"mkfifo {scene.fifo}"]
+    steps += [f"ln -s {t} {p}" for p, t in scene.links.items() if not os.path.lexists(p)]
+    if steps:
+        res = as_attacker(["sh", "-c", " && ".join(steps)])
+        assert res.returncode == 0, res.stderr
+
+
+def _healthy(scene: Scene, since: int = 0) -> None:
+    failures = scene.prober.failures[since:]
+    assert not failures, f"/health or /ready failed {len(failures)} times: {failures[:5]}"
+
+
+def test_planted_lock_files_are_neither_trusted_nor_followed(scene: Scene, report: Report) -> None:
+    instance = scene.instance
+    assert scene.sleeper.poll() is None, "the attacker's process was killed"
+    assert scene.victim.read_text() == "precious\n"
+    assert json.loads(scene.old_lock.read_text()) == scene.forged  # not reused, not rewritten
+    assert scene.old_lock.stat().st_uid == ATTACKER
+    # Our lock lives where the attacker cannot write, and names the real supervisor.
+    path = lock_path(instance)
+    st = os.lstat(path)
+    assert stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+    assert os.lstat(path.parent).st_mode & 0o777 == 0o700
+    assert as_attacker(["touch", str(path.parent / "mdpipe.x.lock")]).returncode != 0
+    info = read_lock(instance)
+    assert info is not None and info["pid"] == scene.live.run.proc.pid
+    # A runtime directory of the attacker's, with a forged record in it, is refused outright.
+    theirs = scene.tmp / "their-runtime"
+    theirs.mkdir(mode=0o700, exist_ok=True)
+    os.chown(theirs, ATTACKER, ATTACKER)
+    (theirs / f"mdpipe.{instance}.lock").write_text(json.dumps(scene.forged))
+    res = subprocess.run(
+        [PY, "-m", "mdpipe.cli", "stop", "--instance", instance],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, "MDPIPE_RUNTIME_DIR": str(theirs)},
+    )
+    assert res.returncode == 1 and f"owned by uid {ATTACKER}" in res.stderr, res.stderr
+    assert scene.sleeper.poll() is None
+    _healthy(scene)
+    report(
+        "another user pre-creates /tmp lock (0666, naming its pid) and symlinks the pid path",
+        "ignored: lock in a private 0700 dir, O_EXCL|O_NOFOLLOW; their pid never signalled",
+        None,
+        "nothing",
+    )
+
+
+def test_segments_replanted_0666_during_start_are_replaced(scene: Scene, report: Report) -> None:
+    assert scene.replanted.startswith("planted"), scene.replanted
+    for ring in (BOOKS, "trades.sim.0", "publisher", "supervisor"):
+        st = os.lstat(f"/dev/shm/mdpipe.{scene.instance}.{ring}")
+        assert stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid(), ring
+        assert stat.S_IMODE(st.st_mode) & 0o077 == 0, f"{ring}: mode {st.st_mode:o}"
+    _healthy(scene)
+    report(
+        "another user re-plants 0666 files under our ring names during start",
+        "replaced atomically: every ring ours, 0600",
+        None,
+        "nothing",
+    )
+
+
+def test_planted_segments_are_never_mapped_published_or_shown(scene: Scene, report: Report) -> None:
+    live, instance = scene.live, scene.instance
+    _plant_links_and_fifo(scene)  # again, in case a start cleaned them away
+    attacker = attacker_process([PY, "-c", PLANT_RINGS, instance, str(FAKE_PRICE)])
+    try:
+        assert attacker.stdout.readline().strip() == "planted", attacker.stderr.read()
+        mark = len(scene.tap.books)
+        sup0 = _restarts(live)
+        t0 = time.monotonic()
+        # Let the publisher and a few scrapes meet them.
+        wait(lambda: len(scene.tap.books) > mark + 200, 30, "books published meanwhile")
+        planted = ["books.fake.0", "books.descr.0", "books.huge.0", "books.fifo.0"]
+        planted += ["books.link.0", "books.alias.0"]
+        # attach: the books prefix covers only our ring; a planted one by name is refused.
+        with attach(instance, "books") as reader:
+            assert reader.rings == [BOOKS]
+            top = reader.top("BTCUSDT")
+            assert top is not None and FAKE_PRICE not in top
+        for ring in planted:
+            started = time.monotonic()
+            with pytest.raises(RuntimeError) as exc:
+                attach(instance, ring).close()
+            assert type(exc.value).__name__ == "LayoutError", (ring, exc.value)
+            assert ring in str(exc.value)
+            assert time.monotonic() - started < 2, f"attach({ring}) took too long"
+        # stats and /metrics show only our rings, quickly.
+        started = time.monotonic()
+        res = mdpipe("stats", "--json", "--instance", instance, timeout=30)
+        assert res.returncode == 0, res.stderr
+        assert time.monotonic() - started < 15
+        assert {r["ring"] for r in json.loads(res.stdout)["rings"]} == {BOOKS, "trades.sim.0"}
+        for _ in range(3):
+            status, body = live.run.get("/metrics")
+            assert status == 200 and body, "an empty or failed scrape"
+            for ring in planted:
+                assert ring.encode() not in body, ring
+        # Redis never carried the fake price, and the publisher did not crash-loop.
+        fake = [b for b in scene.tap.books if b[3] and FAKE_PRICE in b[3][::2]]
+        assert not fake, fake[:3]
+        client = redis.Redis.from_url(scene.redis.url)
+        key = json.loads(client.get("orderbook:BTCUSDT"))
+        client.close()
+        assert key["bids"][0][0] != FAKE_PRICE and key["synced"]
+        assert _restarts(live) == sup0, "a child restarted while segments were planted"
+        # Nothing followed: the link targets are untouched.
+        assert scene.victim.read_text() == "precious\n"
+        assert attacker.poll() is None and scene.sleeper.poll() is None
+        took = time.monotonic() - t0
+    finally:
+        attacker.kill()
+        attacker.wait()
+    live.check_exact()
+    _healthy(scene)
+    report(
+        "another user plants segments: fake-price ring, FIFO, symlinks, bad dtype, 2^32-1 symbols",
+        "never mapped: attach/stats/metrics/publisher skip them; attach by name -> LayoutError",
+        took,
+        "nothing",
+    )
+
+
+def _restarts(live: Live) -> int:
+    return read_status(live.instance, "supervisor").counters.get("restarts", 0)
+
+
+def test_idle_connection_flood_under_a_low_fd_limit(scene: Scene, report: Report) -> None:
+    live = scene.live
+    since = len(scene.prober.failures)
+    flood = subprocess.Popen(
+        [*SETPRIV, PY, "-c", FLOOD_HTTP, str(live.run.http_port), str(FLOOD)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_attacker_env(),
+    )
+    try:
+        opened = flood.stdout.readline()
+        assert opened.startswith("open"), opened
+        # Meanwhile an ingest process dies: the supervisor must still be able to restart it.
+        scene.prober.only_health()
+        old = read_status(live.instance, BOOKS)
+        t0 = time.monotonic()
+        os.kill(old.writer_pid, signal.SIGKILL)
+
+        def back() -> bool:
+            st = read_status(live.instance, BOOKS)
+            return st.writer_alive and st.writer_pid != old.writer_pid
+
+        wait(back, 30, "the ingest restarted during the flood")
+        live.wait_synced("the books resynced during the flood", 60)
+        took = time.monotonic() - t0
+        scene.prober.both()
+        probes = scene.prober.probes
+        wait(lambda: scene.prober.probes > probes + 8, 30, "probes during the flood")
+        assert flood.poll() is None
+        assert live.run.proc.poll() is None, "the supervisor died"
+    finally:
+        scene.prober.both()
+        flood.stdin.close()
+        flood.wait(30)
+    _healthy(scene, since)
+    report(
+        f"another user opens {FLOOD} idle HTTP connections; fd limit {FD_LIMIT}; ingest kill -9",
+        "idle ones dropped oldest-first; /health /ready answer; ingest restarted",
+        took,
+        "nothing",
+    )
+
+
+@pytest.mark.parametrize(
+    "kind", ["/dev/zero", "fifo", "deep nesting", "2^40 records", "1700 symbols"]
+)
+def test_hostile_configs_are_refused_in_one_line(scene: Scene, kind: str, report: Report) -> None:
+    tmp = scene.tmp
+    args: list[str]
+    if kind == "/dev/zero":
+        args = ["--config", "/dev/zero"]
+    elif kind == "fifo":
+        fifo = tmp / "config.fifo"
+        if not fifo.exists():
+            os.mkfifo(fifo)
+        args = ["--config", str(fifo)]
+    elif kind == "deep nesting":
+        deep = tmp / "deep.toml"
+        deep.write_text("a = " + "[" * 50_000 + "]" * 50_000 + "\n")
+        args = ["--config", str(deep)]
+    elif kind == "2^40 records":
+        args = ["--set", f"shm.book_capacity={1 << 40}"]
+    else:
+        symbols = ",".join(f"S{i:04d}USDT" for i in range(1700))
+        args = ["--set", f"feeds.0.symbols={symbols}"]
+    before = set(list_segments(scene.instance))
+    started = time.monotonic()
+    res = subprocess.run(
+        [PY, "-m", "mdpipe.cli", "start", *args, "--instance", scene.instance],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
+    took = time.monotonic() - started
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert lines[0].startswith("mdpipe start: "), lines[0]
+    assert "Traceback" not in res.stderr
+    assert set(list_segments(scene.instance)) == before
+    assert scene.live.run.proc.poll() is None
+    _healthy(scene)
+    report(f"hostile config: {kind}", lines[0][:90], took, "nothing (refused before start)")
+
+
+def test_stop_signals_only_our_supervisor(scene: Scene, report: Report) -> None:
+    live = scene.live
+    sup = live.run.proc.pid
+    _healthy(scene)
+    scene.prober.stop()
+    res = live.run.stop()
+    assert res.returncode == 0, res.stderr
+    assert f"supervisor pid {sup}" in res.stdout
+    assert scene.sleeper.poll() is None, "the attacker's process was signalled"
+    assert json.loads(scene.old_lock.read_text()) == scene.forged
+    assert not lock_path(scene.instance).exists()
+    report(
+        "`mdpipe stop` with forged records about",
+        "signalled only the verified supervisor (lock holder, start time, uid)",
+        None,
+        "nothing",
+    )
