@@ -5,8 +5,9 @@ default: 220 idle connections from any local user exhaust the supervisor's descr
 Here one thread accepts connections and collects request heads without blocking; only a
 complete head reaches a worker thread (a BaseHTTPRequestHandler, as usual). Limits:
 - a request head must arrive within HEAD_TIMEOUT and fit HEAD_MAX_BYTES;
-- at most `max_pending` connections wait for their head: past that the oldest is dropped,
-  so a flood of idle connections cannot keep a fresh /health probe out;
+- at most `max_pending` connections wait for their head: past that the oldest one that has
+  sent nothing is dropped (after reading whatever the others sent), so a flood of idle
+  connections cannot keep a fresh /health probe out;
 - at most MAX_WORKERS requests run at once, others are answered 503 at once;
 - a worker's socket writes time out after WRITE_TIMEOUT (a client that never reads);
 - the listen backlog is LISTEN_BACKLOG; EMFILE on accept drops the oldest pending connection.
@@ -129,11 +130,14 @@ class HttpFront:
                     self._drop_oldest()  # make room; the kernel keeps the rest queued
                 return
             sock.setblocking(False)
+            if len(self._pending) >= self.max_pending:
+                self._read_ready()  # heads that already arrived leave the queue first
             while len(self._pending) >= self.max_pending:
                 self._drop_oldest()
             p = _Pending(sock, addr)
             self._pending[sock.fileno()] = p
             self._sel.register(sock, selectors.EVENT_READ, p)
+            self._read(p)  # a client usually sends its request with the connect
 
     def _read(self, p: _Pending) -> None:
         try:
@@ -172,9 +176,18 @@ class HttpFront:
                 return
             self._drop(p)
 
+    def _read_ready(self) -> None:
+        """Read every pending connection that has data now (no waiting)."""
+        for key, _ in self._sel.select(0):
+            if key.data is not None:
+                self._read(key.data)
+
     def _drop_oldest(self) -> None:
-        if self._pending:
-            self._drop(next(iter(self._pending.values())))
+        """Drop the oldest connection that sent nothing yet, else the oldest of all."""
+        if not self._pending:
+            return
+        victim = next((p for p in self._pending.values() if not p.buf), None)
+        self._drop(victim or next(iter(self._pending.values())))
 
     def _unwatch(self, p: _Pending) -> None:
         self._pending.pop(p.sock.fileno(), None)

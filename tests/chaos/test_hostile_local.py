@@ -141,8 +141,9 @@ class Prober:
 
     def __init__(self, base: str) -> None:
         self.base = base
-        self.failures: list[tuple[str, str]] = []
+        self.failures: list[tuple[float, str, str]] = []  # (monotonic time, path, why)
         self.probes = 0
+        self.not_ready_windows: list[tuple[float, float]] = []
         self.paths = ["/health", "/ready"]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -164,14 +165,7 @@ class Prober:
                     ok, why = False, repr(exc)
                 self.probes += 1
                 if not ok:
-                    self.failures.append((path, why))
-
-    def only_health(self) -> None:
-        """While an ingest restarts on purpose its books resync: /ready may say 503 then."""
-        self.paths = ["/health"]
-
-    def both(self) -> None:
-        self.paths = ["/health", "/ready"]
+                    self.failures.append((time.monotonic(), path, why))
 
     def stop(self) -> None:
         self._stop.set()
@@ -283,8 +277,15 @@ def _plant_links_and_fifo(scene: Scene) -> None:
         assert res.returncode == 0, res.stderr
 
 
-def _healthy(scene: Scene, since: int = 0) -> None:
-    failures = scene.prober.failures[since:]
+def _healthy(scene: Scene) -> None:
+    """No probe failed; /ready may have said 503 only in a window the prober excuses
+    (while an ingest process we killed on purpose resynced its books)."""
+    excused = scene.prober.not_ready_windows
+    failures = [
+        f
+        for f in scene.prober.failures
+        if not (f[1] == "/ready" and any(t0 <= f[0] <= t1 for t0, t1 in excused))
+    ]
     assert not failures, f"/health or /ready failed {len(failures)} times: {failures[:5]}"
 
 
@@ -408,7 +409,6 @@ def _restarts(live: Live) -> int:
 
 def test_idle_connection_flood_under_a_low_fd_limit(scene: Scene, report: Report) -> None:
     live = scene.live
-    since = len(scene.prober.failures)
     flood = subprocess.Popen(
         [*SETPRIV, PY, "-c", FLOOD_HTTP, str(live.run.http_port), str(FLOOD)],
         stdin=subprocess.PIPE,
@@ -420,7 +420,6 @@ def test_idle_connection_flood_under_a_low_fd_limit(scene: Scene, report: Report
         opened = flood.stdout.readline()
         assert opened.startswith("open"), opened
         # Meanwhile an ingest process dies: the supervisor must still be able to restart it.
-        scene.prober.only_health()
         old = read_status(live.instance, BOOKS)
         t0 = time.monotonic()
         os.kill(old.writer_pid, signal.SIGKILL)
@@ -432,16 +431,16 @@ def test_idle_connection_flood_under_a_low_fd_limit(scene: Scene, report: Report
         wait(back, 30, "the ingest restarted during the flood")
         live.wait_synced("the books resynced during the flood", 60)
         took = time.monotonic() - t0
-        scene.prober.both()
+        resynced = time.monotonic() + 1.0
         probes = scene.prober.probes
         wait(lambda: scene.prober.probes > probes + 8, 30, "probes during the flood")
         assert flood.poll() is None
         assert live.run.proc.poll() is None, "the supervisor died"
     finally:
-        scene.prober.both()
         flood.stdin.close()
         flood.wait(30)
-    _healthy(scene, since)
+    scene.prober.not_ready_windows.append((t0, resynced))
+    _healthy(scene)
     report(
         f"another user opens {FLOOD} idle HTTP connections; fd limit {FD_LIMIT}; ingest kill -9",
         "idle ones dropped oldest-first; /health /ready answer; ingest restarted",
@@ -489,7 +488,8 @@ def test_hostile_configs_are_refused_in_one_line(scene: Scene, kind: str, report
     assert set(list_segments(scene.instance)) == before
     assert scene.live.run.proc.poll() is None
     _healthy(scene)
-    report(f"hostile config: {kind}", lines[0][:90], took, "nothing (refused before start)")
+    assert took < 25, f"refusing took {took:.1f} s"
+    report(f"hostile config: {kind}", lines[0][:90], None, "nothing (refused before start)")
 
 
 def test_stop_signals_only_our_supervisor(scene: Scene, report: Report) -> None:
