@@ -26,6 +26,8 @@ from mdpipe.metrics import registry_for
 from mdpipe.segment import LayoutError, read_status
 
 REDIS_CACHE_S = 1.0
+# What reading a segment may raise when it is missing, foreign or being replaced.
+_SEGMENT_ERRORS = (posix_ipc.Error, LayoutError, OSError)
 
 
 class Readiness:
@@ -81,7 +83,11 @@ class Readiness:
             if problem:
                 out += problem
                 continue
-            c = read_status(cfg.instance, ring).counters
+            try:
+                c = read_status(cfg.instance, ring).counters
+            except _SEGMENT_ERRORS as exc:  # replaced or refused between the two reads
+                out.append(f"{name}: segment {ring}: {exc}")
+                continue
             conns, want = c.get("g_connections", 0), c.get("g_connections_expected", 0)
             if not want or conns != want:
                 out.append(f"{name}: {conns}/{want} connections up")
@@ -93,8 +99,10 @@ class Readiness:
     def _writer_problem(self, name: str, ring: str) -> list[str]:
         try:
             st = read_status(self.cfg.instance, ring)
-        except (posix_ipc.ExistentialError, LayoutError, PermissionError):
+        except posix_ipc.ExistentialError:
             return [f"{name}: not started (no segment {ring})"]
+        except _SEGMENT_ERRORS as exc:
+            return [f"{name}: segment {ring} refused: {exc}"]
         return [] if st.writer_alive else [f"{name}: not running"]
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -657,8 +658,19 @@ def default_instance(given: str | None) -> str:
         return check_instance_name(given)
     if os.environ.get("MDPIPE_INSTANCE"):
         return os.environ["MDPIPE_INSTANCE"]
-    present = set(running_instances()) | {inst for inst, _ in list_segments()}
+    present = set(running_instances()) | {
+        inst for inst, ring in list_segments() if _ours(inst, ring)
+    }
     return present.pop() if len(present) == 1 else "default"
+
+
+def _ours(instance: str, ring: str) -> bool:
+    """A segment that is our own regular file (another user's plant must not pick a default)."""
+    try:
+        st = os.lstat(f"/dev/shm/mdpipe.{instance}.{ring}")
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
 
 # ----- commands ---------------------------------------------------------------------------

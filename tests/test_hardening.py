@@ -236,3 +236,46 @@ def test_the_listen_backlog_and_pending_cap_follow_the_fd_limit() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(out.stdout) == 16
     assert httpfront.LISTEN_BACKLOG >= 1024
+
+
+# ----- the supervisor when descriptors run out ----------------------------------------------
+
+SPAWN_UNDER_EMFILE = r"""
+import os, resource, sys, time
+from mdpipe import config as C
+from mdpipe.supervisor import Child, ChildSpec, Supervisor
+
+sets = [f"instance={sys.argv[1]}", "sim.enabled=false", "publisher.enabled=false"]
+cfg = C.load(None, overrides=[*sets, "http.enabled=false"], env={})
+sup = Supervisor(cfg, None, [])
+sup.lock.acquire()
+child = Child(ChildSpec("x", [sys.executable, "-c", "pass"]))
+sup.children = [child]
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+hog = []
+try:
+    while True:
+        hog.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+sup._spawn(child)  # EMFILE: must not raise
+print("emfile", child.proc is None, child.next_start > time.monotonic(), flush=True)
+for fd in hog:
+    os.close(fd)
+sup._spawn(child)
+print("later", child.proc is not None and child.proc.wait() == 0, flush=True)
+sup.lock.release()
+"""
+
+
+def test_supervisor_survives_running_out_of_descriptors(instance: str) -> None:
+    res = subprocess.run(
+        [sys.executable, "-c", SPAWN_UNDER_EMFILE, instance],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["emfile True True", "later True"], res.stdout
+    assert "cannot start x: Too many open files; retrying in" in res.stderr
