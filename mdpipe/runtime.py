@@ -134,3 +134,12 @@ def open_own_file_readonly(path: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def is_own_segment(instance: str, ring: str, shm_dir: str = "/dev/shm") -> bool:
+    """The segment is our own regular file: worth opening at all (lstat only, never opens)."""
+    try:
+        st = os.lstat(f"{shm_dir}/mdpipe.{instance}.{ring}")
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()

@@ -21,7 +21,7 @@ from mdpipe.metrics import (
     supervisor_children,
 )
 from mdpipe.readers import list_instances
-from mdpipe.runtime import RuntimeStateError
+from mdpipe.runtime import RuntimeStateError, is_own_segment
 from mdpipe.segment import SegmentStatus, iter_status
 from mdpipe.supervisor import default_instance, read_lock, running_instances
 
@@ -365,10 +365,11 @@ def not_running_message(instance: str) -> str:
     """Which instances do run, for a user who named one that does not."""
     running = set(running_instances())
     stale = set()
-    for name in list_instances():
-        if name not in running:
-            alive = any(st.writer_alive for st in iter_status(name))
-            (running if alive else stale).add(name)
+    for name, rings in list_instances().items():
+        if name in running or not any(is_own_segment(name, ring) for ring in rings):
+            continue  # never open another user's segments just to list names
+        alive = any(st.writer_alive for st in iter_status(name))
+        (running if alive else stale).add(name)
     msg = f"no mdpipe instance {instance!r} is running"
     msg += f"; running: {', '.join(sorted(running))}" if running else ", and no other either"
     if stale:

@@ -23,7 +23,6 @@ import os
 import re
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ from mdpipe.processes import (
 from mdpipe.ring import RingWriter, WriterAliveError, unlink_instance
 from mdpipe.runtime import (
     RuntimeStateError,
+    is_own_segment,
     open_own_file,
     open_own_file_readonly,
     runtime_dir,
@@ -658,19 +658,10 @@ def default_instance(given: str | None) -> str:
         return check_instance_name(given)
     if os.environ.get("MDPIPE_INSTANCE"):
         return os.environ["MDPIPE_INSTANCE"]
-    present = set(running_instances()) | {
-        inst for inst, ring in list_segments() if _ours(inst, ring)
-    }
+    # Only our own segments count: another user's plant must not pick the default.
+    present = set(running_instances())
+    present |= {inst for inst, ring in list_segments() if is_own_segment(inst, ring)}
     return present.pop() if len(present) == 1 else "default"
-
-
-def _ours(instance: str, ring: str) -> bool:
-    """A segment that is our own regular file (another user's plant must not pick a default)."""
-    try:
-        st = os.lstat(f"/dev/shm/mdpipe.{instance}.{ring}")
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
 
 # ----- commands ---------------------------------------------------------------------------
