@@ -23,6 +23,7 @@ from mdpipe.segment import SegmentStatus, iter_status
 
 QUANTILES = (0.5, 0.99, 0.999)
 LATENCY_SAMPLE = 2048  # recent records per ring behind the latency quantiles of a scrape
+LATENCY_BUDGET_S = 1.0  # past this, a scrape skips the remaining rings' latency samples
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -157,8 +158,10 @@ class InstanceCollector:
     def __init__(self, instance: str, *, latency: bool = True) -> None:
         self.instance = instance
         self.latency = latency
+        self._latency_until = 0.0
 
     def collect(self) -> Iterator[Metric]:
+        self._latency_until = time.monotonic() + LATENCY_BUDGET_S
         fams = _Families()
         inst = self.instance
         now = time.time_ns()
@@ -227,7 +230,7 @@ class InstanceCollector:
                 st.counters,
                 {"instance": self.instance, "feed": feed, "shard": shard},
             )
-        if self.latency and st.write_cursor:
+        if self.latency and st.write_cursor and time.monotonic() < self._latency_until:
             self._latency(fams, st, labels)
 
     def _latency(self, fams: _Families, st: SegmentStatus, labels: dict[str, str]) -> None:

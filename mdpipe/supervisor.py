@@ -386,6 +386,8 @@ class Supervisor:
         while True:
             live = []
             for _, ring in list_segments(self.instance):
+                if not is_own_segment(self.instance, ring):
+                    continue  # another user's plant is never waited for (nor opened)
                 with contextlib.suppress(Exception):
                     st = read_status(self.instance, ring)
                     if st.writer_alive:

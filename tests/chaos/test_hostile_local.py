@@ -77,9 +77,10 @@ try:
 except ImportError:
     from mdpipe import layout as L
 
-instance, price = sys.argv[1], float(sys.argv[2])
+instance, price, tag = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+fake, descr, huge = f"books.{tag}.0", f"books.{tag}-descr.0", f"books.{tag}-huge.0"
 rings = {}
-for name in ("books.fake.0", "books.descr.0", "books.huge.0"):
+for name in (fake, descr, huge):
     w = RingWriter.create(instance, name, "book", symbols=["BTCUSDT", "ETHUSDT"], capacity=64,
                           depth=20, mode=0o644)
     for k in range(20):
@@ -88,14 +89,14 @@ for name in ("books.fake.0", "books.descr.0", "books.huge.0"):
     now = time.time_ns()
     w.commit_book(0, L.FLAG_SYNCED, now, now, 10**12, 10**12 + 1, 10**12 - 1, 20, 20)
     rings[name] = w
-descr = rings["books.descr.0"]._mm
-descr[L.H_DTYPE_DESCR : L.H_DTYPE_DESCR + 40] = b'{"itemsize": -7, "fields": [[[[[[[[[[[[['
-rings["books.huge.0"]._mm[L.H_N_SYMBOLS : L.H_N_SYMBOLS + 4] = (2**32 - 1).to_bytes(4, "little")
+mm = rings[descr]._mm
+mm[L.H_DTYPE_DESCR : L.H_DTYPE_DESCR + 40] = b'{"itemsize": -7, "fields": [[[[[[[[[[[[['
+rings[huge]._mm[L.H_N_SYMBOLS : L.H_N_SYMBOLS + 4] = (2**32 - 1).to_bytes(4, "little")
 print("planted", flush=True)
 while True:
     time.sleep(0.05)
     now = time.time_ns()
-    w = rings["books.fake.0"]
+    w = rings[fake]
     w.commit_book(0, L.FLAG_SYNCED, now, now, 10**12, 10**12 + 1, 10**12 - 1, 20, 20)
 """
 
@@ -227,6 +228,9 @@ def scene(attacker_ok: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     }
     planted = Scene(None, None, None, fifo=fifo, links=links)
     _plant_links_and_fifo(planted)
+    # A live mdpipe ring of the attacker's under our instance's name, before we start.
+    early = attacker_process([PY, "-c", PLANT_RINGS, instance, str(FAKE_PRICE), "early"])
+    assert early.stdout.readline().strip() == "planted", early.stderr.read()
     ours = [f"mdpipe.{instance}.{r}" for r in (BOOKS, "trades.sim.0", "publisher", "supervisor")]
     replant = attacker_process([PY, "-c", REPLANT, "20", *ours])
     assert replant.stdout.readline().strip() == "replanting"
@@ -245,6 +249,7 @@ def scene(attacker_ok: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             instance=instance,
             victim=victim,
             sleeper=sleeper,
+            early=early,
             old_lock=old_lock,
             forged=forged,
             fifo=fifo,
@@ -258,7 +263,7 @@ def scene(attacker_ok: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             prober.stop()
         tap.stop()
         live.close()
-        for proc in (sleeper, replant):
+        for proc in (sleeper, early, replant):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -345,7 +350,7 @@ def test_segments_replanted_0666_during_start_are_replaced(scene: Scene, report:
 def test_planted_segments_are_never_mapped_published_or_shown(scene: Scene, report: Report) -> None:
     live, instance = scene.live, scene.instance
     _plant_links_and_fifo(scene)  # again, in case a start cleaned them away
-    attacker = attacker_process([PY, "-c", PLANT_RINGS, instance, str(FAKE_PRICE)])
+    attacker = attacker_process([PY, "-c", PLANT_RINGS, instance, str(FAKE_PRICE), "fake"])
     try:
         assert attacker.stdout.readline().strip() == "planted", attacker.stderr.read()
         mark = len(scene.tap.books)
@@ -353,7 +358,7 @@ def test_planted_segments_are_never_mapped_published_or_shown(scene: Scene, repo
         t0 = time.monotonic()
         # Let the publisher and a few scrapes meet them.
         wait(lambda: len(scene.tap.books) > mark + 200, 30, "books published meanwhile")
-        planted = ["books.fake.0", "books.descr.0", "books.huge.0", "books.fifo.0"]
+        planted = ["books.fake.0", "books.fake-descr.0", "books.fake-huge.0", "books.fifo.0"]
         planted += ["books.link.0", "books.alias.0"]
         # attach: the books prefix covers only our ring; a planted one by name is refused.
         with attach(instance, "books") as reader:
@@ -376,7 +381,7 @@ def test_planted_segments_are_never_mapped_published_or_shown(scene: Scene, repo
         for _ in range(3):
             status, body = live.run.get("/metrics")
             assert status == 200 and body, "an empty or failed scrape"
-            for ring in planted:
+            for ring in [*planted, "books.early"]:
                 assert ring.encode() not in body, ring
         # Redis never carried the fake price, and the publisher did not crash-loop.
         fake = [b for b in scene.tap.books if b[3] and FAKE_PRICE in b[3][::2]]
@@ -389,6 +394,7 @@ def test_planted_segments_are_never_mapped_published_or_shown(scene: Scene, repo
         # Nothing followed: the link targets are untouched.
         assert scene.victim.read_text() == "precious\n"
         assert attacker.poll() is None and scene.sleeper.poll() is None
+        assert scene.early.poll() is None
         took = time.monotonic() - t0
     finally:
         attacker.kill()
