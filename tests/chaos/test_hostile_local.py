@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -372,7 +373,14 @@ def test_planted_segments_are_never_mapped_published_or_shown(scene: Scene, repo
             assert type(exc.value).__name__ == "LayoutError", (ring, exc.value)
             assert ring in str(exc.value)
             assert time.monotonic() - started < 2, f"attach({ring}) took too long"
-        # stats and /metrics show only our rings, quickly.
+        # Our rings cannot be copied, written or truncated by them (SIGBUS needs write access).
+        real = f"/dev/shm/mdpipe.{instance}.{BOOKS}"
+        for argv in (["cp", real, "/tmp"], ["truncate", "-s", "0", real], ["dd", f"of={real}"]):
+            assert as_attacker(argv, input="").returncode != 0, argv
+        # tail, stats and /metrics show only our rings, quickly.
+        res = mdpipe("tail", "BTCUSDT", "--once", "--instance", instance, timeout=30)
+        assert res.returncode == 0 and f"BTCUSDT  {BOOKS}  synced" in res.stdout, res.stderr
+        assert not re.search(r"(?<![\d.])104\.0*(?!\d)", res.stdout), res.stdout
         started = time.monotonic()
         res = mdpipe("stats", "--json", "--instance", instance, timeout=30)
         assert res.returncode == 0, res.stderr
