@@ -55,7 +55,6 @@ from mdpipe.segment import list_segments, process_start_ticks, read_status
 log = logging.getLogger("mdpipe.supervisor")
 
 STATUS_RING = "supervisor"
-EXIT_CONFIG = 2
 _PR_SET_PDEATHSIG = 1
 _LOCK_RECORD_MAX = 1 << 16
 
