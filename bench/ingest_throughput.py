@@ -38,7 +38,8 @@ from mdpipe.feeds.tapes import FUTURES_TAPE, is_snapshot, load_tape, tape_path
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.counters import COUNTERS, Counters
 from mdpipe.ingest.symbolbook import SymbolBook
-from mdpipe.ring import RingWriter, unlink_instance
+from mdpipe.shm.segment import unlink_instance
+from mdpipe.shm.writer import RingWriter
 
 DEPTH = 20
 TARGET_RATE = 25_000

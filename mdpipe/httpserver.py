@@ -15,7 +15,6 @@ import threading
 import time
 
 import orjson
-import posix_ipc
 import redis
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -23,11 +22,11 @@ from mdpipe.config import Config
 from mdpipe.httpfront import BufferedHandler, HttpFront
 from mdpipe.logs import redact
 from mdpipe.metrics import registry_for
-from mdpipe.segment import LayoutError, read_status
+from mdpipe.shm.segment import LayoutError, SegmentMissing, read_status
 
 REDIS_CACHE_S = 1.0
 # What reading a segment may raise when it is missing, foreign or being replaced.
-_SEGMENT_ERRORS = (posix_ipc.Error, LayoutError, OSError)
+_SEGMENT_ERRORS = (LayoutError, OSError)
 
 
 class Readiness:
@@ -99,7 +98,7 @@ class Readiness:
     def _writer_problem(self, name: str, ring: str) -> list[str]:
         try:
             st = read_status(self.cfg.instance, ring)
-        except posix_ipc.ExistentialError:
+        except SegmentMissing:
             return [f"{name}: not started (no segment {ring})"]
         except _SEGMENT_ERRORS as exc:
             return [f"{name}: segment {ring} refused: {exc}"]

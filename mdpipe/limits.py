@@ -10,8 +10,8 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from mdpipe import layout as L
 from mdpipe.feeds.binance import MAX_STREAMS_PER_CONNECTION, plan_connections
+from mdpipe.shm import layout as L
 
 if TYPE_CHECKING:
     from mdpipe.config import Config

@@ -10,6 +10,7 @@ gauges (the `g_` prefix and any `_total` dropped), `_ns` values converted to `_s
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import CollectorRegistry
 
 from mdpipe.readers import attach
-from mdpipe.segment import SegmentStatus, iter_status
+from mdpipe.shm.segment import SegmentStatus, iter_status, refused_segments, shm_path
 
 QUANTILES = (0.5, 0.99, 0.999)
 LATENCY_SAMPLE = 2048  # recent records per ring behind the latency quantiles of a scrape
@@ -63,6 +64,17 @@ def recent_latencies(instance: str, ring: str, n: int) -> dict[str, np.ndarray]:
     exch = recs["exchange_ts_ns"].astype(np.int64)
     has_exch = exch > 0
     return {"feed_to_ring": commit - recv, "exchange_to_local": (recv - exch)[has_exch]}
+
+
+def refused_here(instance: str) -> dict[str, str]:
+    """Segments under an instance's name that were refused (not ours, not valid) and are
+    still there: path -> reason. Counted, never opened again, never shown as data."""
+    prefix = shm_path(instance, "")
+    return {
+        path: why
+        for path, why in refused_segments().items()
+        if path.startswith(prefix) and os.path.lexists(path)
+    }
 
 
 def quantiles(values: np.ndarray) -> list[float] | None:
@@ -186,6 +198,13 @@ class InstanceCollector:
                     data = [r for r in statuses if r.kind in ("book", "trade")]
                     counters = counters | publisher_lag(st, data, now)
                 _export_counters(fams, component, counters, {"instance": inst}, rings)
+        fams.add(
+            "gauge",
+            "mdpipe_segments_refused",
+            "files under the instance's segment names that were refused (not ours or invalid)",
+            {"instance": inst},
+            len(refused_here(inst)),
+        )
         yield from fams.by_name.values()
 
     def _ring(self, fams: _Families, st: SegmentStatus, now: int) -> None:

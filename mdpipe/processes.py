@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 
-from mdpipe.segment import process_start_ticks
+from mdpipe.shm.segment import process_start_ticks
 
 CHILD_MARKER = "MDPIPE_CHILD_OF"  # "<instance>" in the environment of every supervised child
 

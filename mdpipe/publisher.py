@@ -42,8 +42,9 @@ from mdpipe import publisher_payloads as P
 from mdpipe.affinity import pin_to_core
 from mdpipe.publisher_redis import RedisSink, publish_prefix, set_prefix
 from mdpipe.readers import LayoutError, NoSuchRingError, Reader, attach
-from mdpipe.ring import RingWriter, WriterAliveError
-from mdpipe.segment import list_segments, read_status
+from mdpipe.shm.segment import list_segments, read_status
+from mdpipe.shm.status import StatusWriter
+from mdpipe.shm.writer import WriterAliveError
 
 log = logging.getLogger("mdpipe.publisher")
 
@@ -135,10 +136,9 @@ class Publisher:
         self.refresh_every = min(10.0, self.ttl / 3)
         previous = previous_counters(cfg.instance)
         self.resume = {k[len(CURSOR) :]: v for k, v in previous.items() if k.startswith(CURSOR)}
-        self.status = RingWriter.create(
+        self.status = StatusWriter.create(
             cfg.instance,
             "publisher",
-            "status",
             counters=COUNTERS,
             mode=config_mod.segment_mode(cfg),
             group=cfg.shm.group,  # the group that reads the rings reads our counters too

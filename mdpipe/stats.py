@@ -7,6 +7,7 @@ us). The same snapshot prints as an aligned table or, with --json, as one JSON o
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -17,12 +18,13 @@ from mdpipe.metrics import (
     publisher_lag,
     quantiles,
     recent_latencies,
+    refused_here,
     ring_labels,
     supervisor_children,
 )
 from mdpipe.readers import list_instances
 from mdpipe.runtime import RuntimeStateError, is_own_segment
-from mdpipe.segment import SegmentStatus, iter_status
+from mdpipe.shm.segment import SegmentStatus, iter_status
 from mdpipe.supervisor import default_instance, read_lock, running_instances
 
 LATENCY_SAMPLE = 10_000
@@ -87,6 +89,7 @@ def collect(
         "processes": [],
         "rings": [],
         "publisher": None,
+        "refused_segments": refused_here(instance),
         "cursors": {},
     }
     try:
@@ -358,7 +361,21 @@ def render(snap: dict) -> str:
                 ],
             )
         )
+    refused = snap.get("refused_segments") or {}
+    if refused:
+        out.append("")
+        out.append(
+            table(
+                ["IGNORED SEGMENT (not ours or invalid)", "WHY"],
+                [list(r) for r in sorted(refused.items())],
+            )
+        )
     return "\n".join(out)
+
+
+def quiet_segment_warnings() -> None:
+    """Refused segments are reported in the command's own output, not as log lines."""
+    logging.getLogger("mdpipe.shm").setLevel(logging.ERROR)
 
 
 def not_running_message(instance: str) -> str:
@@ -371,6 +388,12 @@ def not_running_message(instance: str) -> str:
         alive = any(st.writer_alive for st in iter_status(name))
         (running if alive else stale).add(name)
     msg = f"no mdpipe instance {instance!r} is running"
+    refused = refused_here(instance)
+    if refused:
+        msg += f" (ignored {len(refused)} segment(s) under its name: " + "; ".join(
+            f"{path} {why}" for path, why in sorted(refused.items())
+        )
+        msg += ")"
     msg += f"; running: {', '.join(sorted(running))}" if running else ", and no other either"
     if stale:
         msg += f" (segments of stopped instances: {', '.join(sorted(stale))})"
@@ -395,6 +418,7 @@ def _public(snap: dict) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (per refresh).")
 def stats_command(instance: str | None, watch: float | None, as_json: bool) -> None:
     """Show processes, rings, rates, errors, lag and latency of a running instance."""
+    quiet_segment_warnings()
     name = default_instance(instance)
     previous = None
     try:

@@ -14,9 +14,9 @@ import time
 import click
 import numpy as np
 
-from mdpipe import layout as L
 from mdpipe.readers import Reader, attach
-from mdpipe.segment import iter_status
+from mdpipe.shm import layout as L
+from mdpipe.shm.segment import iter_status
 from mdpipe.supervisor import default_instance
 
 FPS = 10
@@ -171,6 +171,9 @@ def tail_command(
     symbol: str, instance: str | None, levels: int, n_trades: int, once: bool, color: bool | None
 ) -> None:
     """Watch one symbol's book ladder and trade tape live."""
+    from mdpipe.stats import quiet_segment_warnings
+
+    quiet_segment_warnings()
     symbol = symbol.upper()
     name = default_instance(instance)
     book_ring, trade_ring = find_rings(name, symbol)

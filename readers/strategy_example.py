@@ -14,8 +14,8 @@ import json
 import signal
 import time
 
-from mdpipe import layout
 from mdpipe.readers import attach
+from mdpipe.shm import layout
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import posix_ipc
 import pytest
 
 from mdpipe.feeds.tapes import FUTURES_TAPE, tape_path
-from mdpipe.segment import list_segments, shm_name
+from mdpipe.shm.segment import list_segments, shm_name
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -24,10 +24,10 @@ import orjson
 import posix_ipc
 import websocket
 
-from mdpipe import layout as L
 from mdpipe import readers
 from mdpipe.feeds.binance import BinanceParser, BookTicker, FeedError
-from mdpipe.segment import LayoutError, read_status
+from mdpipe.shm import layout as L
+from mdpipe.shm.segment import LayoutError, read_status
 
 REPO = Path(__file__).resolve().parent.parent
 CORE = max(os.sched_getaffinity(0))

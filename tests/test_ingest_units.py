@@ -15,7 +15,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from mdpipe import layout as L
 from mdpipe import readers
 from mdpipe.feeds.binance import DepthDiff, DepthSnapshot
 from mdpipe.feeds.binance_sync import Action, SnapshotStatus
@@ -26,7 +25,8 @@ from mdpipe.ingest.deadletter import DeadLetter
 from mdpipe.ingest.inbox import Inbox
 from mdpipe.ingest.rest import HttpGetter, SnapshotFetcher, SnapshotReply, SnapshotRequest
 from mdpipe.ingest.symbolbook import SymbolBook
-from mdpipe.ring import RingWriter
+from mdpipe.shm import layout as L
+from mdpipe.shm.writer import RingWriter
 
 
 def test_backoff_is_full_jitter_under_a_doubling_capped_ceiling() -> None:

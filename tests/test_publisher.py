@@ -22,12 +22,12 @@ import redis
 from conftest import REPO, RedisServer, free_port
 
 from mdpipe import config
-from mdpipe import layout as L
 from mdpipe.publisher import run_publisher
 from mdpipe.publisher_redis import make_client
 from mdpipe.readers import attach
-from mdpipe.ring import RingWriter
-from mdpipe.segment import read_status
+from mdpipe.shm import layout as L
+from mdpipe.shm.segment import read_status
+from mdpipe.shm.writer import RingWriter
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 EXCHANGE = "binance-futures"
@@ -387,7 +387,7 @@ def test_a_lapped_publisher_counts_exactly_the_trades_it_lost(redis_server, inst
 
 WRITER = r"""
 import signal, sys, time
-from mdpipe.ring import RingWriter
+from mdpipe.shm.writer import RingWriter
 inst = sys.argv[1]
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))

@@ -6,7 +6,7 @@ import contextlib
 
 import numpy as np
 
-from mdpipe.ring import RingWriter
+from mdpipe.shm.writer import RingWriter
 
 # Monotonic counters; names starting with g_ are gauges (current values).
 COUNTERS = (

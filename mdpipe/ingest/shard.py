@@ -17,7 +17,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mdpipe import config as C
-from mdpipe import layout as L
 from mdpipe.affinity import pinned_core
 from mdpipe.feeds.binance import (
     BinanceParser,
@@ -39,7 +38,8 @@ from mdpipe.ingest.deadletter import DeadLetter
 from mdpipe.ingest.inbox import Inbox
 from mdpipe.ingest.rest import SnapshotFetcher, SnapshotReply, SnapshotRequest
 from mdpipe.ingest.symbolbook import SymbolBook
-from mdpipe.ring import RingWriter
+from mdpipe.shm import layout as L
+from mdpipe.shm.writer import RingWriter
 
 TICK = 0.05  # seconds between housekeeping passes (timeouts, snapshots, heartbeats, gauges)
 # A rollover's old connection stays open at least this long after its replacement is up (its

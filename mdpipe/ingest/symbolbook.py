@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from mdpipe import layout as L
 from mdpipe.book import DEFAULT_WINDOW
 from mdpipe.feeds.binance import DepthDiff, DepthSnapshot
 from mdpipe.feeds.binance_sync import Action, SnapshotStatus
 from mdpipe.feeds.local_book import LocalBook
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.counters import Counters
-from mdpipe.ring import RingWriter
+from mdpipe.shm import layout as L
+from mdpipe.shm.writer import RingWriter
 
 APPLY, BUFFERED, RESYNC = Action.APPLY, Action.BUFFERED, Action.RESYNC
 _MS = 1_000_000

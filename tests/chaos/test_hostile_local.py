@@ -39,7 +39,7 @@ from conftest import RedisServer, remove_segments
 from test_supervisor import PY, REPO, mdpipe
 
 from mdpipe.readers import attach
-from mdpipe.segment import list_segments, process_start_ticks, read_status
+from mdpipe.shm.segment import list_segments, process_start_ticks, read_status
 from mdpipe.supervisor import lock_path, read_lock
 
 from .conftest import Report
@@ -72,11 +72,8 @@ def attacker_process(argv: list[str]) -> subprocess.Popen[str]:
 PLANT_RINGS = r"""
 import sys, time
 import numpy as np
-from mdpipe.ring import RingWriter
-try:
-    from mdpipe.shm import layout as L
-except ImportError:
-    from mdpipe import layout as L
+from mdpipe.shm import layout as L
+from mdpipe.shm.writer import RingWriter
 
 instance, price, tag = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 fake, descr, huge = f"books.{tag}.0", f"books.{tag}-descr.0", f"books.{tag}-huge.0"
