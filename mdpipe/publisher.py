@@ -40,6 +40,7 @@ from mdpipe import config as config_mod
 from mdpipe import logs
 from mdpipe import publisher_payloads as P
 from mdpipe.affinity import pin_to_core
+from mdpipe.counters import PUBLISHER
 from mdpipe.publisher_redis import RedisSink, publish_prefix, set_prefix
 from mdpipe.readers import LayoutError, NoSuchRingError, Reader, attach
 from mdpipe.shm.segment import list_segments, read_status
@@ -48,23 +49,7 @@ from mdpipe.shm.writer import WriterAliveError
 
 log = logging.getLogger("mdpipe.publisher")
 
-COUNTERS = (
-    "books_published",
-    "trades_published",
-    "market_data_published",
-    "books_conflated",
-    "trades_lost",
-    "books_lost",
-    "dropped_books",
-    "dropped_trades",
-    "redis_errors",
-    "redis_reconnects",
-    "books_republished",  # newest books re-sent after an outage (already counted when read)
-    "g_redis_up",
-    "g_lag_records",  # records written to the rings and not yet read
-    "g_lag_ns",  # now - commit time of the newest record Redis has
-    "g_rings",
-)
+COUNTERS = PUBLISHER.names  # declared with their meanings in mdpipe/counters.py
 (
     BOOKS_PUBLISHED,
     TRADES_PUBLISHED,

@@ -131,15 +131,23 @@ static PyObject *do_commit(Writer *self, uint64_t sid) {
     return PyLong_FromUnsignedLongLong(n);
 }
 
+/* Integer arguments: Python ints on the fast path, anything with __index__ (numpy ints) too;
+ * a negative value for an unsigned field is an OverflowError, never a silent wrap. */
 static int arg_u64(PyObject *o, uint64_t *out) {
-    unsigned long long v = PyLong_AsUnsignedLongLongMask(o);
+    PyObject *i = PyLong_CheckExact(o) ? (Py_INCREF(o), o) : PyNumber_Index(o);
+    if (!i) return -1;
+    unsigned long long v = PyLong_AsUnsignedLongLong(i);
+    Py_DECREF(i);
     if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
     *out = v;
     return 0;
 }
 
 static int arg_i64(PyObject *o, int64_t *out) {
-    long long v = PyLong_AsLongLong(o);
+    PyObject *i = PyLong_CheckExact(o) ? (Py_INCREF(o), o) : PyNumber_Index(o);
+    if (!i) return -1;
+    long long v = PyLong_AsLongLong(i);
+    Py_DECREF(i);
     if (v == -1 && PyErr_Occurred()) return -1;
     *out = v;
     return 0;
