@@ -279,3 +279,19 @@ def test_supervisor_survives_running_out_of_descriptors(instance: str) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == ["emfile True True", "later True"], res.stdout
     assert "cannot start x: Too many open files; retrying in" in res.stderr
+
+
+# ----- nothing left in /tmp -----------------------------------------------------------------
+
+
+def test_temporary_files_of_tests_stay_under_pytests_directory(private_tempdir: Path) -> None:
+    """A simulator's log (kept when a test fails) lands below pytest's base directory."""
+    from mdpipe.sim.process import SimProcess
+
+    sim = SimProcess([])
+    try:
+        assert sim.log_path.parent == private_tempdir
+    finally:
+        sim._log.close()
+        sim.log_path.unlink()
+    assert os.environ["TMPDIR"] == str(private_tempdir)  # and for every process a test starts
