@@ -127,7 +127,7 @@ PUBLISHER = CounterSet(
         Counter("trades_lost", "trades the publisher was lapped on (never read)"),
         Counter("books_lost", "books the publisher was lapped on"),
         Counter("dropped_books", "books read but not delivered (Redis down)"),
-        Counter("dropped_trades", "trades read but not delivered (Redis down)"),
+        Counter("dropped_trades", "trades read but not delivered (0: trades wait in their ring)"),
         Counter("redis_errors", "Redis calls that failed"),
         Counter("redis_reconnects", "Redis reconnections"),
         Counter("books_republished", "newest books re-sent after an outage"),
@@ -135,6 +135,7 @@ PUBLISHER = CounterSet(
         Counter("g_lag_records", "records written to the rings and not yet read"),
         Counter("g_lag_ns", "now minus the commit time of the newest record Redis has"),
         Counter("g_rings", "rings the publisher tails"),
+        Counter("stream_entries", "entries added to the trades and books Redis Streams"),
     ),
     (
         Family("g_lag_", "ring", "records behind on one ring"),

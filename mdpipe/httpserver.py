@@ -19,6 +19,7 @@ import redis
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from mdpipe.config import Config
+from mdpipe.dashboard import Dashboard
 from mdpipe.httpfront import BufferedHandler, HttpFront
 from mdpipe.logs import redact
 from mdpipe.metrics import registry_for
@@ -123,10 +124,15 @@ class _Handler(BufferedHandler):
                 self._json(503, {"ready": False, "reasons": problems})
             else:
                 self._json(200, {"ready": True})
+        elif self.server.dashboard is not None and self.server.dashboard.handles(path):
+            self.server.dashboard.serve(self)
         elif path == "/":
-            self._send(200, b"mdpipe: /metrics /health /ready\n", "text/plain; charset=utf-8")
+            text = "mdpipe: " + " ".join(self.server.endpoints) + "\n"
+            self._send(200, text.encode(), "text/plain; charset=utf-8")
         else:
-            self._json(404, {"error": f"no such endpoint {path}", "endpoints": ENDPOINTS})
+            self._json(
+                404, {"error": f"no such endpoint {path}", "endpoints": self.server.endpoints}
+            )
 
     def _metrics(self) -> None:
         scrape = self.server.scrape_lock
@@ -161,6 +167,8 @@ class _Server(HttpFront):
     registry: object
     readiness: Readiness
     scrape_lock: threading.Lock
+    dashboard: Dashboard | None
+    endpoints: list[str]
 
 
 class HttpServer:
@@ -178,6 +186,8 @@ class HttpServer:
         server.registry = registry_for(self.cfg.instance)
         server.readiness = Readiness(self.cfg)
         server.scrape_lock = threading.Lock()
+        server.dashboard = Dashboard(self.cfg) if self.cfg.http.dashboard else None
+        server.endpoints = ENDPOINTS + (["/dashboard"] if server.dashboard else [])
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
         self._thread.start()
@@ -191,6 +201,8 @@ class HttpServer:
         """Stop serving and close the socket."""
         if self._server is None:
             return
+        if self._server.dashboard is not None:
+            self._server.dashboard.close()  # ends the open event streams
         self._server.shutdown()
         if self._thread is not None:
             self._thread.join(5)

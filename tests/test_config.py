@@ -116,11 +116,9 @@ BAD_TOML = [
         "[[feeds]]\nname = 'a'\n[[feeds]]\nname = 'b'\n",
         "feeds[1].symbols: BTCUSDT is already ingested by feeds[0] on the same market",
     ),
-    (
-        "[[feeds]]\nname = 'a'\n[[feeds]]\nname = 'b'\nmarket = 'spot'\n"
-        "ws_url = 'wss://stream.binance.com:9443'\nrest_url = 'https://api.binance.com'\n",
-        "publisher.orderbook_channel: 'orderbook:{symbol}' would carry BTCUSDT of both",
-    ),
+    ("[publisher]\ntrades_stream = 'trades:{symbol}'\n", "templates must all differ"),
+    ("[publisher]\nstream_maxlen = 0\n", "publisher.stream_maxlen:"),
+    ("[publisher]\nstream_book_interval = 0\n", "publisher.stream_book_interval:"),
 ]
 
 

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from test_ingest_support import IngestProcess, write_config
+from test_publisher import SYMBOLS, book_writer, make_cfg, publisher, put_book
 
 from mdpipe import httpfront
 from mdpipe.httpfront import BufferedHandler, HttpFront
@@ -117,37 +117,39 @@ def test_every_failed_connection_attempt_is_counted(tmp_path: Path, instance: st
 # ----- example scripts in a pipeline -------------------------------------------------------
 
 
-def test_redis_subscriber_into_head_prints_no_traceback(redis_server) -> None:
-    client = redis.Redis.from_url(redis_server.url)
-    book = b'{"symbol":"BTCUSDT","seq":1,"timestamp":1,"synced":true,"bids":[[1,1]],"asks":[[2,1]]}'
-    client.set("orderbook:BTCUSDT", book)
-    proc = subprocess.Popen(
-        f"{sys.executable} readers/redis_subscriber.py --url {redis_server.url} BTCUSDT | head -1",
-        shell=True,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def test_redis_subscriber_into_head_prints_no_traceback(redis_server, instance: str) -> None:
+    """`redis_subscriber.py ... | head -1` against a real publisher: one line, no traceback."""
+    bw = book_writer(instance)
+    cfg = make_cfg(instance, redis_server.url)
     stop = threading.Event()
 
-    def publish() -> None:  # keep it printing until head has gone and the pipe broke
-        seq = 2
+    def feed() -> None:  # keep books coming until head has gone and the pipe broke
+        i = 0
         while not stop.is_set():
-            client.publish("orderbook:BTCUSDT", book.replace(b'"seq":1', f'"seq":{seq}'.encode()))
-            seq += 1
+            put_book(bw, 0, i)
+            i += 1
             time.sleep(0.01)
 
-    publisher = threading.Thread(target=publish, daemon=True)
-    publisher.start()
-    try:
-        out, err = proc.communicate(timeout=60)
-    finally:
-        stop.set()
-        publisher.join()
-        client.close()
-    assert out.startswith("snapshot BTCUSDT book seq=1") and len(out.splitlines()) == 1
-    assert err == "", err
+    with publisher(cfg, rings=1):
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        try:
+            res = subprocess.run(
+                f"{sys.executable} readers/redis_subscriber.py --url {redis_server.url} "
+                f"--wait 10 {SYMBOLS[0]} | head -1",
+                shell=True,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            stop.set()
+            feeder.join()
+    bw.close(unlink=True)
+    assert res.stdout.startswith(SYMBOLS[0]) or res.stdout.startswith("snapshot ")
+    assert len(res.stdout.splitlines()) == 1, res.stdout
+    assert res.stderr == "", res.stderr
 
 
 # ----- the HTTP front end ------------------------------------------------------------------
