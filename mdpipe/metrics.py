@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -68,14 +68,18 @@ def recent_latencies(instance: str, ring: str, n: int) -> dict[str, np.ndarray]:
     return {"feed_to_ring": commit - recv, "exchange_to_local": (recv - exch)[has_exch]}
 
 
-def refused_here(instance: str) -> dict[str, str]:
+def refused_here(instance: str, valid: Iterable[str] = ()) -> dict[str, str]:
     """Segments under an instance's name that were refused (not ours, not valid) and are
-    still there: path -> reason. Counted, never opened again, never shown as data."""
+    still there: path -> reason. Counted, never opened again, never shown as data.
+
+    valid: rings read successfully just now (a name refused earlier may be ours again).
+    """
     prefix = shm_path(instance, "")
+    ok = {shm_path(instance, ring) for ring in valid}
     return {
         path: why
         for path, why in refused_segments().items()
-        if path.startswith(prefix) and os.path.lexists(path)
+        if path.startswith(prefix) and path not in ok and os.path.lexists(path)
     }
 
 
@@ -204,7 +208,7 @@ class InstanceCollector:
             "mdpipe_segments_refused",
             "files under the instance's segment names that were refused (not ours or invalid)",
             {"instance": inst},
-            len(refused_here(inst)),
+            len(refused_here(inst, (st.ring for st in statuses))),
         )
         yield from fams.by_name.values()
 

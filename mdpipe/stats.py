@@ -89,7 +89,7 @@ def collect(
         "processes": [],
         "rings": [],
         "publisher": None,
-        "refused_segments": refused_here(instance),
+        "refused_segments": refused_here(instance, statuses),
         "cursors": {},
     }
     try:
