@@ -430,12 +430,20 @@ def test_planted_segments_are_never_mapped_published_or_shown(scene: Scene, repo
         res = mdpipe("stats", "--json", "--instance", instance, timeout=30)
         assert res.returncode == 0, res.stderr
         assert time.monotonic() - started < 45  # minutes before the fix; a loaded CI is slow
-        assert {r["ring"] for r in json.loads(res.stdout)["rings"]} == {BOOKS, "trades.sim.0"}
+        snap = json.loads(res.stdout)
+        assert {r["ring"] for r in snap["rings"]} == {BOOKS, "trades.sim.0"}
+        # ... and count what they ignored, by path and reason.
+        ignored = snap["refused_segments"]
+        for ring in [*planted, "books.early.0"]:
+            assert f"/dev/shm/mdpipe.{instance}.{ring}" in ignored, (ring, ignored)
+        refused_line = f'mdpipe_segments_refused{{instance="{instance}"}} '.encode()
         for _ in range(3):
             status, body = live.run.get("/metrics")
             assert status == 200 and body, "an empty or failed scrape"
             for ring in [*planted, "books.early"]:
                 assert ring.encode() not in body, ring
+            count = next(ln for ln in body.splitlines() if ln.startswith(refused_line))
+            assert float(count.split()[-1]) >= len(planted) + 3, count
         # Redis never carried the fake price, and the publisher did not crash-loop.
         fake = [b for b in scene.tap.books if b[3] and FAKE_PRICE in b[3][::2]]
         assert not fake, fake[:3]
