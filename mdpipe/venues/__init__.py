@@ -1,0 +1,1 @@
+"""One sans-IO protocol package per venue."""
