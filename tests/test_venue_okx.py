@@ -128,7 +128,12 @@ def test_parse_books_levels_and_fields():
         0,
         1750000000200,
     )
-    assert (m.ask_prices, m.ask_qtys, m.ask_text, m.bid_prices) == ([64000.2], [0.0], ["64000.2:0"], [])
+    assert (m.ask_prices, m.ask_qtys, m.ask_text, m.bid_prices) == (
+        [64000.2],
+        [0.0],
+        ["64000.2:0"],
+        [],
+    )
 
 
 def test_parse_top_trades_events_pong():
@@ -136,7 +141,9 @@ def test_parse_top_trades_events_pong():
         b'{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["64000.2","35","0","4"]],'
         b'"bids":[["64000.1","12","0","2"]],"ts":"1750000000100","seqId":880100}]}'
     )
-    assert bbo == TopOfBook("BTC-USDT", "bbo-tbt", 1750000000100, 880100, 64000.1, 12.0, 64000.2, 35.0)
+    assert bbo == TopOfBook(
+        "BTC-USDT", "bbo-tbt", 1750000000100, 880100, 64000.1, 12.0, 64000.2, 35.0
+    )
     trades = PARSER.parse(
         b'{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT",'
         b'"tradeId":"5512003","px":"64000.1","sz":"0.02","side":"sell","ts":"1750000000250",'
@@ -156,7 +163,9 @@ def test_parse_top_trades_events_pong():
         b'"connId":"9f2c1a0b"}'
     )
     assert ack == Subscribed("subscribe", "books", "BTC-USDT-SWAP", "s1", "9f2c1a0b")
-    err = PARSER.parse(b'{"id":"s1","event":"error","code":"60012","msg":"Invalid request","connId":"x"}')
+    err = PARSER.parse(
+        b'{"id":"s1","event":"error","code":"60012","msg":"Invalid request","connId":"x"}'
+    )
     assert err == ErrorEvent("60012", "Invalid request", "s1", "x")
     notice = PARSER.parse(b'{"event":"notice","code":"64008","msg":"upgrade","connId":"x"}')
     assert notice == Notice("64008", "upgrade", "x")
@@ -175,7 +184,10 @@ def test_parse_top_trades_events_pong():
         (frame("update", [[100.5, "1", "0", "1"]], [], 2, 1), "bad_type"),
         (frame("update", ["12"], [], 2, 1), "bad_type"),
         (frame("update", [], [], 2, None), "missing_field"),
-        (b'{"arg":{"channel":"books","instId":"X"},"data":[{"bids":[],"asks":[],"ts":"1"}]}', "missing_field"),
+        (
+            b'{"arg":{"channel":"books","instId":"X"},"data":[{"bids":[],"asks":[],"ts":"1"}]}',
+            "missing_field",
+        ),
         (b'{"arg":{"channel":"tickers","instId":"X"},"data":[{}]}', "unknown_stream"),
         (b'{"event":"login"}', "unknown_event"),
         (b"[1,2]", "bad_type"),
@@ -232,11 +244,15 @@ def test_gap_unsyncs_until_a_new_snapshot_replaces_the_book():
 def test_checksum_mismatch_resyncs():
     lb = OkxLocalBook(INST)
     lb.on_message(snapshot(10))
-    good = with_checksum("update", [("100.1", "6")], [], [("100.1", "6"), ("100.0", "3")], SNAP_ASKS, 11, 10)
+    good = with_checksum(
+        "update", [("100.1", "6")], [], [("100.1", "6"), ("100.0", "3")], SNAP_ASKS, 11, 10
+    )
     assert lb.on_message(good) is APPLIED and lb.checksums_checked == 2
     bad = msg("update", [("100.1", "7")], [], 12, 11, checksum=12345)
     assert lb.on_message(bad) is RESYNC
-    assert not lb.synced and lb.sync.checksum_failures == 1 and "checksum mismatch" in lb.sync.reason
+    assert (
+        not lb.synced and lb.sync.checksum_failures == 1 and "checksum mismatch" in lb.sync.reason
+    )
     assert lb.on_message(snapshot(13, checksum=False)) is LOADED  # a new snapshot rebuilds
     # A snapshot whose own checksum is wrong is not exact either.
     bad_snap = msg("snapshot", SNAP_BIDS, SNAP_ASKS, 14, -1, checksum=1)
@@ -248,7 +264,10 @@ def test_messages_without_seq_id_are_accepted_on_checksum_alone():
     snap = msg("snapshot", SNAP_BIDS, SNAP_ASKS, None, None, level_checksum(SNAP_BIDS, SNAP_ASKS))
     assert lb.on_message(snap) is LOADED and lb.synced and lb.sync.seq_id is None
     book_bids = [("100.1", "2"), ("100.0", "3")]
-    assert lb.on_message(with_checksum("update", [("100.1", "2")], [], book_bids, SNAP_ASKS)) is APPLIED
+    assert (
+        lb.on_message(with_checksum("update", [("100.1", "2")], [], book_bids, SNAP_ASKS))
+        is APPLIED
+    )
     # After a seqId-less message the chain is unknown: the next is proven by its checksum too.
     book_asks = [("100.2", "1"), ("100.3", "7")]
     nxt = with_checksum("update", [], [("100.2", "1")], book_bids, book_asks, 50, 49)
@@ -397,7 +416,15 @@ def test_plan_respects_book_and_message_limits():
 
 def test_connect_pacer_and_subscribe_budget():
     pacer = ConnectPacer()
-    assert [pacer.reserve(100.0) for _ in range(7)] == [100.0, 100.0, 100.0, 101.0, 101.0, 101.0, 102.0]
+    assert [pacer.reserve(100.0) for _ in range(7)] == [
+        100.0,
+        100.0,
+        100.0,
+        101.0,
+        101.0,
+        101.0,
+        102.0,
+    ]
     budget = SubscribeBudget()
     budget.spend(0.0, 470)
     assert budget.available(10.0) == 10

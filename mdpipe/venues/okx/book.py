@@ -31,8 +31,12 @@ class ChecksumBook(OrderBook):
     def load(self, m: BookMessage) -> None:
         """Replace the whole book with a snapshot's levels (size "0" levels are skipped)."""
         self.apply_snapshot(m.bid_prices, m.bid_qtys, m.ask_prices, m.ask_qtys)
-        self.bid_text = {p: t for p, q, t in zip(m.bid_prices, m.bid_qtys, m.bid_text, strict=True) if q}
-        self.ask_text = {p: t for p, q, t in zip(m.ask_prices, m.ask_qtys, m.ask_text, strict=True) if q}
+        self.bid_text = {
+            p: t for p, q, t in zip(m.bid_prices, m.bid_qtys, m.bid_text, strict=True) if q
+        }
+        self.ask_text = {
+            p: t for p, q, t in zip(m.ask_prices, m.ask_qtys, m.ask_text, strict=True) if q
+        }
 
     def update(self, m: BookMessage) -> None:
         """Apply an update's levels: absolute sizes, "0" deletes."""

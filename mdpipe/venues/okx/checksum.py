@@ -27,7 +27,7 @@ def checksum_string(bids: Sequence[str], asks: Sequence[str]) -> str:
     top_bids = bids[:CHECKSUM_LEVELS]
     top_asks = asks[:CHECKSUM_LEVELS]
     if len(top_bids) == len(top_asks):
-        return ":".join(chain.from_iterable(zip(top_bids, top_asks)))
+        return ":".join(chain.from_iterable(zip(top_bids, top_asks, strict=True)))
     pairs = zip_longest(top_bids, top_asks)
     return ":".join(p for p in chain.from_iterable(pairs) if p is not None)
 
@@ -39,5 +39,7 @@ def book_checksum(bids: Sequence[str], asks: Sequence[str]) -> int:
 
 def level_checksum(bids: Sequence[Sequence[str]], asks: Sequence[Sequence[str]]) -> int:
     """The checksum of best-first OKX levels `[px, sz, ...]` (for the simulator and tests)."""
-    return book_checksum([f"{b[0]}:{b[1]}" for b in bids[:CHECKSUM_LEVELS]],
-                         [f"{a[0]}:{a[1]}" for a in asks[:CHECKSUM_LEVELS]])
+    return book_checksum(
+        [f"{b[0]}:{b[1]}" for b in bids[:CHECKSUM_LEVELS]],
+        [f"{a[0]}:{a[1]}" for a in asks[:CHECKSUM_LEVELS]],
+    )

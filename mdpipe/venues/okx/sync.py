@@ -215,7 +215,11 @@ class OkxBookSync:
             if m.checksum == 0:
                 self.unverifiable += 1
                 self.gaps += 1
-                why = "no seqId" if seq is None else "the chain is unknown (after a seqId-less message)"
+                why = (
+                    "no seqId"
+                    if seq is None
+                    else "the chain is unknown (after a seqId-less message)"
+                )
                 return self._break(f"update with {why} and no checksum: cannot be verified", m)
             self._seq = seq
             self._after_rest = False
