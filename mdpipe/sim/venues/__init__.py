@@ -1,0 +1,1 @@
+"""Per-venue parts of the simulator."""
