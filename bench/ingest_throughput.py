@@ -31,14 +31,14 @@ import numpy as np
 import orjson
 from sortedcontainers import SortedDict, SortedList
 
-from mdpipe.feeds.binance import FUTURES, BinanceParser, DepthDiff, parse_snapshot
-from mdpipe.feeds.binance_sync import APPLY
-from mdpipe.feeds.local_book import LocalBook
-from mdpipe.feeds.tapes import FUTURES_TAPE, is_snapshot, load_tape, tape_path
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.counters import COUNTERS, Counters
 from mdpipe.ingest.symbolbook import SymbolBook
 from mdpipe.ring import RingWriter, unlink_instance
+from mdpipe.venues.binance.sync import APPLY
+from mdpipe.venues.binance.wire import FUTURES, BinanceParser, DepthDiff, parse_snapshot
+from mdpipe.venues.local_book import LocalBook
+from mdpipe.venues.tapes import FUTURES_TAPE, is_snapshot, load_tape, tape_path
 
 DEPTH = 20
 TARGET_RATE = 25_000

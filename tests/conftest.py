@@ -14,8 +14,8 @@ from pathlib import Path
 import posix_ipc
 import pytest
 
-from mdpipe.feeds.tapes import FUTURES_TAPE, tape_path
 from mdpipe.segment import list_segments, shm_name
+from mdpipe.venues.tapes import FUTURES_TAPE, tape_path
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -26,8 +26,8 @@ import websocket
 
 from mdpipe import layout as L
 from mdpipe import readers
-from mdpipe.feeds.binance import BinanceParser, BookTicker, FeedError
 from mdpipe.segment import LayoutError, read_status
+from mdpipe.venues.binance.wire import BinanceParser, BookTicker, FeedError
 
 REPO = Path(__file__).resolve().parent.parent
 CORE = max(os.sched_getaffinity(0))

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from mdpipe.feeds.errors import BAD_NUMBER, BAD_TYPE, FeedError
+from mdpipe.venues.errors import BAD_NUMBER, BAD_TYPE, FeedError
 
 Floats = list[float]
 
