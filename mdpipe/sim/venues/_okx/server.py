@@ -40,7 +40,9 @@ from mdpipe.sim.faults import (
     ScheduledFault,
 )
 from mdpipe.sim.hub import Client, Hub
-from mdpipe.sim.venues.okx import (
+from mdpipe.sim.venues._okx.market import OkxMarket, stream
+from mdpipe.sim.venues._okx.tape import OkxTapeSource, load_okx_tape
+from mdpipe.sim.venues._okx.wire import (
     BOOKS_PATH,
     BUSINESS_PATH,
     INSTRUMENTS_PATH,
@@ -54,8 +56,6 @@ from mdpipe.sim.venues.okx import (
     rest_error,
     rest_instruments,
 )
-from mdpipe.sim.venues.okx_market import OkxMarket, stream
-from mdpipe.sim.venues.okx_tape import OkxTapeSource, load_okx_tape
 
 log = logging.getLogger("mdpipe.sim")
 
@@ -71,6 +71,7 @@ class OkxSimConfig:
 
     host: str = "127.0.0.1"
     port: int = 8443
+    market: str = "swap"
     symbols: list[str] = field(default_factory=lambda: ["BTC-USDT-SWAP", "ETH-USDT-SWAP"])
     rate: float = 2000.0
     seed: int = 1
@@ -154,6 +155,7 @@ class OkxSimulator:
                 self.schedule,
                 self._fire_due,
             )
+        self.market = cfg.market
         self.conns: dict[Client, _Conn] = {}
         self._ids = itertools.count(1)
         self._subscribers: set[int] = set()

@@ -22,7 +22,7 @@ from mdpipe.sim.faults import FaultSchedule
 from mdpipe.sim.hub import Hub
 from mdpipe.sim.instruments import FUTURES
 from mdpipe.sim.market import BookEvent, SymbolMarket
-from mdpipe.sim.venues.okx import (
+from mdpipe.sim.venues._okx.wire import (
     OkxInstrument,
     book_levels,
     books_push,

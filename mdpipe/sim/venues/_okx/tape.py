@@ -23,8 +23,8 @@ import orjson
 
 from mdpipe.sim.faults import FaultSchedule
 from mdpipe.sim.hub import Hub
-from mdpipe.sim.venues.okx import books_push, rest_books
-from mdpipe.sim.venues.okx_market import stream
+from mdpipe.sim.venues._okx.market import stream
+from mdpipe.sim.venues._okx.wire import books_push, rest_books
 from mdpipe.venues.okx.checksum import CHECKSUM_LEVELS, book_checksum
 
 log = logging.getLogger("mdpipe.sim")
