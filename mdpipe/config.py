@@ -46,6 +46,7 @@ class FeedConfig:
     depth_stream: str = "depth@100ms"
     trade_stream: str = "aggTrade"
     snapshot_limit: int = 1000
+    book_start: str = "snapshot"  # okx: "snapshot" (in-band) or "rest"
     silence_timeout: float = 10.0
     stream_timeout: float = 60.0
     reconnect_initial: float = 0.5

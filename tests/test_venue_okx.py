@@ -1,27 +1,32 @@
-"""OKX v5 sans-IO protocol: parser, checksum, sync machine, REST start, rollover, plan, pacing.
+"""OKX v5 sans-IO protocol: parser, checksum, sync machine, REST start, rollover, plan, config.
 
 Fed events and bytes, no sockets.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import orjson
 import pytest
 
-from mdpipe.feeds.errors import FeedError
 from mdpipe.instrument import Instrument
-from mdpipe.venues.okx.checksum import book_checksum, checksum_string, level_checksum
-from mdpipe.venues.okx.events import PONG, BookMessage, ErrorEvent, Notice, Subscribed, TopOfBook
-from mdpipe.venues.okx.local_book import (
-    APPLIED,
-    BUFFERED,
-    DROPPED,
-    LOADED,
-    RESYNC,
-    UNCHANGED,
-    OkxLocalBook,
+from mdpipe.venues.base import (
+    Ack,
+    Action,
+    Alive,
+    BookTicker,
+    DepthDiff,
+    DepthSnapshot,
+    FetchSnapshot,
+    SendFrames,
+    ServerShutdown,
+    SnapshotStatus,
 )
-from mdpipe.venues.okx.pacing import ConnectPacer, Keepalive, ResyncPacer, SubscribeBudget
+from mdpipe.venues.errors import FeedError
+from mdpipe.venues.local_book import LocalBook
+from mdpipe.venues.okx.budget import SubscribeBudget
+from mdpipe.venues.okx.checksum import book_checksum, checksum_string, level_checksum
 from mdpipe.venues.okx.parser import OkxParser, parse_rest_books
 from mdpipe.venues.okx.protocol import (
     MAX_SUBSCRIBE_BYTES,
@@ -33,14 +38,17 @@ from mdpipe.venues.okx.protocol import (
     op_messages,
     plan_connections,
 )
-from mdpipe.venues.okx.sync import START_REST, SnapshotStatus
+from mdpipe.venues.okx.spec import check_feed, check_symbol
+from mdpipe.venues.okx.sync import SNAPSHOT_PATIENCE, START_REST, OkxBookSync
+from mdpipe.venues.okx.venue import OkxVenue
 
+APPLY, BUFFERED, IGNORED, RESYNC = Action.APPLY, Action.BUFFERED, Action.IGNORED, Action.RESYNC
 INST = "BTC-USDT-SWAP"
 PARSER = OkxParser()
 
 
 def frame(action, bids, asks, seq=None, prev=None, checksum=0, inst=INST, ts="1750000000100"):
-    """A raw `books` push as OKX writes it (fields absent when None)."""
+    """A raw `books` push as OKX writes it (seqId/prevSeqId left out when None)."""
     d = {"asks": asks, "bids": bids, "ts": ts, "checksum": checksum}
     if prev is not None:
         d["prevSeqId"] = prev
@@ -51,26 +59,46 @@ def frame(action, bids, asks, seq=None, prev=None, checksum=0, inst=INST, ts="17
     )
 
 
-def msg(action, bids=(), asks=(), seq=None, prev=None, checksum=0) -> BookMessage:
+def msg(action, bids=(), asks=(), seq=None, prev=None, checksum=0):
     """A parsed `books` message; levels as (px, sz) string pairs."""
     b = [[p, q, "0", "1"] for p, q in bids]
     a = [[p, q, "0", "1"] for p, q in asks]
     return PARSER.parse(frame(action, b, a, seq, prev, checksum))
 
 
-def with_checksum(action, bids, asks, book_bids, book_asks, seq=None, prev=None):
+def checked(action, bids, asks, book_bids, book_asks, seq=None, prev=None):
     """A message carrying the checksum of the book (best-first levels) it should lead to."""
     cs = level_checksum([list(x) for x in book_bids], [list(x) for x in book_asks])
     return msg(action, bids, asks, seq, prev, cs)
 
 
-SNAP_BIDS = [("100.1", "5"), ("100.0", "3")]
+SNAP_BIDS = [("100.1", "5"), ("100", "3")]
 SNAP_ASKS = [("100.2", "4"), ("100.3", "7")]
 
 
 def snapshot(seq=10, checksum=True):
     cs = level_checksum(SNAP_BIDS, SNAP_ASKS) if checksum else 0
     return msg("snapshot", SNAP_BIDS, SNAP_ASKS, seq, -1, cs)
+
+
+def local(start="snapshot", max_buffer=4096):
+    return LocalBook(OkxBookSync(start, max_buffer), INST, min_depth=20)
+
+
+def rest(seq):
+    body = {
+        "code": "0",
+        "msg": "",
+        "data": [
+            {
+                "asks": [[p, q, "0", "1"] for p, q in SNAP_ASKS],
+                "bids": [[p, q, "0", "1"] for p, q in SNAP_BIDS],
+                "ts": "1750000000000",
+                "seqId": seq,
+            }
+        ],
+    }
+    return parse_rest_books(orjson.dumps(body))
 
 
 # ----- checksum -------------------------------------------------------------------------
@@ -84,12 +112,11 @@ def test_checksum_documented_examples():
         "3366.1:7:3366.8:9:3366:6:3368:8"
     )
     assert level_checksum(bids, asks) == -1881014294
-    short_bids = [["3366.1", "7", "0", "3"]]
     long_asks = [["3366.8", "9", "10", "3"], ["3368", "8", "3", "4"], ["3372", "8", "3", "4"]]
     assert checksum_string(["3366.1:7"], ["3366.8:9", "3368:8", "3372:8"]) == (
         "3366.1:7:3366.8:9:3368:8:3372:8"
     )
-    assert level_checksum(short_bids, long_asks) == 831078360
+    assert level_checksum(bids[:1], long_asks) == 831078360
 
 
 def test_checksum_uses_raw_strings_and_top_25():
@@ -101,76 +128,85 @@ def test_checksum_uses_raw_strings_and_top_25():
     assert book_checksum(bids, asks) == book_checksum(bids[:25], asks[:25])
 
 
-def test_book_checksum_matches_after_updates_with_raw_text():
-    lb = OkxLocalBook(INST)
-    assert lb.on_message(snapshot()) is LOADED
-    # The update rewrites a price with a trailing zero: the checksum must use that text.
-    book_bids = [("100.10", "6"), ("100.0", "3")]
-    m = with_checksum("update", [("100.10", "6")], [], book_bids, SNAP_ASKS, 11, 10)
-    assert lb.on_message(m) is APPLIED
+def test_book_checksum_follows_the_raw_text_of_updates():
+    lb = local()
+    assert lb.on_snapshot(snapshot()) is SnapshotStatus.EXACT
+    # The update writes the price with a trailing zero: the checksum must use that text.
+    m = checked("update", [("100.10", "6")], [], [("100.10", "6"), ("100", "3")], SNAP_ASKS, 11, 10)
+    assert lb.on_diff(m) is APPLY and lb.synced
     assert lb.book.bids() == [(100.1, 6.0), (100.0, 3.0)]
+    assert lb.sync.checksums_checked == 2
+
+
+def test_checksum_over_more_than_25_levels_and_short_sides():
+    bids = [(f"{1000 - i}", f"{i + 1}") for i in range(40)]
+    asks = [(f"{1001 + i}.5", "2") for i in range(3)]
+    lb = local()
+    snap = msg("snapshot", bids, asks, 5, -1, level_checksum(bids, asks))
+    assert lb.on_snapshot(snap) is SnapshotStatus.EXACT and lb.synced
+    # Deleting the best bid brings level 26 into the checksum.
+    after = bids[1:]
+    m = checked("update", [("1000", "0")], [], after, asks, 6, 5)
+    assert lb.on_diff(m) is APPLY and lb.synced
 
 
 # ----- parser ---------------------------------------------------------------------------
 
 
-def test_parse_books_levels_and_fields():
+def test_parse_books_update_and_snapshot():
     raw = (
         b'{"arg":{"channel":"books","instId":"BTC-USDT-SWAP"},"action":"update","data":[{'
         b'"asks":[["64000.2","0","0","0"]],"bids":[],"ts":"1750000000200","checksum":0,'
         b'"prevSeqId":880100,"seqId":880113}]}'
     )
-    m = PARSER.parse(raw)
-    assert (m.action, m.seq_id, m.prev_seq_id, m.checksum, m.ts) == (
-        "update",
+    d = PARSER.parse(raw)
+    assert isinstance(d, DepthDiff)
+    assert (d.symbol, d.event_time, d.first_id, d.last_id, d.prev_id, d.check) == (
+        INST,
+        1750000000200,
+        880113,
         880113,
         880100,
-        0,
-        1750000000200,
+        None,
     )
-    assert (m.ask_prices, m.ask_qtys, m.ask_text, m.bid_prices) == (
-        [64000.2],
-        [0.0],
-        ["64000.2:0"],
-        [],
-    )
+    assert (d.ask_prices, d.ask_qtys, d.bid_prices) == ([64000.2], [0.0], [])
+    s = snapshot(880100)
+    assert isinstance(s, DepthSnapshot) and (s.symbol, s.last_update_id) == (INST, 880100)
+    assert s.check.bid_text == ["100.1:5", "100:3"]
+    legacy = msg("update", [("1", "2")], [], None, None, checksum=7)
+    assert (legacy.last_id, legacy.prev_id, legacy.check.checksum) == (0, -1, 7)
 
 
-def test_parse_top_trades_events_pong():
+def test_parse_top_trades_and_events():
     bbo = PARSER.parse(
-        b'{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["64000.2","35","0","4"]],'
-        b'"bids":[["64000.1","12","0","2"]],"ts":"1750000000100","seqId":880100}]}'
+        b'{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["64000.2","35",'
+        b'"0","4"]],"bids":[["64000.1","12","0","2"]],"ts":"1750000000100","seqId":880100}]}'
     )
-    assert bbo == TopOfBook(
-        "BTC-USDT", "bbo-tbt", 1750000000100, 880100, 64000.1, 12.0, 64000.2, 35.0
-    )
-    trades = PARSER.parse(
+    assert bbo == BookTicker("BTC-USDT", 880100, 64000.1, 12.0, 64000.2, 35.0, 1750000000100, 0)
+    t = PARSER.parse(
         b'{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT",'
         b'"tradeId":"5512003","px":"64000.1","sz":"0.02","side":"sell","ts":"1750000000250",'
         b'"count":"2","source":"0","seqId":880120}]}'
     )
-    (t,) = trades.items
-    assert (t.trade_id, t.first_trade_id, t.side, t.qty, t.count, t.seq_id) == (
+    assert (t.trade_id, t.first_trade_id, t.last_trade_id, t.buyer_is_maker, t.qty) == (
         5512003,
         5512002,
-        "sell",
+        5512003,
+        True,
         0.02,
-        2,
-        880120,
     )
     ack = PARSER.parse(
         b'{"id":"s1","event":"subscribe","arg":{"channel":"books","instId":"BTC-USDT-SWAP"},'
         b'"connId":"9f2c1a0b"}'
     )
-    assert ack == Subscribed("subscribe", "books", "BTC-USDT-SWAP", "s1", "9f2c1a0b")
-    err = PARSER.parse(
-        b'{"id":"s1","event":"error","code":"60012","msg":"Invalid request","connId":"x"}'
+    assert ack == Ack("s1", True, "", "subscribe")
+    err = PARSER.parse(b'{"id":"s1","event":"error","code":"64003","msg":"tier","connId":"x"}')
+    assert not err.ok and "64003" in err.message and "fee tier" in err.message
+    assert PARSER.parse(b'{"event":"notice","code":"64008","msg":"upgrade","connId":"x"}') == (
+        ServerShutdown(0)
     )
-    assert err == ErrorEvent("60012", "Invalid request", "s1", "x")
-    notice = PARSER.parse(b'{"event":"notice","code":"64008","msg":"upgrade","connId":"x"}')
-    assert notice == Notice("64008", "upgrade", "x")
-    assert PARSER.parse(b"pong") is PONG
-    assert "64001" in describe_error("64001") and "/business" in describe_error("64001")
+    assert isinstance(PARSER.parse(b"pong"), Alive)
+    assert "/business" in describe_error("64001") and "60018" in describe_error("60018")
 
 
 @pytest.mark.parametrize(
@@ -184,11 +220,13 @@ def test_parse_top_trades_events_pong():
         (frame("update", [[100.5, "1", "0", "1"]], [], 2, 1), "bad_type"),
         (frame("update", ["12"], [], 2, 1), "bad_type"),
         (frame("update", [], [], 2, None), "missing_field"),
+        (frame("bogus", [], [], 2, 1), "bad_type"),
         (
             b'{"arg":{"channel":"books","instId":"X"},"data":[{"bids":[],"asks":[],"ts":"1"}]}',
             "missing_field",
         ),
         (b'{"arg":{"channel":"tickers","instId":"X"},"data":[{}]}', "unknown_stream"),
+        (b'{"arg":{"channel":"trades","instId":"X"},"data":[{},{}]}', "bad_type"),
         (b'{"event":"login"}', "unknown_event"),
         (b"[1,2]", "bad_type"),
     ],
@@ -200,183 +238,214 @@ def test_parse_refuses_bad_frames(raw, kind):
 
 
 def test_parse_rest_books():
-    body = (
-        b'{"code":"0","msg":"","data":[{"asks":[["100.2","4","0","1"]],'
-        b'"bids":[["100.1","5","0","2"]],"ts":"1750000000000","seqId":"42"}]}'
-    )
-    m = parse_rest_books(body, INST)
-    assert (m.action, m.seq_id, m.checksum, m.bid_prices) == ("snapshot", 42, 0, [100.1])
+    s = rest("42")
+    assert (s.symbol, s.last_update_id, s.check, s.bid_prices) == ("", 42, None, [100.1, 100.0])
     with pytest.raises(FeedError, match="51001"):
-        parse_rest_books(b'{"code":"51001","msg":"Instrument ID does not exist","data":[]}', INST)
+        parse_rest_books(b'{"code":"51001","msg":"Instrument ID does not exist","data":[]}')
 
 
 # ----- sync machine: in-band snapshot ---------------------------------------------------
 
 
-def test_snapshot_chain_keepalive_and_reset():
-    lb = OkxLocalBook(INST)
-    assert lb.on_message(msg("update", [("1", "1")], [], 9, 8)) is DROPPED  # before the snapshot
-    assert lb.on_message(snapshot(10)) is LOADED and lb.synced
-    assert lb.on_message(msg("update", [("100.1", "0")], [], 13, 10)) is APPLIED
+def test_snapshot_chain_keepalive_and_sequence_reset():
+    lb = local()
+    assert lb.on_diff(msg("update", [("1", "1")], [], 9, 8)) is BUFFERED  # before the snapshot
+    assert not lb.sync.needs_recovery  # the in-band snapshot comes by itself
+    assert lb.on_snapshot(snapshot(10)) is SnapshotStatus.EXACT and lb.synced
+    assert lb.sync.buffered == 0
+    assert lb.on_diff(msg("update", [("100.1", "0")], [], 13, 10)) is APPLY
     assert lb.book.best_bid() == (100.0, 3.0)
-    assert lb.on_message(msg("update", [], [], 13, 13)) is UNCHANGED  # keep-alive
-    assert lb.sync.seq_id == 13 and lb.synced
+    assert lb.on_diff(msg("update", [], [], 13, 13)) is IGNORED  # keep-alive
+    assert lb.sync.keepalives == 1 and lb.sync.last_update_id == 13 and lb.synced
     # A sequence reset after maintenance: seqId < prevSeqId, valid because prevSeqId matches.
-    assert lb.on_message(msg("update", [], [("100.2", "1")], 5, 13)) is APPLIED
-    assert lb.on_message(msg("update", [], [("100.2", "2")], 6, 5)) is APPLIED
-    assert lb.sync.resets == 1 and lb.sync.seq_id == 6 and lb.book.best_ask() == (100.2, 2.0)
+    assert lb.on_diff(msg("update", [], [("100.2", "1")], 5, 13)) is APPLY
+    assert lb.on_diff(msg("update", [], [("100.2", "2")], 6, 5)) is APPLY
+    assert lb.sync.resets == 1 and lb.sync.last_update_id == 6
+    assert lb.book.best_ask() == (100.2, 2.0)
 
 
-def test_gap_unsyncs_until_a_new_snapshot_replaces_the_book():
-    lb = OkxLocalBook(INST)
-    lb.on_message(snapshot(10))
-    assert lb.on_message(msg("update", [("99", "1")], [], 20, 15)) is RESYNC
+def test_gap_unsyncs_asks_for_a_resubscribe_and_a_new_snapshot_replaces_the_book():
+    lb = local()
+    lb.on_snapshot(snapshot(10))
+    assert lb.on_diff(msg("update", [("99", "1")], [], 20, 15)) is RESYNC
     assert not lb.synced and lb.sync.gaps == 1 and lb.sync.resyncs == 1
-    assert "prevSeqId=15" in lb.sync.reason
-    assert lb.on_message(msg("update", [("99", "1")], [], 21, 20)) is DROPPED
+    assert "prevSeqId=15" in lb.sync.reason and lb.sync.needs_recovery
+    assert lb.on_diff(msg("update", [("99", "1")], [], 21, 20)) is BUFFERED
     fresh = msg("snapshot", [("50", "1")], [("51", "2")], 30, -1)
-    assert lb.on_message(fresh) is LOADED and lb.synced
+    assert lb.on_snapshot(fresh) is SnapshotStatus.EXACT and lb.synced
     assert lb.book.bids() == [(50.0, 1.0)] and lb.book.asks() == [(51.0, 2.0)]
+    assert not lb.sync.needs_recovery
     # Any new snapshot replaces the book, even while synced.
-    assert lb.on_message(snapshot(40)) is LOADED and lb.book.best_bid() == (100.1, 5.0)
+    assert lb.on_snapshot(snapshot(40)) is SnapshotStatus.EXACT
+    assert lb.book.best_bid() == (100.1, 5.0)
+
+
+def test_no_snapshot_after_many_updates_asks_for_one():
+    lb = local()
+    for i in range(SNAPSHOT_PATIENCE):
+        assert not lb.sync.needs_recovery
+        lb.on_diff(msg("update", [], [("1", "1")], 10 + i, 9 + i))
+    assert lb.sync.needs_recovery
 
 
 def test_checksum_mismatch_resyncs():
-    lb = OkxLocalBook(INST)
-    lb.on_message(snapshot(10))
-    good = with_checksum(
-        "update", [("100.1", "6")], [], [("100.1", "6"), ("100.0", "3")], SNAP_ASKS, 11, 10
+    lb = local()
+    lb.on_snapshot(snapshot(10))
+    good = checked(
+        "update", [("100.1", "6")], [], [("100.1", "6"), ("100", "3")], SNAP_ASKS, 11, 10
     )
-    assert lb.on_message(good) is APPLIED and lb.checksums_checked == 2
-    bad = msg("update", [("100.1", "7")], [], 12, 11, checksum=12345)
-    assert lb.on_message(bad) is RESYNC
-    assert (
-        not lb.synced and lb.sync.checksum_failures == 1 and "checksum mismatch" in lb.sync.reason
-    )
-    assert lb.on_message(snapshot(13, checksum=False)) is LOADED  # a new snapshot rebuilds
+    assert lb.on_diff(good) is APPLY
+    assert lb.on_diff(msg("update", [("100.1", "7")], [], 12, 11, checksum=12345)) is RESYNC
+    sync = lb.sync
+    assert not lb.synced and sync.checksum_failures == 1 and "checksum mismatch" in sync.reason
+    assert sync.needs_recovery and sync.resyncs == 1
+    assert lb.on_snapshot(snapshot(13, checksum=False)) is SnapshotStatus.EXACT
     # A snapshot whose own checksum is wrong is not exact either.
     bad_snap = msg("snapshot", SNAP_BIDS, SNAP_ASKS, 14, -1, checksum=1)
-    assert lb.on_message(bad_snap) is RESYNC and not lb.synced
+    assert lb.on_snapshot(bad_snap) is SnapshotStatus.GAP and not lb.synced
 
 
-def test_messages_without_seq_id_are_accepted_on_checksum_alone():
-    lb = OkxLocalBook(INST)
+def test_messages_without_seq_id_are_accepted_on_their_checksum_alone():
+    lb = local()
     snap = msg("snapshot", SNAP_BIDS, SNAP_ASKS, None, None, level_checksum(SNAP_BIDS, SNAP_ASKS))
-    assert lb.on_message(snap) is LOADED and lb.synced and lb.sync.seq_id is None
-    book_bids = [("100.1", "2"), ("100.0", "3")]
-    assert (
-        lb.on_message(with_checksum("update", [("100.1", "2")], [], book_bids, SNAP_ASKS))
-        is APPLIED
-    )
+    assert lb.on_snapshot(snap) is SnapshotStatus.EXACT and lb.synced
+    book_bids = [("100.1", "2"), ("100", "3")]
+    assert lb.on_diff(checked("update", [("100.1", "2")], [], book_bids, SNAP_ASKS)) is APPLY
     # After a seqId-less message the chain is unknown: the next is proven by its checksum too.
     book_asks = [("100.2", "1"), ("100.3", "7")]
-    nxt = with_checksum("update", [], [("100.2", "1")], book_bids, book_asks, 50, 49)
-    assert lb.on_message(nxt) is APPLIED and lb.sync.seq_id == 50
+    nxt = checked("update", [], [("100.2", "1")], book_bids, book_asks, 50, 49)
+    assert lb.on_diff(nxt) is APPLY and lb.sync.last_update_id == 50
     # From there the chain holds again without checksums.
-    assert lb.on_message(msg("update", [], [("100.3", "0")], 51, 50)) is APPLIED
+    assert lb.on_diff(msg("update", [], [("100.3", "0")], 51, 50)) is APPLY and lb.synced
     # No seqId and no checksum: nothing proves it.
-    assert lb.on_message(msg("update", [("100.0", "9")], [])) is RESYNC
+    assert lb.on_diff(msg("update", [("100", "9")], [])) is RESYNC
     assert lb.sync.unverifiable == 1 and not lb.synced
     # A wrong checksum on a seqId-less message is a mismatch like any other.
-    lb.on_message(snap)
-    assert lb.on_message(msg("update", [("100.1", "3")], [], checksum=99)) is RESYNC
+    lb.on_snapshot(snap)
+    assert lb.on_diff(msg("update", [("100.1", "3")], [], checksum=99)) is RESYNC
+
+
+def test_checksum_after_levels_without_text_cannot_prove_a_seqless_message():
+    lb = local()
+    lb.on_snapshot(snapshot(10, checksum=False))  # current data: no checksum, no text kept
+    m = checked("update", [("100.1", "2")], [], [("100.1", "2"), ("100", "3")], SNAP_ASKS)
+    assert lb.on_diff(m) is RESYNC and lb.sync.unverifiable == 1
 
 
 # ----- REST start -----------------------------------------------------------------------
 
 
-def rest(seq):
-    return msg("snapshot", SNAP_BIDS, SNAP_ASKS, seq, None)
-
-
 def test_rest_start_drops_old_and_applies_the_first_spanning_update():
-    lb = OkxLocalBook(INST, start=START_REST)
-    for m in (
+    lb = local(START_REST)
+    for d in (
         msg("update", [("99", "1")], [], 12, 10),
         msg("update", [("98", "1")], [], 15, 12),
         msg("update", [("97", "1")], [], 19, 15),
     ):
-        assert lb.on_message(m) is BUFFERED
-    assert lb.sync.needs_rest
+        assert lb.on_diff(d) is BUFFERED
+    assert lb.sync.needs_recovery
     applied = []
-    # snapSeq 13: drop seqId 12 (<= 13); first applied 15 has prevSeqId 12 <= 13 < 15.
-    assert lb.on_rest_snapshot(rest(13), applied.append) is SnapshotStatus.SYNCED
-    assert [m.seq_id for m in applied] == [15, 19] and lb.synced and lb.sync.seq_id == 19
+    # snapSeq 13: seqId 12 (<= 13) is dropped; 15 has prevSeqId 12 <= 13 < 15, then 19.
+    assert lb.on_snapshot(rest(13), applied.append) is SnapshotStatus.SYNCED
+    assert [d.last_id for d in applied] == [15, 19] and lb.synced
+    assert lb.sync.last_update_id == 19 and not lb.sync.needs_recovery
     assert 99.0 not in dict(lb.book.bids()) and dict(lb.book.bids())[97.0] == 1.0
-    assert lb.on_message(msg("update", [], [], 19, 19)) is UNCHANGED
+    assert lb.on_diff(msg("update", [], [], 19, 19)) is IGNORED
 
 
 def test_rest_snapshot_too_old_or_gapped_is_refetched():
-    lb = OkxLocalBook(INST, start=START_REST)
-    lb.on_message(msg("update", [("99", "1")], [], 12, 10))
-    lb.on_message(msg("update", [("98", "1")], [], 15, 12))
-    assert lb.on_rest_snapshot(rest(9)) is SnapshotStatus.TOO_OLD and not lb.synced
-    assert lb.sync.buffered == 2
-    lb.on_message(msg("update", [("97", "1")], [], 30, 20))  # a hole in the buffer
-    assert lb.on_rest_snapshot(rest(13)) is SnapshotStatus.GAP
+    lb = local(START_REST)
+    lb.on_diff(msg("update", [("99", "1")], [], 12, 10))
+    lb.on_diff(msg("update", [("98", "1")], [], 15, 12))
+    assert lb.on_snapshot(rest(9)) is SnapshotStatus.TOO_OLD and not lb.synced
+    assert lb.sync.buffered == 2 and lb.sync.rejected_snapshots == 1
+    lb.on_diff(msg("update", [("97", "1")], [], 30, 20))  # a hole in the buffer
+    assert lb.on_snapshot(rest(13)) is SnapshotStatus.GAP
     assert "prevSeqId=20" in lb.sync.reason and lb.sync.buffered == 1
-    assert lb.on_rest_snapshot(rest(25)) is SnapshotStatus.SYNCED and lb.sync.seq_id == 30
+    assert lb.on_snapshot(rest(25)) is SnapshotStatus.SYNCED and lb.sync.last_update_id == 30
 
 
-def test_rest_snapshot_alone_then_first_update_rule():
-    lb = OkxLocalBook(INST, start=START_REST)
-    lb.on_message(msg("update", [("99", "1")], [], 12, 10))
-    published = []
-    assert lb.on_rest_snapshot(rest(20), published.append) is SnapshotStatus.SYNCED
-    assert [m.seq_id for m in published] == [20] and lb.synced
-    assert lb.on_message(msg("update", [("96", "1")], [], 20, 18)) is DROPPED  # seqId <= snapSeq
-    assert lb.on_message(msg("update", [("95", "1")], [], 24, 18)) is APPLIED  # 18 <= 20 < 24
-    assert lb.on_message(msg("update", [("94", "1")], [], 30, 25)) is RESYNC
-    assert lb.sync.buffered == 1 and lb.sync.needs_rest  # the breaking update opens the buffer
-    assert lb.on_rest_snapshot(rest(20)) is SnapshotStatus.TOO_OLD
+def test_rest_snapshot_alone_waits_for_the_update_spanning_it():
+    lb = local(START_REST)
+    lb.on_diff(msg("update", [("99", "1")], [], 12, 10))
+    assert lb.on_snapshot(rest(20)) is SnapshotStatus.WAITING and not lb.synced
+    assert not lb.sync.needs_snapshot and not lb.sync.needs_recovery
+    assert lb.on_diff(msg("update", [("96", "1")], [], 20, 18)) is IGNORED  # seqId <= snapSeq
+    assert lb.on_diff(msg("update", [("95", "1")], [], 24, 18)) is APPLY and lb.synced
+    assert lb.on_diff(msg("update", [("94", "1")], [], 30, 25)) is RESYNC
+    assert lb.sync.buffered == 1 and lb.sync.needs_recovery  # the breaking update is kept
+    assert lb.on_snapshot(rest(20)) is SnapshotStatus.TOO_OLD
+    lb.reset()
+    lb.on_diff(msg("update", [("99", "1")], [], 12, 10))
+    lb.on_snapshot(rest(20))
+    assert lb.on_diff(msg("update", [("93", "1")], [], 40, 30)) is RESYNC  # 30 > 20
 
 
-def test_rest_mode_still_takes_an_in_band_snapshot():
-    lb = OkxLocalBook(INST, start=START_REST)
-    lb.on_message(msg("update", [("99", "1")], [], 12, 10))
-    assert lb.on_message(snapshot(40)) is LOADED and lb.synced and lb.sync.buffered == 0
-    assert lb.on_rest_snapshot(rest(41)) is SnapshotStatus.UNNEEDED
-
-
-def test_rest_buffer_overflow_resyncs():
-    lb = OkxLocalBook(INST, start=START_REST, max_buffer=3)
+def test_rest_mode_takes_an_in_band_snapshot_and_overflow_resyncs():
+    lb = local(START_REST)
+    lb.on_diff(msg("update", [("99", "1")], [], 12, 10))
+    assert lb.on_snapshot(snapshot(40)) is SnapshotStatus.EXACT and lb.sync.buffered == 0
+    assert lb.on_snapshot(rest(41)) is SnapshotStatus.UNNEEDED
+    small = local(START_REST, max_buffer=3)
     for i in range(3):
-        assert lb.on_message(msg("update", [], [], 10 + i, 9 + i)) is BUFFERED
-    assert lb.on_message(msg("update", [], [], 13, 12)) is RESYNC
-    assert lb.sync.overflows == 1 and lb.sync.buffered == 1
+        assert small.on_diff(msg("update", [], [], 10 + i, 9 + i)) is BUFFERED
+    assert small.on_diff(msg("update", [], [], 13, 12)) is RESYNC
+    assert small.sync.overflows == 1 and small.sync.buffered == 1
 
 
-# ----- rollover (make-before-break) -----------------------------------------------------
+# ----- rollover (make-before-break after the 64008 notice) ------------------------------
+
+
+def route(old=False, new=False, successor_up=True):
+    """A route's rollover state as the ingest keeps it (see base.RouteState)."""
+    successor = SimpleNamespace(up=successor_up) if old else None
+    return SimpleNamespace(
+        successor=successor,
+        retiring=object() if new else None,
+        settle_until=0.0,
+        caught_up=set(),
+        delivered=set(),
+    )
 
 
 def test_overlap_drops_duplicates_and_the_new_socket_ahead():
-    lb = OkxLocalBook(INST)
-    lb.on_message(snapshot(10))
-    u11 = msg("update", [("100.1", "1")], [], 11, 10)
-    u12 = msg("update", [("100.1", "2")], [], 12, 11)
-    u13 = msg("update", [("100.1", "3")], [], 13, 12)
-    assert lb.on_overlap(u11, new_socket=False) is APPLIED
-    # The new socket's snapshot is of a state the book holds or will reach: dropped.
-    assert lb.on_overlap(msg("snapshot", SNAP_BIDS, SNAP_ASKS, 12, -1), new_socket=True) is DROPPED
-    assert lb.on_overlap(u13, new_socket=True) is DROPPED  # ahead: the old socket brings 12
-    assert lb.on_overlap(u12, new_socket=False) is APPLIED
-    assert lb.on_overlap(u12, new_socket=True) is DROPPED  # duplicate
-    assert lb.on_overlap(u13, new_socket=False) is APPLIED
-    assert lb.on_overlap(u13, new_socket=True) is DROPPED
-    u14 = msg("update", [("100.1", "4")], [], 14, 13)
-    assert lb.on_overlap(u14, new_socket=True) is APPLIED  # the new socket continues the book
-    assert lb.on_overlap(u14, new_socket=False) is DROPPED
-    assert lb.book.best_bid() == (100.1, 4.0) and lb.synced and lb.sync.gaps == 0
-    # The old socket's real gap still resyncs.
-    assert lb.on_overlap(msg("update", [], [], 40, 30), new_socket=False) is RESYNC
+    venue = OkxVenue("swap", [INST], ws_url="ws://h:1", rest_url="http://h:1")
+    lb = local()
+    lb.on_snapshot(snapshot(10))
+    old, new = route(old=True), route(new=True)
+
+    def feed(r, d):
+        d2, duplicate = venue.overlap_diff(r, lb.sync, d)
+        return (lb.on_diff(d2) if d2 is not None else None), duplicate
+
+    u = {s: msg("update", [("100.1", str(s))], [], s, s - 1) for s in (11, 12, 13, 14)}
+    assert feed(old, u[11]) == (APPLY, False)
+    # The new socket's snapshot is of a state the book has been in: not loaded again.
+    assert lb.on_snapshot(snapshot(11)) is SnapshotStatus.UNNEEDED
+    assert feed(new, u[13]) == (None, False)  # ahead: the old socket brings 12 first
+    assert feed(old, u[12]) == (APPLY, False)
+    assert feed(new, u[12]) == (None, True)
+    assert feed(old, u[13]) == (APPLY, False)
+    assert feed(new, u[13]) == (None, True)
+    assert feed(new, u[14]) == (APPLY, False)  # the new socket continues the book
+    assert feed(old, u[14]) == (None, True)
+    assert lb.book.best_bid() == (100.1, 14.0) and lb.synced and lb.sync.gaps == 0
+    assert (INST, "depth") in new.caught_up and (INST, "depth") in old.delivered
+    # Outside a rollover nothing is filtered; the old socket's real gap still resyncs.
+    assert venue.overlap_diff(route(), lb.sync, u[11]) == (u[11], False)
+    assert feed(old, msg("update", [], [], 40, 30)) == (RESYNC, False)
 
 
-def test_overlap_new_socket_snapshot_rebuilds_an_unsynced_book():
-    lb = OkxLocalBook(INST)
-    assert lb.on_overlap(snapshot(10), new_socket=True) is LOADED and lb.synced
+def test_overlap_new_snapshot_ahead_replaces_and_the_old_socket_behind_is_dropped():
+    venue = OkxVenue("swap", [INST], ws_url="ws://h:1", rest_url="http://h:1")
+    lb = local()
+    lb.on_snapshot(snapshot(10))
+    assert lb.on_snapshot(snapshot(12)) is SnapshotStatus.EXACT  # ahead of the book
+    behind = msg("update", [("100.1", "1")], [], 11, 10)
+    assert venue.overlap_diff(route(old=True), lb.sync, behind) == (None, True)
 
 
-# ----- connection plan, symbols, pacing -------------------------------------------------
+# ----- plan, venue, config --------------------------------------------------------------
 
 
 def test_instruments_and_exchange_names():
@@ -414,44 +483,63 @@ def test_plan_respects_book_and_message_limits():
         books_url("BTC-USDT", 401)
 
 
-def test_connect_pacer_and_subscribe_budget():
-    pacer = ConnectPacer()
-    assert [pacer.reserve(100.0) for _ in range(7)] == [
-        100.0,
-        100.0,
-        100.0,
-        101.0,
-        101.0,
-        101.0,
-        102.0,
-    ]
+def test_venue_routes_ping_and_recovery():
+    clock = [0.0]
+    venue = OkxVenue(
+        "swap",
+        [INST, "ETH-USDT-SWAP"],
+        ws_url="ws://h:1",
+        rest_url="http://h:2",
+        clock=lambda: clock[0],
+    )
+    (plan,) = venue.plan()
+    assert plan.url == "ws://h:1/ws/v5/public" and plan.ping == b"ping" and plan.ping_interval > 0
+    assert plan.streams[(INST, "depth")] == "books:BTC-USDT-SWAP"
+    (sub,) = plan.subscribe
+    assert [a["channel"] for a in orjson.loads(sub)["args"]] == ["books", "trades"] * 2
+    assert venue.exchange == "okx-swap" and venue.instrument(INST).kind == "perp"
+    how = venue.recovery(INST)
+    assert isinstance(how, SendFrames)
+    ops = [orjson.loads(f) for f in how.frames]
+    assert [o["op"] for o in ops] == ["unsubscribe", "subscribe"]
+    assert ops[1]["args"] == [{"channel": "books", "instId": INST}]
+    # 480 ops an hour per connection: one was the subscribe, each resubscribe costs two.
+    for _ in range(238):
+        assert isinstance(venue.recovery(INST), SendFrames)
+    assert isinstance(venue.recovery(INST), FetchSnapshot) and venue.rest_fallbacks == 1
+    clock[0] = 3601.0
+    assert isinstance(venue.recovery(INST), SendFrames)
+    rest_venue = OkxVenue(
+        "swap", [INST], ws_url="ws://h:1", rest_url="http://h:2", book_start="rest"
+    )
+    assert rest_venue.recovery(INST) == FetchSnapshot(
+        "http://h:2/api/v5/market/books?instId=BTC-USDT-SWAP&sz=400"
+    )
+    verdict = venue.rest_verdict(429, None, 0.5, 0, "")
+    assert verdict.wait >= 2.0 and verdict.blocked
+
+
+def test_subscribe_budget():
     budget = SubscribeBudget()
-    budget.spend(0.0, 470)
-    assert budget.available(10.0) == 10
-    with pytest.raises(ValueError):
-        budget.spend(10.0, 11)
+    assert budget.spend(0.0, 470)
+    assert budget.available(10.0) == 10 and not budget.spend(10.0, 11)
     assert budget.available(3600.0) == 480
 
 
-def test_resync_pacer_batches_and_backs_off():
-    pacer = ResyncPacer(initial=1.0, maximum=8.0)
-    assert pacer.request("A", 0.0) == 0.0 and pacer.request("B", 0.0) == 0.0
-    assert pacer.request("A", 0.0) == 0.0  # already scheduled: no second resubscribe
-    assert sorted(pacer.due(0.0)) == ["A", "B"]
-    assert pacer.request("A", 1.0) == 2.0  # the second gap waits 1 s, then 2, 4, 8, 8
-    assert pacer.due(1.5) == [] and pacer.due(2.0) == ["A"]
-    assert pacer.request("A", 10.0) == 12.0
-    assert pacer.due(12.0) == ["A"]
-    pacer.synced("A")
-    assert pacer.request("A", 50.0) == 50.0
-
-
-def test_keepalive_pings_then_declares_dead():
-    ka = Keepalive(ping_after=20.0, pong_timeout=5.0)
-    ka.start(0.0)
-    assert ka.poll(19.0) is None
-    assert ka.poll(20.0) == Keepalive.PING
-    assert ka.poll(24.0) is None
-    ka.on_frame(24.5)  # pong
-    assert ka.poll(30.0) is None and ka.poll(44.5) == Keepalive.PING
-    assert ka.poll(49.6) == Keepalive.DEAD
+def test_config_checks_name_the_key():
+    assert check_symbol("BTCUSDT") is not None and check_symbol("BTC-USDT-SWAP") is None
+    feed = SimpleNamespace(
+        market="swap",
+        symbols=["BTC-USDT"],
+        depth_stream="books",
+        trade_stream="trades",
+        snapshot_limit=400,
+        book_start="snapshot",
+    )
+    assert check_feed(feed, 20)[0] == "symbols"
+    feed.symbols = ["BTC-USDT-SWAP"]
+    assert check_feed(feed, 20) is None
+    feed.book_start = "later"
+    assert check_feed(feed, 20)[0] == "book_start"
+    feed.book_start, feed.snapshot_limit = "rest", 401
+    assert check_feed(feed, 20)[0] == "snapshot_limit"

@@ -14,13 +14,13 @@ from mdpipe.venues.base import (
     SnapshotStatus,
 )
 
-APPLY = Action.APPLY
+APPLY, RESYNC = Action.APPLY, Action.RESYNC
 
 
 class LocalBook:
     """Feed it every diff and every snapshot of one symbol; read `book` when `synced`."""
 
-    __slots__ = ("symbol", "sync", "book")
+    __slots__ = ("symbol", "sync", "book", "verify")
 
     def __init__(
         self,
@@ -32,6 +32,11 @@ class LocalBook:
         self.symbol = symbol
         self.sync = sync
         self.book = OrderBook(window, min_depth)
+        # A sync machine may check the book after each change (e.g. OKX's checksum); when the
+        # check fails it has already dropped the book.
+        self.verify: Callable[[OrderBook, DepthDiff | DepthSnapshot], bool] | None = getattr(
+            sync, "verify", None
+        )
 
     @property
     def synced(self) -> bool:
@@ -47,6 +52,8 @@ class LocalBook:
         action = self.sync.on_diff(diff)
         if action is APPLY:
             self.book.apply(diff.bid_prices, diff.bid_qtys, diff.ask_prices, diff.ask_qtys)
+            if self.verify is not None and not self.verify(self.book, diff):
+                return RESYNC  # the book disagrees with the venue's check: the sync dropped it
         return action
 
     def on_snapshot(
@@ -62,11 +69,16 @@ class LocalBook:
         status, diffs = self.sync.on_snapshot(snapshot)
         if status in LOADS_SNAPSHOT:
             book = self.book
+            verify = self.verify
             book.apply_snapshot(
                 snapshot.bid_prices, snapshot.bid_qtys, snapshot.ask_prices, snapshot.ask_qtys
             )
+            if verify is not None and not verify(book, snapshot):
+                return SnapshotStatus.GAP
             for diff in diffs:
                 book.apply(diff.bid_prices, diff.bid_qtys, diff.ask_prices, diff.ask_qtys)
+                if verify is not None and not verify(book, diff):
+                    return SnapshotStatus.GAP
                 if on_applied is not None:
                     on_applied(diff)
         return status

@@ -1,96 +1,78 @@
-"""OKX `books` sync rules for one instrument, free of I/O: the seqId/prevSeqId chain.
+"""OKX `books` sync rules for one instrument, free of I/O: the seqId/prevSeqId chain + checksum.
 
-The machine classifies every book message and REST snapshot; it never touches a book (see
-`local_book.OkxLocalBook`, which applies what it is told and verifies checksums). Rules
-(OKX v5 order-book channel docs, and the changelog's REST start):
+The machine classifies every update and snapshot (the common `Action` / `SnapshotStatus`)
+and `verify` checks the book after each change against the message's checksum. Rules (the
+OKX v5 order-book channel docs, and the changelog's REST start):
 
-- A snapshot (in-band, any time) replaces the book: LOAD.
-- An update applies when its prevSeqId equals the local seqId; the local seqId becomes its
-  seqId, whether that is higher or lower (a lower one is a sequence reset after
-  maintenance). seqId == prevSeqId with both sides empty is a keep-alive: no change.
-- Anything else is a gap: the book is not exact until a new snapshot.
-- A message without seqId (data recorded before the field existed) is accepted on its
-  checksum alone: APPLY, and the caller must verify the non-zero checksum. Without seqId
-  and without checksum nothing can prove it: a gap. After such a message the chain is
-  unknown, so the next message is likewise accepted only on its checksum.
-- REST start: updates are buffered; a snapshot whose seqId is below the first buffered
-  prevSeqId is too old (fetch another); buffered updates with seqId <= the snapshot's are
-  dropped; the first one applied needs prevSeqId <= snapSeq < seqId, then the chain rule.
-  A REST snapshot is the book at its seqId, so the book is exact as soon as it is loaded.
+- An in-band snapshot replaces the book (EXACT), whatever came before; one of a state the
+  book has already been in (a rollover's new socket) is UNNEEDED.
+- An update applies when its prevSeqId equals the book's seqId; the book's seqId becomes its
+  seqId, higher or lower (lower: a sequence reset after maintenance, valid because prevSeqId
+  matches). seqId == prevSeqId with no levels is a keep-alive: nothing changes (IGNORED).
+  Anything else is a gap (RESYNC): the book is not exact until a new snapshot.
+- Checksum (data recorded before the field went to 0 in June 2026): where a message carries
+  a non-zero checksum, the book's top 25 levels per side must give it (signed CRC32 over the
+  levels' raw text); a mismatch drops the book like a gap. 0 means absent.
+- A message without seqId is accepted on its checksum alone; without either nothing can
+  prove it (RESYNC). After such a message the chain is unknown, so the next one is likewise
+  accepted only on its checksum.
+- REST start: while the book is not exact, updates are buffered. A REST snapshot whose
+  seqId is below the first buffered prevSeqId is TOO_OLD (fetch another); buffered updates
+  with seqId <= the snapshot's are dropped; the first one applied needs prevSeqId <=
+  snapSeq < seqId, then the chain rule (GAP otherwise). With nothing buffered after it the
+  snapshot is loaded and the next update must span it (WAITING).
 
-Rollovers (two sockets carrying the same channels) use `on_overlap`: a message whose seqId
-was recently applied is a duplicate, whichever socket it came on; one that continues the
-chain applies; the new socket's messages that do not are dropped (the old socket delivers
-what lies between), while the old socket's follow the usual rules.
+Record ids: last_update_id = seqId (0 for a message without one). OKX's seqId may go down
+at a sequence reset; it is what `bbo-tbt`/`books5` carry, so tops are matched by it.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from enum import Enum, IntEnum
-from typing import NamedTuple
 
-from mdpipe.venues.okx.events import SNAPSHOT, BookMessage
+import numpy as np
+
+from mdpipe.book import OrderBook
+from mdpipe.venues.base import Action, DepthDiff, DepthSnapshot, SnapshotResult, SnapshotStatus
+from mdpipe.venues.okx.checksum import CHECKSUM_LEVELS, book_checksum
+from mdpipe.venues.okx.parser import NO_PREV, NO_SEQ_ID, OkxCheck
 
 DEFAULT_MAX_BUFFER = 4096
-RECENT_SEQ_IDS = 1024  # applied seqIds remembered to recognise duplicates in a rollover
+RECENT_SEQ_IDS = 1024  # applied seqIds remembered, to recognise a rollover's duplicates
+# In-band start: updates buffered without a snapshot before the loop is asked to resubscribe.
+SNAPSHOT_PATIENCE = 50
 
 START_SNAPSHOT = "snapshot"  # the in-band snapshot the server sends on subscribe
 START_REST = "rest"  # GET /api/v5/market/books plus the buffered updates
 STARTS = (START_SNAPSHOT, START_REST)
 
-
-class Action(IntEnum):
-    """What to do with one book message."""
-
-    LOAD = 1  # a snapshot: replace the book with it (then verify its checksum)
-    APPLY = 2  # an update that continues the book: apply it (then verify its checksum)
-    KEEPALIVE = 3  # nothing changed; the book is still exact
-    BUFFERED = 4  # kept until a REST snapshot arrives
-    IGNORED = 5  # the book is waiting for a new snapshot: drop it
-    DUPLICATE = 6  # already applied (seen on the other socket of a rollover): drop it
-    RESYNC = 7  # gap: the book is not exact any more; get a new snapshot
-
-
-class SnapshotStatus(Enum):
-    """What an offered REST snapshot led to."""
-
-    SYNCED = "synced"  # load it, apply `updates` in order: the book is exact
-    TOO_OLD = "too_old"  # older than the buffered stream: fetch another
-    GAP = "gap"  # the buffered updates do not continue it: fetch another
-    UNNEEDED = "unneeded"  # the book is exact already: discard it
-
-
-class SnapshotResult(NamedTuple):
-    """The outcome of `on_rest_snapshot`: a status and the buffered updates to apply."""
-
-    status: SnapshotStatus
-    updates: list[BookMessage]
-
-
-LOAD, APPLY, KEEPALIVE, BUFFERED = Action.LOAD, Action.APPLY, Action.KEEPALIVE, Action.BUFFERED
-IGNORED, DUPLICATE, RESYNC = Action.IGNORED, Action.DUPLICATE, Action.RESYNC
+APPLY, BUFFERED, IGNORED, RESYNC = Action.APPLY, Action.BUFFERED, Action.IGNORED, Action.RESYNC
+_EMPTY, _WAITING, _SYNCED = 0, 1, 2
 
 
 class OkxBookSync:
-    """The sync state of one instrument's `books` channel."""
+    """The sync state of one instrument's `books` channel (see the module docstring)."""
 
     __slots__ = (
         "start",
         "max_buffer",
-        "_synced",
+        "_state",
         "_seq",
-        "_after_rest",
         "_buffer",
+        "_broken",
         "_recent",
         "_recent_set",
+        "_bid_text",
+        "_ask_text",
+        "_text_ok",
+        "_scratch",
         "reason",
-        "gaps",
         "resyncs",
+        "gaps",
         "resets",
         "keepalives",
         "ignored",
-        "duplicates",
+        "checksums_checked",
         "checksum_failures",
         "unverifiable",
         "rejected_snapshots",
@@ -104,227 +86,278 @@ class OkxBookSync:
             raise ValueError(f"max_buffer must be >= 1, got {max_buffer}")
         self.start = start
         self.max_buffer = max_buffer
-        self._synced = False
-        self._seq: int | None = None
-        self._after_rest = False  # the next update is the first after a REST snapshot
-        self._buffer: list[BookMessage] = []
+        self._state = _EMPTY
+        self._seq: int | None = None  # the book's seqId; None when unknown
+        self._buffer: list[DepthDiff] = []
+        self._broken = False  # dropped since the last snapshot: the loop must act
         self._recent: deque[int] = deque()
         self._recent_set: set[int] = set()
+        self._bid_text: dict[float, str] = {}
+        self._ask_text: dict[float, str] = {}
+        self._text_ok = False  # the text maps hold every level (checksums can be verified)
+        self._scratch = (np.zeros((CHECKSUM_LEVELS, 2)), np.zeros((CHECKSUM_LEVELS, 2)))
         self.reason = ""
-        self.gaps = 0  # chain breaks while the book was exact
-        self.resyncs = 0  # times the book stopped being exact (gap, checksum, unverifiable)
+        self.resyncs = 0  # times an exact book stopped being exact
+        self.gaps = 0  # chain breaks of an exact book
         self.resets = 0  # sequence resets (seqId < prevSeqId) followed
         self.keepalives = 0
         self.ignored = 0
-        self.duplicates = 0
+        self.checksums_checked = 0
         self.checksum_failures = 0
         self.unverifiable = 0
         self.rejected_snapshots = 0
         self.overflows = 0
 
+    # ----- what the loop reads ------------------------------------------------------------
+
     @property
     def synced(self) -> bool:
         """True only while the book provably equals the venue's."""
-        return self._synced
+        return self._state == _SYNCED
 
     @property
-    def seq_id(self) -> int | None:
-        """The seqId the book is at; None when unknown (not synced, or after a seqId-less message)."""
-        return self._seq
+    def needs_snapshot(self) -> bool:
+        """No usable book: buffering, or waiting for an in-band snapshot."""
+        return self._state == _EMPTY
 
     @property
-    def needs_rest(self) -> bool:
-        """REST start: updates are buffered and a REST snapshot should be in flight."""
-        return self.start == START_REST and not self._synced and bool(self._buffer)
+    def needs_recovery(self) -> bool:
+        """The loop must act: fetch REST (REST start) or resubscribe (in-band start)."""
+        if self._state != _EMPTY:
+            return False
+        if self.start == START_REST:
+            return bool(self._buffer)
+        return self._broken or len(self._buffer) >= SNAPSHOT_PATIENCE
+
+    @property
+    def last_update_id(self) -> int:
+        """The seqId the book is at; -1 if none or unknown."""
+        return -1 if self._seq is None or self._state == _EMPTY else self._seq
 
     @property
     def buffered(self) -> int:
-        """Updates held for the REST snapshot."""
+        """Updates held while there is no book."""
         return len(self._buffer)
+
+    def seen(self, seq_id: int) -> bool:
+        """True when the book has been at `seq_id` (recently): a duplicate in a rollover."""
+        return seq_id in self._recent_set
 
     def reset(self) -> None:
         """Forget the book (its connection went away): wait for a new snapshot."""
-        self._synced = False
-        self._seq = None
-        self._after_rest = False
+        self._drop(broken=False)
         self._buffer = []
-        self._forget_recent()
 
-    def _forget_recent(self) -> None:
-        self._recent.clear()
-        self._recent_set.clear()
+    # ----- updates ------------------------------------------------------------------------
 
-    def _remember(self, seq: int | None) -> None:
-        if seq is None:
-            return
-        recent = self._recent
-        recent.append(seq)
-        self._recent_set.add(seq)
-        if len(recent) > RECENT_SEQ_IDS:
-            old = recent.popleft()
-            if old not in recent:  # a reset may repeat an id long after; keep what is live
-                self._recent_set.discard(old)
-
-    def _break(self, reason: str, m: BookMessage | None = None) -> Action:
-        """The book stops being exact; in REST start `m` opens the new buffer."""
-        if self._synced:
-            self.resyncs += 1
-        self.reason = reason
-        self._synced = False
-        self._seq = None
-        self._after_rest = False
-        self._buffer = [m] if m is not None and self.start == START_REST else []
-        self._forget_recent()
-        return RESYNC
-
-    def checksum_failed(self, reason: str) -> Action:
-        """The caller found the book's checksum differs from the message's: resync."""
-        self.checksum_failures += 1
-        if self._synced:
+    def on_diff(self, d: DepthDiff) -> Action:
+        """Classify one update; the caller applies it only on APPLY (then calls `verify`)."""
+        state = self._state
+        if state == _SYNCED:
+            seq, prev, local = d.last_id, d.prev_id, self._seq
+            if seq == NO_SEQ_ID or local is None:
+                return self._on_checksum_alone(d)
+            if prev == local:
+                if seq == prev and not d.bid_prices and not d.ask_prices:
+                    self.keepalives += 1
+                    return IGNORED
+                if seq < prev:
+                    self.resets += 1
+                self._advance(seq)
+                return APPLY
             self.gaps += 1
-        return self._break(reason)
-
-    # ----- book messages ------------------------------------------------------------------
-
-    def on_message(self, m: BookMessage) -> Action:
-        """Classify one `books` message; the caller loads or applies it as told."""
-        if m.action == SNAPSHOT:
-            return self._snapshot(m)
-        if not self._synced:
-            if self.start == START_REST:
-                return self._buffer_update(m)
-            self.ignored += 1
-            return IGNORED
-        return self._update(m)
-
-    def _snapshot(self, m: BookMessage) -> Action:
-        self._forget_recent()
-        self._synced = True
-        self._seq = m.seq_id
-        self._after_rest = False
-        buffered, self._buffer = self._buffer, []
-        if buffered:
-            self.ignored += len(buffered)  # the in-band snapshot supersedes them
-        self._remember(m.seq_id)
-        return LOAD
-
-    def _update(self, m: BookMessage) -> Action:
-        seq, prev, local = m.seq_id, m.prev_seq_id, self._seq
-        if seq is None or local is None:
-            # Only a checksum can prove this message (the caller verifies it after applying).
-            if m.checksum == 0:
-                self.unverifiable += 1
-                self.gaps += 1
-                why = (
-                    "no seqId"
-                    if seq is None
-                    else "the chain is unknown (after a seqId-less message)"
-                )
-                return self._break(f"update with {why} and no checksum: cannot be verified", m)
-            self._seq = seq
-            self._after_rest = False
-            self._remember(seq)
-            return APPLY
-        if self._after_rest:
+            return self._break(
+                f"gap: prevSeqId={prev} != the book's seqId {local} (seqId={seq})", d
+            )
+        if state == _WAITING:
+            seq, local = d.last_id, self._seq
+            if seq == NO_SEQ_ID or local is None:
+                return self._break("an update without seqId cannot follow a REST snapshot", d)
             if seq <= local:
                 self.ignored += 1
                 return IGNORED
-            if prev is not None and prev <= local:
-                self._after_rest = False
-                self._seq = seq
-                self._remember(seq)
+            if NO_PREV < d.prev_id <= local:
+                self._state = _SYNCED
+                self._advance(seq)
                 return APPLY
-            self.gaps += 1
-            return self._break(f"gap: first update prevSeqId={prev} > REST snapshot {local}", m)
-        if prev == local:
-            if seq == prev and not m.bid_prices and not m.ask_prices:
-                self.keepalives += 1
-                return KEEPALIVE
-            if seq < prev:
-                self.resets += 1
-            self._seq = seq
-            self._remember(seq)
-            return APPLY
-        self.gaps += 1
-        return self._break(f"gap: prevSeqId={prev} != local seqId {local} (seqId={seq})", m)
-
-    def _buffer_update(self, m: BookMessage) -> Action:
+            return self._break(
+                f"gap: first update prevSeqId={d.prev_id} > REST snapshot seqId {local}", d
+            )
         buffer = self._buffer
         if len(buffer) >= self.max_buffer:
             self.overflows += 1
-            self._buffer = [m]
-            self.reason = f"buffer overflow: {len(buffer)} updates without a REST snapshot"
+            self._buffer = [d]
+            self.reason = f"buffer overflow: {len(buffer)} updates without a snapshot"
             return RESYNC
-        buffer.append(m)
+        buffer.append(d)
         return BUFFERED
 
-    # ----- rollovers ----------------------------------------------------------------------
+    def _on_checksum_alone(self, d: DepthDiff) -> Action:
+        if d.check is None:
+            self.unverifiable += 1
+            self.gaps += 1
+            why = "no seqId" if d.last_id == NO_SEQ_ID else "an unknown chain (after one without)"
+            return self._break(f"update with {why} and no checksum: nothing proves it", d)
+        self._advance(None if d.last_id == NO_SEQ_ID else d.last_id)
+        return APPLY
 
-    def on_overlap(self, m: BookMessage, new_socket: bool) -> Action:
-        """Classify a message while two sockets carry this book (make-before-break)."""
-        seq = m.seq_id
-        if self._synced and seq is not None:
-            if seq in self._recent_set and not (seq == m.prev_seq_id == self._seq):
-                self.duplicates += 1
-                return DUPLICATE
-            if m.action != SNAPSHOT and m.prev_seq_id == self._seq:
-                return self._update(m)
-        if new_socket and self._synced:
-            # Ahead of the book (or a snapshot of a state we hold): the old socket brings
-            # what lies in between.
-            self.duplicates += 1
-            return DUPLICATE
-        return self.on_message(m)
+    def _advance(self, seq: int | None) -> None:
+        self._seq = seq
+        if seq is not None:
+            recent = self._recent
+            recent.append(seq)
+            self._recent_set.add(seq)
+            if len(recent) > RECENT_SEQ_IDS:
+                old = recent.popleft()
+                if old not in recent:
+                    self._recent_set.discard(old)
 
-    # ----- REST start ---------------------------------------------------------------------
+    def _drop(self, broken: bool) -> None:
+        if self._state == _SYNCED:
+            self.resyncs += 1
+        self._state = _EMPTY
+        self._seq = None
+        self._broken = broken
+        self._recent.clear()
+        self._recent_set.clear()
+        self._text_ok = False
 
-    def on_rest_snapshot(self, snap: BookMessage) -> SnapshotResult:
-        """Reconcile a REST snapshot with the buffered updates (the documented rule)."""
-        if self._synced:
+    def _break(self, reason: str, d: DepthDiff | None) -> Action:
+        """The book stops being exact; `d` opens the new buffer."""
+        self._drop(broken=True)
+        self.reason = reason
+        self._buffer = [d] if d is not None else []
+        return RESYNC
+
+    # ----- snapshots ----------------------------------------------------------------------
+
+    def on_snapshot(self, snap: DepthSnapshot) -> SnapshotResult:
+        """An in-band snapshot (symbol set) replaces the book; a REST one is reconciled."""
+        if snap.symbol:
+            seq = snap.last_update_id
+            if self._state == _SYNCED and seq != NO_SEQ_ID and seq in self._recent_set:
+                return SnapshotResult(SnapshotStatus.UNNEEDED, [])
+            if self._state == _SYNCED:
+                self.resyncs += 1  # a replaced exact book: counted as a rebuild
+            self._state = _SYNCED
+            self._broken = False
+            self._buffer = []
+            self._seq = None if seq == NO_SEQ_ID else seq
+            self._advance(self._seq)
+            return SnapshotResult(SnapshotStatus.EXACT, [])
+        return self._rest(snap)
+
+    def _rest(self, snap: DepthSnapshot) -> SnapshotResult:
+        if self._state != _EMPTY:
             return SnapshotResult(SnapshotStatus.UNNEEDED, [])
-        snap_seq = snap.seq_id
-        if snap_seq is None:
-            raise ValueError("a REST snapshot without seqId cannot start a book")
+        snap_seq = snap.last_update_id
         buffer = self._buffer
-        first = next((u for u in buffer if u.prev_seq_id is not None), None)
-        if first is not None and snap_seq < first.prev_seq_id:
+        first_prev = next((u.prev_id for u in buffer if u.prev_id != NO_PREV), None)
+        if first_prev is not None and snap_seq < first_prev:
             return self._refuse(
                 0,
                 SnapshotStatus.TOO_OLD,
-                f"REST seqId {snap_seq} < first buffered prevSeqId {first.prev_seq_id}",
+                f"REST seqId {snap_seq} < first buffered prevSeqId {first_prev}",
             )
         start = 0
-        while start < len(buffer) and (buffer[start].seq_id or 0) <= snap_seq:
+        while start < len(buffer) and buffer[start].last_id <= snap_seq:
             start += 1
         updates = buffer[start:]
         local = snap_seq
-        for index, u in enumerate(updates):
-            if u.seq_id is None or u.prev_seq_id is None:
+        for i, u in enumerate(updates):
+            if u.last_id == NO_SEQ_ID or u.prev_id == NO_PREV:
                 return self._refuse(
-                    start + index + 1,
+                    start + i + 1,
                     SnapshotStatus.GAP,
                     "a buffered update without seqId cannot follow a REST snapshot",
                 )
-            ok = u.prev_seq_id <= local < u.seq_id if index == 0 else u.prev_seq_id == local
+            ok = u.prev_id <= local < u.last_id if i == 0 else u.prev_id == local
             if not ok:
                 return self._refuse(
-                    start + index,
+                    start + i,
                     SnapshotStatus.GAP,
-                    f"buffered prevSeqId={u.prev_seq_id} does not continue seqId {local}",
+                    f"buffered prevSeqId={u.prev_id} does not continue seqId {local}",
                 )
-            local = u.seq_id
+            local = u.last_id
         self._buffer = []
-        self._synced = True
-        self._seq = local
-        self._after_rest = not updates
-        self._forget_recent()
-        self._remember(snap_seq)
+        self._broken = False
+        self._seq = snap_seq
+        self._advance(snap_seq)
         for u in updates:
-            self._remember(u.seq_id)
-        return SnapshotResult(SnapshotStatus.SYNCED, updates)
+            self._advance(u.last_id)
+        if updates:
+            self._state = _SYNCED
+            return SnapshotResult(SnapshotStatus.SYNCED, updates)
+        self._state = _WAITING
+        return SnapshotResult(SnapshotStatus.WAITING, [])
 
     def _refuse(self, keep_from: int, status: SnapshotStatus, reason: str) -> SnapshotResult:
         del self._buffer[:keep_from]
         self.rejected_snapshots += 1
         self.reason = reason
         return SnapshotResult(status, [])
+
+    # ----- the checksum -------------------------------------------------------------------
+
+    def verify(self, book: OrderBook, ev: DepthDiff | DepthSnapshot) -> bool:
+        """After `ev` was applied to `book`: does the book give `ev`'s checksum? (True if it
+        carries none.) On a mismatch the book is dropped here, like a gap."""
+        check: OkxCheck | None = ev.check
+        if ev.__class__ is DepthSnapshot:
+            if check is None:
+                self._text_ok = False
+                return True
+            self._bid_text = _text_map(ev.bid_prices, ev.bid_qtys, check.bid_text)
+            self._ask_text = _text_map(ev.ask_prices, ev.ask_qtys, check.ask_text)
+            self._text_ok = True
+        elif check is None:
+            self._text_ok = False  # levels without their text: later checksums unverifiable
+            return True
+        elif self._text_ok:
+            _update_text(self._bid_text, ev.bid_prices, ev.bid_qtys, check.bid_text)
+            _update_text(self._ask_text, ev.ask_prices, ev.ask_qtys, check.ask_text)
+        elif ev.first_id == NO_SEQ_ID or self._seq is None:
+            # Accepted on its checksum alone, and the checksum cannot be computed.
+            self.unverifiable += 1
+            return self._failed(
+                f"seqId={ev.first_id}: checksum cannot be verified (levels unknown)"
+            )
+        else:
+            return True  # the chain proved it
+        self.checksums_checked += 1
+        got = self._checksum(book)
+        if got == check.checksum:
+            return True
+        return self._failed(
+            f"checksum mismatch at seqId={ev.first_id}: book {got} != {check.checksum}"
+        )
+
+    def _failed(self, reason: str) -> bool:
+        self.checksum_failures += 1
+        if self._state == _SYNCED:
+            self.gaps += 1
+        self._drop(broken=True)
+        self._buffer = []
+        self.reason = reason
+        return False
+
+    def _checksum(self, book: OrderBook) -> int:
+        bids_out, asks_out = self._scratch
+        nb, na = book.write_top(bids_out, asks_out)
+        bid_text, ask_text = self._bid_text, self._ask_text
+        return book_checksum(
+            [bid_text[p] for p in bids_out[:nb, 0].tolist()],
+            [ask_text[p] for p in asks_out[:na, 0].tolist()],
+        )
+
+
+def _text_map(prices: list[float], qtys: list[float], texts: list[str]) -> dict[float, str]:
+    return {p: t for p, q, t in zip(prices, qtys, texts, strict=True) if q}
+
+
+def _update_text(text: dict[float, str], prices: list[float], qtys: list[float], pieces: list[str]):
+    for p, q, t in zip(prices, qtys, pieces, strict=True):
+        if q:
+            text[p] = t
+        else:
+            text.pop(p, None)
