@@ -86,6 +86,7 @@ class SimConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 18765
+    venue: str = "binance"
     market: str = "futures"
     symbols: list[str] = field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
     rate: int = 2000
@@ -433,6 +434,21 @@ def _check_channel_collisions(cfg: Config) -> None:
                     )
 
 
+def _check_sim_venue(sim: SimConfig) -> None:
+    """The simulator's venue exists and imitates the configured market."""
+    try:
+        markets = venue_spec(sim.venue).MARKETS
+    except KeyError:
+        raise ConfigError(
+            f"sim.venue: {sim.venue!r} is not a supported venue ({', '.join(venue_names())})"
+        ) from None
+    if sim.market not in markets:
+        raise ConfigError(
+            f"sim.market: {sim.market!r} is not a {sim.venue} market "
+            f"({' or '.join(repr(m) for m in markets)})"
+        )
+
+
 def validate(cfg: Config, *, check_ports: bool = False) -> None:
     """Check values that types alone cannot; raise ConfigError naming the first bad key."""
     if not re.match(r"^[A-Za-z0-9_-]{1,64}$", cfg.instance):
@@ -538,8 +554,8 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
         raise ConfigError(f"sim.port: {cfg.sim.port} is not a TCP port")
     if cfg.sim.enabled and cfg.http.enabled and cfg.http.port == cfg.sim.port:
         raise ConfigError(f"http.port: {cfg.http.port} is also sim.port")
-    if cfg.sim.enabled and cfg.sim.market not in ("futures", "spot"):
-        raise ConfigError(f"sim.market: {cfg.sim.market!r} must be 'futures' or 'spot'")
+    if cfg.sim.enabled:
+        _check_sim_venue(cfg.sim)
     sup = cfg.supervisor
     if sup.log_format not in ("text", "json"):
         raise ConfigError(f"supervisor.log_format: {sup.log_format!r} must be 'text' or 'json'")

@@ -45,6 +45,7 @@ from mdpipe.venues.base import (
     ServerShutdown,
     SnapshotStatus,
     Trade,
+    Trades,
 )
 from mdpipe.venues.errors import FeedError
 
@@ -221,34 +222,10 @@ class Shard:
                     return
             sb.on_diff(ev, recv_ns, raw)
         elif t is Trade:
-            arr[ctr.trades] += 1
-            sid = self.trade_ids.get(ev.symbol)
-            if sid is None:
-                self._unknown_symbol(ev.symbol, raw)
-                return
-            if conn.unseen:
-                conn.unseen.discard((ev.symbol, TRADE))
-            if self.overlap:
-                admit, duplicate = self.venue.overlap_trade(conn, self.last_trade_id[sid], ev)
-                if duplicate:
-                    arr[ctr.duplicates] += 1
-                if not admit:
-                    return
-            self.last_trade_id[sid] = ev.trade_id
-            maker = ev.buyer_is_maker
-            self.trades_w.commit_trade(
-                sid,
-                L.FLAG_BUYER_MAKER if maker else 0,
-                ev.trade_time * _MS,
-                ev.event_time * _MS,
-                recv_ns,
-                ev.trade_id,
-                ev.first_trade_id,
-                ev.last_trade_id,
-                ev.price,
-                ev.qty,
-                -1 if maker else 1,
-            )
+            self._trade(conn, ev, recv_ns, raw)
+        elif t is Trades:
+            for trade in ev.trades:
+                self._trade(conn, trade, recv_ns, raw)
         elif t is ServerShutdown:
             ctr.inc("server_shutdowns")
             if conn.successor is None and conn.retiring is None:
@@ -265,6 +242,38 @@ class Shard:
                 self._rejected(conn, ev, raw)
         elif t is BookTicker or t is Alive:
             pass  # a pong, or a top of book not subscribed: harmless
+
+    def _trade(self, conn: Connection, ev: Trade, recv_ns: int, raw: bytes) -> None:
+        """Commit one trade (once, in order, during a rollover)."""
+        arr, ctr = self.ctr.arr, self.ctr
+        arr[ctr.trades] += 1
+        sid = self.trade_ids.get(ev.symbol)
+        if sid is None:
+            self._unknown_symbol(ev.symbol, raw)
+            return
+        if conn.unseen:
+            conn.unseen.discard((ev.symbol, TRADE))
+        if self.overlap:
+            admit, duplicate = self.venue.overlap_trade(conn, self.last_trade_id[sid], ev)
+            if duplicate:
+                arr[ctr.duplicates] += 1
+            if not admit:
+                return
+        self.last_trade_id[sid] = ev.trade_id
+        maker = ev.buyer_is_maker
+        self.trades_w.commit_trade(
+            sid,
+            L.FLAG_BUYER_MAKER if maker else 0,
+            ev.trade_time * _MS,
+            ev.event_time * _MS,
+            recv_ns,
+            ev.trade_id,
+            ev.first_trade_id,
+            ev.last_trade_id,
+            ev.price,
+            ev.qty,
+            -1 if maker else 1,
+        )
 
     def _in_band_snapshot(
         self, conn: Connection, snap: DepthSnapshot, recv_ns: int, raw: bytes

@@ -17,7 +17,8 @@ How the loop drives a venue (`Venue`, one instance per ingest shard):
      loop asks for a recovery (see 4).
    - `DepthSnapshot` from the stream (venues with an in-band snapshot): offered to the same
      `BookSync.on_snapshot`; EXACT means the book is exact at the snapshot itself.
-   - `Trade`: one ring record, its `trade_id` a u64 that grows with the venue's trade order.
+   - `Trade`: one ring record, its `trade_id` a u64 that grows with the venue's trade order;
+     `Trades`: several of them from one frame.
    - `BookTicker`: the venue's own top of book; ingest ignores it, tests compare against it.
    - `Ack`: a reply to a request sent on the route; `ok=False` is reported as a stream fault.
    - `Alive`: a frame that proves the route delivers (pong, mark price); nothing to do.
@@ -102,6 +103,13 @@ class Trade:
 
 
 @dataclass(slots=True)
+class Trades:
+    """Several trades in one frame, in the venue's trade order."""
+
+    trades: list[Trade]
+
+
+@dataclass(slots=True)
 class BookTicker:
     """The venue's own best bid and ask, tagged with the update id it matches."""
 
@@ -148,7 +156,17 @@ class Alive:
     what: str
 
 
-Event = DepthDiff | DepthSnapshot | Trade | BookTicker | MarkPrice | ServerShutdown | Ack | Alive
+Event = (
+    DepthDiff
+    | DepthSnapshot
+    | Trade
+    | Trades
+    | BookTicker
+    | MarkPrice
+    | ServerShutdown
+    | Ack
+    | Alive
+)
 
 # Stream kinds of a route's streams: (SYMBOL, kind) -> the venue's stream name.
 DEPTH, TRADE, MARK = "depth", "trade", "mark"
