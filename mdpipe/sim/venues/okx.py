@@ -6,32 +6,34 @@ replay (`tape`) and the server (`server`); the `--okx-*` options are in `_okx.op
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+import click
 
 from mdpipe.sim.venues._okx.options import okx_settings
 from mdpipe.sim.venues._okx.server import OkxSimConfig, OkxSimulator
-from mdpipe.sim.venues._okx.wire import okx_instrument
 
 MARKETS = ("swap", "spot")
 DEFAULT_SYMBOLS = {"swap": ["BTC-USDT-SWAP", "ETH-USDT-SWAP"], "spot": ["BTC-USDT", "ETH-USDT"]}
 _BINANCE_DEFAULT = ["BTCUSDT", "ETHUSDT"]  # the sim command's default symbols
+_INST_ID = re.compile(r"[A-Z0-9]{1,15}-[A-Z0-9]{1,15}(-SWAP)?")
 
 __all__ = ["MARKETS", "build"]
 
 
 def build(cfg: Any) -> OkxSimulator:
-    """The OKX simulator for a SimConfig; ValueError names a symbol in the wrong form."""
+    """The OKX simulator for a SimConfig; a symbol in the wrong form is a usage error."""
     market = cfg.market or MARKETS[0]
-    if market not in MARKETS:
-        raise ValueError(f"--market: {market!r} is not an okx market ({', '.join(MARKETS)})")
     symbols = list(cfg.symbols)
     if symbols == _BINANCE_DEFAULT:
         symbols = DEFAULT_SYMBOLS[market]
+    form = "BTC-USDT-SWAP" if market == "swap" else "BTC-USDT"
     for inst_id in symbols:
-        okx_instrument(inst_id, cfg.seed)
-        if inst_id.endswith("-SWAP") != (market == "swap"):
-            form = "BTC-USDT-SWAP" if market == "swap" else "BTC-USDT"
-            raise ValueError(f"--symbols: {inst_id} is not an okx {market} instId like {form}")
+        if not _INST_ID.fullmatch(inst_id) or inst_id.endswith("-SWAP") != (market == "swap"):
+            raise click.BadParameter(
+                f"{inst_id} is not an okx {market} instId like {form}", param_hint="--symbols"
+            )
     settings = OkxSimConfig(
         host=cfg.host,
         port=cfg.port,

@@ -23,6 +23,7 @@ import orjson
 
 from mdpipe.sim.faults import FaultSchedule
 from mdpipe.sim.hub import Hub
+from mdpipe.sim.tape import TapeError as SimTapeError
 from mdpipe.sim.venues._okx.market import stream
 from mdpipe.sim.venues._okx.wire import books_push, rest_books
 from mdpipe.venues.okx.checksum import CHECKSUM_LEVELS, book_checksum
@@ -34,7 +35,7 @@ _REST = b'{"code":'
 _MAX_BATCH = 2000
 
 
-class TapeError(ValueError):
+class TapeError(SimTapeError):
     """The tape cannot be replayed; the message says why (file and line)."""
 
 
