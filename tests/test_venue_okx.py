@@ -543,3 +543,34 @@ def test_config_checks_name_the_key():
     assert check_feed(feed, 20)[0] == "book_start"
     feed.book_start, feed.snapshot_limit = "rest", 401
     assert check_feed(feed, 20)[0] == "snapshot_limit"
+
+
+def test_overlap_trades_once_each_in_order():
+    venue = OkxVenue("swap", [INST], ws_url="ws://h:1", rest_url="http://h:1")
+
+    def trade(last, count):
+        raw = orjson.dumps(
+            {
+                "arg": {"channel": "trades", "instId": INST},
+                "data": [
+                    {
+                        "instId": INST,
+                        "tradeId": str(last),
+                        "px": "1",
+                        "sz": "1",
+                        "side": "buy",
+                        "ts": "1",
+                        "count": str(count),
+                    }
+                ],
+            }
+        )
+        return PARSER.parse(raw)
+
+    old, new = route(old=True), route(new=True)
+    assert venue.overlap_trade(old, 100, trade(103, 3)) == (True, False)
+    assert venue.overlap_trade(new, 103, trade(103, 3)) == (False, True)  # a duplicate
+    assert venue.overlap_trade(new, 103, trade(110, 2)) == (False, False)  # ahead: 104.. missing
+    assert venue.overlap_trade(new, 103, trade(105, 2)) == (True, False)  # starts at 104
+    assert (INST, "trade") in new.caught_up and (INST, "trade") in old.delivered
+    assert venue.overlap_trade(route(), 0, trade(1, 1)) == (True, False)

@@ -33,7 +33,6 @@ from mdpipe.venues.base import (
     Trade,
     default_rest_verdict,
 )
-from mdpipe.venues.binance.rollover import overlap_trade as _overlap_trade
 from mdpipe.venues.okx.budget import SubscribeBudget
 from mdpipe.venues.okx.parser import NO_SEQ_ID, OkxParser, parse_rest_books
 from mdpipe.venues.okx.protocol import (
@@ -197,5 +196,23 @@ class OkxVenue:
     def overlap_trade(
         self, route: RouteState, last_trade_id: int, trade: Trade
     ) -> tuple[bool, bool]:
-        """Trades once each, in tradeId order (ids grow per instrument)."""
-        return _overlap_trade(route, last_trade_id, trade)
+        """During a rollover: each trade once, in tradeId order. A push covers the fills
+        first_trade_id..trade_id, so the new socket has caught up when a push starts right
+        after the last committed fill."""
+        if not _rolling(route):
+            return True, False
+        key = (trade.symbol, TRADE)
+        if trade.trade_id <= last_trade_id:
+            if route.retiring is not None:
+                route.caught_up.add(key)
+            return False, True
+        if route.successor is not None:
+            if route.successor.up:
+                route.delivered.add(key)
+            return True, False
+        if route.retiring is None:
+            return True, False  # the old socket closed: what is not a duplicate is new
+        if last_trade_id and trade.first_trade_id == last_trade_id + 1:
+            route.caught_up.add(key)
+            return True, False
+        return False, False

@@ -146,6 +146,10 @@ class OkxMarket:
             st = self.insts[inst_id]
             st.frozen_until = max(st.frozen_until, until)
 
+    def silent(self) -> bool:
+        """True while a silence fault holds the whole feed (pings then go unanswered too)."""
+        return asyncio.get_running_loop().time() < self._silent_until
+
     def market_time(self) -> float:
         """Seconds of simulated time (steps / rate): drives the fault schedule."""
         return self.produced / self.rate

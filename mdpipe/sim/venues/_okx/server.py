@@ -320,7 +320,8 @@ class OkxSimulator:
                 state.last_in = loop.time()
                 if message == "ping":
                     self.counts["pings"] += 1
-                    self.hub.send(client, b"pong")
+                    if not self.source.silent():  # a stalled feed answers nothing
+                        self.hub.send(client, b"pong")
                 else:
                     self._on_request(state, message)
                 self.hub.flush()
@@ -437,6 +438,8 @@ class OkxSimulator:
         return {"symbol": symbol, "count": count}
 
     def _fault_silence(self, fault: Fault) -> dict[str, Any]:
+        """Nothing for `seconds`: for one instrument its pushes stop (a quiet market to the
+        client); for the whole feed pushes and pongs stop (a stalled connection)."""
         seconds = 5.0 if fault.seconds is None else fault.seconds
         self.source.silence(seconds, fault.symbol)
         return {"seconds": seconds, "symbol": fault.symbol}
@@ -532,7 +535,7 @@ def malformed_push(variant: str, inst_id: str, seq: int, oversized: int) -> byte
     elif variant == "unknown_stream":
         channel = "books-unknown"
     elif variant == "oversized":
-        data["asks"] = [level] * max(1, oversized // 16)
+        data = {"pad": "x" * max(oversized - 200, 0), "ts": data["ts"]}  # and no levels
     body = orjson.dumps(
         {"arg": {"channel": channel, "instId": inst_id}, "action": "update", "data": [data]}
     )

@@ -209,6 +209,10 @@ class OkxTapeSource:
         until = asyncio.get_running_loop().time() + seconds
         self._silent_until = max(self._silent_until, until)
 
+    def silent(self) -> bool:
+        """True while a silence fault holds the whole feed (pings then go unanswered too)."""
+        return asyncio.get_running_loop().time() < self._silent_until
+
     def market_time(self) -> float:
         """Tape seconds since its first line."""
         return self._market_time
