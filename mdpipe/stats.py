@@ -123,6 +123,7 @@ def collect(
             "kind": st.kind,
             "feed": feed,
             "shard": shard,
+            "exchange": st.exchange,
             "writer_pid": st.writer_pid,
             "alive": st.writer_alive,
             "generation": st.generation,
