@@ -128,7 +128,7 @@ def check_chain(records: np.ndarray) -> int:
             continue
         if flags & L.FLAG_RESYNC:
             rebuilds += 1
-        elif seq and prev:  # a seqId-less legacy message is proven by its checksum instead
+        elif seq and prev and last.get(sid):  # seqId-less legacy messages: proven by checksum
             assert last.get(sid) == prev, f"symbol {sid}: prevSeqId={prev} after {last.get(sid)}"
         last[sid] = seq
     return rebuilds
@@ -310,3 +310,79 @@ def test_no_exact_record_disagrees_with_bbo_tbt_and_trades_come_once_in_order(ri
     side = trades["side"].astype(int)
     maker = (trades["flags"] & L.FLAG_BUYER_MAKER) != 0
     assert ((side == -1) == maker).all() and set(np.unique(side)) == {-1, 1}
+
+
+@pytest.fixture(scope="module")
+def rest_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """No in-band snapshot (OKX's announced change): books start from REST + buffered updates."""
+    yield from make_rig(
+        tmp_path_factory.mktemp("okx-rest"),
+        ["--okx-books-ms", "20", "--okx-no-snapshot"],
+        book_start="rest",
+    )
+
+
+def test_rest_start_syncs_without_an_in_band_snapshot(rest_rig: Rig) -> None:
+    c = rest_rig.wait_synced("steady state", {"book_records": 50})
+    assert c["snapshots"] >= 2 and c["snapshot_errors"] == 0
+    assert rest_rig.sim.stats()["rest_by_status"]["200"] >= 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "fields", "counter", "n"),
+    [
+        ("rest_500", {"count": 2}, "rest_5xx", 2),
+        ("rest_429", {"count": 1, "retry_after": 1}, "rest_429", 1),
+        ("rest_slow", {"count": 1, "delay": 1.0}, "snapshots", 1),
+    ],
+)
+def test_rest_faults_delay_the_rebuild_but_never_publish_a_wrong_book(
+    rest_rig: Rig, fault: str, fields: dict, counter: str, n: int
+) -> None:
+    c0 = rest_rig.wait_synced("steady state")
+    mark = len(rest_rig.books.drain())
+    rest_rig.sim.inject(fault, **fields)
+    rest_rig.sim.inject("gap", symbol="ETH-USDT-SWAP")  # forces a REST resync
+    more = {counter: n, "gaps": 1, "snapshots": 1}
+    if fault != "rest_slow":
+        more["snapshot_errors"] = n
+    rest_rig.wait_synced(f"the rebuild through {fault}", more, c0)
+    eth = rest_rig.records_since(mark, ETH)["flags"]
+    assert (eth == 0).sum() == 1 and ((eth & L.FLAG_RESYNC) != 0).sum() == 1
+
+
+def test_rest_started_books_agree_with_bbo_tbt(rest_rig: Rig) -> None:
+    rest_rig.wait_synced("more records", {"book_records": 400}, rest_rig.counters())
+    records = rest_rig.books.drain()
+    check_record_invariants(records, depth=20)
+    check_chain(records)
+    comparable, wrong = compare_with_bbo(records, SYMBOLS, rest_rig.bbo.tops)
+    assert not wrong, f"{len(wrong)} of {comparable} records disagree: {wrong[:5]}"
+    assert comparable >= 30
+    check_trades(rest_rig.trades.drain(), 2, contiguous=False)
+
+
+@pytest.fixture(scope="module")
+def legacy_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """Data as recorded before 2026: non-zero checksums, some updates without seqId."""
+    yield from make_rig(
+        tmp_path_factory.mktemp("okx-legacy"), ["--okx-books-ms", "20", "--okx-legacy"]
+    )
+
+
+def test_legacy_checksums_verified_and_gaps_still_caught(legacy_rig: Rig) -> None:
+    c0 = legacy_rig.wait_synced("steady state", {"book_records": 200})
+    assert legacy_rig.sim.stats()["source"]["pushes_without_seq_id"] > 0
+    assert c0["gaps"] == 0 and c0["resyncs"] == 0  # every checksum held
+    mark = len(legacy_rig.books.drain())
+    legacy_rig.sim.inject("gap", symbol="BTC-USDT-SWAP")
+    legacy_rig.wait_synced("the rebuild", {"gaps": 1, "snapshots": 1}, c0)
+    btc = legacy_rig.records_since(mark, BTC)["flags"]
+    assert (btc == 0).sum() == 1 and ((btc & L.FLAG_RESYNC) != 0).sum() == 1
+    legacy_rig.wait_synced("more records", {"book_records": 300}, legacy_rig.counters())
+    records = legacy_rig.books.drain()
+    check_record_invariants(records, depth=20)
+    check_chain(records)
+    comparable, wrong = compare_with_bbo(records, SYMBOLS, legacy_rig.bbo.tops)
+    assert not wrong, f"{len(wrong)} of {comparable} records disagree: {wrong[:5]}"
+    assert comparable >= 30

@@ -108,15 +108,16 @@ class OkxMarket:
         self.seqless = 0
         self._silent_until = 0.0
         self._t0 = 0.0
+        self._next_books = 0.0
         self._started_at = 0.0
 
     # ----- what clients are sent on subscribe and over REST -------------------------------
 
-    def snapshot(self, inst_id: str, now_ms: int) -> bytes:
+    def snapshot(self, inst_id: str, now_ms: int, now: float | None = None) -> bytes:
         """The in-band snapshot for a new subscriber: pending changes are pushed first, so it
         is the book at the last push's seqId and the next update continues it."""
         st = self.insts[inst_id]
-        self._push_books(st, now_ms)
+        self._push_books(st, asyncio.get_running_loop().time() if now is None else now, now_ms)
         bids, asks = book_levels(st.inst, st.sm.book, 400)
         checksum = checksum_of(st.inst, st.sm.book) if self.legacy else 0
         return books_push(inst_id, "snapshot", asks, bids, now_ms, checksum, -1, st.pushed_seq)
@@ -160,34 +161,40 @@ class OkxMarket:
         """Generate and publish until cancelled (after `started`)."""
         loop = asyncio.get_running_loop()
         await self.started.wait()
-        self._t0 = self._started_at = loop.time()
-        for st in self._order:
-            st.last_push = self._t0
-        next_books = self._t0
-        period = self.books_ms / 1000.0
+        self.begin(loop.time())
         while True:
             now = loop.time()
             if now < self._silent_until:
                 await asyncio.sleep(min(self._silent_until - now, 0.05))
-                self._t0 += loop.time() - now
-                next_books = loop.time()
+                self._t0 += loop.time() - now  # market time stands still: no burst after
+                self._next_books = loop.time()
                 continue
-            due = (now - self._t0) * self.rate - self.produced
-            if due > self.rate * _MAX_BACKLOG_S:
-                self._t0 = now - self.produced / self.rate
-                due = self.rate * self.tick
-            now_ms = int(time.time() * 1000)
-            if due >= 1:
-                self._generate(int(due), now, now_ms)
-            if now >= next_books:
-                for st in self._order:
-                    if st.frozen_until <= now:
-                        self._push_books(st, now_ms)
-                        if self.keepalive_s and now - st.last_push >= self.keepalive_s:
-                            self._keepalive(st, now_ms)
-                next_books = max(next_books + period, now) if period else now
+            self.advance(now, int(time.time() * 1000))
             self.hub.flush()
             await asyncio.sleep(self.tick)
+
+    def begin(self, now: float) -> None:
+        """Start the market clock at `now` (seconds, any monotonic origin)."""
+        self._t0 = self._started_at = self._next_books = now
+        for st in self._order:
+            st.last_push = now
+
+    def advance(self, now: float, now_ms: int) -> None:
+        """Run the market up to `now`: the steps due at `rate`, then the books pushes due."""
+        due = (now - self._t0) * self.rate - self.produced
+        if due > self.rate * _MAX_BACKLOG_S:
+            self._t0 = now - self.produced / self.rate
+            due = self.rate * self.tick
+        if due >= 1:
+            self._generate(int(due), now, now_ms)
+        if now >= self._next_books:
+            for st in self._order:
+                if st.frozen_until <= now:
+                    self._push_books(st, now, now_ms)
+                    if self.keepalive_s and now - st.last_push >= self.keepalive_s:
+                        self._keepalive(st, now, now_ms)
+            period = self.books_ms / 1000.0
+            self._next_books = max(self._next_books + period, now) if period else now
 
     def _generate(self, n: int, now: float, now_ms: int) -> None:
         order = self._order
@@ -200,7 +207,7 @@ class OkxMarket:
             self._publish_step(st, ev, now_ms)
             self.produced += 1
             if self.books_ms == 0:
-                self._push_books(st, now_ms)
+                self._push_books(st, now, now_ms)
             if self.produced / self.rate >= self.schedule.next_due:
                 self.on_due(self.produced / self.rate)
                 if self._silent_until > now:
@@ -242,7 +249,7 @@ class OkxMarket:
         st.asks.update(ev.asks)
         st.last_seq = seq
 
-    def _push_books(self, st: _Inst, now_ms: int) -> None:
+    def _push_books(self, st: _Inst, now: float, now_ms: int) -> None:
         """Push the changes since the previous books push (one update, or none if unchanged)."""
         seq = st.last_seq
         if seq is None:
@@ -252,7 +259,7 @@ class OkxMarket:
         st.last_seq = None
         bids, asks = st.bids, st.asks
         st.bids, st.asks = {}, {}
-        st.last_push = asyncio.get_running_loop().time()
+        st.last_push = now
         if st.gap_left:
             st.gap_left -= 1
             self.gapped += 1
@@ -281,8 +288,8 @@ class OkxMarket:
         self.hub.publish(name, payload)
         self.pushes += 1
 
-    def _keepalive(self, st: _Inst, now_ms: int) -> None:
-        st.last_push = asyncio.get_running_loop().time()
+    def _keepalive(self, st: _Inst, now: float, now_ms: int) -> None:
+        st.last_push = now
         name = stream("books", st.inst.inst_id)
         if self.hub.wants(name):
             checksum = checksum_of(st.inst, st.sm.book) if self.legacy else 0
