@@ -91,3 +91,37 @@ def write_tape(path: Path, lines: list[bytes]) -> None:
             f.write(data)
     else:
         path.write_bytes(data)
+
+
+def book_frames(
+    inst_id: str = "BTC-USDT-SWAP",
+    pushes: int = 2000,
+    steps_per_push: int = 60,
+    legacy: bool = False,
+    seed: int = 1,
+) -> tuple[bytes, list[bytes]]:
+    """(the in-band snapshot, the next `pushes` books updates) of one instrument, each update
+    aggregating `steps_per_push` engine steps (for benchmarks: a comparable synthetic book)."""
+    books_ms = 100
+    rate = steps_per_push * 1000 / books_ms
+    sink = TapeSink({stream("books", inst_id)})
+    market = OkxMarket(
+        [okx_instrument(inst_id, seed)],
+        sink,  # type: ignore[arg-type]
+        seed,
+        400,
+        rate,
+        books_ms,
+        legacy,
+        0.0,
+        0.01,
+        FaultSchedule([]),
+        lambda _t: None,
+    )
+    market.begin(0.0)
+    snapshot = market.snapshot(inst_id, START_MS, 0.0)
+    now = 0.0
+    while len(sink.lines) < pushes:
+        now += books_ms / 1000
+        market.advance(now, START_MS + int(now * 1000))
+    return snapshot, [line.partition(b" ")[2] for line in sink.lines[:pushes]]
