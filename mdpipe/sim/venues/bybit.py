@@ -433,8 +433,8 @@ class BybitSimulator:
             self.hub.publish(t.name, self.enc.book(t.name, "snapshot", ms, t.symbol, bids, asks,
                                                    t.u, t.seq, ms))  # fmt: skip
             return
-        db = _changes(t.bids, nb, reverse=True)
-        da = _changes(t.asks, na, reverse=False)
+        db = level_changes(t.bids, nb, reverse=True)
+        da = level_changes(t.asks, na, reverse=False)
         if not db and not da:
             return
         t.u += 1
@@ -670,7 +670,7 @@ class BybitSimulator:
         }
 
 
-def _changes(old: dict[str, str], new: dict[str, str], reverse: bool) -> list[tuple[str, str]]:
+def level_changes(old: dict[str, str], new: dict[str, str], reverse: bool) -> list[tuple[str, str]]:
     """Levels that changed from `old` to `new` (size "0" for removed ones), best first."""
     out = [(p, q) for p, q in new.items() if old.get(p) != q]
     out += [(p, "0") for p in old if p not in new]
@@ -775,6 +775,49 @@ class TapeFeed:
                     hub.send(client, raw)
             self.sent += 1
         hub.flush()
+
+
+def synthetic_frames(
+    symbol: str,
+    depth: int,
+    pushes: int,
+    steps_per_push: int,
+    *,
+    market: str = "linear",
+    seed: int = 1,
+    levels: int = 400,
+    start_ns: int = 1_750_000_000_000_000_000,
+) -> list[tuple[int, bytes]]:
+    """(receive ns, frame) of what a subscriber to orderbook.{depth} and publicTrade of one
+    symbol gets: the snapshot, then per push the trades and the delta of `steps_per_push`
+    market steps, 20 ms apart. The tape line format; for benches and tests."""
+    cfg = SimConfig(symbols=[symbol], seed=seed, levels=levels)
+    mkt = SyntheticMarket(cfg, market)
+    enc = Encoder(market)
+    topic = f"orderbook.{depth}.{symbol}"
+    bids, asks = mkt.view(symbol, depth)
+    u, seq, ns = 1_000_000, mkt.seq[symbol], start_ns
+    ms = ns // 1_000_000
+    out = [(ns, enc.book(topic, "snapshot", ms, symbol, bids, asks, u, seq, ms))]
+    old_b, old_a = dict(bids), dict(asks)
+    spec = mkt.specs[symbol]
+    for _ in range(pushes):
+        ns += 20_000_000
+        ms = ns // 1_000_000
+        for _ in range(steps_per_push):
+            sm, ev, seq = mkt.step(set())  # type: ignore[misc]
+            if ev.fills:
+                rows = [(ms, "Sell" if f.buyer_maker else "Buy", spec.qty_str(f.lots),
+                         spec.price_str(f.price), mkt.trade_id(symbol), seq) for f in ev.fills]  # fmt: skip
+                out.append((ns, enc.trades(symbol, ms, rows)))
+        bids, asks = mkt.view(symbol, depth)
+        new_b, new_a = dict(bids), dict(asks)
+        db, da = level_changes(old_b, new_b, True), level_changes(old_a, new_a, False)
+        old_b, old_a = new_b, new_a
+        if db or da:
+            u += 1
+            out.append((ns, enc.book(topic, "delta", ms, symbol, db, da, u, seq, ms)))
+    return out
 
 
 def build(cfg: SimConfig) -> BybitSimulator:

@@ -41,7 +41,7 @@ from mdpipe.venues.errors import (
     UNKNOWN_STREAM,
     FeedError,
 )
-from mdpipe.venues.levels import parse_levels
+from mdpipe.venues.levels import BYBIT_BOOK, PlainLevels, parse_levels, plain_levels
 
 LINEAR = "linear"
 SPOT = "spot"
@@ -105,6 +105,20 @@ class BybitParser:
 
     def parse(self, raw: bytes | str) -> Event:
         """Parse one WebSocket text message."""
+        # Bybit deletes a level with size "0": spelled "0.0" it takes the fast path (which
+        # reads only decimals with a dot); the value is the same.
+        plain = plain_levels(
+            raw.replace(b',"0"]', b',"0.0"]') if type(raw) is bytes else raw, BYBIT_BOOK
+        )
+        if plain is not None:
+            try:
+                msg = orjson.loads(plain.rest)
+            except orjson.JSONDecodeError:
+                msg = None
+            if type(msg) is dict:
+                topic = msg.get("topic")
+                if type(topic) is str and topic.startswith("orderbook."):
+                    return self._book(msg, topic, plain)
         try:
             msg = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -117,7 +131,7 @@ class BybitParser:
         if type(topic) is not str:
             raise FeedError(BAD_TYPE, "topic is not a string")
         if topic.startswith("orderbook."):
-            return self._book(msg, topic)
+            return self._book(msg, topic, None)
         if topic.startswith("publicTrade."):
             return self._trades(msg)
         raise FeedError(UNKNOWN_STREAM, f"topic {topic!r}")
@@ -135,7 +149,8 @@ class BybitParser:
             raise FeedError(UNKNOWN_EVENT, f"op {op!r}")
         raise FeedError(MISSING_FIELD, "neither a topic message nor an op answer")
 
-    def _book(self, msg: dict, topic: str) -> Event:
+    def _book(self, msg: dict, topic: str, plain: PlainLevels | None) -> Event:
+        """A book message; `plain` holds its levels when they were read from the raw text."""
         try:
             kind, ts, data = msg["type"], msg["ts"], msg["data"]
             symbol, bids, asks, u, seq = data["s"], data["b"], data["a"], data["u"], data["seq"]
@@ -155,9 +170,14 @@ class BybitParser:
         if u < 1 or seq < 0:
             raise FeedError(BAD_NUMBER, f"orderbook u={u} seq={seq} out of range")
         if topic.startswith("orderbook.1."):
+            if plain is not None:
+                return self._top_plain(symbol, kind, plain, seq, ts, cts)
             return self._top(symbol, kind, bids, asks, seq, ts, cts)
-        bid_prices, bid_qtys = parse_levels(bids, "b")
-        ask_prices, ask_qtys = parse_levels(asks, "a")
+        if plain is None:
+            bid_prices, bid_qtys = parse_levels(bids, "b")
+            ask_prices, ask_qtys = parse_levels(asks, "a")
+        else:
+            _, bid_prices, bid_qtys, ask_prices, ask_qtys = plain
         if kind == "delta":
             return DepthDiff(
                 symbol, ts, cts, u, seq, -1, bid_prices, bid_qtys, ask_prices, ask_qtys
@@ -175,6 +195,30 @@ class BybitParser:
             raise FeedError(UNKNOWN_EVENT, f"orderbook.1 type {kind!r} (snapshots only)")
         bid_prices, bid_qtys = parse_levels(bids, "b")
         ask_prices, ask_qtys = parse_levels(asks, "a")
+        return self._top_levels(symbol, kind, bid_prices, bid_qtys, ask_prices, ask_qtys, seq, ts,
+                                cts)  # fmt: skip
+
+    def _top_plain(
+        self, symbol: str, kind: Any, plain: PlainLevels, seq: int, ts: int, cts: int
+    ) -> BookTicker:
+        _, bid_prices, bid_qtys, ask_prices, ask_qtys = plain
+        return self._top_levels(symbol, kind, bid_prices, bid_qtys, ask_prices, ask_qtys, seq, ts,
+                                cts)  # fmt: skip
+
+    def _top_levels(
+        self,
+        symbol: str,
+        kind: Any,
+        bid_prices: list[float],
+        bid_qtys: list[float],
+        ask_prices: list[float],
+        ask_qtys: list[float],
+        seq: int,
+        ts: int,
+        cts: int,
+    ) -> BookTicker:
+        if kind != "snapshot":
+            raise FeedError(UNKNOWN_EVENT, f"orderbook.1 type {kind!r} (snapshots only)")
         if len(bid_prices) > 1 or len(ask_prices) > 1:
             raise FeedError(BAD_NUMBER, "orderbook.1 holds more than one level a side")
         return BookTicker(
