@@ -574,3 +574,43 @@ def test_overlap_trades_once_each_in_order():
     assert venue.overlap_trade(new, 103, trade(105, 2)) == (True, False)  # starts at 104
     assert (INST, "trade") in new.caught_up and (INST, "trade") in old.delivered
     assert venue.overlap_trade(route(), 0, trade(1, 1)) == (True, False)
+
+
+def test_fast_path_reads_books_exactly_like_the_general_path():
+    from mdpipe.sim.venues._okx.record import book_frames
+    from mdpipe.venues.okx.parser import plain_books
+
+    snapshot, updates = book_frames(pushes=30, steps_per_push=10)
+    hand = [
+        frame("update", [["3366", "6", "0", "4"]], [], 2, 1),  # a price without a dot
+        frame("update", [], [["64000.2", "0", "0", "0"]], 3, 2),  # one side empty
+        frame("update", [], [], 3, 3),  # keep-alive
+    ]
+    for raw in [snapshot, *updates, *hand]:
+        assert plain_books(raw) is not None
+        fast, general = PARSER.parse(raw), PARSER.parse(raw.decode())  # str: general path
+        assert fast == general and type(fast) is type(general)
+    # Declined, then refused by the general path with the precise reason.
+    odd = frame("update", [["01", "1", "0", "1"]], [], 2, 1)  # not JSON once unquoted
+    assert plain_books(odd) is None and PARSER.parse(odd).bid_prices == [1.0]
+    for bad in (["1e3", "1", "0", "1"], ["-1", "1", "0", "1"], ["1.2.3", "1", "0", "1"]):
+        raw = frame("update", [bad], [], 2, 1)
+        assert plain_books(raw) is None
+        with pytest.raises(FeedError):
+            PARSER.parse(raw)
+    legacy = msg("update", [("1", "2")], [], 5, 4, checksum=7)
+    assert legacy.check is not None  # with a checksum the levels' text is kept
+
+
+def test_fast_path_keeps_the_level_text_for_checksums():
+    from mdpipe.sim.venues._okx.record import book_frames
+
+    snapshot, updates = book_frames(pushes=30, steps_per_push=10, legacy=True)
+    hand = [
+        frame("update", [["3366", "6", "0", "4"]], [], 2, 1, checksum=5),
+        frame("update", [], [["64000.20", "1.50", "0", "2"]], 3, 2, checksum=5),
+    ]
+    for raw in [snapshot, *updates, *hand]:
+        fast, general = PARSER.parse(raw), PARSER.parse(raw.decode())
+        assert fast.check is not None and fast.check == general.check
+    assert PARSER.parse(hand[1]).check.ask_text == ["64000.20:1.50"]

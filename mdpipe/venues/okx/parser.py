@@ -79,9 +79,14 @@ def _bad_levels(levels: Any, side: str) -> FeedError:
         if not all(type(v) is str for v in level):
             return FeedError(BAD_TYPE, f"{side} level {level!r} holds a non-string")
         px, sz = level[0], level[1]
-        if px.translate(_PLAIN) or sz.translate(_PLAIN) or not px or not sz:
+        try:
+            price = float(px)
+            float(sz)
+        except ValueError:
+            return FeedError(BAD_NUMBER, f"{side} level {level!r} is not a number")
+        if px.translate(_PLAIN) or sz.translate(_PLAIN):
             return FeedError(BAD_NUMBER, f"{side} level {level!r} is not a plain decimal")
-        if float(px) == 0.0:
+        if price == 0.0:
             return FeedError(BAD_NUMBER, f"{side} level {level!r} has price 0")
     return FeedError(BAD_NUMBER, f"{side} levels out of range")
 
@@ -161,6 +166,94 @@ def _book_fields(d: dict, what: str) -> tuple[Any, Any, int, int]:
     return bids, asks, _ms(ts, "ts"), checksum
 
 
+# The fast path: a books push whose levels are all plain decimal strings is read with byte
+# translations and one orjson call per side, with no string object per value. It declines
+# (None) whenever it cannot prove the text is plain; the general path then says what is wrong.
+_LEVEL4 = b'["","","",""]'
+_DIGITS_DOT = b"0123456789."
+_NOT_NUMBERS = b'"[]bids:'  # what separates the numbers in `...],"bids":[...`
+_BRACKETS = b"[]"
+_BIDS_KEY = b'"bids":'
+_ASKS_AT = b'"asks":['
+_BIDS_AT = b'],"bids":['
+_TS_AT = b',"ts":'
+_EMPTY_LEVELS = b'"asks":[],"bids":[]'
+_SKELETONS: dict[int, bytes] = {}
+
+
+def _skeleton(n: int) -> bytes:
+    """What n levels `["px","sz","0","n"]` look like with digits and dots deleted."""
+    found = _SKELETONS.get(n)
+    if found is None:
+        found = _SKELETONS[n] = b",".join([_LEVEL4] * n)
+    return found
+
+
+class PlainBooks(NamedTuple):
+    """A books push read by the fast path: the message with empty level lists, the levels
+    as numbers, and the raw level text (for the checksum's strings when one is sent)."""
+
+    rest: bytes
+    bid_prices: list
+    bid_sizes: list
+    ask_prices: list
+    ask_sizes: list
+    inner: bytes
+    n_asks: int
+
+
+def plain_books(raw: Any) -> PlainBooks | None:
+    """(the message with empty level lists, bid prices, bid sizes, ask prices, ask sizes) of
+    a compact books push in OKX's field order (asks, bids, ts, ...), or None.
+
+    Deleting digits and dots from `"asks":[...],"bids":[...]` must leave exactly n and m
+    levels `["","","",""]`: every value is then a string of digits and dots, which orjson
+    reads as a number once the quotes, brackets and the "bids" key are deleted (or refuses:
+    "1.2.3", ".5", "01", "", and the path declines). Prices and sizes come out as numbers
+    (int when written without a dot: "3366" is 3366, equal to 3366.0 as a book key).
+    """
+    if type(raw) is not bytes or b"\\" in raw:
+        return None
+    start = raw.find(_ASKS_AT, 0, 256)
+    if start < 0:
+        return None
+    end = raw.find(_TS_AT, start)
+    if end < 0 or raw[end - 1] != 93:  # the "]" closing the bids
+        return None
+    inner = raw[start + len(_ASKS_AT) : end - 1]
+    skeleton = inner.translate(None, _DIGITS_DOT)
+    mid = skeleton.find(_BIDS_AT)
+    if mid < 0:
+        return None
+    n_asks = (mid + 1) // 14
+    n_bids = (len(skeleton) - mid - len(_BIDS_AT) + 1) // 14
+    if skeleton != _skeleton(n_asks) + _BIDS_AT + _skeleton(n_bids):
+        return None
+    try:
+        values = orjson.loads(b"[" + inner.translate(None, _NOT_NUMBERS).strip(b",") + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    split = 4 * n_asks
+    if len(values) != split + 4 * n_bids:
+        return None
+    ask_prices, bid_prices = values[0:split:4], values[split::4]
+    ask_sizes, bid_sizes = values[1:split:4], values[split + 1 :: 4]
+    if 0 in ask_prices or 0 in bid_prices or not sum(values) < inf:
+        return None
+    rest = raw[:start] + _EMPTY_LEVELS + raw[end:]
+    return PlainBooks(rest, bid_prices, bid_sizes, ask_prices, ask_sizes, inner, n_asks)
+
+
+def plain_text(plain: PlainBooks) -> tuple[list[str], list[str]]:
+    """(bid texts, ask texts): each level's `px:sz` as received, for the checksum."""
+    text = plain.inner.translate(None, _BRACKETS).replace(_BIDS_KEY, b"").strip(b",")
+    strings = orjson.loads(b"[" + text + b"]")  # proven plain strings: it cannot fail
+    split = 4 * plain.n_asks
+    asks = [p + ":" + q for p, q in zip(strings[0:split:4], strings[1:split:4], strict=True)]
+    bids = [p + ":" + q for p, q in zip(strings[split::4], strings[split + 1 :: 4], strict=True)]
+    return bids, asks
+
+
 class OkxParser:
     """Turns raw frames of the public WebSocket into common events, or raises FeedError."""
 
@@ -178,6 +271,11 @@ class OkxParser:
         """Parse one WebSocket text frame."""
         if raw == b"pong" or raw == "pong":
             return PONG
+        plain = plain_books(raw)
+        if plain is not None:
+            ev = self._plain_books(plain)
+            if ev is not None:
+                return ev
         try:
             msg = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -201,14 +299,37 @@ class OkxParser:
             raise FeedError(MISSING_FIELD, "frame has neither 'data' nor 'event'")
         return self._event(event, msg)
 
-    def _books(self, msg: dict, inst_id: str) -> DepthDiff | DepthSnapshot:
+    def _plain_books(self, plain: PlainBooks) -> Event | None:
+        """A books push whose levels were read from the raw text; None to decode it all."""
+        try:
+            msg = orjson.loads(plain.rest)
+        except orjson.JSONDecodeError:
+            return None
+        if type(msg) is not dict:
+            return None
+        arg, data = msg.get("arg"), msg.get("data")
+        if type(arg) is not dict or arg.get("channel") != BOOKS or type(data) is not list:
+            return None
+        inst_id = arg.get("instId")
+        if type(inst_id) is not str or not data or type(data[0]) is not dict:
+            return None
+        return self._books(msg, inst_id, plain)
+
+    def _books(
+        self, msg: dict, inst_id: str, plain: PlainBooks | None = None
+    ) -> DepthDiff | DepthSnapshot:
         action = msg.get("action")
         d = _only_item(msg["data"], BOOKS)
         bids, asks, ts, checksum = _book_fields(d, "books data")
         seq = _seq(d, "seqId", NO_SEQ_ID)
-        bid_prices, bid_qtys = parse_levels(bids, "bids")
-        ask_prices, ask_qtys = parse_levels(asks, "asks")
-        check = OkxCheck(checksum, level_text(bids), level_text(asks)) if checksum else None
+        if plain is not None:
+            bid_prices, bid_qtys = plain.bid_prices, plain.bid_sizes
+            ask_prices, ask_qtys = plain.ask_prices, plain.ask_sizes
+            check = OkxCheck(checksum, *plain_text(plain)) if checksum else None
+        else:
+            bid_prices, bid_qtys = parse_levels(bids, "bids")
+            ask_prices, ask_qtys = parse_levels(asks, "asks")
+            check = OkxCheck(checksum, level_text(bids), level_text(asks)) if checksum else None
         if action == "update":
             prev = _seq(d, "prevSeqId", NO_PREV)
             if seq != NO_SEQ_ID and prev == NO_PREV:
