@@ -302,7 +302,7 @@ def test_checksum_mismatch_resyncs():
     assert lb.on_snapshot(snapshot(13, checksum=False)) is SnapshotStatus.EXACT
     # A snapshot whose own checksum is wrong is not exact either.
     bad_snap = msg("snapshot", SNAP_BIDS, SNAP_ASKS, 14, -1, checksum=1)
-    assert lb.on_snapshot(bad_snap) is SnapshotStatus.GAP and not lb.synced
+    assert lb.on_snapshot(bad_snap) is SnapshotStatus.INVALID and not lb.synced
 
 
 def test_messages_without_seq_id_are_accepted_on_their_checksum_alone():

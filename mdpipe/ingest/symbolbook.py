@@ -228,4 +228,10 @@ class SymbolBook:
             self._commit(t, first, last, 0, now_ns, raw)
         elif status is SnapshotStatus.SYNCED or status is SnapshotStatus.WAITING:
             self.recv_of = {}
+        elif status is SnapshotStatus.INVALID:
+            # The venue's own check refused the book built from it: whatever it published is
+            # not exact.
+            self._log.warning("%s: %s; rebuilding", self.symbol, self.sync.reason)
+            self.recv_of = {}
+            self.invalidate(now_ns)
         return status

@@ -26,11 +26,20 @@ How the loop drives a venue (`Venue`, one instance per ingest shard):
      connection make-before-break (`overlap_diff` / `overlap_trade` then de-duplicate).
 3. A `BookSync` never touches a book: it classifies each diff (APPLY, BUFFERED, IGNORED,
    RESYNC) and each snapshot (`SnapshotStatus`), and says by `needs_recovery` that the loop
-   must act. `mdpipe.venues.local_book.LocalBook` applies its verdicts to an OrderBook.
+   must act. `mdpipe.venues.local_book.LocalBook` applies its verdicts to an OrderBook, then
+   lets the machine check the result if it has a `verify` (a checksum).
 4. Recovery: when `needs_recovery`, the loop calls `recovery(symbol)`: a URL to GET (REST
    snapshot; the body goes to `parse_snapshot`, a non-200 status to `rest_verdict`), or
    frames to send on the route carrying the symbol's depth (e.g. unsubscribe + subscribe).
 5. `quiet_streams` tells which never-delivering streams are a quiet market, not a fault.
+
+Adding a venue `<name>`: a package `mdpipe/venues/<name>/` with `spec.py` (MARKETS, the
+default market first; DEFAULTS per market for the `[[feeds]]` keys; `check_symbol(symbol)`
+and `check_feed(feed, shm_depth)` returning the problem, for config's one-line errors) and
+`make_venue(feed, symbols)` in its `__init__` returning the `Venue` below; a simulator
+module `mdpipe/sim/venues/<name>.py` with MARKETS and `build(cfg)`. Both are found by name.
+Counters a venue's events need (`snapshot_resets`, `rest_<status>`) are registered on
+first use; see `mdpipe.ingest.counters`.
 
 Ids in book records: `first_update_id`, `last_update_id`, `prev_update_id` are the venue's
 own ids as its package documents; `last_update_id` always grows with the book's state and
@@ -195,6 +204,7 @@ class SnapshotStatus(Enum):
     TOO_OLD = "too_old"  # older than the buffered stream: discard it, fetch another
     GAP = "gap"  # the buffered diffs have a hole: discard it, fetch another
     UNNEEDED = "unneeded"  # not waiting for a snapshot: discard it
+    INVALID = "invalid"  # loaded, but the book fails the venue's own check (a checksum)
 
 
 LOADS_SNAPSHOT = (SnapshotStatus.SYNCED, SnapshotStatus.WAITING, SnapshotStatus.EXACT)
@@ -251,6 +261,11 @@ class BookSync(Protocol):
 
     def reset(self) -> None:
         """Forget everything (the stream was interrupted)."""
+
+    # Optional: `verify(event, book) -> Action`, called by LocalBook after a diff was applied
+    # or a snapshot loaded (`book` is the mdpipe.book.OrderBook). APPLY when the book passes
+    # the venue's own check (e.g. OKX's checksum), RESYNC after the machine marked itself
+    # broken. Machines without it are not called.
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,13 +14,13 @@ from mdpipe.venues.base import (
     SnapshotStatus,
 )
 
-APPLY, RESYNC = Action.APPLY, Action.RESYNC
+APPLY = Action.APPLY
 
 
 class LocalBook:
     """Feed it every diff and every snapshot of one symbol; read `book` when `synced`."""
 
-    __slots__ = ("symbol", "sync", "book", "verify")
+    __slots__ = ("symbol", "sync", "book", "_verify")
 
     def __init__(
         self,
@@ -32,11 +32,7 @@ class LocalBook:
         self.symbol = symbol
         self.sync = sync
         self.book = OrderBook(window, min_depth)
-        # A sync machine may check the book after each change (e.g. OKX's checksum); when the
-        # check fails it has already dropped the book.
-        self.verify: Callable[[OrderBook, DepthDiff | DepthSnapshot], bool] | None = getattr(
-            sync, "verify", None
-        )
+        self._verify = getattr(sync, "verify", None)  # the venue's own check, if it has one
 
     @property
     def synced(self) -> bool:
@@ -52,8 +48,8 @@ class LocalBook:
         action = self.sync.on_diff(diff)
         if action is APPLY:
             self.book.apply(diff.bid_prices, diff.bid_qtys, diff.ask_prices, diff.ask_qtys)
-            if self.verify is not None and not self.verify(self.book, diff):
-                return RESYNC  # the book disagrees with the venue's check: the sync dropped it
+            if self._verify is not None:
+                return self._verify(diff, self.book)
         return action
 
     def on_snapshot(
@@ -69,16 +65,16 @@ class LocalBook:
         status, diffs = self.sync.on_snapshot(snapshot)
         if status in LOADS_SNAPSHOT:
             book = self.book
-            verify = self.verify
+            verify = self._verify
             book.apply_snapshot(
                 snapshot.bid_prices, snapshot.bid_qtys, snapshot.ask_prices, snapshot.ask_qtys
             )
-            if verify is not None and not verify(book, snapshot):
-                return SnapshotStatus.GAP
+            if verify is not None and verify(snapshot, book) is not APPLY:
+                return SnapshotStatus.INVALID
             for diff in diffs:
                 book.apply(diff.bid_prices, diff.bid_qtys, diff.ask_prices, diff.ask_qtys)
-                if verify is not None and not verify(book, diff):
-                    return SnapshotStatus.GAP
+                if verify is not None and verify(diff, book) is not APPLY:
+                    return SnapshotStatus.INVALID
                 if on_applied is not None:
                     on_applied(diff)
         return status

@@ -15,6 +15,7 @@ _COMMON = {
     "trade_stream": "publicTrade",
     "snapshot_limit": 50,
     "rollover_after": 0.0,  # Bybit cuts no connection on a schedule
+    "silence_timeout": 30.0,  # longer than the 20 s ping, whose pong proves the route alive
 }
 DEFAULTS: dict[str, dict[str, Any]] = {"linear": dict(_COMMON), "spot": dict(_COMMON)}
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,25}$")

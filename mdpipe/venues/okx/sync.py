@@ -299,20 +299,20 @@ class OkxBookSync:
 
     # ----- the checksum -------------------------------------------------------------------
 
-    def verify(self, book: OrderBook, ev: DepthDiff | DepthSnapshot) -> bool:
-        """After `ev` was applied to `book`: does the book give `ev`'s checksum? (True if it
-        carries none.) On a mismatch the book is dropped here, like a gap."""
+    def verify(self, ev: DepthDiff | DepthSnapshot, book: OrderBook) -> Action:
+        """After `ev` was applied to `book`: APPLY when the book gives `ev`'s checksum (or it
+        carries none), RESYNC on a mismatch: the book is dropped here, like a gap."""
         check: OkxCheck | None = ev.check
         if ev.__class__ is DepthSnapshot:
             if check is None:
                 self._text_ok = False
-                return True
+                return APPLY
             self._bid_text = _text_map(ev.bid_prices, ev.bid_qtys, check.bid_text)
             self._ask_text = _text_map(ev.ask_prices, ev.ask_qtys, check.ask_text)
             self._text_ok = True
         elif check is None:
             self._text_ok = False  # levels without their text: later checksums unverifiable
-            return True
+            return APPLY
         elif self._text_ok:
             _update_text(self._bid_text, ev.bid_prices, ev.bid_qtys, check.bid_text)
             _update_text(self._ask_text, ev.ask_prices, ev.ask_qtys, check.ask_text)
@@ -323,23 +323,23 @@ class OkxBookSync:
                 f"seqId={ev.first_id}: checksum cannot be verified (levels unknown)"
             )
         else:
-            return True  # the chain proved it
+            return APPLY  # the chain proved it
         self.checksums_checked += 1
         got = self._checksum(book)
         if got == check.checksum:
-            return True
+            return APPLY
         return self._failed(
             f"checksum mismatch at seqId={ev.first_id}: book {got} != {check.checksum}"
         )
 
-    def _failed(self, reason: str) -> bool:
+    def _failed(self, reason: str) -> Action:
         self.checksum_failures += 1
         if self._state == _SYNCED:
             self.gaps += 1
         self._drop(broken=True)
         self._buffer = []
         self.reason = reason
-        return False
+        return RESYNC
 
     def _checksum(self, book: OrderBook) -> int:
         bids_out, asks_out = self._scratch
