@@ -386,3 +386,36 @@ def test_legacy_checksums_verified_and_gaps_still_caught(legacy_rig: Rig) -> Non
     comparable, wrong = compare_with_bbo(records, SYMBOLS, legacy_rig.bbo.tops)
     assert not wrong, f"{len(wrong)} of {comparable} records disagree: {wrong[:5]}"
     assert comparable >= 30
+
+
+def test_a_refused_instrument_is_reported_and_the_others_sync(tmp_path: Path) -> None:
+    """An instId the venue does not serve gets 60018 for its own subscribe message only."""
+    instance = f"t{uuid.uuid4().hex[:10]}"
+    with SimProcess(["--venue", "okx", "--symbols", SYMBOLS[0], "--rate", "200"]) as sim:
+        cfg = write_config(
+            tmp_path / "ingest.toml",
+            instance,
+            ws_url=sim.ws_url,
+            rest_url=sim.rest_url,
+            market="swap",
+            symbols=[SYMBOLS[0], "SOL-USDT-SWAP"],
+            dead_letter_dir=tmp_path / "dead",
+            exchange="okx",
+            depth_stream="books",
+            trade_stream="trades",
+            snapshot_limit=400,
+        )
+        try:
+            with IngestProcess(cfg, instance) as ingest:
+                c = ingest.wait_for(
+                    "one book synced and the refusal counted",
+                    lambda c: c["g_books_synced"] == 1 and c["stream_faults"] >= 1,
+                    30,
+                )
+                assert c["g_books_total"] == 2
+                log = ingest.log()
+                assert "OKX 60018: the channel or instId does not exist" in log
+                assert "SOL-USDT-SWAP" in log
+                assert ingest.stop() == 0
+        finally:
+            remove_segments(instance)

@@ -188,3 +188,16 @@ def test_legacy_mode_checksums_hold_and_some_updates_lack_seq_id() -> None:
         finally:
             ws.close()
         assert seqless >= 1 and sync.checksum_failures == 0
+
+
+def test_more_than_three_new_connections_a_second_are_refused() -> None:
+    with SimProcess(["--venue", "okx", "--rate", "50"]) as s:
+        outcomes = []
+        for _ in range(10):
+            try:
+                websocket.create_connection(s.ws_url + "/ws/v5/public", timeout=10).close()
+                outcomes.append(101)
+            except websocket.WebSocketBadStatusException as exc:
+                outcomes.append(exc.status_code)
+        assert 429 in outcomes and outcomes[:3] == [101, 101, 101]
+        assert s.stats()["requests"]["handshakes_refused"] == outcomes.count(429)

@@ -111,8 +111,16 @@ class Connection(NamedTuple):
         return [a.inst_id for a in self.args if a.channel == BOOKS]
 
     def subscribe_messages(self, request_id: str = "s") -> list[bytes]:
-        """The subscribe messages for all its args, each at most 64 KB."""
-        return op_messages("subscribe", self.args, request_id)
+        """One subscribe message per instrument (all its channels): OKX refuses a whole
+        request for one bad argument, so a delisted instId must not take the others down.
+        Ids are `<request_id><n>`; each message is far below 64 KB."""
+        by_inst: dict[str, list[Arg]] = {}
+        for arg in self.args:
+            by_inst.setdefault(arg.inst_id, []).append(arg)
+        messages = []
+        for n, args in enumerate(by_inst.values(), 1):
+            messages += op_messages("subscribe", args, f"{request_id}{n}x")
+        return messages
 
 
 def op_messages(op: str, args: Iterable[Arg], request_id: str = "s") -> list[bytes]:
