@@ -31,7 +31,6 @@ BBO_TBT = "bbo-tbt"
 BOOKS5 = "books5"
 TRADES = "trades"
 TOP_CHANNELS = (BBO_TBT, BOOKS5)
-DEEP_BOOK_CHANNELS = frozenset({BOOKS, "books-l2-tbt", "books50-l2-tbt", "books-elp"})
 
 MAX_SUBSCRIBE_BYTES = 64 * 1024  # channels in one subscribe message
 MAX_DEEP_BOOKS_PER_CONNECTION = 29  # "fewer than 30" deep-book channels per connection
@@ -39,8 +38,7 @@ SUBSCRIBE_OPS_PER_HOUR = 480  # subscribe + unsubscribe + login, per connection
 NEW_CONNECTIONS_PER_SECOND = 3  # per IP
 REST_BOOKS_MAX_SZ = 400
 IDLE_CLOSE_S = 30.0  # the server closes a connection that received nothing for this long
-PING_AFTER_S = 20.0  # we send `ping` after this much silence (must be < IDLE_CLOSE_S)
-PONG_TIMEOUT_S = 5.0  # no `pong` (or any frame) this long after our ping: the link is dead
+PING_AFTER_S = 20.0  # the longest wait between our text pings (must be < IDLE_CLOSE_S)
 UPGRADE_NOTICE = "64008"  # {"event":"notice"} ~60 s before a service-upgrade cut
 
 # Error codes of the public WebSocket, with what they mean for us.

@@ -38,6 +38,7 @@ from mdpipe.venues.okx.parser import NO_SEQ_ID, OkxParser, parse_rest_books
 from mdpipe.venues.okx.protocol import (
     BOOKS,
     PING_AFTER_S,
+    SUBSCRIBE_OPS_PER_HOUR,
     Arg,
     books_url,
     exchange_name,
@@ -82,7 +83,8 @@ class OkxVenue:
         self._conns = plan_connections(market, self.symbols, top_channel=None, ws_base=ws_url)
         self._route = {inst: i for i, c in enumerate(self._conns) for inst in c.inst_ids}
         # What each route may still spend on resubscribes (its subscribe used the rest).
-        self._budgets = [SubscribeBudget(480 - len(c.subscribe_messages())) for c in self._conns]
+        ops = SUBSCRIBE_OPS_PER_HOUR
+        self._budgets = [SubscribeBudget(ops - len(c.subscribe_messages())) for c in self._conns]
         self._rest_urls = {s: books_url(s, snapshot_limit, rest_url) for s in self.symbols}
         self._request_ids = itertools.count(1)
         self.resubscribes = 0
@@ -174,10 +176,9 @@ class OkxVenue:
         key = (d.symbol, DEPTH)
         if not sync.synced:
             return d, False
-        assert isinstance(sync, OkxBookSync)
         seq, local = d.last_id, sync.last_update_id
         continues = d.prev_id == local and local >= 0
-        if seq != NO_SEQ_ID and sync.seen(seq) and not continues:
+        if seq != NO_SEQ_ID and sync.seen(seq) and not continues:  # type: ignore[attr-defined]
             if route.retiring is not None:
                 route.caught_up.add(key)
             return None, True

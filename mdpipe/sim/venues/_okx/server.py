@@ -43,7 +43,6 @@ from mdpipe.sim.hub import Client, Hub
 from mdpipe.sim.venues._okx.market import OkxMarket, stream
 from mdpipe.sim.venues._okx.tape import OkxTapeSource, load_okx_tape
 from mdpipe.sim.venues._okx.wire import (
-    BOOKS_PATH,
     BUSINESS_PATH,
     INSTRUMENTS_PATH,
     PUBLIC_PATH,
@@ -55,6 +54,12 @@ from mdpipe.sim.venues._okx.wire import (
     parse_request,
     rest_error,
     rest_instruments,
+)
+from mdpipe.venues.okx.protocol import (
+    BOOKS_PATH,
+    IDLE_CLOSE_S,
+    NEW_CONNECTIONS_PER_SECOND,
+    SUBSCRIBE_OPS_PER_HOUR,
 )
 
 log = logging.getLogger("mdpipe.sim")
@@ -87,9 +92,9 @@ class OkxSimConfig:
     legacy: bool = False  # checksums on, some updates without seqId (data before 2026)
     in_band_snapshot: bool = True  # False: books subscribe sends no snapshot (REST start)
     keepalive_s: float = 60.0
-    idle_close_s: float = 30.0
-    max_ops_per_hour: int = 480
-    connect_rate: int = 3
+    idle_close_s: float = IDLE_CLOSE_S
+    max_ops_per_hour: int = SUBSCRIBE_OPS_PER_HOUR
+    connect_rate: int = NEW_CONNECTIONS_PER_SECOND
     max_send_buffer: int = 64 * 1024 * 1024
     tick: float = 0.001
     oversized_bytes: int = 2 * 1024 * 1024

@@ -31,10 +31,10 @@ import orjson
 from mdpipe.sim.instruments import FUTURES, SPOT, SymbolSpec, symbol_spec
 from mdpipe.sim.orderbook import Book
 from mdpipe.venues.okx.checksum import CHECKSUM_LEVELS, book_checksum
+from mdpipe.venues.okx.protocol import MAX_SUBSCRIBE_BYTES, WS_PATH
 
-PUBLIC_PATH = "/ws/v5/public"
+PUBLIC_PATH = WS_PATH
 BUSINESS_PATH = "/ws/v5/business"
-BOOKS_PATH = "/api/v5/market/books"
 INSTRUMENTS_PATH = "/api/v5/public/instruments"
 CHANNELS = ("books", "bbo-tbt", "books5", "trades")
 VIP_CHANNELS = ("books-l2-tbt", "books50-l2-tbt", "books-elp")  # need login and a fee tier
@@ -280,7 +280,7 @@ class Request:
     error: tuple[str, str] | None = None  # (code, msg) to answer instead
 
 
-MAX_REQUEST_BYTES = 64 * 1024
+MAX_REQUEST_BYTES = MAX_SUBSCRIBE_BYTES
 
 
 def parse_request(text: str | bytes) -> Request:
