@@ -27,6 +27,7 @@ from test_ingest_support import (
 )
 
 from mdpipe import layout as L
+from mdpipe.segment import read_status
 from mdpipe.sim.process import SimProcess
 from mdpipe.venues.base import BookTicker
 from mdpipe.venues.errors import FeedError
@@ -418,4 +419,43 @@ def test_a_refused_instrument_is_reported_and_the_others_sync(tmp_path: Path) ->
                 assert "SOL-USDT-SWAP" in log
                 assert ingest.stop() == 0
         finally:
+            remove_segments(instance)
+
+
+def test_spot_books_sync_and_agree_with_bbo_tbt(tmp_path: Path) -> None:
+    spot = ["BTC-USDT", "ETH-USDT"]
+    instance = f"t{uuid.uuid4().hex[:10]}"
+    args = ["--venue", "okx", "--market", "spot", "--symbols", ",".join(spot)]
+    with SimProcess([*args, "--rate", "400", "--okx-books-ms", "20"]) as sim:
+        bbo = BboCollector(sim.ws_url, spot).start()
+        cfg = write_config(
+            tmp_path / "ingest.toml",
+            instance,
+            ws_url=sim.ws_url,
+            rest_url=sim.rest_url,
+            market="spot",
+            symbols=spot,
+            dead_letter_dir=tmp_path / "dead",
+            exchange="okx",
+            depth_stream="books",
+            trade_stream="trades",
+            snapshot_limit=400,
+        )
+        try:
+            with IngestProcess(cfg, instance) as ingest:
+                books = RecordLog(instance, ingest.books_ring, "book")
+                ingest.wait_for(
+                    "both spot books synced and 300 records",
+                    lambda c: c["g_books_synced"] == 2 and len(books.drain()) >= 300,
+                    30,
+                )
+                assert read_status(instance, ingest.books_ring).exchange == "okx-spot"
+                records = books.drain()
+                check_record_invariants(records, depth=20)
+                comparable, wrong = compare_with_bbo(records, spot, bbo.tops)
+                assert not wrong and comparable >= 10, (comparable, wrong[:3])
+                books.close()
+                assert ingest.stop() == 0
+        finally:
+            bbo.stop()
             remove_segments(instance)
