@@ -18,6 +18,12 @@ The Bybit table runs the same stages on the Bybit simulator's own frames (snapsh
 deltas): mdpipe's Bybit parser and sync rules against orjson plus the same books, with the
 u + 1 check.
 
+The two OKX tables run them on the OKX simulator's `books` frames for BTC-USDT-SWAP (the
+in-band snapshot, then updates of 40 engine steps each, ~47 levels): as OKX sends them
+today (checksum 0: the seqId/prevSeqId chain), and in the legacy form recorded before 2026
+(every checksum verified over the top 25 levels' raw text, one update in ten without
+seqId), where the baselines keep each level's text and verify the checksum too.
+
 Run: .venv/bin/python bench/ingest_throughput.py [--runs N]
 """
 
