@@ -1,4 +1,5 @@
-"""Bybit end to end: the Bybit simulator (linear) into one real ingest process, every fault.
+"""Bybit end to end: the Bybit simulator (linear, then spot) into one real ingest process,
+every fault.
 
 Ground truth is the simulator's own `orderbook.1` topic, collected by a separate client:
 whenever a book record's last update id (Bybit's `seq`) equals an `orderbook.1` message's
@@ -122,21 +123,22 @@ class Rig:
         return self.ingest.wait_for(what, done, 30.0)
 
 
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    tmp = tmp_path_factory.mktemp("ingest-bybit")
+@pytest.fixture(scope="module", params=["linear", "spot"])
+def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    market = request.param
+    tmp = tmp_path_factory.mktemp(f"ingest-bybit-{market}")
     instance = f"t{uuid.uuid4().hex[:10]}"
-    sim = SimProcess(["--venue", "bybit", "--market", "linear", "--symbols", ",".join(SYMBOLS),
+    sim = SimProcess(["--venue", "bybit", "--market", market, "--symbols", ",".join(SYMBOLS),
                       "--rate", "400", "--start-clients", "2"])  # fmt: skip
     sim.start()
-    truth = TopCollector(sim.ws_url).start()
+    truth = TopCollector(sim.ws_url, market).start()
     dead = tmp / "dead"
     cfg = write_config(
         tmp / "ingest.toml",
         instance,
         ws_url=sim.ws_url,
         rest_url=sim.rest_url,
-        market="linear",
+        market=market,
         symbols=SYMBOLS,
         dead_letter_dir=dead,
         book_capacity=1 << 17,
@@ -167,7 +169,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 def test_the_segment_names_the_venue_and_the_books_sync_from_the_stream(rig: Rig) -> None:
     from mdpipe.segment import read_status
 
-    assert read_status(rig.ingest.instance, rig.ingest.books_ring).exchange == "bybit-linear"
+    exchange = read_status(rig.ingest.instance, rig.ingest.books_ring).exchange
+    assert exchange == f"bybit-{rig.truth.market}"
     c = rig.counters()
     assert c["snapshots"] >= 2 and c["snapshot_errors"] == 0 and c["parse_errors"] == 0
     assert c["stream_faults"] == 0 and c["g_connections_expected"] == 1

@@ -73,7 +73,10 @@ def _reply(status: int, body: Any) -> Response:
 class _Topic:
     """One orderbook.{depth}.{symbol} topic: its update id and the view last pushed."""
 
-    __slots__ = ("name", "symbol", "depth", "u", "seq", "bids", "asks", "pushed_at", "skip")
+    __slots__ = (
+        "name", "symbol", "depth", "u", "seq", "bids", "asks", "pushed_at", "skip", "restart",
+        "resnap",
+    )  # fmt: skip
 
     def __init__(self, name: str, symbol: str, depth: int, u: int) -> None:
         self.name, self.symbol, self.depth = name, symbol, depth
@@ -83,6 +86,8 @@ class _Topic:
         self.asks: dict[str, str] = {}
         self.pushed_at = 0.0
         self.skip = 0  # gap fault: deltas still to drop
+        self.restart = False  # restart fault: the next push is a snapshot with u = 1
+        self.resnap = False  # snapshot fault: the next push is a snapshot
 
 
 class Encoder:
@@ -207,8 +212,6 @@ class BybitSimulator:
         self._malformed_next = 0
         self._silent_until = 0.0
         self._frozen: dict[str, float] = {}
-        self._restart: set[str] = set()  # symbols whose book topics restart at u=1
-        self._resnap: set[str] = set()  # symbols whose book topics push a snapshot next
         self.events = 0
         self.produced_trades = 0
         self._started_wall = time.time()
@@ -413,22 +416,21 @@ class BybitSimulator:
             if not self.hub.wants(topic.name):
                 continue
             self._push(topic, now, ms)
-        self._restart.clear()
-        self._resnap.clear()
 
     def _push(self, t: _Topic, now: float, ms: int) -> None:
         assert self.synthetic is not None
         bids, asks = self.synthetic.view(t.symbol, t.depth)
         nb, na = dict(bids), dict(asks)
         seq = self.synthetic.seq[t.symbol]
-        restart = t.symbol in self._restart
-        if t.depth == 1 or restart or t.symbol in self._resnap:
-            if nb == t.bids and na == t.asks and not restart and t.symbol not in self._resnap:
+        restart, resnap = t.restart, t.resnap
+        if t.depth == 1 or restart or resnap:
+            if nb == t.bids and na == t.asks and not restart and not resnap:
                 if now - t.pushed_at < REPEAT_TOP_S:
                     return
             else:
                 t.u = 1 if restart else t.u + 1
                 t.seq = seq
+            t.restart = t.resnap = False
             t.bids, t.asks, t.pushed_at = nb, na, now
             self.hub.publish(t.name, self.enc.book(t.name, "snapshot", ms, t.symbol, bids, asks,
                                                    t.u, t.seq, ms))  # fmt: skip
@@ -576,14 +578,20 @@ class BybitSimulator:
     def _fault_restart(self, fault: Fault) -> dict[str, Any]:
         self._need_synthetic("restart")
         symbols = self._symbols_of(fault)
-        self._restart.update(symbols)
+        for topic in self._book_topics(symbols):
+            topic.restart = True
         return {"symbols": symbols}
 
     def _fault_snapshot(self, fault: Fault) -> dict[str, Any]:
         self._need_synthetic("snapshot")
         symbols = self._symbols_of(fault)
-        self._resnap.update(symbols)
+        for topic in self._book_topics(symbols):
+            topic.resnap = True
         return {"symbols": symbols}
+
+    def _book_topics(self, symbols: list[str]) -> list[_Topic]:
+        """The deep book topics (not orderbook.1) of these symbols."""
+        return [t for t in self.topics.values() if t.symbol in symbols and t.depth > 1]
 
     def _need_synthetic(self, kind: str) -> None:
         if self.tape is not None:
