@@ -9,10 +9,13 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The C seqlock (mdpipe/shm/_seqlock.c) is built by the editable install: rebuild when it changes.
+$(STAMP): pyproject.toml setup.py mdpipe/shm/_seqlock.c readers/c/mdpipe_seqlock.h readers/c/mdpipe_layout.h
+	@PYTHON=$(PYTHON) scripts/ensure-system-deps.sh build
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	@$(BIN)/python -c 'from mdpipe.shm import seqlock; print("seqlock:", seqlock.IMPLEMENTATION)'
 	touch $(STAMP)
 
 system-deps:

@@ -45,7 +45,8 @@ from sortedcontainers import SortedDict, SortedList
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.counters import COUNTERS, Counters
 from mdpipe.ingest.symbolbook import SymbolBook
-from mdpipe.ring import RingWriter, unlink_instance
+from mdpipe.shm.segment import unlink_instance
+from mdpipe.shm.writer import RingWriter
 from mdpipe.sim.venues._okx.record import book_frames
 from mdpipe.sim.venues.bybit import synthetic_frames
 from mdpipe.venues.base import BookSync

@@ -24,9 +24,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mdpipe import layout as L
 from mdpipe.readers import attach
-from mdpipe.ring import RingWriter
+from mdpipe.shm import layout as L
+from mdpipe.shm.writer import RingWriter
 
 CTX = mp.get_context("spawn")
 DEPTH = 20

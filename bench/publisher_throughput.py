@@ -36,10 +36,10 @@ import numpy as np
 import orjson
 import redis
 
-from mdpipe import layout as L
 from mdpipe.readers import attach
-from mdpipe.ring import RingWriter, unlink_instance
-from mdpipe.segment import read_status
+from mdpipe.shm import layout as L
+from mdpipe.shm.segment import read_status, unlink_instance
+from mdpipe.shm.writer import RingWriter
 
 CTX = mp.get_context("spawn")
 REPO = Path(__file__).resolve().parent.parent

@@ -40,8 +40,11 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from demo import free_port, http_get, start_redis  # noqa: E402
 
-from mdpipe.ring import unlink_instance  # noqa: E402
-from mdpipe.segment import list_segments, read_status  # noqa: E402
+from mdpipe.shm.segment import (  # noqa: E402
+    list_segments,
+    read_status,
+    unlink_instance,  # noqa: E402
+)
 from mdpipe.supervisor import lock_path, read_lock  # noqa: E402
 
 PY = sys.executable

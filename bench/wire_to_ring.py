@@ -31,10 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mdpipe import layout as L
 from mdpipe import readers
-from mdpipe.ring import unlink_instance
-from mdpipe.segment import read_status
+from mdpipe.shm import layout as L
+from mdpipe.shm.segment import read_status, unlink_instance
 from mdpipe.sim.process import SimProcess
 
 TARGET_P99_US = 100.0

@@ -20,7 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from mdpipe.config import Config
 from mdpipe.logs import redact
 from mdpipe.metrics import registry_for
-from mdpipe.segment import LayoutError, read_status
+from mdpipe.shm.segment import LayoutError, read_status
 
 REDIS_CACHE_S = 1.0
 

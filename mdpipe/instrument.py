@@ -23,6 +23,6 @@ class Instrument(NamedTuple):
         if self.kind not in KINDS:
             raise ValueError(f"instrument kind must be one of {KINDS}, got {self.kind!r}")
         for part, value in (("base", self.base), ("quote", self.quote)):
-            if not value or not value.isascii() or not value.isalnum() or len(value) > 15:
-                raise ValueError(f"instrument {part} {value!r}: 1..15 ascii letters or digits")
+            if not value or not value.isascii() or not value.isalnum() or len(value) > 11:
+                raise ValueError(f"instrument {part} {value!r}: 1..11 ascii letters or digits")
         return self

@@ -18,12 +18,14 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
+from mdpipe.counters import ALL, metric_name
 from mdpipe.readers import attach
-from mdpipe.segment import SegmentStatus, iter_status
+from mdpipe.shm.segment import SegmentStatus, iter_status
 
 QUANTILES = (0.5, 0.99, 0.999)
 LATENCY_SAMPLE = 2048  # recent records per ring behind the latency quantiles of a scrape
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
+DECLARED = {cs.component: cs for cs in ALL}
 
 
 def ring_labels(ring: str) -> tuple[str, str]:
@@ -103,24 +105,23 @@ def _export_counters(
 
     rings maps sanitized ring names to ring names, to recognise per-ring counters.
     """
+    declared = DECLARED.get(component)
     for raw, value in counters.items():
-        gauge = raw.startswith("g_")
-        name = _BAD.sub("_", raw[2:] if gauge else raw)
         labels_here = labels
+        stored = raw
         for key, ring in (rings or {}).items():
-            base = name[: -len(key) - 1]
-            if name.endswith("_" + key) and base:
-                name = _PER_RING_NAMES.get(base, base)
+            if raw.endswith("_" + key) and len(raw) > len(key) + 3:
+                base = raw[: -len(key) - 1]
+                stored = (
+                    "g_" + _PER_RING_NAMES.get(base[2:], base[2:])
+                    if base.startswith("g_")
+                    else base
+                )
                 labels_here = labels | {"ring": ring}
                 break
-        scale = 1.0
-        if gauge and name.endswith("_total"):
-            name = name[: -len("_total")]  # g_books_total -> books: _total means a counter
-        if name.endswith("_ns"):
-            name, scale = name[:-3] + "_seconds", 1e-9
-        full = f"mdpipe_{component}_{name}"
-        kind = "gauge" if gauge else "counter"
-        fams.add(kind, full, f"{component} {kind} {raw}", labels_here, value * scale)
+        kind, full, scale = metric_name(component, stored)
+        doc = declared.describe(raw) if declared else f"{component} {kind} {raw}"
+        fams.add(kind, full, doc, labels_here, value * scale)
 
 
 def publisher_lag(pub: SegmentStatus, rings: list[SegmentStatus], now_ns: int) -> dict[str, int]:

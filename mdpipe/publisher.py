@@ -40,30 +40,16 @@ from mdpipe import config as config_mod
 from mdpipe import logs
 from mdpipe import publisher_payloads as P
 from mdpipe.affinity import pin_to_core
+from mdpipe.counters import PUBLISHER
 from mdpipe.publisher_redis import RedisSink, publish_prefix, set_prefix
 from mdpipe.readers import LayoutError, NoSuchRingError, Reader, attach
-from mdpipe.ring import RingWriter, WriterAliveError
-from mdpipe.segment import list_segments, read_status
+from mdpipe.shm.segment import list_segments, read_status
+from mdpipe.shm.status import StatusWriter
+from mdpipe.shm.writer import WriterAliveError
 
 log = logging.getLogger("mdpipe.publisher")
 
-COUNTERS = (
-    "books_published",
-    "trades_published",
-    "market_data_published",
-    "books_conflated",
-    "trades_lost",
-    "books_lost",
-    "dropped_books",
-    "dropped_trades",
-    "redis_errors",
-    "redis_reconnects",
-    "books_republished",  # newest books re-sent after an outage (already counted when read)
-    "g_redis_up",
-    "g_lag_records",  # records written to the rings and not yet read
-    "g_lag_ns",  # now - commit time of the newest record Redis has
-    "g_rings",
-)
+COUNTERS = PUBLISHER.names  # declared with their meanings in mdpipe/counters.py
 (
     BOOKS_PUBLISHED,
     TRADES_PUBLISHED,
@@ -135,10 +121,9 @@ class Publisher:
         self.refresh_every = min(10.0, self.ttl / 3)
         previous = previous_counters(cfg.instance)
         self.resume = {k[len(CURSOR) :]: v for k, v in previous.items() if k.startswith(CURSOR)}
-        self.status = RingWriter.create(
+        self.status = StatusWriter.create(
             cfg.instance,
             "publisher",
-            "status",
             counters=COUNTERS,
             mode=config_mod.segment_mode(cfg),
             group=cfg.shm.group,  # the group that reads the rings reads our counters too

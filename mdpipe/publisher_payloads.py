@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from mdpipe import layout as L
 from mdpipe.publisher_rolling import Rolling24h, Window
+from mdpipe.shm import layout as L
 
 _dumps = orjson.dumps
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY

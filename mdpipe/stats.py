@@ -21,7 +21,7 @@ from mdpipe.metrics import (
     supervisor_children,
 )
 from mdpipe.readers import list_instances
-from mdpipe.segment import SegmentStatus, iter_status
+from mdpipe.shm.segment import SegmentStatus, iter_status
 from mdpipe.supervisor import default_instance, read_lock, running_instances
 
 LATENCY_SAMPLE = 10_000

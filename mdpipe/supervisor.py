@@ -31,8 +31,9 @@ import click
 from mdpipe import config as C
 from mdpipe.logs import redact
 from mdpipe.logs import setup as setup_logging
-from mdpipe.ring import RingWriter, WriterAliveError, unlink_instance
-from mdpipe.segment import list_segments, process_start_ticks, read_status
+from mdpipe.shm.segment import list_segments, process_start_ticks, read_status, unlink_instance
+from mdpipe.shm.status import StatusWriter
+from mdpipe.shm.writer import WriterAliveError
 
 log = logging.getLogger("mdpipe.supervisor")
 
@@ -254,7 +255,7 @@ class Supervisor:
         self.children = [Child(s) for s in child_specs(cfg, config_path, overrides)]
         self.config_path = config_path
         self.lock = InstanceLock(self.instance)
-        self.status: RingWriter | None = None
+        self.status: StatusWriter | None = None
         self.http = None
         self._stopping = False
         self._signal: str | None = None
@@ -369,13 +370,11 @@ class Supervisor:
         for k in range(len(self.children)):
             counters += [f"restarts.{k}", f"g_up.{k}", f"g_pid.{k}", f"g_since_ns.{k}"]
         try:
-            self.status = RingWriter.create(
+            self.status = StatusWriter.create(
                 self.instance,
                 STATUS_RING,
-                "status",
-                symbols=[c.spec.name for c in self.children],
+                entries=[c.spec.name for c in self.children],
                 counters=counters,
-                exchange="mdpipe",
                 mode=C.segment_mode(self.cfg),
                 group=self.cfg.shm.group,
             )

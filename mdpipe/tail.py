@@ -14,9 +14,9 @@ import time
 import click
 import numpy as np
 
-from mdpipe import layout as L
 from mdpipe.readers import Reader, attach
-from mdpipe.segment import iter_status
+from mdpipe.shm import layout as L
+from mdpipe.shm.segment import iter_status
 from mdpipe.supervisor import default_instance
 
 FPS = 10

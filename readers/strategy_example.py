@@ -13,8 +13,8 @@ import argparse
 import json
 import time
 
-from mdpipe import layout
 from mdpipe.readers import attach
+from mdpipe.shm import layout
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mdpipe.segment import list_segments, process_start_ticks  # noqa: E402
+from mdpipe.shm.segment import list_segments, process_start_ticks  # noqa: E402
 from mdpipe.supervisor import lock_path, read_lock  # noqa: E402
 
 PY = sys.executable

@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
-# Installs the system pieces the tests and the demo use, with apt-get, when they are missing:
-# redis-server (required: tests start their own on a free port) and promtool (optional:
-# /metrics is also checked with Prometheus's own linter when it is there).
+# Installs the system pieces mdpipe builds and tests with, with apt-get, when they are missing.
+#   build: a C compiler and the Python headers, for the seqlock extension (mdpipe.shm._seqlock)
+#   (default) the above, plus redis-server (required: tests start their own on a free port)
+#   and promtool (optional: /metrics is also checked with Prometheus's own linter).
 set -euo pipefail
+python=${PYTHON:-python3}
 need=()
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v promtool >/dev/null 2>&1 || [ "${MDPIPE_SKIP_PROMTOOL:-}" = 1 ] || need+=(prometheus)
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+if ! "$python" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then
+  need+=(python3-dev)
+fi
+if [ "${1:-}" != build ]; then
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  command -v promtool >/dev/null 2>&1 || [ "${MDPIPE_SKIP_PROMTOOL:-}" = 1 ] || need+=(prometheus)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-  if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "${1:-}" != build ] && ! command -v redis-server >/dev/null 2>&1; then
     echo "redis-server is missing: install it (e.g. apt-get install redis-server)" >&2
     exit 1
   fi
-  exit 0  # promtool is optional
+  echo "missing ${need[*]}: install them for the C seqlock (else the pure-Python one is used)" >&2
+  exit 0
 fi
 echo "installing with apt-get: ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-if ! apt-get install -y -qq --no-install-recommends redis-server >/dev/null; then
-  echo "apt-get could not install redis-server" >&2
+required=()
+for pkg in "${need[@]}"; do [ "$pkg" = prometheus ] || required+=("$pkg"); done
+if [ ${#required[@]} -gt 0 ] && ! apt-get install -y -qq --no-install-recommends "${required[@]}" >/dev/null; then
+  echo "apt-get could not install ${required[*]}" >&2
   exit 1
 fi
 if [[ " ${need[*]} " == *" prometheus "* ]]; then

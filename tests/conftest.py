@@ -14,7 +14,7 @@ from pathlib import Path
 import posix_ipc
 import pytest
 
-from mdpipe.segment import list_segments, shm_name
+from mdpipe.shm.segment import list_segments, shm_name
 from mdpipe.venues.tapes import FUTURES_TAPE, tape_path
 
 REPO = Path(__file__).resolve().parent.parent

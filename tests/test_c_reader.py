@@ -11,9 +11,9 @@ from pathlib import Path
 import posix_ipc
 import pytest
 
-from mdpipe import layout as L
-from mdpipe.ring import RingWriter
-from mdpipe.segment import shm_name
+from mdpipe.shm import layout as L
+from mdpipe.shm.segment import shm_name
+from mdpipe.shm.writer import RingWriter
 
 SRC = Path(__file__).resolve().parent.parent / "readers" / "c"
 
@@ -89,4 +89,7 @@ def test_c_reader_refuses_other_layout_version(instance: str, tail_binary: Path)
             [str(tail_binary), instance, "books", "1"], capture_output=True, text=True, timeout=30
         )
         assert proc.returncode == 2
-        assert f"layout version {L.LAYOUT_VERSION + 1}, this reader reads version 1" in proc.stderr
+        assert (
+            f"layout version {L.LAYOUT_VERSION + 1}, this reader reads version {L.LAYOUT_VERSION}"
+            in proc.stderr
+        )

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from mdpipe import layout as L
-from mdpipe.ring import RingWriter
-from mdpipe.segment import process_start_ticks
+from mdpipe.shm import layout as L
+from mdpipe.shm.segment import process_start_ticks
+from mdpipe.shm.writer import RingWriter
 from mdpipe.supervisor import AlreadyRunningError, InstanceLock, read_lock, running_instances
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mdpipe import config as C
-from mdpipe.segment import list_segments
+from mdpipe.shm.segment import list_segments
 from mdpipe.supervisor import lock_path
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from conftest import RedisServer
 from prometheus_client.parser import text_string_to_metric_families
 from test_supervisor import PY, REPO, Running, gone, mdpipe, poll
 
-from mdpipe.segment import list_segments
+from mdpipe.shm.segment import list_segments
 from mdpipe.supervisor import lock_path
 
 STRATEGY = REPO / "readers" / "strategy_example.py"

@@ -30,7 +30,7 @@ from test_ingest_support import (
     write_config,
 )
 
-from mdpipe import layout as L
+from mdpipe.shm import layout as L
 from mdpipe.sim.process import SimProcess
 from mdpipe.venues.base import BookTicker, Trades
 from mdpipe.venues.bybit.wire import BybitParser
@@ -167,7 +167,7 @@ def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_the_segment_names_the_venue_and_the_books_sync_from_the_stream(rig: Rig) -> None:
-    from mdpipe.segment import read_status
+    from mdpipe.shm.segment import read_status
 
     exchange = read_status(rig.ingest.instance, rig.ingest.books_ring).exchange
     assert exchange == f"bybit-{rig.truth.market}"

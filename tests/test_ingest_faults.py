@@ -31,7 +31,7 @@ from test_ingest_support import (
     write_config,
 )
 
-from mdpipe import layout as L
+from mdpipe.shm import layout as L
 from mdpipe.sim.process import SimProcess
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "XRPUSDT"]

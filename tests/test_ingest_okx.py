@@ -26,8 +26,8 @@ from test_ingest_support import (
     write_config,
 )
 
-from mdpipe import layout as L
-from mdpipe.segment import read_status
+from mdpipe.shm import layout as L
+from mdpipe.shm.segment import read_status
 from mdpipe.sim.process import SimProcess
 from mdpipe.venues.base import BookTicker
 from mdpipe.venues.errors import FeedError

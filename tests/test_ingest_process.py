@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_ingest_support import CORE, IngestProcess, RecordLog, write_config
 
-from mdpipe.segment import read_status
+from mdpipe.shm.segment import read_status
 from mdpipe.sim.process import SimProcess
 
 

@@ -24,9 +24,9 @@ import orjson
 import posix_ipc
 import websocket
 
-from mdpipe import layout as L
 from mdpipe import readers
-from mdpipe.segment import LayoutError, read_status
+from mdpipe.shm import layout as L
+from mdpipe.shm.segment import LayoutError, read_status
 from mdpipe.venues.binance.wire import BinanceParser, BookTicker, FeedError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ from test_ingest_support import (
     write_config,
 )
 
-from mdpipe import layout as L
+from mdpipe.shm import layout as L
 from mdpipe.sim.process import SimProcess
 
 FUTURES_TAPE = "usdm_btcusdt_20240808.gz"

@@ -15,7 +15,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from mdpipe import layout as L
 from mdpipe import readers
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.connection import Connected, Connection
@@ -24,7 +23,8 @@ from mdpipe.ingest.deadletter import DeadLetter
 from mdpipe.ingest.inbox import Inbox
 from mdpipe.ingest.rest import HttpGetter, SnapshotFetcher, SnapshotReply, SnapshotRequest
 from mdpipe.ingest.symbolbook import SymbolBook
-from mdpipe.ring import RingWriter
+from mdpipe.shm import layout as L
+from mdpipe.shm.writer import RingWriter
 from mdpipe.venues.binance.sync import Action, SnapshotStatus, book_sync
 from mdpipe.venues.binance.wire import DepthDiff, DepthSnapshot
 

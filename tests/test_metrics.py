@@ -17,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from mdpipe import config as C
 from mdpipe.httpserver import HttpServer
 from mdpipe.logs import redact
-from mdpipe.ring import RingWriter
-from mdpipe.segment import read_status
+from mdpipe.shm.segment import read_status
+from mdpipe.shm.status import StatusWriter
+from mdpipe.shm.writer import RingWriter
 
 INGEST_COUNTERS = [
     "frames",
@@ -66,7 +67,7 @@ class Pipeline:
             instance, "books.f.0", "book", symbols=syms, capacity=256, counters=INGEST_COUNTERS
         )
         self.trades = RingWriter.create(instance, "trades.f.0", "trade", symbols=syms, capacity=256)
-        self.pub = RingWriter.create(instance, "publisher", "status", counters=PUBLISHER_COUNTERS)
+        self.pub = StatusWriter.create(instance, "publisher", counters=PUBLISHER_COUNTERS)
         for name, value in [
             ("g_connections", 2),
             ("g_connections_expected", 2),
@@ -214,11 +215,11 @@ def test_publisher_lag_is_derived_from_the_rings(instance: str) -> None:
     from prometheus_client.exposition import generate_latest
 
     from mdpipe.metrics import publisher_lag, registry_for
-    from mdpipe.segment import read_status
+    from mdpipe.shm.segment import read_status
 
     with (
         RingWriter.create(instance, "books.x.0", "book", symbols=["S"], capacity=64) as w,
-        RingWriter.create(instance, "publisher", "status") as p,
+        StatusWriter.create(instance, "publisher") as p,
     ):
         for k in range(100):
             w.commit_book(0, 1, 0, 0, k, k, 0, 0, 0)

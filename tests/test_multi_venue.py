@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_supervisor import PY, REPO, free_port, mdpipe, poll
 
 from mdpipe import readers
-from mdpipe.segment import read_status
+from mdpipe.shm.segment import read_status
 from mdpipe.sim.process import SimProcess
 
 CORE = max(os.sched_getaffinity(0))

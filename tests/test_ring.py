@@ -16,10 +16,11 @@ import numpy as np
 import posix_ipc
 import pytest
 
-from mdpipe import layout as L
 from mdpipe.readers import LayoutError, NoSuchRingError, attach
-from mdpipe.ring import RingWriter, WriterAliveError
-from mdpipe.segment import shm_name, shm_path
+from mdpipe.shm import layout as L
+from mdpipe.shm.segment import shm_name, shm_path
+from mdpipe.shm.status import StatusWriter
+from mdpipe.shm.writer import RingWriter, WriterAliveError
 
 CTX = mp.get_context("spawn")
 
@@ -211,17 +212,17 @@ def test_reader_maps_read_only(instance: str) -> None:
     with RingWriter.create(instance, "books", "book", symbols=["S"], capacity=8) as w:
         w.commit_book(0, 1, 0, 0, 1, 1, 0, 0, 0)
         r = attach(instance, "books")
-        seg = r._segs[0]
+        ring = r._parts[0].ring
         with pytest.raises(TypeError):
-            seg.mm[0:8] = b"\0" * 8
-        assert not seg.slots.flags.writeable
+            ring.mm[0:8] = b"\0" * 8
+        assert not ring.slots.flags.writeable
         r.close()
         # Even native code cannot write through a reader's mapping: the page is PROT_READ.
         code = textwrap.dedent(f"""
             import ctypes, numpy as np
             from mdpipe.readers import attach
             r = attach({instance!r}, "books")
-            addr = np.frombuffer(r._segs[0].mm, np.uint8).ctypes.data
+            addr = np.frombuffer(r._parts[0].ring.mm, np.uint8).ctypes.data
             ctypes.memset(addr + 4096, 0, 8)
             print("wrote")
         """)
@@ -243,7 +244,7 @@ def test_reader_refuses_other_layout_version_and_kind(instance: str) -> None:
         with pytest.raises(LayoutError, match="holds book records, not trade"):
             attach(instance, "books", kind="trade")
         _poke_u32(instance, "books", L.H_VERSION, L.LAYOUT_VERSION + 1)
-        with pytest.raises(LayoutError, match=f"layout version {L.LAYOUT_VERSION + 1}"):
+        with pytest.raises(LayoutError, match=f"layout_version is {L.LAYOUT_VERSION + 1}"):
             attach(instance, "books")
         _poke_u32(instance, "books", L.H_VERSION, L.LAYOUT_VERSION)
         attach(instance, "books").close()
@@ -275,7 +276,7 @@ def test_segment_mode_and_unreadable_segment(instance: str) -> None:
             from mdpipe.readers import attach
             os.setgid(65534); os.setuid(65534)
             try:
-                attach({instance!r}, "books")
+                attach({instance!r}, "books", owner=0)
             except PermissionError as exc:
                 print("refused:", exc)
         """)
@@ -285,7 +286,7 @@ def test_segment_mode_and_unreadable_segment(instance: str) -> None:
 
 _RESTART_WRITER = """
 import sys, time
-from mdpipe.ring import RingWriter
+from mdpipe.shm.writer import RingWriter
 instance, capacity, start, marker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 w = RingWriter.create(instance, "books", "book", symbols=["S"], capacity=capacity)
 print(w.generation, flush=True)
@@ -374,9 +375,9 @@ def test_attach_merges_shards(instance: str) -> None:
 
 
 def test_counters_and_status_segment(instance: str) -> None:
-    from mdpipe.segment import read_status
+    from mdpipe.shm.segment import read_status
 
-    with RingWriter.create(instance, "publisher", "status", counters=["books_published"]) as w:
+    with StatusWriter.create(instance, "publisher", counters=["books_published"]) as w:
         w.add("books_published", 5)
         w.set("g_redis_up", 1)
         st = read_status(instance, "publisher")
@@ -384,6 +385,9 @@ def test_counters_and_status_segment(instance: str) -> None:
         assert st.counters == {"books_published": 5, "g_redis_up": 1}
         with pytest.raises(LayoutError):
             attach(instance, "publisher", kind="book")
+        # Not a ring: attach says what it is instead of returning an empty reader.
+        with pytest.raises(LayoutError, match="status segment"):
+            attach(instance, "publisher")
 
 
 def test_group_readable_segment(instance: str) -> None:
@@ -403,7 +407,7 @@ def test_group_readable_segment(instance: str) -> None:
             import os
             from mdpipe.readers import attach
             os.setgroups([]); os.setgid(65534); os.setuid(65534)
-            r = attach({instance!r}, "books")
+            r = attach({instance!r}, "books", owner=0)
             print("latest", r.latest("S")["last_update_id"])
         """)
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -12,7 +12,7 @@ import websocket
 from conftest import remove_segments
 from test_ingest_support import IngestProcess, RecordLog, write_config
 
-from mdpipe import layout as L
+from mdpipe.shm import layout as L
 from mdpipe.sim.process import SimProcess
 from mdpipe.sim.venues.bybit import synthetic_frames
 from mdpipe.venues.base import BookTicker, DepthDiff, DepthSnapshot, Trades

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from mdpipe.segment import list_segments, process_start_ticks, read_status
+from mdpipe.shm.segment import list_segments, process_start_ticks, read_status
 from mdpipe.supervisor import lock_path
 
 REPO = Path(__file__).resolve().parent.parent

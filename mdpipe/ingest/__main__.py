@@ -11,7 +11,7 @@ import threading
 from mdpipe import config, logs
 from mdpipe.affinity import pin_to_core
 from mdpipe.ingest.shard import run_shard
-from mdpipe.ring import WriterAliveError
+from mdpipe.shm.writer import WriterAliveError
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -6,37 +6,11 @@ import contextlib
 
 import numpy as np
 
-from mdpipe.ring import RingWriter
+from mdpipe.counters import INGEST
+from mdpipe.shm.writer import RingWriter
 
-# Monotonic counters; names starting with g_ are gauges (current values).
-COUNTERS = (
-    "frames",
-    "depth_diffs",
-    "trades",
-    "book_records",
-    "parse_errors",
-    "dead_lettered",
-    "gaps",
-    "resyncs",
-    "snapshots",
-    "snapshot_errors",
-    "reconnects",
-    "silences",
-    "stream_faults",
-    "crossed_books",
-    "rest_451",
-    "rest_429",
-    "rest_418",
-    "rest_5xx",
-    "rollovers",
-    "rollover_timeouts",
-    "duplicates",
-    "g_connections",
-    "g_connections_expected",
-    "g_books_synced",
-    "g_books_total",
-    "g_core",
-)
+# Declared with their meanings in mdpipe/counters.py (stats, /metrics and the README use them).
+COUNTERS = INGEST.names
 
 
 class Counters:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from mdpipe import layout as L
 from mdpipe.book import DEFAULT_WINDOW
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.counters import Counters
-from mdpipe.ring import RingWriter
+from mdpipe.shm import layout as L
+from mdpipe.shm.writer import RingWriter
 from mdpipe.venues.base import Action, BookSync, DepthDiff, DepthSnapshot, SnapshotStatus
 from mdpipe.venues.local_book import LocalBook
 

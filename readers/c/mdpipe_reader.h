@@ -1,5 +1,5 @@
 /*
- * mdpipe_reader.h - header-only C reader of mdpipe shared-memory rings (layout version 1).
+ * mdpipe_reader.h - header-only C reader of mdpipe shared-memory rings (layout version 2).
  *
  * The layout is documented field by field in docs/layout.md. This reader maps a ring
  * read-only, follows the seqlock protocol with acquire loads, and reports exactly how many
@@ -23,7 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MDP_LAYOUT_VERSION 1u
+#define MDP_LAYOUT_VERSION 2u
 #define MDP_MAGIC 0x010045504950444DULL /* "MDPIPE\0\1" little-endian */
 #define MDP_KIND_BOOK 1u
 #define MDP_KIND_TRADE 2u
@@ -49,7 +49,7 @@
 #define MDP_H_SLOTS_OFFSET 64
 #define MDP_H_GENERATION 104
 #define MDP_H_WRITE_CURSOR 128
-#define MDP_SYMBOL_ENTRY 32
+#define MDP_SYMBOL_ENTRY 64
 
 /* Book record header; levels follow: bids[depth][2] then asks[depth][2] as doubles. */
 typedef struct {
@@ -177,7 +177,7 @@ static inline int mdp_symbol_id(const mdp_reader *r, const char *symbol) {
     uint64_t off = mdp_u64(r->base, MDP_H_SYMBOLS_OFFSET);
     for (uint32_t i = 0; i < n; i++)
         if (strncmp((const char *)r->base + off + i * MDP_SYMBOL_ENTRY, symbol,
-                    MDP_SYMBOL_ENTRY) == 0)
+                    32) == 0) /* the name field of a symbol entry */
             return (int)i;
     return -1;
 }

@@ -29,7 +29,7 @@ from test_ingest_support import (
 )
 from test_supervisor import PY, REPO, ReaderProcess, Running
 
-from mdpipe.segment import LayoutError, read_status
+from mdpipe.shm.segment import LayoutError, read_status
 from mdpipe.sim.process import SimProcess
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]  # config/demo.toml

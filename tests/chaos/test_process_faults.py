@@ -15,7 +15,7 @@ import time
 from test_ingest_support import RecordLog
 from test_supervisor import gone
 
-from mdpipe.segment import list_segments, read_status
+from mdpipe.shm.segment import list_segments, read_status
 
 from .conftest import Report
 from .live import BOOKS, SYMBOLS, TRADES, Live, RedisTap, SeqReader, cursor, wait
