@@ -195,6 +195,16 @@ def test_parse_top_trades_and_events():
         True,
         0.02,
     )
+    two = orjson.loads(
+        b'{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT",'
+        b'"tradeId":"7","px":"1","sz":"1","side":"buy","ts":"1","count":"1"}]}'
+    )
+    two["data"].append({**two["data"][0], "tradeId": "9", "count": "2", "side": "sell"})
+    both = PARSER.parse(orjson.dumps(two))
+    assert [(x.first_trade_id, x.last_trade_id, x.buyer_is_maker) for x in both.trades] == [
+        (7, 7, False),
+        (8, 9, True),
+    ]
     ack = PARSER.parse(
         b'{"id":"s1","event":"subscribe","arg":{"channel":"books","instId":"BTC-USDT-SWAP"},'
         b'"connId":"9f2c1a0b"}'
@@ -226,7 +236,7 @@ def test_parse_top_trades_and_events():
             "missing_field",
         ),
         (b'{"arg":{"channel":"tickers","instId":"X"},"data":[{}]}', "unknown_stream"),
-        (b'{"arg":{"channel":"trades","instId":"X"},"data":[{},{}]}', "bad_type"),
+        (b'{"arg":{"channel":"trades","instId":"X"},"data":[{},{}]}', "missing_field"),
         (b'{"event":"login"}', "unknown_event"),
         (b"[1,2]", "bad_type"),
     ],

@@ -2,8 +2,7 @@
 books sync machine with the checksum (`sync`, `checksum`), the ingest's view (`venue`),
 the subscribe-op budget (`budget`) and config (`spec`).
 
-Readings chosen where the docs are ambiguous: a trades push holding several trades is
-refused whole (OKX documents one per taker order and price); a book message without seqId
+Readings chosen where the docs are ambiguous: a book message without seqId
 is proven by its checksum alone, and after it the chain is unknown until a message proves
 itself by its checksum; a REST snapshot with nothing buffered after it waits for the update
 spanning its seqId before the book counts as exact; an in-band snapshot of a state the book

@@ -6,8 +6,8 @@
 - `books` snapshot -> DepthSnapshot with its symbol (in-band), same ids and check.
 - `bbo-tbt` / `books5` -> BookTicker (update_id = seqId): the venue's own top of book.
 - `trades` -> Trade: trade_id = tradeId (the last fill), first_trade_id = tradeId - count + 1,
-  buyer_is_maker = the taker sold. OKX pushes one trade (one taker order at one price) per
-  message; a push holding several is refused whole (dead-lettered, never half used).
+  buyer_is_maker = the taker sold. A push holding several items (one per taker order and
+  price) is a Trades event, in order.
 - text `pong` -> Alive; subscribe/unsubscribe acks -> Ack; `{"event":"error"}` -> Ack with
   ok False and the code explained; notice 64008 -> ServerShutdown (reconnect before the cut).
 
@@ -33,6 +33,7 @@ from mdpipe.venues.base import (
     Event,
     ServerShutdown,
     Trade,
+    Trades,
 )
 from mdpipe.venues.errors import (
     BAD_NUMBER,
@@ -254,6 +255,39 @@ def plain_text(plain: PlainBooks) -> tuple[list[str], list[str]]:
     return bids, asks
 
 
+def _trade(d: Any, inst_id: str) -> Trade:
+    """One trades item: one taker order at one price (tradeId is its last fill)."""
+    if type(d) is not dict:
+        raise FeedError(BAD_TYPE, "trades item is not an object")
+    try:
+        trade_id, px, sz, side, ts = d["tradeId"], d["px"], d["sz"], d["side"], d["ts"]
+    except KeyError as exc:
+        raise FeedError(MISSING_FIELD, f"trades item lacks {exc.args[0]!r}") from None
+    if side not in _SIDES:
+        raise FeedError(BAD_TYPE, f"trade side={side!r} must be 'buy' or 'sell'")
+    count = d.get("count", "1")
+    if type(count) is not str or not count.isdigit() or count == "0":
+        raise FeedError(BAD_TYPE, f"trade count={count!r} must be a positive integer")
+    last = _ms(trade_id, "tradeId")
+    first = last - int(count) + 1
+    if first < 1:
+        raise FeedError(BAD_NUMBER, f"trade count={count} exceeds tradeId={last}")
+    time_ms = _ms(ts, "ts")
+    return Trade(
+        inst_id,
+        time_ms,
+        time_ms,
+        last,
+        _number(px, "px"),
+        _number(sz, "sz"),
+        side == "sell",  # the taker sold: the buyer was the maker
+        first,
+        last,
+        True,
+        "",
+    )
+
+
 class OkxParser:
     """Turns raw frames of the public WebSocket into common events, or raises FeedError."""
 
@@ -360,35 +394,13 @@ class OkxParser:
             0,
         )
 
-    def _trades(self, msg: dict, inst_id: str) -> Trade:
-        d = _only_item(msg["data"], TRADES)
-        try:
-            trade_id, px, sz, side, ts = d["tradeId"], d["px"], d["sz"], d["side"], d["ts"]
-        except KeyError as exc:
-            raise FeedError(MISSING_FIELD, f"trades item lacks {exc.args[0]!r}") from None
-        if side not in _SIDES:
-            raise FeedError(BAD_TYPE, f"trade side={side!r} must be 'buy' or 'sell'")
-        count = d.get("count", "1")
-        if type(count) is not str or not count.isdigit() or count == "0":
-            raise FeedError(BAD_TYPE, f"trade count={count!r} must be a positive integer")
-        last = _ms(trade_id, "tradeId")
-        first = last - int(count) + 1
-        if first < 1:
-            raise FeedError(BAD_NUMBER, f"trade count={count} exceeds tradeId={last}")
-        time_ms = _ms(ts, "ts")
-        return Trade(
-            inst_id,
-            time_ms,
-            time_ms,
-            last,
-            _number(px, "px"),
-            _number(sz, "sz"),
-            side == "sell",  # the taker sold: the buyer was the maker
-            first,
-            last,
-            True,
-            "",
-        )
+    def _trades(self, msg: dict, inst_id: str) -> Trade | Trades:
+        data = msg["data"]
+        if type(data) is not list or not data:
+            raise FeedError(BAD_TYPE, "trades data must be a non-empty list")
+        if len(data) == 1:
+            return _trade(data[0], inst_id)
+        return Trades([_trade(d, inst_id) for d in data])
 
     def _event(self, event: Any, msg: dict) -> Event:
         rid = str(msg.get("id", ""))
