@@ -629,3 +629,18 @@ def test_fast_path_keeps_the_level_text_for_checksums():
         fast, general = PARSER.parse(raw), PARSER.parse(raw.decode())
         assert fast.check is not None and fast.check == general.check
     assert PARSER.parse(hand[1]).check.ask_text == ["64000.20:1.50"]
+
+
+def test_checksum_reads_25_levels_even_from_a_narrow_window():
+    """The book keeps a window of its best levels; the checksum's 25 must always be there."""
+    bids = [(f"{1000 - i}", "1") for i in range(60)]
+    asks = [(f"{1001 + i}", "1") for i in range(60)]
+    lb = LocalBook(OkxBookSync(), INST, window=20, min_depth=20)
+    assert lb.on_snapshot(msg("snapshot", bids, asks, 1, -1, level_checksum(bids, asks))) is (
+        SnapshotStatus.EXACT
+    )
+    for k in range(30):  # eat the bids from the top: the window must refill to 25
+        gone, bids = bids[0], bids[1:]
+        m = checked("update", [(gone[0], "0")], [], bids, asks, 2 + k, 1 + k)
+        assert lb.on_diff(m) is APPLY, lb.sync.reason
+    assert lb.synced and lb.sync.checksum_failures == 0

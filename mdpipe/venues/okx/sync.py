@@ -30,8 +30,6 @@ from __future__ import annotations
 
 from collections import deque
 
-import numpy as np
-
 from mdpipe.book import OrderBook
 from mdpipe.venues.base import Action, DepthDiff, DepthSnapshot, SnapshotResult, SnapshotStatus
 from mdpipe.venues.okx.checksum import CHECKSUM_LEVELS, book_checksum
@@ -41,6 +39,8 @@ DEFAULT_MAX_BUFFER = 4096
 RECENT_SEQ_IDS = 1024  # applied seqIds remembered, to recognise a rollover's duplicates
 # In-band start: updates buffered without a snapshot before the loop is asked to resubscribe.
 SNAPSHOT_PATIENCE = 50
+# Level texts kept (both sides) before those of levels no longer in the book are dropped.
+TEXT_PRUNE_AT = 8192
 
 START_SNAPSHOT = "snapshot"  # the in-band snapshot the server sends on subscribe
 START_REST = "rest"  # GET /api/v5/market/books plus the buffered updates
@@ -65,7 +65,6 @@ class OkxBookSync:
         "_bid_text",
         "_ask_text",
         "_text_ok",
-        "_scratch",
         "reason",
         "resyncs",
         "gaps",
@@ -95,7 +94,6 @@ class OkxBookSync:
         self._bid_text: dict[float, str] = {}
         self._ask_text: dict[float, str] = {}
         self._text_ok = False  # the text maps hold every level (checksums can be verified)
-        self._scratch = (np.zeros((CHECKSUM_LEVELS, 2)), np.zeros((CHECKSUM_LEVELS, 2)))
         self.reason = ""
         self.resyncs = 0  # times an exact book stopped being exact
         self.gaps = 0  # chain breaks of an exact book
@@ -314,8 +312,12 @@ class OkxBookSync:
             self._text_ok = False  # levels without their text: later checksums unverifiable
             return APPLY
         elif self._text_ok:
-            _update_text(self._bid_text, ev.bid_prices, ev.bid_qtys, check.bid_text)
-            _update_text(self._ask_text, ev.ask_prices, ev.ask_qtys, check.ask_text)
+            # A removed level's text may stay: the checksum only reads the book's own levels.
+            self._bid_text.update(zip(ev.bid_prices, check.bid_text, strict=True))
+            self._ask_text.update(zip(ev.ask_prices, check.ask_text, strict=True))
+            if len(self._bid_text) + len(self._ask_text) > TEXT_PRUNE_AT:
+                self._bid_text = {p: self._bid_text[p] for p, _ in book.bids()}
+                self._ask_text = {p: self._ask_text[p] for p, _ in book.asks()}
         elif ev.first_id == NO_SEQ_ID or self._seq is None:
             # Accepted on its checksum alone, and the checksum cannot be computed.
             self.unverifiable += 1
@@ -342,22 +344,10 @@ class OkxBookSync:
         return RESYNC
 
     def _checksum(self, book: OrderBook) -> int:
-        bids_out, asks_out = self._scratch
-        nb, na = book.write_top(bids_out, asks_out)
+        bids, asks = book.best_prices(CHECKSUM_LEVELS)
         bid_text, ask_text = self._bid_text, self._ask_text
-        return book_checksum(
-            [bid_text[p] for p in bids_out[:nb, 0].tolist()],
-            [ask_text[p] for p in asks_out[:na, 0].tolist()],
-        )
+        return book_checksum([bid_text[p] for p in bids], [ask_text[p] for p in asks])
 
 
 def _text_map(prices: list[float], qtys: list[float], texts: list[str]) -> dict[float, str]:
     return {p: t for p, q, t in zip(prices, qtys, texts, strict=True) if q}
-
-
-def _update_text(text: dict[float, str], prices: list[float], qtys: list[float], pieces: list[str]):
-    for p, q, t in zip(prices, qtys, pieces, strict=True):
-        if q:
-            text[p] = t
-        else:
-            text.pop(p, None)
