@@ -181,7 +181,7 @@ def test_the_committed_tape_is_what_the_generator_makes() -> None:
 def test_tape_records_are_exact_where_the_checksum_chain_holds(tmp_path, instance) -> None:
     counters, records = replay(tmp_path, instance, TAPE)
     updates, trades, tops = tape_facts(read_lines(TAPE))
-    assert counters["depth_diffs"] == updates and counters["trades"] == trades
+    assert counters["depth_diffs"] == updates and counters["trades"] == trades, counters
     assert counters["gaps"] == 0 and counters["parse_errors"] == 0, counters
     # A later snapshot replaces a book when it follows an update without seqId (the book's
     # seqId is unknown then); that is the only kind of rebuild here.

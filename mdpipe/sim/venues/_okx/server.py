@@ -66,6 +66,7 @@ log = logging.getLogger("mdpipe.sim")
 
 GOING_AWAY = 1001
 IDLE_CLOSE_CODE = 4004
+START_SETTLE_S = 0.2  # with --start on-connect: quiet time after the last subscribe op
 _CLOSE_GRACE = 1.0
 JSON_TYPE = "application/json"
 
@@ -164,6 +165,7 @@ class OkxSimulator:
         self.conns: dict[Client, _Conn] = {}
         self._ids = itertools.count(1)
         self._subscribers: set[int] = set()
+        self._start_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._handshakes: deque[float] = deque()
         self._rng = random.Random(f"{cfg.seed}:okx:faults")
@@ -378,10 +380,15 @@ class OkxSimulator:
                     self.hub.send(client, snap)
             client.subs.append(name)
             self.hub.attach(client, name)
-        if client.id not in self._subscribers:
-            self._subscribers.add(client.id)
-            if len(self._subscribers) >= self.cfg.start_clients:
-                self.source.started.set()
+        self._subscribers.add(client.id)
+        if len(self._subscribers) >= self.cfg.start_clients and not self.source.started.is_set():
+            # A client subscribes with one message per instrument: start once its burst of
+            # requests is over, so the first line of a tape reaches every book it asked for.
+            if self._start_timer is not None:
+                self._start_timer.cancel()
+            self._start_timer = asyncio.get_running_loop().call_later(
+                START_SETTLE_S, self.source.started.set
+            )
 
     async def _idle_check(self) -> None:
         """Close connections with neither a client message nor a push for idle_close_s."""
