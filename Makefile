@@ -1,5 +1,5 @@
 # One entry point for people and CI. `make test` works on a fresh Debian machine with
-# Python 3.11: it builds the virtualenv, installs the package, redis-server and promtool.
+# Python 3.11: it builds the virtualenv, installs the package, redis-server, promtool and chromium.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -22,7 +22,7 @@ system-deps:
 	@scripts/ensure-system-deps.sh
 
 demo: setup
-	@MDPIPE_SKIP_PROMTOOL=1 scripts/ensure-system-deps.sh
+	@MDPIPE_SKIP_PROMTOOL=1 MDPIPE_SKIP_CHROMIUM=1 scripts/ensure-system-deps.sh
 	$(BIN)/python scripts/demo.py
 
 test: setup system-deps

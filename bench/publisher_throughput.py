@@ -12,6 +12,9 @@ arrives (raw socket + hiredis, so the subscriber is not the bottleneck).
 - latency: the writer commits 10,000 trades/s; subscriber receive time minus the record's
   ring commit time (the payload's "timestamp"), p50 / p99.
 
+- into Redis: the same mdpipe publisher into a single redis-server and into a local Redis
+  Cluster of 3 masters (sharded pub/sub), timed by its own count of confirmed messages.
+
 Run: .venv/bin/python bench/publisher_throughput.py [--runs N] [--messages N] [--seconds S]
 """
 
@@ -152,15 +155,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(port: int | None = None, extra: tuple[str, ...] = ()) -> Iterator[str]:
     exe = shutil.which("redis-server")
     if exe is None:
         raise SystemExit("redis-server is not installed (make bench installs it)")
-    port = free_port()
+    port = port or free_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen(
             [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", tmp],
+             "--dir", tmp, *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -178,6 +181,39 @@ def redis_server() -> Iterator[str]:
         finally:
             proc.kill()
             proc.wait()
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 < 65536:
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.bind(("127.0.0.1", port + 10000))
+                return port
+
+
+@contextlib.contextmanager
+def redis_cluster(masters: int = 3) -> Iterator[str]:
+    """A local Redis Cluster of `masters` redis-servers; yields the first node's URL."""
+    ports = [cluster_port() for _ in range(masters)]
+    flags = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+    with contextlib.ExitStack() as stack:
+        urls = [stack.enter_context(redis_server(p, flags)) for p in ports]
+        cli = shutil.which("redis-cli") or "redis-cli"
+        addrs = [f"127.0.0.1:{p}" for p in ports]
+        subprocess.run(
+            [cli, "--cluster", "create", *addrs, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        for p in ports:
+            client = redis.Redis(port=p)
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                time.sleep(0.05)
+            client.close()
+        yield urls[0]
 
 
 class Subscriber:
@@ -287,6 +323,35 @@ def run_case(
         unlink_instance(instance)
 
 
+def run_into(url: str, kind: str, n: int, tmp: Path) -> float:
+    """Messages/s the mdpipe publisher gets confirmed by Redis (single or cluster) for a burst.
+
+    Timed by the publisher's own published counter, so it needs no subscriber on every shard.
+    """
+    instance = f"bench{uuid.uuid4().hex[:8]}"
+    created, go = CTX.Event(), CTX.Event()
+    capacity = 1 << max(12, (n - 1).bit_length())
+    w = CTX.Process(target=writer, args=(instance, kind, n, 0, capacity, created, go))
+    w.start()
+    created.wait(30)
+    counter = "books_published" if kind == "book" else "trades_published"
+    pub = start_mdpipe_publisher(instance, url, tmp / f"{instance}.toml")
+    try:
+        go.set()
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + 120
+        while read_status(instance, "publisher").counters[counter] < n:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the publisher did not publish {n} {kind}s into {url}")
+            time.sleep(0.001)
+        return n / (time.perf_counter() - t0)
+    finally:
+        w.join(60)
+        pub.terminate()
+        pub.wait(30)
+        unlink_instance(instance)
+
+
 def pct(lat_ns: np.ndarray, q: float) -> float:
     return float(np.percentile(lat_ns, q)) / 1000.0 if len(lat_ns) else float("nan")
 
@@ -303,7 +368,12 @@ def main() -> None:
     lat: dict[str, np.ndarray] = {}
     n_lat = int(LATENCY_RATE * args.seconds)
     load_before = os.getloadavg()[0]
-    with redis_server() as url, tempfile.TemporaryDirectory() as tmp_dir:
+    into: dict[tuple[str, str], float] = {}
+    with (
+        redis_server() as url,
+        redis_cluster() as cluster_url,
+        tempfile.TemporaryDirectory() as tmp_dir,
+    ):
         tmp = Path(tmp_dir)
         for _ in range(args.runs):
             for kind, label in kinds:
@@ -319,6 +389,10 @@ def main() -> None:
                     print(f"warning: {impl} latency: {got} of {n_lat} arrived", file=sys.stderr)
                 if impl not in lat or pct(ns, 99) < pct(lat[impl], 99):
                     lat[impl] = ns
+            for kind, _ in kinds:
+                for target, where in (("single", url), ("cluster", cluster_url)):
+                    r = run_into(where, kind, args.messages, tmp)
+                    into[target, kind] = max(into.get((target, kind), 0.0), r)
     print(
         f"ring -> publisher -> redis-server -> subscriber, all on this {os.cpu_count()}-core "
         f"machine (load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}); python "
@@ -333,6 +407,15 @@ def main() -> None:
         name = f"latency p{q} us at {LATENCY_RATE:,}/s"
         print(f"{name:34} {ours:10,.0f} {base:11,.0f} {base / ours:6.1f}x")
     print("(ratio: mdpipe over naive for rates, naive over mdpipe for latencies)")
+    print(f"{'mdpipe publisher into Redis':34} {'single':>10} {'3-master':>11} {'ratio':>7}")
+    for kind, label in kinds:
+        one, many = into["single", kind], into["cluster", kind]
+        name = "confirmed msgs/s, " + label
+        print(f"{name:34} {one:10,.0f} {many:11,.0f} {many / one:6.1f}x")
+    print(
+        "(one publisher process; cluster: SPUBLISH to the master of each symbol's slot, "
+        f"trades of {len(TRADE_SYMBOLS)} symbols, books of {len(BOOK_SYMBOLS)})"
+    )
     slowest = min(rate["mdpipe", k] for k, _ in kinds)
     ratio = min(rate["mdpipe", k] / rate["naive", k] for k, _ in kinds)
     p99 = pct(lat["mdpipe"], 99)

@@ -7,6 +7,7 @@ A bad config is refused before anything starts with one line naming the key and 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import socket
@@ -68,6 +69,11 @@ class PublisherConfig:
     orderbook_channel: str = "orderbook:{symbol}"
     trades_channel: str = "trades:{symbol}"
     market_data_channel: str = "market_data:{symbol}"
+    streams: bool = False
+    stream_maxlen: int = 100_000
+    stream_book_interval: float = 1.0
+    orderbook_stream: str = "orderbook_stream:{symbol}"
+    trades_stream: str = "trades_stream:{symbol}"
     levels: int = 20
     batch: int = 512
     reconnect_initial: float = 0.2
@@ -79,6 +85,9 @@ class HttpConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 9464
+    dashboard: bool = True
+    token_env: str = "MDPIPE_HTTP_TOKEN"
+    dashboard_streams: int = 8
 
 
 @dataclass
@@ -121,6 +130,11 @@ class Config:
     def redis_password(self) -> str | None:
         """The Redis password, taken from the environment variable named in the config."""
         return os.environ.get(self.redis.password_env) or None
+
+    @property
+    def http_token(self) -> str | None:
+        """The dashboard's access token, taken from the environment variable named in the config."""
+        return os.environ.get(self.http.token_env) or None
 
     def ingest_shards(self) -> list[tuple[FeedConfig, int, int, list[str]]]:
         """(feed, shard index, core, symbols) of every ingest process: symbols round-robin."""
@@ -270,6 +284,7 @@ def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, str]]:
 # Variables that belong to mdpipe but are not config keys.
 _NOT_CONFIG_ENV = {
     "MDPIPE_REDIS_PASSWORD",
+    "MDPIPE_HTTP_TOKEN",
     "MDPIPE_TAPES_DIR",
     "MDPIPE_CONFIG",
     "MDPIPE_LOG_FORMAT",
@@ -317,6 +332,7 @@ def load(
     cfg.source = source
     _expand_placeholders(cfg)
     validate(cfg, check_ports=check_ports)
+    _check_dashboard_token(cfg, env)
     return cfg
 
 
@@ -344,6 +360,41 @@ def _fill_venue_defaults(data: dict[str, Any]) -> None:
             )
         for key, value in spec.DEFAULTS[market].items():
             entry.setdefault(key, value)
+
+
+MIN_TOKEN_CHARS = 16
+# Each open page holds one HTTP worker thread: at most this many, so that /health, /ready
+# and /metrics always find a free worker.
+MAX_DASHBOARD_STREAMS = 8
+
+
+def _check_dashboard_token(cfg: Config, env: Mapping[str, str]) -> None:
+    """The dashboard off loopback needs a token; a token, where given, must not be guessable."""
+    http = cfg.http
+    if not (http.enabled and http.dashboard):
+        return
+    token = env.get(http.token_env) or ""
+    if token and len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"http.token_env: ${http.token_env} holds {len(token)} characters; "
+            f"a dashboard token needs at least {MIN_TOKEN_CHARS}"
+        )
+    if not token and not is_loopback(http.host):
+        raise ConfigError(
+            f"http.token_env: http.host {http.host!r} is not loopback, so the dashboard needs a "
+            f"token: set ${http.token_env} (at least {MIN_TOKEN_CHARS} characters) "
+            "or http.dashboard = false"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _refuse_password(url: object, why: str) -> None:
@@ -409,29 +460,28 @@ def _check_core(key: str, core: int, cores: set[int]) -> None:
         )
 
 
-def _check_channel_collisions(cfg: Config) -> None:
-    """One symbol on two feeds would mix two books in one Redis channel: refuse it."""
-    seen: dict[str, tuple[int, str, str]] = {}
+def _check_symbol_twice(cfg: Config) -> None:
+    """One symbol on two feeds of one venue would mix two books in one ring symbol: refuse it.
+
+    On two venues it is fine: the publisher names each venue's channels apart.
+    """
+    seen: dict[tuple[str, str, str], int] = {}
     for i, feed in enumerate(cfg.feeds):
         for sym in feed.symbols:
-            if sym not in seen:
-                seen[sym] = (i, feed.exchange, feed.market)
-                continue
-            j, exchange, market = seen[sym]
-            if (exchange, market) == (feed.exchange, feed.market):
+            j = seen.setdefault((feed.exchange, feed.market, sym), i)
+            if j != i:
                 raise ConfigError(
                     f"feeds[{i}].symbols: {sym} is already ingested by feeds[{j}] on the same market"
                 )
-            # The placeholder that tells the two feeds apart.
-            needed = "{market}" if exchange == feed.exchange else "{exchange}"
-            for key in ("orderbook_channel", "trades_channel", "market_data_channel"):
-                template = getattr(cfg.publisher, key)
-                if needed not in template:
-                    raise ConfigError(
-                        f"publisher.{key}: {template!r} would carry {sym} of both "
-                        f"{exchange}-{market} and {feed.exchange}-{feed.market}; "
-                        f"add {needed} to it"
-                    )
+
+
+_TEMPLATE_KEYS = (
+    "orderbook_channel",
+    "trades_channel",
+    "market_data_channel",
+    "orderbook_stream",
+    "trades_stream",
+)
 
 
 def _check_sim_venue(sim: SimConfig) -> None:
@@ -532,7 +582,7 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
     pub = cfg.publisher
     if pub.core != -1:
         _check_core("publisher.core", pub.core, cores)
-    for key in ("orderbook_channel", "trades_channel", "market_data_channel"):
+    for key in _TEMPLATE_KEYS:
         template = getattr(pub, key)
         if "{symbol}" not in template:
             raise ConfigError(f"publisher.{key}: {template!r} must contain {{symbol}}")
@@ -542,7 +592,14 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
             raise ConfigError(
                 f"publisher.{key}: {template!r} may use only {{symbol}}, {{exchange}}, {{market}}"
             ) from None
-    _check_channel_collisions(cfg)
+    _check_symbol_twice(cfg)
+    names = [getattr(pub, key) for key in _TEMPLATE_KEYS]
+    if len(set(names)) < len(names):
+        raise ConfigError("publisher: channel and stream templates must all differ")
+    if pub.stream_maxlen < 1:
+        raise ConfigError("publisher.stream_maxlen: must be at least 1")
+    if not pub.stream_book_interval > 0:
+        raise ConfigError("publisher.stream_book_interval: must be positive (seconds)")
     if not 1 <= pub.levels <= shm.depth:
         raise ConfigError(f"publisher.levels: {pub.levels} must be 1..shm.depth ({shm.depth})")
     if pub.batch < 1:
@@ -550,6 +607,11 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
 
     if not 0 < cfg.http.port < 65536:
         raise ConfigError(f"http.port: {cfg.http.port} is not a TCP port")
+    if not 1 <= cfg.http.dashboard_streams <= MAX_DASHBOARD_STREAMS:
+        raise ConfigError(
+            f"http.dashboard_streams: {cfg.http.dashboard_streams} must be "
+            f"1..{MAX_DASHBOARD_STREAMS}"
+        )
     if cfg.sim.enabled and not 0 < cfg.sim.port < 65536:
         raise ConfigError(f"sim.port: {cfg.sim.port} is not a TCP port")
     if cfg.sim.enabled and cfg.http.enabled and cfg.http.port == cfg.sim.port:

@@ -18,6 +18,7 @@ import redis
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from mdpipe.config import Config
+from mdpipe.dashboard import Dashboard
 from mdpipe.logs import redact
 from mdpipe.metrics import registry_for
 from mdpipe.shm.segment import LayoutError, read_status
@@ -107,10 +108,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(503, {"ready": False, "reasons": problems})
             else:
                 self._json(200, {"ready": True})
+        elif self.server.dashboard is not None and self.server.dashboard.handles(path):
+            self.server.dashboard.serve(self)
         elif path == "/":
-            self._send(200, b"mdpipe: /metrics /health /ready\n", "text/plain; charset=utf-8")
+            text = "mdpipe: " + " ".join(self.server.endpoints) + "\n"
+            self._send(200, text.encode(), "text/plain; charset=utf-8")
         else:
-            self._json(404, {"error": f"no such endpoint {path}", "endpoints": ENDPOINTS})
+            self._json(
+                404, {"error": f"no such endpoint {path}", "endpoints": self.server.endpoints}
+            )
 
     def _json(self, code: int, obj: object) -> None:
         self._send(code, orjson.dumps(obj) + b"\n", "application/json")
@@ -134,6 +140,8 @@ class _Server(ThreadingHTTPServer):
     cfg: Config
     registry: object
     readiness: Readiness
+    dashboard: Dashboard | None
+    endpoints: list[str]
 
 
 class HttpServer:
@@ -150,6 +158,8 @@ class HttpServer:
         server.cfg = self.cfg
         server.registry = registry_for(self.cfg.instance)
         server.readiness = Readiness(self.cfg)
+        server.dashboard = Dashboard(self.cfg) if self.cfg.http.dashboard else None
+        server.endpoints = ENDPOINTS + (["/dashboard"] if server.dashboard else [])
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
@@ -165,6 +175,8 @@ class HttpServer:
         """Stop serving and close the socket."""
         if self._server is None:
             return
+        if self._server.dashboard is not None:
+            self._server.dashboard.close()  # ends the open event streams
         self._server.shutdown()
         self._server.server_close()
         self._server.readiness.close()

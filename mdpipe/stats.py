@@ -307,9 +307,9 @@ def render(snap: dict) -> str:
             c = r["counters"]
             synced = f"{c.get('g_books_synced', 0)}/{c.get('g_books_total', 0)}"
             conns = f"{c.get('g_connections', 0)}/{c.get('g_connections_expected', 0)}"
-            rows.append(
-                [f"{r['feed']}.{r['shard']}", conns, synced, *(c.get(k, 0) for k in INGEST_COLUMNS)]
-            )
+            feed = f"{r['feed']}.{r['shard']}"
+            counts = (c.get(k, 0) for k in INGEST_COLUMNS)
+            rows.append([feed, conns, synced, *counts, r.get("exchange") or "-"])
         out.append(
             table(
                 [
@@ -317,6 +317,7 @@ def render(snap: dict) -> str:
                     "CONNS",
                     "SYNCED",
                     *(k.upper().replace("_", " ") for k in INGEST_COLUMNS),
+                    "EXCHANGE",
                 ],
                 rows,
             )

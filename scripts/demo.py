@@ -2,7 +2,8 @@
 
 Starts a private redis-server and `mdpipe start --config config/demo.toml` on free ports,
 waits for /ready, shows the live book, a Redis subscriber, a strategy reading shared
-memory, `mdpipe stats` and a few metrics, then stops and checks nothing is left behind.
+memory, `mdpipe stats`, a few metrics and a dashboard frame, then stops and checks nothing
+is left behind.
 """
 
 from __future__ import annotations
@@ -52,6 +53,19 @@ def show(cmd: list[str], *, timeout: float = 30) -> subprocess.CompletedProcess[
     if res.returncode != 0:
         raise SystemExit(f"demo: `{shown}` failed with exit code {res.returncode}")
     return res
+
+
+def dashboard_frame(base: str, symbol: str) -> dict:
+    """The first frame of /dashboard/events for `symbol` whose book is live."""
+    url = f"{base}/dashboard/events?symbol={symbol}"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        for _ in range(100):
+            line = resp.readline()
+            if line.startswith(b"data: "):
+                frame = json.loads(line[len(b"data: ") :])
+                if frame["market"]["state"] == "live":
+                    return frame
+    raise SystemExit("demo: the dashboard showed no live book")
 
 
 def http_get(url: str) -> tuple[int, bytes]:
@@ -123,7 +137,7 @@ def main() -> int:
                 + ["--trades", "5", "--no-color"]
             )
 
-        step("the same market from Redis (readers/redis_subscriber.py, 8 messages)")
+        step("the same market from Redis (readers/redis_subscriber.py on mdpipe.redis_consumer)")
         show(
             [PY, "readers/redis_subscriber.py", "--url", redis_url, SYMBOL, "ETHUSDT"]
             + ["--count", "8", "--timeout", "10", "--levels", "2"]
@@ -160,6 +174,17 @@ def main() -> int:
         lines = [ln for ln in body.splitlines() if ln.startswith(wanted)]
         print("\n".join(lines[:10]))
         print(f"({len(body.splitlines())} lines in all)")
+
+        step(f"the live dashboard at {base}/dashboard: one frame of its event stream")
+        frame = dashboard_frame(base, SYMBOL)
+        book, inst = frame["market"], frame["instance"]
+        print(
+            f"{book['exchange']} {book['symbol']} ({book['ring']}) {book['state']}: "
+            f"bid {book['bids'][0][0]} ask {book['asks'][0][0]}, update id {book['uid']}, "
+            f"{len(book['trades'])} trades on the tape; "
+            f"{inst['supervisor']['children_up']}/{inst['supervisor']['children']} processes up"
+        )
+        print("(open it in a browser while `mdpipe start --config config/demo.toml` runs)")
 
         step("mdpipe stop")
         show([*MDPIPE, "stop", "--instance", instance])

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system pieces mdpipe builds and tests with, with apt-get, when they are missing.
 #   build: a C compiler and the Python headers, for the seqlock extension (mdpipe.shm._seqlock)
-#   (default) the above, plus redis-server (required: tests start their own on a free port)
-#   and promtool (optional: /metrics is also checked with Prometheus's own linter).
+#   (default) the above, plus redis-server (required: tests start their own on a free port),
+#   promtool (checks /metrics and deploy/prometheus/alerts.yml) and chromium (the dashboard's
+#   browser test drives it headless over its DevTools protocol; fonts-dejavu-core makes its
+#   screenshots legible).
 set -euo pipefail
 python=${PYTHON:-python3}
 need=()
@@ -14,6 +16,8 @@ fi
 if [ "${1:-}" != build ]; then
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   command -v promtool >/dev/null 2>&1 || [ "${MDPIPE_SKIP_PROMTOOL:-}" = 1 ] || need+=(prometheus)
+  command -v chromium >/dev/null 2>&1 || [ "${MDPIPE_SKIP_CHROMIUM:-}" = 1 ] ||
+    need+=(chromium fonts-dejavu-core)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -21,7 +25,8 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "redis-server is missing: install it (e.g. apt-get install redis-server)" >&2
     exit 1
   fi
-  echo "missing ${need[*]}: install them for the C seqlock (else the pure-Python one is used)" >&2
+  echo "missing ${need[*]}: install them (without gcc and python3-dev the pure-Python" \
+    "seqlock is used; without chromium or promtool the tests that use them fail)" >&2
   exit 0
 fi
 echo "installing with apt-get: ${need[*]}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import posix_ipc
 import pytest
+import redis
 
 from mdpipe.shm.segment import list_segments, shm_name
 from mdpipe.venues.tapes import FUTURES_TAPE, tape_path
@@ -35,6 +36,7 @@ class RedisServer:
         self.port = port or free_port()
         self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra: list[str] = []
 
     @property
     def url(self) -> str:
@@ -59,6 +61,7 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -83,6 +86,72 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 < 65536:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+
+
+class LocalRedisCluster:
+    """A Redis Cluster of `masters` redis-server processes on free ports (no replicas)."""
+
+    def __init__(self, tmp: Path, masters: int = 3) -> None:
+        self.tmp = tmp
+        self.servers = [RedisServer(tmp / f"node{i}", cluster_port()) for i in range(masters)]
+
+    @property
+    def url(self) -> str:
+        return self.servers[0].url
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.tmp.mkdir(parents=True, exist_ok=True)
+            server.extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            server.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed: run `make test`, which installs it")
+        addrs = [f"127.0.0.1:{s.port}" for s in self.servers]
+        done = subprocess.run(
+            [cli, "--cluster", "create", *addrs, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode:
+            raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
+        deadline = time.monotonic() + 30
+        for server in self.servers:
+            client = redis.Redis(port=server.port)
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the local Redis Cluster did not become ready")
+                time.sleep(0.05)
+            client.close()
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """A 3-master Redis Cluster shared by a module's tests (which must not stop its nodes)."""
+    cluster = LocalRedisCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def remove_segments(instance: str) -> None:

@@ -116,11 +116,9 @@ BAD_TOML = [
         "[[feeds]]\nname = 'a'\n[[feeds]]\nname = 'b'\n",
         "feeds[1].symbols: BTCUSDT is already ingested by feeds[0] on the same market",
     ),
-    (
-        "[[feeds]]\nname = 'a'\n[[feeds]]\nname = 'b'\nmarket = 'spot'\n"
-        "ws_url = 'wss://stream.binance.com:9443'\nrest_url = 'https://api.binance.com'\n",
-        "publisher.orderbook_channel: 'orderbook:{symbol}' would carry BTCUSDT of both",
-    ),
+    ("[publisher]\ntrades_stream = 'trades:{symbol}'\n", "templates must all differ"),
+    ("[publisher]\nstream_maxlen = 0\n", "publisher.stream_maxlen:"),
+    ("[publisher]\nstream_book_interval = 0\n", "publisher.stream_book_interval:"),
 ]
 
 
@@ -232,9 +230,6 @@ def test_start_refuses_bad_configs_with_exit_2(tmp_path: Path, instance: str) ->
          "feeds[0].rollover_after: must be 0 on bybit"),
         ("[[feeds]]\nname = 'a'\nmarket = 'linear'\n",
          "feeds[0].market: 'linear' is not a binance market ('futures' or 'spot')"),
-        ("[[feeds]]\nname = 'a'\n[[feeds]]\nname = 'b'\nexchange = 'bybit'\n",
-         "publisher.orderbook_channel: 'orderbook:{symbol}' would carry BTCUSDT of both "
-         "binance-futures and bybit-linear; add {exchange} to it"),
         ("[sim]\nenabled = true\nvenue = 'bybit'\nmarket = 'futures'\n",
          "sim.market: 'futures' is not a bybit market ('linear' or 'spot')"),
     ],

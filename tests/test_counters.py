@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mdpipe import counters
 from mdpipe.ingest.counters import COUNTERS as INGEST_COUNTERS
-from mdpipe.publisher import COUNTERS as PUBLISHER_COUNTERS
+from mdpipe.publisher.status import COUNTERS as PUBLISHER_COUNTERS
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,10 +10,12 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 from test_supervisor import PY, REPO, free_port, mdpipe, poll
 
 from mdpipe import readers
+from mdpipe.redis_names import DIRECTORY_KEY, SymbolNames
 from mdpipe.shm.segment import read_status
 from mdpipe.sim.process import SimProcess
 
@@ -47,11 +49,6 @@ reconnect_max = 0.5
 
 [redis]
 url = "{redis_url}"
-
-[publisher]
-orderbook_channel = "orderbook:{{exchange}}:{{symbol}}"
-trades_channel = "trades:{{exchange}}:{{symbol}}"
-market_data_channel = "market_data:{{exchange}}:{{symbol}}"
 
 [http]
 port = {port}
@@ -99,6 +96,29 @@ def test_btcusdt_on_binance_and_bybit_in_one_instance(instance, redis_server, tm
             finally:
                 b.close()
                 y.close()
+            # One reader over every book ring lines the venues up by normalized instrument.
+            every = readers.attach(instance, "books", kind="book")
+            try:
+                tops = every.tops("BTC/USDT:perp")
+                assert set(tops) == {"binance-futures:BTCUSDT", "bybit-linear:BTCUSDT"}, tops
+                assert all(t is not None and t[0] < t[2] for t in tops.values())
+            finally:
+                every.close()
+            # Redis: the publisher lists each (venue, symbol) with names of its own.
+            r = redis.Redis.from_url(redis_server.url)
+            try:
+                fields = ("binance-futures:BTCUSDT", "bybit-linear:BTCUSDT")
+
+                def listed() -> list[SymbolNames] | None:
+                    raw = r.hmget(DIRECTORY_KEY, fields)
+                    return None if None in raw else [SymbolNames.from_json(x) for x in raw]
+
+                names = poll(listed, 30, "both BTCUSDT venues in the Redis directory")
+                assert names[0].orderbook != names[1].orderbook
+                assert names[0].trades != names[1].trades
+                poll(lambda: all(r.exists(n.orderbook) for n in names), 30, "both book keys")
+            finally:
+                r.close()
             # tail: ambiguous without --feed, each venue's book with it.
             both = mdpipe("tail", "BTCUSDT", "--instance", instance, "--once")
             assert both.returncode == 1
@@ -114,6 +134,10 @@ def test_btcusdt_on_binance_and_bybit_in_one_instance(instance, redis_server, tm
             res = mdpipe("stats", "--json", "--instance", instance)
             assert res.returncode == 0, res.stderr
             rings = {r["ring"]: r for r in json.loads(res.stdout)["rings"]}
+            table = mdpipe("stats", "--instance", instance).stdout
+            ingest = next(b for b in table.split("\n\n") if b.startswith("INGEST")).splitlines()
+            rows = {ln.split()[0]: ln.split()[-1] for ln in ingest[1:]}
+            assert rows == {"binance.0": "binance-futures", "bybit.0": "bybit-linear"}, table
             assert rings["books.bybit.0"]["exchange"] == "bybit-linear"
             assert rings["books.bybit.0"]["counters"]["g_books_synced"] == 2
             assert rings["books.binance.0"]["counters"]["g_books_synced"] == 2

@@ -23,8 +23,9 @@ from conftest import REPO, RedisServer, free_port
 
 from mdpipe import config
 from mdpipe.publisher import run_publisher
-from mdpipe.publisher_redis import make_client
+from mdpipe.publisher.sink import make_client
 from mdpipe.readers import attach
+from mdpipe.redis_names import DIRECTORY_KEY, Templates, symbol_names
 from mdpipe.shm import layout as L
 from mdpipe.shm.segment import read_status
 from mdpipe.shm.writer import RingWriter
@@ -417,7 +418,10 @@ def ring_cursor(instance: str, ring: str) -> int:
 
 
 def test_redis_killed_and_restarted(redis_server, instance):
-    cfg = make_cfg(instance, redis_server.url, "publisher.reconnect_max=0.5")
+    """Books: newest re-sent, the rest counted as dropped. Trades: every one, late and in order."""
+    cfg = make_cfg(
+        instance, redis_server.url, "publisher.reconnect_max=0.5", "publisher.streams=true"
+    )
     with publisher(cfg, rings=0) as final:
         writer = subprocess.Popen([sys.executable, "-c", WRITER, instance], cwd=REPO)
         try:
@@ -439,14 +443,17 @@ def test_redis_killed_and_restarted(redis_server, instance):
         finally:
             writer.send_signal(signal.SIGTERM)
             assert writer.wait(10) == 0
-        wait_for(lambda: counters(instance)["g_lag_records"] == 0, what="the rings drained")
-        published_before = counters(instance)["books_published"]
+        wait_for(lambda: counters(instance)["g_lag_books_usdm_0"] == 0, what="books drained")
+        stalled = counters(instance)
+        published_before = stalled["books_published"]
+        total = ring_cursor(instance, "trades.usdm.0")
 
         redis_server.start()
         wait_for(lambda: counters(instance)["g_redis_up"] == 1, what="the reconnect")
         # The newest book of each symbol is re-sent, counted apart: it was counted when read.
         wait_for(lambda: counters(instance)["books_republished"] == 2)
         assert counters(instance)["books_published"] == published_before
+        wait_for(lambda: counters(instance)["trades_published"] == total, what="trades caught up")
         up = counters(instance)
         r = redis.Redis.from_url(redis_server.url)
         with attach(instance, "books.usdm.0") as reader:
@@ -454,6 +461,10 @@ def test_redis_killed_and_restarted(redis_server, instance):
         keys = {s: orjson.loads(r.get(f"orderbook:{s}"))["seq"] for s in SYMBOLS}
         md = [r.get(f"market_data:{s}") for s in SYMBOLS]
         ttl = r.ttl("orderbook:BTCUSDT")
+        # Redis lost everything it had: what it has now began during the outage.
+        streamed = {
+            s: [orjson.loads(e[b"d"]) for _, e in r.xrange(f"trades_stream:{s}")] for s in SYMBOLS
+        }
 
         # Publishing resumes, here with a restarted writer (its seq starts again at 1).
         sub = Sub(redis_server.url, "orderbook:*", "trades:*")
@@ -463,14 +474,20 @@ def test_redis_killed_and_restarted(redis_server, instance):
         sub.pump(lambda m: len(m) >= 2)
         sub.close()
     assert down["g_redis_up"] == 0 and down["redis_errors"] >= 1
-    assert down["dropped_trades"] > 0 and down["dropped_books"] > 0
+    assert down["dropped_books"] > 0 and down["dropped_trades"] == 0
+    # The trades ring kept every trade of the outage for the publisher to catch up from.
+    assert stalled["trades_published"] < total - during_n
+    assert stalled["g_lag_trades_usdm_0"] >= during_n
     assert during >= 0.5 * before and during_n > 200  # the writer was never slowed
     assert up["redis_reconnects"] >= 1 and up["g_redis_up"] == 1
     assert keys == newest  # the newest book of every symbol re-published at once
     assert all(m is not None for m in md) and 0 < ttl <= cfg.redis.key_ttl
-    total = ring_cursor(instance, "trades.usdm.0") - 1  # minus the one written after
-    assert up["trades_published"] + up["dropped_trades"] + up["trades_lost"] == total
-    assert up["dropped_trades"] >= during_n
+    assert up["trades_published"] == total and up["trades_lost"] == up["dropped_trades"] == 0
+    for sid, sym in enumerate(SYMBOLS):
+        ids = [t["trade_id"] for t in streamed[sym]]
+        first = ids[0]
+        assert first % 2 == sid and ids == list(range(first, total, 2)), sym  # none, in order
+        assert first <= total - during_n
     assert [d["seq"] for ch, d in sub.msgs if ch.startswith("orderbook")] == [1]
     assert final["trades_published"] == up["trades_published"] + 1
 
@@ -550,15 +567,17 @@ def test_password_from_the_environment_and_a_wrong_one(tmp_path, instance, monke
         with publisher(cfg, rings=1):  # refused: counted, retried, never a crash
             wait_for(lambda: counters(instance)["redis_errors"] >= 2)
             assert counters(instance)["g_redis_up"] == 0
-            put_trade(tw, 0, 1)
-            wait_for(lambda: counters(instance)["dropped_trades"] == 1)
+            waiting = put_trade(tw, 0, 1)
+            # Kept in the ring, not dropped: the next publisher resumes at its cursor.
+            wait_for(lambda: counters(instance)["g_lag_trades_usdm_0"] == 1)
+            assert counters(instance)["dropped_trades"] == 0
         monkeypatch.setenv("PUBTEST_REDIS_PW", "pw-1")
         sub = Sub(server.url, "trades:*", password="pw-1")
         with publisher(cfg, rings=1):
             wait_for(lambda: counters(instance)["g_redis_up"] == 1)
             sent = put_trade(tw, 0, 2)
-            sub.pump(lambda m: len(m) == 1)
-        assert without_ts(sub.msgs[0][1]) == sent
+            sub.pump(lambda m: len(m) == 2)
+        assert [without_ts(d) for _, d in sub.msgs] == [waiting, sent]
         sub.close()
     finally:
         server.stop()
@@ -613,9 +632,11 @@ def test_example_subscriber_reports_gaps_restarts_and_skips_duplicates(redis_ser
         )  # fmt: skip
 
     r.set("orderbook:BTCUSDT", book(10, 100))
+    names = symbol_names(Templates(), EXCHANGE, "BTCUSDT", segment=False, cluster=False)
+    r.hset(DIRECTORY_KEY, f"{EXCHANGE}:BTCUSDT", names.to_json())
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "readers" / "redis_subscriber.py"), "--url", redis_server.url,
-         "--count", "6", "--timeout", "20", "BTCUSDT"],
+         "--count", "5", "--timeout", "20", "BTCUSDT"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     first = proc.stdout.readline()
@@ -629,14 +650,88 @@ def test_example_subscriber_reports_gaps_restarts_and_skips_duplicates(redis_ser
     r.publish(
         "trades:BTCUSDT",
         orjson.dumps(
-            {"symbol": "BTCUSDT", "trade_id": 5, "price": 1.55, "quantity": 0.5, "side": "sell"}
+            {
+                "symbol": "BTCUSDT",
+                "exchange": EXCHANGE,
+                "trade_id": 5,
+                "price": 1.55,
+                "quantity": 0.5,
+                "side": "sell",
+                "timestamp": 300,
+            }
         ),
     )
     out = first + proc.communicate(timeout=30)[0]
     assert proc.returncode == 0
     lines = out.splitlines()
-    assert "BTCUSDT GAP: seq 11 -> 15, 3 book update(s) not received" in lines
-    assert "BTCUSDT RESET: seq 15 -> 1, the ingest writer restarted" in lines
+    assert "binance-futures:BTCUSDT GAP: seq 11 -> 15, 3 book update(s) not received" in lines
+    assert "binance-futures:BTCUSDT RESET: seq 15 -> 1, the ingest writer restarted" in lines
     assert sum("book seq=10" in line for line in lines) == 1
     assert "BTCUSDT trade 5 sell 0.5 @ 1.55" in lines
-    assert lines[-1] == "received 6 messages; 1 gaps (3 books not received), 1 writer restarts"
+    assert lines[-1] == (
+        "received 5 messages; 1 gaps (3 books not received), 1 writer restarts, 0 reconnects"
+    )
+
+
+def test_an_outage_longer_than_the_trades_ring_loses_exactly_what_was_overwritten(
+    redis_server, instance
+):
+    tw = trade_writer(instance, capacity=1 << 12)
+    cfg = make_cfg(
+        instance, redis_server.url, "publisher.reconnect_max=0.3", "publisher.streams=true"
+    )
+    with publisher(cfg, rings=1):
+        put_trade(tw, 0, 0)
+        wait_for(lambda: counters(instance)["trades_published"] == 1)
+        redis_server.stop()
+        for i in range(1, 6001):  # more than the ring holds
+            put_trade(tw, 0, i)
+        wait_for(lambda: counters(instance)["g_redis_up"] == 0)
+        redis_server.start()
+        wait_for(
+            lambda: (
+                counters(instance)["trades_published"] + counters(instance)["trades_lost"] == 6001
+            ),
+            what="caught up",
+        )
+        c = counters(instance)
+        r = redis.Redis.from_url(redis_server.url)
+        ids = [orjson.loads(e[b"d"])["trade_id"] for _, e in r.xrange("trades_stream:BTCUSDT")]
+    assert c["trades_lost"] > 0 and c["dropped_trades"] == 0
+    assert c["trades_published"] + c["trades_lost"] == 6001
+    # What the ring still held went out in order: the newest trades, none missing.
+    assert ids == list(range(7001 - len(ids), 7001)) and len(ids) == 6000 - c["trades_lost"]
+
+
+def test_trades_sent_again_after_a_refused_round_trip_count_once_in_the_24h_figures(
+    redis_server, instance
+):
+    tw = trade_writer(instance)
+    cfg = make_cfg(instance, redis_server.url, "publisher.reconnect_max=0.3")
+    admin = redis.Redis.from_url(redis_server.url)
+    sub = Sub(redis_server.url, "trades:*", "market_data:*")
+    with publisher(cfg, rings=1, market_data_interval=0.0):
+        put_trade(tw, 0, 0)
+        wait_for(lambda: counters(instance)["trades_published"] == 1)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", "1")  # every SET refused (OOM); PUBLISH still works
+        for i in range(1, 11):
+            put_trade(tw, 0, i)
+        wait_for(lambda: counters(instance)["redis_errors"] >= 2, what="refused round trips")
+        admin.config_set("maxmemory", "0")
+        wait_for(lambda: counters(instance)["trades_published"] == 11, what="trades sent again")
+        px = put_trade(tw, 0, 11)["price"]  # its ticker counts every trade so far, each once
+        sub.pump(lambda m: any(d.get("trade_id") == 1011 for _, d in m))
+        sub.pump(lambda m: m[-1][0].startswith("market_data:") and m[-1][1]["last_price"] == px)
+    c = counters(instance)
+    tickers = [d["trades_24h"] for ch, d in sub.msgs if ch.startswith("market_data:")]
+    assert tickers[-1] == max(tickers) == 12 and c["dropped_trades"] == 0
+    # Each trade at least once (a refused round trip is sent again), in order once repeats
+    # (not newer than the last one seen) are skipped, as the consumer library does.
+    kept: list[int] = []
+    for ch, d in sub.msgs:
+        if ch.startswith("trades:") and (not kept or d["trade_id"] > kept[-1]):
+            kept.append(d["trade_id"])
+    assert kept == list(range(1000, 1012))
+    sub.close()
+    admin.close()

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from mdpipe.publisher_rolling import MINUTE_NS, MINUTES, Rolling24h
+from mdpipe.publisher.rolling import MINUTE_NS, MINUTES, Rolling24h
 
 T0 = 1_723_100_000 * 1_000_000_000 // MINUTE_NS * MINUTE_NS  # a minute boundary in 2024
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.connection import Connection
 from mdpipe.instrument import Instrument
@@ -48,6 +50,9 @@ def test_futures_routes_split_depth_and_trades_with_mark_price() -> None:
 def test_instruments_are_perps_on_futures_and_pairs_on_spot() -> None:
     assert _venue().instrument("BTCUSDT") == Instrument("BTC", "USDT", "perp")
     assert _venue("spot").instrument("ETHBTC") == Instrument("ETH", "BTC", "spot")
+    # A quote asset not in the table: no guess (ingest then lists the symbol by name only).
+    with pytest.raises(ValueError, match="no known quote asset"):
+        _venue("spot").instrument("BTCPLN")
 
 
 def test_rest_policy() -> None:

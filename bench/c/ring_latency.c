@@ -7,10 +7,10 @@
  * Busy-polls the ring with readers/c/mdpipe_reader.h, takes CLOCK_REALTIME as soon as a
  * record is copied, and prints "p50 p99 p99.9 lost" in microseconds of commit_ts_ns -> copy.
  */
+#include "../../readers/c/mdpipe_reader.h" /* first: it selects the POSIX interfaces */
+
 #include <stdlib.h>
 #include <time.h>
-
-#include "../../readers/c/mdpipe_reader.h"
 
 static int cmp_i64(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -23,6 +23,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     long n = atol(argv[3]);
+    if (n <= 0) {
+        fprintf(stderr, "ring_latency: COUNT must be a positive number of records\n");
+        return 2;
+    }
     mdp_reader r;
     if (mdp_attach(&r, argv[1], argv[2]) != 0) {
         fprintf(stderr, "ring_latency: %s\n", r.error);
@@ -41,5 +45,8 @@ int main(int argc, char **argv) {
     qsort(lat, (size_t)n, sizeof(int64_t), cmp_i64);
     printf("%.3f %.3f %.3f %lu\n", lat[n / 2] / 1e3, lat[n * 99 / 100] / 1e3,
            lat[n * 999 / 1000] / 1e3, (unsigned long)r.lost);
+    free(rec);
+    free(lat);
+    mdp_detach(&r);
     return 0;
 }

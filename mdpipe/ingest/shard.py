@@ -27,6 +27,7 @@ from mdpipe.ingest.deadletter import DeadLetter
 from mdpipe.ingest.inbox import Inbox
 from mdpipe.ingest.rest import SnapshotFetcher, SnapshotReply, SnapshotRequest
 from mdpipe.ingest.symbolbook import SymbolBook
+from mdpipe.instrument import Instrument
 from mdpipe.shm import layout as L
 from mdpipe.shm.writer import RingWriter
 from mdpipe.venues import make_venue
@@ -85,8 +86,7 @@ class Shard:
         self.stop = stop
         self.log = logging.getLogger(f"mdpipe.ingest.{feed.name}.{shard}")
         self.venue = venue = make_venue(feed, self.symbols)
-        # The normalized instrument of each symbol, for the rings' symbol tables.
-        self.instruments = {sym: venue.instrument(sym) for sym in self.symbols}
+        self.instruments = self._instruments()
         books_ring, trades_ring = ring_names(feed.name, shard)
         mode = C.segment_mode(cfg)
         exchange = venue.exchange
@@ -96,6 +96,7 @@ class Shard:
             books_ring,
             "book",
             symbols=self.symbols,
+            instruments=self.instruments,
             capacity=cfg.shm.book_capacity,
             depth=cfg.shm.depth,
             max_symbols=max_symbols,
@@ -110,6 +111,7 @@ class Shard:
                 trades_ring,
                 "trade",
                 symbols=self.symbols,
+                instruments=self.instruments,
                 capacity=cfg.shm.trade_capacity,
                 max_symbols=max_symbols,
                 exchange=exchange,
@@ -149,6 +151,16 @@ class Shard:
         self.sel.register(self.inbox, selectors.EVENT_READ, None)
 
     # ----- setup --------------------------------------------------------------------------
+
+    def _instruments(self) -> dict[str, Instrument]:
+        """The normalized instrument of each symbol the venue can name, for the symbol tables."""
+        found = {}
+        for sym in self.symbols:
+            try:
+                found[sym] = self.venue.instrument(sym)
+            except ValueError as exc:
+                self.log.warning("%s: %s; readers find it by its venue name only", sym, exc)
+        return found
 
     def _plan(self) -> list[Connection]:
         feed = self.feed
@@ -297,8 +309,13 @@ class Shard:
             )
 
     def _rejected(self, conn: Connection, ack: Ack, raw: bytes) -> None:
-        """The venue refused a request (a subscription): its streams will never deliver."""
+        """The venue refused a request (a subscription): its streams will never deliver.
+
+        A request named after the stream it subscribes marks that stream as faulted, so the
+        silence check does not report it a second time.
+        """
         self.ctr.arr[self.ctr.stream_faults] += 1
+        conn.faulted.update(key for key, name in conn.streams.items() if name == ack.req_id)
         self._report("request_rejected", f"{conn.name}: {ack.op} {ack.req_id}: {ack.message}", raw)
         self.log.error(
             "%s: the venue refused %s %s: %s",

@@ -20,7 +20,8 @@ How the loop drives a venue (`Venue`, one instance per ingest shard):
    - `Trade`: one ring record, its `trade_id` a u64 that grows with the venue's trade order;
      `Trades`: several of them from one frame.
    - `BookTicker`: the venue's own top of book; ingest ignores it, tests compare against it.
-   - `Ack`: a reply to a request sent on the route; `ok=False` is reported as a stream fault.
+   - `Ack`: a reply to a request sent on the route; `ok=False` is reported as a stream fault
+     (name a subscribe request after its stream, as req_id, and the fault names the stream).
    - `Alive`: a frame that proves the route delivers (pong, mark price); nothing to do.
    - `ServerShutdown`: the server announced it is going away; the loop replaces the
      connection make-before-break (`overlap_diff` / `overlap_trade` then de-duplicate).

@@ -3,8 +3,10 @@
 Books start from the snapshot Bybit pushes after each subscribe, so no REST is used; a broken
 book is rebuilt by unsubscribing and subscribing its topic again. Bybit announces no
 shutdown and cuts no connection on a schedule: a lost connection reconnects, resubscribes
-and gets fresh snapshots. A refused subscription comes back as an Ack with success false,
-naming only the request: requests carry at most 10 topics (spot's limit) and say which.
+and gets fresh snapshots. A refused subscription comes back as an Ack with success false that
+names only its request, and may refuse every topic in it: so each topic is subscribed by a
+request of its own whose req_id is the topic (well under spot's 10 args), and a refusal
+costs that topic alone and names it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from mdpipe.venues.bybit.spec import book_depth
 from mdpipe.venues.bybit.sync import BybitBookSync
 from mdpipe.venues.bybit.wire import (
     MAX_ARGS_CHARS,
-    MAX_ARGS_PER_REQUEST,
     PING,
     PING_INTERVAL,
     WS_PATH,
@@ -72,7 +73,7 @@ class BybitVenue:
         self.depth = depth
 
     def plan(self) -> list[RoutePlan]:
-        """Routes of at most 21,000 characters of topics, subscribed 10 topics per request."""
+        """Routes of at most 21,000 characters of topics, one subscribe request per topic."""
         routes: list[RoutePlan] = []
         streams: dict[StreamKey, str] = {}
         chars = 0
@@ -88,14 +89,8 @@ class BybitVenue:
         return routes
 
     def _route(self, index: int, streams: dict[StreamKey, str]) -> RoutePlan:
-        topics = list(streams.values())
-        batches = [
-            request("subscribe", f"sub-{index}-{i // MAX_ARGS_PER_REQUEST}", topics[i : i + 10])
-            for i in range(0, len(topics), MAX_ARGS_PER_REQUEST)
-        ]
-        return RoutePlan(
-            f"{self.market}#{index}", self.url, streams, tuple(batches), PING, PING_INTERVAL
-        )
+        requests = tuple(request("subscribe", topic, [topic]) for topic in streams.values())
+        return RoutePlan(f"{self.market}#{index}", self.url, streams, requests, PING, PING_INTERVAL)
 
     def book_sync(self, symbol: str) -> BookSync:
         """Snapshot then u + 1 per delta."""

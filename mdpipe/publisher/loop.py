@@ -1,103 +1,78 @@
-"""The publisher: tails every books and trades ring of an instance into Redis.
-
-    python -m mdpipe.publisher --config FILE [--set key=value ...] [--instance NAME]
-
-Channels (names from publisher.*_channel; formats in mdpipe.publisher_payloads): every book
-record on orderbook:{SYMBOL}, every trade on trades:{SYMBOL}, a ticker with rolling 24 h
-figures on market_data:{SYMBOL} (at most every MARKET_DATA_INTERVAL per symbol). Keys of the
-same three names hold the newest book, trade and ticker for a late subscriber, with the
-redis.key_ttl TTL, set at most every KEY_INTERVAL per symbol (so a subscriber that subscribes
-and then GETs a key sees the channel continue from at most that far behind the key); they
-are refreshed while their ring's writer lives and expire after it.
-
-Falling behind (a full batch with more waiting), books are conflated per symbol to the
-newest of the batch (counted); trades never are, and a trade ring that laps the publisher
-is counted exactly (trades_lost) and logged. A Redis outage is survived: the rings are
-still consumed (no lapped-loss storm), the newest state per symbol is kept, what could not
-be sent is counted, and a Redis that comes back gets every symbol's newest book and
-ticker at once. Counters live in the `publisher` status segment (see COUNTERS), with each
-ring's read position (g_cursor_<ring>): a publisher restarted after a crash resumes there and
-continues the totals, so a crash loses nothing (at worst the last batch is sent twice).
-"""
+"""The publishing loop: every books and trades ring of an instance, tailed into Redis."""
 
 from __future__ import annotations
 
-import argparse
-import gc
 import logging
 import math
-import re
-import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import posix_ipc
+from redis.crc import key_slot
+from redis.exceptions import RedisError
 
 from mdpipe import config as config_mod
-from mdpipe import logs
-from mdpipe import publisher_payloads as P
+from mdpipe import redis_names as N
 from mdpipe.affinity import pin_to_core
-from mdpipe.counters import PUBLISHER
-from mdpipe.publisher_redis import RedisSink, publish_prefix, set_prefix
+from mdpipe.publisher import payloads as P
+from mdpipe.publisher.sink import RedisSink, command, publish_prefix, set_prefix, xadd_prefix
+from mdpipe.publisher.status import (
+    BOOKS_CONFLATED,
+    BOOKS_LOST,
+    BOOKS_PUBLISHED,
+    BOOKS_REPUBLISHED,
+    COUNTERS,
+    CURSOR,
+    DROPPED_BOOKS,
+    G_LAG_NS,
+    G_LAG_RECORDS,
+    G_REDIS_UP,
+    G_RINGS,
+    MD_PUBLISHED,
+    REDIS_ERRORS,
+    REDIS_RECONNECTS,
+    STREAM_ENTRIES,
+    TRADES_LOST,
+    TRADES_PUBLISHED,
+    previous_counters,
+    ring_key,
+)
 from mdpipe.readers import LayoutError, NoSuchRingError, Reader, attach
 from mdpipe.shm.segment import list_segments, read_status
 from mdpipe.shm.status import StatusWriter
-from mdpipe.shm.writer import WriterAliveError
+from mdpipe.tailer import RingTailer
 
 log = logging.getLogger("mdpipe.publisher")
 
-COUNTERS = PUBLISHER.names  # declared with their meanings in mdpipe/counters.py
-(
-    BOOKS_PUBLISHED,
-    TRADES_PUBLISHED,
-    MD_PUBLISHED,
-    BOOKS_CONFLATED,
-    TRADES_LOST,
-    BOOKS_LOST,
-    DROPPED_BOOKS,
-    DROPPED_TRADES,
-    REDIS_ERRORS,
-    REDIS_RECONNECTS,
-    BOOKS_REPUBLISHED,
-    G_REDIS_UP,
-    G_LAG_RECORDS,
-    G_LAG_NS,
-    G_RINGS,
-) = range(len(COUNTERS))
-
 MARKET_DATA_INTERVAL = 0.25  # seconds between two tickers of one symbol
-KEY_INTERVAL = 0.1  # seconds between two SETs of one symbol's newest book / trade key
-SCAN_EVERY = 0.01  # how often symbols with a key or ticker to send are looked at
+SCAN_EVERY = 0.01  # how often symbols with a ticker or stream book to send are looked at
 GAUGES_EVERY = 0.1
 DISCOVER_EVERY = 0.5
 IDLE_MIN, IDLE_MAX = 200e-6, 1e-3  # sleep between polls of empty rings, doubling
 
 
-class _Ring:
-    """One attached books or trades ring and its symbol-id -> SymbolState table."""
+class _Ring(RingTailer):
+    """A books or trades ring, its venue and its symbol-id -> SymbolState table."""
 
-    __slots__ = (
-        "name",
-        "is_book",
-        "reader",
-        "exchange",
-        "table",
-        "generation",
-        "lost",
-        "lag_ix",
-        "cursor_ix",
-    )
+    __slots__ = ("is_book", "exchange", "table", "lag_ix", "stats_upto")
 
-    def __init__(self, name: str, is_book: bool, reader: Reader, exchange: str) -> None:
-        self.name, self.is_book, self.reader, self.exchange = name, is_book, reader, exchange
+    def __init__(
+        self,
+        name: str,
+        reader: Reader,
+        counters: np.ndarray,
+        cursor_ix: int | None,
+        *,
+        is_book: bool,
+        exchange: str,
+    ) -> None:
+        super().__init__(name, reader, counters, cursor_ix)
+        self.is_book, self.exchange = is_book, exchange
         self.table: list[P.SymbolState] = []
-        self.generation = reader.generation
-        self.lost = reader.lost
         self.lag_ix: int | None = None
-        self.cursor_ix: int | None = None
+        self.stats_upto = 0  # ring position up to which trades are in the 24 h figures
 
 
 class Publisher:
@@ -115,7 +90,19 @@ class Publisher:
         self.batch = pub.batch
         self.levels = pub.levels
         self.ttl = cfg.redis.key_ttl
-        self.templates = (pub.orderbook_channel, pub.trades_channel, pub.market_data_channel)
+        self.templates = N.Templates(
+            pub.orderbook_channel,
+            pub.trades_channel,
+            pub.market_data_channel,
+            pub.orderbook_stream,
+            pub.trades_stream,
+        )
+        venues = {N.venue_of(f.exchange, f.market) for f in cfg.feeds}
+        # The only venue of the config keeps the plain names; any other gets a venue segment.
+        self.plain_venue = venues.pop() if len(venues) == 1 else None
+        self.streams = pub.streams
+        self.stream_maxlen = pub.stream_maxlen
+        self.stream_book_interval = pub.stream_book_interval
         self.clock = clock
         self.md_interval = market_data_interval
         self.refresh_every = min(10.0, self.ttl / 3)
@@ -140,21 +127,23 @@ class Publisher:
             self.ttl,
         )
         self.url = cfg.redis.url
+        self.cluster = False  # the names in self.states are hash-tagged
         self.rings: dict[str, _Ring] = {}
         self.ring_list: list[_Ring] = []
         self.states: dict[tuple[str, str], P.SymbolState] = {}
-        self.channel_owner: dict[bytes, tuple[str, str]] = {}
         self.refused: set[str] = set()
-        self.key_dirty: set[P.SymbolState] = set()
+        self.unlisted: set[P.SymbolState] = set()  # not yet in the Redis directory
+        self.numbers_before: dict[P.SymbolState, tuple[int, int]] = {}
+        self.stream_dirty: set[P.SymbolState] = set()  # newer book than the books stream has
         self.md_dirty: set[P.SymbolState] = set()
         self.next_scan = 0.0
         self.pending_books = self.pending_trades = self.pending_md = 0
-        self.pending_republished = 0
+        self.pending_republished = self.pending_entries = 0
         self.pending_commit = 0  # newest commit_ts_ns among the records in the pipeline
         self.published_commit = 0  # newest commit_ts_ns Redis has
         self.lost_unlogged = 0
         self.lost_logged_at = 0.0
-        self.outage_start: tuple[float, int, int] | None = None
+        self.outage_start: tuple[float, int] | None = None  # (when, dropped_books then)
 
     # ----- the loop -----------------------------------------------------------------------
 
@@ -162,13 +151,14 @@ class Publisher:
         """Publish until stop is set; sleeps 0.2-1 ms between polls only when every ring is empty."""
         self._discover(initial=True)
         if self.sink.connect():
-            self.c[G_REDIS_UP] = 1
+            self._connected()
         else:
             self.c[REDIS_ERRORS] += 1
             self._outage_began()
             log.warning("redis at %s unreachable: %s", self.url, self.sink.last_error)
         idle = IDLE_MIN
-        next_tick = next_discover = next_refresh = time.monotonic()
+        next_tick = next_discover = time.monotonic()
+        next_refresh = next_tick + self.refresh_every
         while not stop.is_set():
             got = self.step()
             now = time.monotonic()
@@ -194,13 +184,22 @@ class Publisher:
             self._send()
 
     def step(self) -> int:
-        """One pass over every ring and one pipeline round trip; returns records read."""
-        publish = self.sink.publish if self.sink.up else None
+        """One pass over every ring and one pipeline round trip; returns records read.
+
+        While Redis is down, trades stay in their rings (read again when it is back, in
+        order); books are read, and only each symbol's newest is kept for later.
+        """
+        up = self.sink.up
+        if up and self.unlisted:
+            self._list_symbols()
+            up = self.sink.up
         got = 0
+        read_trades: list[_Ring] = []
         for ring in self.ring_list:
-            reader = ring.reader
-            recs = reader.read_batch(self.batch)
-            if reader.lost != ring.lost:
+            if not ring.is_book and not up:
+                continue
+            recs = ring.read(self.batch)
+            if ring.reader.lost != ring.lost_seen:
                 self._count_lost(ring)
             if not len(recs):
                 continue
@@ -209,20 +208,21 @@ class Publisher:
             if not len(recs):
                 continue
             if ring.is_book:
-                self._books(ring, recs, publish)
+                self._books(ring, recs, up)
             else:
-                self._trades(ring, recs, publish)
-        self._flush()
+                read_trades.append(ring)
+                self._trades(ring, recs)
+        if not self._flush():
+            for ring in read_trades:  # not confirmed by Redis: sent again once it is back
+                ring.rewind()
         if got:
-            c = self.c
             for ring in self.ring_list:
-                if ring.cursor_ix is not None:
-                    c[ring.cursor_ix] = ring.reader.position
+                ring.save()
         return got
 
-    def _books(self, ring: _Ring, recs: np.ndarray, publish: P.Publish | None) -> None:
+    def _books(self, ring: _Ring, recs: np.ndarray, up: bool) -> None:
         n = len(recs)
-        if publish is None:
+        if not up:
             self.c[DROPPED_BOOKS] += n
             P.books(recs[P.newest_per_symbol(recs["symbol_id"])], ring.table, self.levels, None)
             return
@@ -231,53 +231,51 @@ class Publisher:
             if len(keep) < n:
                 self.c[BOOKS_CONFLATED] += n - len(keep)
                 recs = recs[keep]
-        touched = P.books(recs, ring.table, self.levels, publish)
+        touched = P.books(recs, ring.table, self.levels, self.sink)
         self.pending_books += len(recs)
         self.pending_commit = max(self.pending_commit, int(recs["commit_ts_ns"][-1]))
-        self.key_dirty |= touched
         self.md_dirty |= touched
+        if self.streams:
+            self.stream_dirty |= touched
 
-    def _trades(self, ring: _Ring, recs: np.ndarray, publish: P.Publish | None) -> None:
-        touched = P.trades(recs, ring.table, publish, self.clock())
-        if publish is None:
-            self.c[DROPPED_TRADES] += len(recs)
-            return
+    def _trades(self, ring: _Ring, recs: np.ndarray) -> None:
+        # Trades read again after a failed round trip are in the 24 h figures already.
+        counted = ring.stats_upto - ring.mark
+        if counted < len(recs):
+            P.count_trades(recs[max(0, counted) :], ring.table, self.clock())
+            ring.stats_upto = ring.mark + len(recs)
+        if self.streams:
+            table = ring.table
+            self._numbers_before([table[i] for i in np.unique(recs["symbol_id"]).tolist()])
+        touched = P.trades(recs, ring.table, self.sink, self.streams)
         self.pending_trades += len(recs)
+        if self.streams:
+            self.pending_entries += len(recs)
         self.pending_commit = max(self.pending_commit, int(recs["commit_ts_ns"][-1]))
-        self.key_dirty |= touched
         self.md_dirty |= touched
 
-    def _flush(self) -> None:
-        """Queue the keys and tickers that are due, then send the pipeline."""
+    def _flush(self) -> bool:
+        """Queue the keys, tickers and stream books that are due, then send; False on failure."""
         sink = self.sink
         if not sink.up:
-            return  # everything is re-sent from the newest state when Redis is back
-        if self.key_dirty or self.md_dirty:
+            return False  # everything is re-sent from the newest state when Redis is back
+        if self.stream_dirty or self.md_dirty:
             now = time.monotonic()
             if now >= self.next_scan:
                 self.next_scan = now + SCAN_EVERY
                 self._queue_due(now)
         if sink.pending:
-            self._send()
+            return self._send()
+        return True
 
     def _queue_due(self, now: float) -> None:
-        """Keys of symbols not set for KEY_INTERVAL, tickers not sent for the ticker interval.
-
-        Rate-limited per symbol so that a burst over many symbols is not doubled by SETs; the
-        newest state always lands, at most one interval (plus SCAN_EVERY) later.
-        """
-        sink = self.sink
-        if self.key_dirty:
-            due = [st for st in self.key_dirty if now - st.keys_sent >= KEY_INTERVAL]
+        """Stream books and tickers due at their cadence: each symbol's newest, rate-limited."""
+        if self.stream_dirty:
+            every = self.stream_book_interval
+            due = [st for st in self.stream_dirty if now - st.stream_book_sent >= every]
             for st in due:
-                if st.book_stale:
-                    sink.set(st.book_set, st.book)
-                    st.book_stale = False
-                if st.trade_stale:
-                    sink.set(st.trade_set, st.trade)
-                    st.trade_stale = False
-                st.keys_sent = now
-            self.key_dirty.difference_update(due)
+                self._queue_stream_book(st, now)
+            self.stream_dirty.difference_update(due)
         if self.md_dirty:
             due = [st for st in self.md_dirty if now - st.md_sent >= self.md_interval]
             if due:
@@ -286,14 +284,23 @@ class Publisher:
                     self._queue_market_data(st, now_ns, now)
                 self.md_dirty.difference_update(due)
 
+    def _queue_stream_book(self, st: P.SymbolState, now: float) -> None:
+        if self.streams and st.book is not None:
+            self._numbers_before([st])
+            st.books_n += 1
+            self.sink.xadd(st.slot, st.books_xadd, st.book, st.books_n)
+            self.pending_entries += 1
+        st.stream_book_stale = False
+        st.stream_book_sent = now
+
     def _queue_market_data(self, st: P.SymbolState, now_ns: int, now: float) -> None:
         payload = P.market_data(st, now_ns)
-        self.sink.publish(st.md_pub, payload)
-        self.sink.set(st.md_set, payload)
+        self.sink.publish(st.slot, st.md_pub, payload)
+        self.sink.set(st.slot, st.md_set, payload)
         st.md_sent = now
         self.pending_md += 1
 
-    def _send(self) -> None:
+    def _send(self) -> bool:
         c = self.c
         ok = self.sink.send()
         if ok:
@@ -301,25 +308,34 @@ class Publisher:
             c[BOOKS_REPUBLISHED] += self.pending_republished
             c[TRADES_PUBLISHED] += self.pending_trades
             c[MD_PUBLISHED] += self.pending_md
+            c[STREAM_ENTRIES] += self.pending_entries
             if self.pending_commit:
                 self.published_commit = self.pending_commit
                 c[G_LAG_NS] = max(0, time.time_ns() - self.pending_commit)
         else:
-            # Redis may have taken part of the pipeline: what it did not confirm counts as dropped.
+            # Redis may have taken part of the pipeline: books it did not confirm count as
+            # dropped; trades are read again from the ring (their stream numbers with them).
             c[DROPPED_BOOKS] += self.pending_books
-            c[DROPPED_TRADES] += self.pending_trades
             c[REDIS_ERRORS] += 1
             c[G_REDIS_UP] = 0
             self._outage_began()
+            for st, (trades_n, books_n) in self.numbers_before.items():
+                if st.books_n != books_n:  # its book entry is added again once Redis is back
+                    st.stream_book_stale = True
+                st.trades_n, st.books_n = trades_n, books_n  # read again from Redis when back
+            self.unlisted.update(self.numbers_before)
+        self.numbers_before.clear()
         self.pending_books = self.pending_trades = self.pending_md = 0
-        self.pending_republished = 0
+        self.pending_republished = self.pending_entries = 0
         self.pending_commit = 0
+        return ok
 
     # ----- Redis outages ------------------------------------------------------------------
 
     def _outage_began(self) -> None:
-        c = self.c
-        self.outage_start = (time.monotonic(), int(c[DROPPED_BOOKS]), int(c[DROPPED_TRADES]))
+        if self.outage_start is None:
+            c = self.c
+            self.outage_start = (time.monotonic(), int(c[DROPPED_BOOKS]))
 
     def _reconnect(self) -> None:
         sink = self.sink
@@ -327,39 +343,51 @@ class Publisher:
         if not sink.connect():
             self.c[REDIS_ERRORS] += 1
             return
-        c = self.c
-        c[G_REDIS_UP] = 1
         if was_up_before:
-            c[REDIS_RECONNECTS] += 1
+            self.c[REDIS_RECONNECTS] += 1
         if self.outage_start is not None:
-            began, books, trades = self.outage_start
+            began, books = self.outage_start
+            behind = sum(r.backlog for r in self.ring_list if not r.is_book)
             log.info(
-                "redis back after %.1f s; dropped %d books and %d trades meanwhile; "
-                "re-publishing the newest state of %d symbols",
+                "redis back after %.1f s; dropped %d books meanwhile; %d trades to catch up; "
+                "re-publishing the newest book of %d symbols",
                 time.monotonic() - began,
-                int(c[DROPPED_BOOKS]) - books,
-                int(c[DROPPED_TRADES]) - trades,
+                int(self.c[DROPPED_BOOKS]) - books,
+                behind,
                 len(self.states),
             )
             self.outage_start = None
-        self._republish_all()
+        self._connected()
+
+    def _connected(self) -> None:
+        """Redis answers: name the symbols for it, learn the streams, re-send the newest state."""
+        self.c[G_REDIS_UP] = 1
+        if self.sink.cluster != self.cluster:
+            self.cluster = self.sink.cluster
+            log.info("redis at %s is a cluster of %d masters", self.url, len(self.sink.nodes))
+            for st in self.states.values():
+                self._name(st)
+        self.unlisted.update(self.states.values())
+        self._list_symbols()
+        if self.sink.up:
+            self._republish_all()
 
     def _republish_all(self) -> None:
-        """Every symbol's newest book (channel and key), trade key and ticker, in one pipeline."""
+        """Every symbol's newest book (key, then channel), trade key and ticker, in one pipeline."""
         sink = self.sink
         now_ns, now = self.clock(), time.monotonic()
         for st in self.states.values():
             if st.book is not None:
-                sink.publish(st.book_pub, st.book)
-                sink.set(st.book_set, st.book)
+                sink.set(st.slot, st.book_set, st.book)
+                sink.publish(st.slot, st.book_pub, st.book)
                 self.pending_republished += 1
+                if self.streams and st.stream_book_stale:
+                    self._queue_stream_book(st, now)
             if st.trade is not None:
-                sink.set(st.trade_set, st.trade)
+                sink.set(st.slot, st.trade_set, st.trade)
             if st.book is not None or st.trade is not None:
                 self._queue_market_data(st, now_ns, now)
-            st.book_stale = st.trade_stale = False
-            st.keys_sent = now
-        self.key_dirty.clear()
+        self.stream_dirty.clear()
         self.md_dirty.clear()
         self._send()
 
@@ -378,17 +406,82 @@ class Publisher:
         now_ns, now = self.clock(), time.monotonic()
         for st in live:
             if st.book is not None:
-                sink.set(st.book_set, st.book)
+                sink.set(st.slot, st.book_set, st.book)
             if st.trade is not None:
-                sink.set(st.trade_set, st.trade)
+                sink.set(st.slot, st.trade_set, st.trade)
             if st.book is not None or st.trade is not None:
                 self._queue_market_data(st, now_ns, now)
-            st.book_stale = st.trade_stale = False
-            st.keys_sent = now
-        self.key_dirty.difference_update(live)
         self.md_dirty.difference_update(live)
+        self._queue_directory(live)
         if sink.pending:
             self._send()
+
+    # ----- names, the directory and stream numbers ----------------------------------------
+
+    def _name(self, st: P.SymbolState) -> None:
+        """Fill in a symbol's names and the commands built from them (cluster or not)."""
+        names = N.symbol_names(
+            self.templates,
+            st.exchange,
+            st.symbol,
+            segment=st.exchange != self.plain_venue,
+            cluster=self.cluster,
+        )
+        st.names = names
+        st.slot = key_slot(names.orderbook.encode()) if self.cluster else 0
+        book, trade, md = (
+            names.orderbook.encode(),
+            names.trades.encode(),
+            names.market_data.encode(),
+        )
+        st.book_pub, st.book_set = publish_prefix(book, self.cluster), set_prefix(book)
+        st.trade_pub, st.trade_set = publish_prefix(trade, self.cluster), set_prefix(trade)
+        st.md_pub, st.md_set = publish_prefix(md, self.cluster), set_prefix(md)
+        st.books_xadd = xadd_prefix(names.orderbook_stream.encode(), self.stream_maxlen)
+        st.trades_xadd = xadd_prefix(names.trades_stream.encode(), self.stream_maxlen)
+
+    def _queue_directory(self, states: set[P.SymbolState] | list[P.SymbolState]) -> None:
+        """HSET the symbols' names into the directory consumers resolve symbols with."""
+        if not states:
+            return
+        key = N.DIRECTORY_KEY.encode()
+        args: list[bytes] = [b"HSET", key]
+        for st in states:
+            args += (N.directory_field(st.exchange, st.symbol).encode(), st.names.to_json())
+        slot = key_slot(key) if self.cluster else 0
+        self.sink.raw(slot, command(*args))
+        self.sink.raw(slot, command(b"EXPIRE", key, b"%d" % self.ttl))
+
+    def _list_symbols(self) -> None:
+        """Add new symbols to the directory and learn their streams' numbers (one round trip)."""
+        todo = list(self.unlisted)
+        self.unlisted.clear()
+        if self.streams:
+            calls = []
+            for st in todo:
+                for stream in (st.names.trades_stream, st.names.orderbook_stream):
+                    calls.append((st.slot, ("XREVRANGE", stream, "+", "-", "COUNT", "1")))
+            try:
+                replies = self.sink.query(calls)
+            except (RedisError, OSError) as exc:
+                self.sink.fail(exc)
+                self.c[REDIS_ERRORS] += 1
+                self.c[G_REDIS_UP] = 0
+                self._outage_began()
+                self.unlisted.update(todo)
+                return
+            for k, st in enumerate(todo):
+                st.trades_n = max(st.trades_n, _entry_number(replies[2 * k]))
+                st.books_n = max(st.books_n, _entry_number(replies[2 * k + 1]))
+        self._queue_directory(todo)
+        self._send()
+
+    def _numbers_before(self, states: list[P.SymbolState]) -> None:
+        """Remember the stream numbers of the round trip's first entries, to undo a failed one."""
+        before = self.numbers_before
+        for st in states:
+            if st not in before:
+                before[st] = (st.trades_n, st.books_n)
 
     # ----- rings --------------------------------------------------------------------------
 
@@ -415,15 +508,20 @@ class Publisher:
                 continue
             if not initial:
                 reader.seek_oldest()
-            ring = _Ring(name, head == "books", reader, exchange)
+            key = ring_key(name)
+            cursor_ix = self._counter_index(CURSOR + key)
+            ring = _Ring(
+                name, reader, self.c, cursor_ix, is_book=head == "books", exchange=exchange
+            )
+            ring.lag_ix = self._counter_index("g_lag_" + key)
             self._load_symbols(ring)
             self.rings[name] = ring
-            self._lag_gauge(ring)
-            self._resume(ring)
+            ring.resume(self.resume.pop(key, None))
+            ring.stats_upto = ring.reader.position
             log.info("publishing ring %s (%s, %d symbols)", name, exchange or "?", len(ring.table))
         for name, ring in list(self.rings.items()):
-            if name not in present and not ring.reader.writer_alive and not ring.reader.backlog():
-                ring.reader.close()
+            if name not in present and not ring.reader.writer_alive and not ring.backlog:
+                ring.close()
                 del self.rings[name]
                 if ring.lag_ix is not None:
                     self.c[ring.lag_ix] = 0
@@ -431,31 +529,12 @@ class Publisher:
         self.ring_list = list(self.rings.values())
         self.c[G_RINGS] = len(self.ring_list)
 
-    def _lag_gauge(self, ring: _Ring) -> None:
-        key = _ring_key(ring.name)
+    def _counter_index(self, name: str) -> int | None:
         try:
-            ring.lag_ix = self.status.counter_index("g_lag_" + key)
-            ring.cursor_ix = self.status.counter_index(CURSOR + key)
+            return self.status.counter_index(name)
         except ValueError as exc:
-            log.info("no per-ring lag gauge or cursor for %s: %s", ring.name, exc)
-
-    def _resume(self, ring: _Ring) -> None:
-        """Go on where a publisher that died stopped reading this ring (nothing unpublished)."""
-        start = self.resume.pop(_ring_key(ring.name), None)
-        reader = ring.reader
-        # No predecessor, or it read another segment of that name: start where we are.
-        if start is not None and start <= reader.position:
-            behind = reader.position - start
-            reader.seek(start)
-            lost = reader.lost - ring.lost
-            log.info(
-                "ring %s: resuming where the previous publisher stopped (%d records behind%s)",
-                ring.name,
-                behind,
-                f", {lost} of them already overwritten" if lost else "",
-            )
-        if ring.cursor_ix is not None:
-            self.c[ring.cursor_ix] = reader.position
+            log.info("no counter %s: %s", name, exc)
+            return None
 
     def _load_symbols(self, ring: _Ring) -> None:
         """(Re)build a ring's symbol table from its header (new symbols, or a new writer)."""
@@ -468,29 +547,10 @@ class Publisher:
     def _state(self, exchange: str, symbol: str) -> P.SymbolState:
         st = self.states.get((exchange, symbol))
         if st is None:
-            book, trade, md = P.channel_names(self.templates, symbol, exchange)
-            for ch in (book, trade, md):
-                owner = self.channel_owner.setdefault(ch, (exchange, symbol))
-                if owner != (exchange, symbol):
-                    log.warning(
-                        "channel %s carries both %s %s and %s %s: add {exchange} or {market} "
-                        "to the publisher channel templates",
-                        ch.decode(),
-                        *owner,
-                        exchange,
-                        symbol,
-                    )
-            st = P.SymbolState(
-                symbol,
-                exchange,
-                book_pub=publish_prefix(book),
-                book_set=set_prefix(book),
-                trade_pub=publish_prefix(trade),
-                trade_set=set_prefix(trade),
-                md_pub=publish_prefix(md),
-                md_set=set_prefix(md),
-            )
+            st = P.SymbolState(symbol, exchange)
+            self._name(st)
             self.states[(exchange, symbol)] = st
+            self.unlisted.add(st)
         return st
 
     def _known_symbols(self, ring: _Ring, recs: np.ndarray) -> np.ndarray:
@@ -507,8 +567,7 @@ class Publisher:
         return recs
 
     def _count_lost(self, ring: _Ring) -> None:
-        n = ring.reader.lost - ring.lost
-        ring.lost = ring.reader.lost
+        n = ring.take_lost()
         if ring.is_book:
             self.c[BOOKS_LOST] += n
         else:
@@ -519,7 +578,7 @@ class Publisher:
         c = self.c
         total = 0
         for ring in self.ring_list:
-            lag = ring.reader.backlog()
+            lag = ring.backlog
             total += lag
             if ring.lag_ix is not None:
                 c[ring.lag_ix] = lag
@@ -539,7 +598,7 @@ class Publisher:
     def close(self) -> None:
         """Release the rings, the Redis connection and the status segment."""
         for ring in self.ring_list:
-            ring.reader.close()
+            ring.close()
         self.rings.clear()
         self.ring_list = []
         self.c[G_REDIS_UP] = 0
@@ -551,23 +610,13 @@ class Publisher:
         return {name: int(self.c[i]) for i, name in enumerate(COUNTERS)}
 
 
-CURSOR = "g_cursor_"  # + ring key: the next record of that ring the publisher reads
-
-
-def _ring_key(ring: str) -> str:
-    """A ring name as it appears in counter names (books.sim.0 -> books_sim_0)."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", ring)
-
-
-def previous_counters(instance: str) -> dict[str, int]:
-    """The counters of the instance's previous publisher (its ring cursors among them), if gone."""
-    try:
-        st = read_status(instance, "publisher")
-    except (posix_ipc.ExistentialError, LayoutError, PermissionError):
-        return {}
-    if st.writer_alive:
-        return {}  # creating our status segment will refuse to start
-    return st.counters
+def _entry_number(rows: object) -> int:
+    """Field n of the entry an XREVRANGE ... COUNT 1 returned (0 for an empty stream)."""
+    if not rows:
+        return 0
+    fields = rows[0][1]
+    pairs = dict(zip(fields[::2], fields[1::2], strict=True))
+    return int(pairs.get(b"n", 0))
 
 
 def run_publisher(
@@ -587,44 +636,3 @@ def run_publisher(
         return pub.counters()
     finally:
         pub.close()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The `python -m mdpipe.publisher` entry point; exits 0 on SIGTERM/SIGINT."""
-    ap = argparse.ArgumentParser(
-        prog="python -m mdpipe.publisher", description=__doc__.split("\n")[0]
-    )
-    ap.add_argument("--config", help="TOML config file (default: built-in defaults)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
-    ap.add_argument("--instance", help="instance name (overrides the config)")
-    args = ap.parse_args(argv)
-    overrides = list(args.set) + ([f"instance={args.instance}"] if args.instance else [])
-    try:
-        cfg = config_mod.load(args.config, overrides=overrides)
-    except config_mod.ConfigError as exc:
-        print(f"mdpipe publisher: {exc}", file=sys.stderr)
-        return 2
-    # The supervisor's choice (exported to its children) wins over the file's.
-    logs.setup_child(cfg.supervisor.log_format, cfg.supervisor.log_level)
-    if not cfg.publisher.enabled:
-        log.info("publisher.enabled is false: nothing to do")
-        return 0
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    gc.freeze()  # what exists now lives forever: keep the collector from walking it
-    try:
-        final = run_publisher(cfg, stop)
-    except WriterAliveError as exc:
-        log.error("another publisher runs for instance %s: %s", cfg.instance, exc)
-        return 1
-    log.info("stopped: %s", ", ".join(f"{k}={v}" for k, v in final.items() if v))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

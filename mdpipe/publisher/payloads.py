@@ -21,24 +21,36 @@ market_data:{SYMBOL} {"symbol", "last_price", "bid_price", "ask_price", "mid_pri
                      "spread_bps", "volume_24h", "high_24h", "low_24h", "trades_24h",
                      "updated_at"}
     bid/ask from the newest synced book (null while the book is not exact), 24 h figures
-    from publisher_rolling over the trades seen, volume in the base asset.
+    from publisher.rolling over the trades seen, volume in the base asset.
+
+Names are templates filled by mdpipe.redis_names (a venue segment, cluster hash tags). With
+Streams on, trades_stream:{SYMBOL} and orderbook_stream:{SYMBOL} entries hold the same JSON in
+field d and the entry's number in its stream in field n.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import orjson
 
-from mdpipe.publisher_rolling import Rolling24h, Window
+from mdpipe.publisher.rolling import Rolling24h, Window
+from mdpipe.redis_names import SymbolNames
 from mdpipe.shm import layout as L
 
 _dumps = orjson.dumps
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _NO_TRADES = Window(0.0, None, None, 0)
-Publish = Callable[[bytes, bytes], object]
+
+
+class Sink(Protocol):
+    """What encoding needs of publisher.sink.RedisSink."""
+
+    def publish(self, slot: int, prefix: bytes, payload: bytes) -> None: ...
+    def set(self, slot: int, prefix: bytes, value: bytes) -> None: ...
+    def xadd(self, slot: int, prefix: bytes, payload: bytes, n: int) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -47,29 +59,28 @@ class SymbolState:
 
     symbol: str
     exchange: str
-    # The Redis commands up to the payload (publisher_redis.publish_prefix / set_prefix).
-    book_pub: bytes
-    book_set: bytes
-    trade_pub: bytes
-    trade_set: bytes
-    md_pub: bytes
-    md_set: bytes
+    names: SymbolNames | None = None  # filled in by the publisher (cluster or not)
+    slot: int = 0  # the hash slot of every name of the symbol (0 outside a cluster)
+    # The Redis commands up to the payload (publisher.sink.publish_prefix / set_prefix / ...).
+    book_pub: bytes = b""
+    book_set: bytes = b""
+    trade_pub: bytes = b""
+    trade_set: bytes = b""
+    md_pub: bytes = b""
+    md_set: bytes = b""
+    books_xadd: bytes = b""
+    trades_xadd: bytes = b""
+    books_n: int = 0  # number of the newest entry of the books stream
+    trades_n: int = 0  # number of the newest entry of the trades stream
+    stream_book_sent: float = 0.0  # time.monotonic() of the last book added to the stream
+    stream_book_stale: bool = False  # the books stream is older than `book`
     book: bytes | None = None  # newest book payload (also the orderbook key's value)
     trade: bytes | None = None  # newest trade payload (the trades key's value)
     bid: float | None = None
     ask: float | None = None
     last_price: float | None = None
     stats: Rolling24h | None = None  # created with the first trade (books-only symbols need none)
-    book_stale: bool = False  # the orderbook key is older than `book`
-    trade_stale: bool = False  # the trades key is older than `trade`
-    keys_sent: float = 0.0  # time.monotonic() of the last key update
     md_sent: float = 0.0  # time.monotonic() of the last market_data publication
-
-
-def channel_names(templates: tuple[str, str, str], symbol: str, exchange: str) -> list[bytes]:
-    """Book, trade and market_data channels: templates filled with symbol, exchange and market."""
-    venue, _, market = exchange.partition("-")  # the ring header says e.g. "binance-futures"
-    return [t.format(symbol=symbol, exchange=venue, market=market).encode() for t in templates]
 
 
 def newest_per_symbol(sids: np.ndarray) -> np.ndarray:
@@ -82,10 +93,13 @@ def newest_per_symbol(sids: np.ndarray) -> np.ndarray:
 
 
 def books(
-    recs: np.ndarray, table: list[SymbolState], levels: int, publish: Publish | None
+    recs: np.ndarray, table: list[SymbolState], levels: int, sink: Sink | None
 ) -> set[SymbolState]:
-    """Encode book records, publish each (unless publish is None), keep the newest per symbol.
+    """Encode book records, publish each (unless sink is None), keep the newest per symbol.
 
+    Each symbol's key is SET to its newest book of the batch before the batch's first PUBLISH
+    of it: the key is never behind the channel, so a subscriber that subscribes, then GETs the
+    key, receives every later book on the channel (see DOCUMENTED_PROCEDURE in the consumer).
     Returns the symbols touched.
     """
     lv = min(levels, recs.dtype["bids"].shape[0])
@@ -103,6 +117,7 @@ def books(
     ets = recs["exchange_ts_ns"].tolist()
     cts = recs["commit_ts_ns"].tolist()
     touched = set()
+    payloads = []
     for i, sid in enumerate(sids):
         st = table[sid]
         nb = bcs[i]
@@ -125,33 +140,33 @@ def books(
             },
             option=_NUMPY,
         )
-        if publish is not None:
-            publish(st.book_pub, payload)
+        payloads.append(payload)
         st.book = payload
-        st.book_stale = True
         if synced and nb and na:
             st.bid, st.ask = float(b[0, 0]), float(a[0, 0])
         else:
             st.bid = st.ask = None
         touched.add(st)
+    for st in touched:
+        st.stream_book_stale = True
+    if sink is not None:
+        for st in touched:
+            sink.set(st.slot, st.book_set, st.book)
+        publish = sink.publish
+        for i, sid in enumerate(sids):
+            st = table[sid]
+            publish(st.slot, st.book_pub, payloads[i])
     return touched
 
 
-def trades(
-    recs: np.ndarray, table: list[SymbolState], publish: Publish | None, now_ns: int
-) -> set[SymbolState]:
-    """Encode and publish trade records (all of them, in order) and count them in the 24 h stats.
-
-    With publish None only the statistics and newest state are kept (Redis is down).
-    Returns the symbols touched.
-    """
+def count_trades(recs: np.ndarray, table: list[SymbolState], now_ns: int) -> None:
+    """Add trade records to their symbols' rolling 24 h figures."""
     sid_col = recs["symbol_id"]
     ts_col = recs["exchange_ts_ns"]
     px_col = recs["price"]
     qty_col = recs["qty"]
     lo, hi = int(sid_col.min()), int(sid_col.max())
     groups = [lo] if lo == hi else np.unique(sid_col).tolist()
-    touched = set()
     for sid in groups:
         st = table[sid]
         if st.stats is None:
@@ -161,10 +176,17 @@ def trades(
         else:
             sel = sid_col == sid
             st.stats.add(ts_col[sel], px_col[sel], qty_col[sel], now_ns)
-        touched.add(st)
-    if publish is None:
-        last = newest_per_symbol(sid_col)
-        recs = recs[last]
+
+
+def trades(
+    recs: np.ndarray, table: list[SymbolState], sink: Sink, streams: bool
+) -> set[SymbolState]:
+    """Encode and publish trade records (all of them, in order), and XADD them when streams.
+
+    Each symbol's trades key is SET to its newest trade first, as for books.
+
+    Returns the symbols touched.
+    """
     sids = recs["symbol_id"].tolist()
     tids = recs["trade_id"].tolist()
     pxs = recs["price"].tolist()
@@ -173,6 +195,8 @@ def trades(
     flags = recs["flags"].tolist()
     ets = recs["exchange_ts_ns"].tolist()
     cts = recs["commit_ts_ns"].tolist()
+    touched = set()
+    payloads = []
     for i, sid in enumerate(sids):
         st = table[sid]
         payload = _dumps(
@@ -188,11 +212,19 @@ def trades(
                 "timestamp": cts[i],
             }
         )
-        if publish is not None:
-            publish(st.trade_pub, payload)
+        payloads.append(payload)
         st.trade = payload
-        st.trade_stale = True
         st.last_price = pxs[i]
+        touched.add(st)
+    for st in touched:  # the key first, as for books
+        sink.set(st.slot, st.trade_set, st.trade)
+    publish = sink.publish
+    for i, sid in enumerate(sids):
+        st = table[sid]
+        publish(st.slot, st.trade_pub, payloads[i])
+        if streams:
+            st.trades_n += 1
+            sink.xadd(st.slot, st.trades_xadd, payloads[i], st.trades_n)
     return touched
 
 
