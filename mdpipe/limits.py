@@ -10,7 +10,6 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from mdpipe.feeds.binance import MAX_STREAMS_PER_CONNECTION, plan_connections
 from mdpipe.shm import layout as L
 
 if TYPE_CHECKING:
@@ -111,31 +110,26 @@ def check_shm_space(cfg: Config, shm_dir: str = SHM_DIR) -> str | None:
 
 
 def check_connection_plan(key: str, feed: object, symbols: list[str]) -> str | None:
-    """Why one ingest process's symbols cannot fit the venue's connection limits, or None."""
-    market = feed.market
+    """Why one ingest process's symbols cannot fit the venue's connection limits, or None.
+
+    The venue plans its own routes within its stream and subscribe limits; what it cannot
+    plan around is a URL that carries the streams (Binance's combined streams) growing past
+    what a server accepts.
+    """
+    from mdpipe.venues import make_venue
+
     try:
-        planned = plan_connections(
-            market,
-            symbols,
-            depth=feed.depth_stream,
-            trade=feed.trade_stream,
-            book_ticker=False,
-            ws_base=feed.ws_url,
-            mark_price=market == "futures",
-        )
+        routes = make_venue(feed, symbols).plan()
     except ValueError as exc:
         return f"{key}: {exc}"
-    longest = max(planned, key=lambda c: len(c.url))
     base = feed.ws_url.rstrip("/")
-    if len(longest.url) - len(base) > WS_URL_MAX_BYTES:
-        per_symbol = max(1, (len(longest.url) - len(base)) // max(1, len(symbols)))
+    longest = max((len(r.url) - len(base) for r in routes), default=0)
+    if longest > WS_URL_MAX_BYTES:
+        per_symbol = max(1, longest // max(1, len(symbols)))
         fits = max(1, WS_URL_MAX_BYTES // per_symbol)
         return (
-            f"{key}: {len(symbols)} symbols on one ingest process need a "
-            f"{len(longest.url) - len(base)}-byte stream URL, more than the "
-            f"{WS_URL_MAX_BYTES} a server accepts (HTTP 414); list at most about {fits} "
-            "symbols per core in cores, until whole-market planning lands"
+            f"{key}: {len(symbols)} symbols on one ingest process need a {longest}-byte "
+            f"stream URL, more than the {WS_URL_MAX_BYTES} a server accepts (HTTP 414); list "
+            f"at most about {fits} symbols per core in cores, until whole-market planning lands"
         )
-    if any(len(c.streams) > MAX_STREAMS_PER_CONNECTION for c in planned):
-        return f"{key}: more than {MAX_STREAMS_PER_CONNECTION} streams on one connection"
     return None

@@ -21,6 +21,7 @@ from mdpipe.metrics import (
     refused_here,
     ring_labels,
     supervisor_children,
+    supervisor_summary,
 )
 from mdpipe.readers import list_instances
 from mdpipe.runtime import RuntimeStateError, is_own_segment
@@ -98,15 +99,7 @@ def collect(
         lock = None  # a lock file that is not ours proves nothing: show the segments only
     sup = statuses.get("supervisor")
     if sup is not None:
-        snap["supervisor"] = {
-            "pid": sup.writer_pid,
-            "alive": sup.writer_alive,
-            "uptime_s": round((now - sup.start_time_ns) / 1e9, 1),
-            "restarts": sup.counters.get("restarts", 0),
-            "children": sup.counters.get("g_children", 0),
-            "children_up": sup.counters.get("g_children_up", 0) if sup.writer_alive else 0,
-            "http": (lock or {}).get("http"),
-        }
+        snap["supervisor"] = supervisor_summary(sup, now) | {"http": (lock or {}).get("http")}
         for child in supervisor_children(sup):
             snap["processes"].append(
                 {
@@ -130,6 +123,7 @@ def collect(
             "kind": st.kind,
             "feed": feed,
             "shard": shard,
+            "exchange": st.exchange,
             "writer_pid": st.writer_pid,
             "alive": st.writer_alive,
             "generation": st.generation,
@@ -313,9 +307,9 @@ def render(snap: dict) -> str:
             c = r["counters"]
             synced = f"{c.get('g_books_synced', 0)}/{c.get('g_books_total', 0)}"
             conns = f"{c.get('g_connections', 0)}/{c.get('g_connections_expected', 0)}"
-            rows.append(
-                [f"{r['feed']}.{r['shard']}", conns, synced, *(c.get(k, 0) for k in INGEST_COLUMNS)]
-            )
+            feed = f"{r['feed']}.{r['shard']}"
+            counts = (c.get(k, 0) for k in INGEST_COLUMNS)
+            rows.append([feed, conns, synced, *counts, r.get("exchange") or "-"])
         out.append(
             table(
                 [
@@ -323,6 +317,7 @@ def render(snap: dict) -> str:
                     "CONNS",
                     "SYNCED",
                     *(k.upper().replace("_", " ") for k in INGEST_COLUMNS),
+                    "EXCHANGE",
                 ],
                 rows,
             )

@@ -240,7 +240,7 @@ def child_specs(cfg: C.Config, config_path: str | None, overrides: list[str]) ->
     if cfg.sim.enabled:
         sim = cfg.sim
         argv = [py, "-m", "mdpipe.cli", "sim", "--host", sim.host, "--port", str(sim.port)]
-        argv += ["--market", sim.market, "--symbols", ",".join(sim.symbols)]
+        argv += ["--venue", sim.venue, "--market", sim.market, "--symbols", ",".join(sim.symbols)]
         argv += ["--rate", str(sim.rate), "--seed", str(sim.seed), *sim.args]
         specs.append(ChildSpec("sim", argv, port=(sim.host, sim.port)))
     for feed, shard, _core, _symbols in cfg.ingest_shards():
