@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from mdpipe import runtime
 from mdpipe.ingest.inbox import Inbox
 
 REQUEST_MAX = 64 * 1024  # bytes of one request line
@@ -41,18 +42,11 @@ class ControlError(Exception):
 
 
 def runtime_dir() -> Path:
-    """This user's private runtime directory (MDPIPE_RUNTIME_DIR, else /tmp/mdpipe-<uid>),
-    created mode 0700; ControlError if it is not a directory of ours that only we can use."""
-    path = Path(os.environ.get("MDPIPE_RUNTIME_DIR") or f"/tmp/mdpipe-{os.geteuid()}")
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise ControlError(
-            f"runtime directory {path} is not a private directory of uid {os.geteuid()} "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}, owner {st.st_uid}): refusing to use it"
-        )
-    return path
+    """The user's private runtime directory (`mdpipe.runtime`); ControlError if not ours."""
+    try:
+        return runtime.runtime_dir()
+    except (OSError, runtime.RuntimeStateError) as exc:
+        raise ControlError(str(exc)) from None
 
 
 def socket_path(instance: str, feed: str, shard: int) -> Path:

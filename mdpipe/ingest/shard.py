@@ -32,6 +32,7 @@ from mdpipe.ingest.inbox import Inbox
 from mdpipe.ingest.rest import SnapshotFetcher, SnapshotReply, SnapshotRequest
 from mdpipe.ingest.symbolbook import SymbolBook
 from mdpipe.instrument import Instrument
+from mdpipe.limits import ingest_symbol_slots
 from mdpipe.shm import layout as L
 from mdpipe.shm.writer import RingWriter
 from mdpipe.venues import make_venue
@@ -95,8 +96,7 @@ class Shard:
         books_ring, trades_ring = ring_names(feed.name, shard)
         mode = C.segment_mode(cfg)
         exchange = venue.exchange
-        # Room for symbols subscribed at runtime (64 bytes a row per ring).
-        max_symbols = min(L.MAX_SYMBOLS, max(256, 2 * len(symbols)))
+        max_symbols = ingest_symbol_slots(len(symbols))  # room for runtime subscriptions
         self.books_w = RingWriter.create(
             cfg.instance,
             books_ring,
@@ -368,6 +368,8 @@ class Shard:
         now = time.monotonic()
         if done.ws is None:
             delay = conn.schedule_retry(now)
+            self.ctr.arr[self.ctr.reconnects] += 1  # every failed attempt is retried
+            self.ctr.arr[self.ctr.connect_failures] += 1
             self.log.warning(
                 "%s: cannot connect to %s: %s; retrying in %.2f s",
                 conn.name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -14,6 +15,7 @@ from mdpipe.sim.faults import FaultError, parse_duration, parse_fault_spec
 from mdpipe.sim.instruments import universe as generated_universe
 from mdpipe.sim.tape import TapeError
 from mdpipe.sim.venues import DEFAULT_VENUE, build, venue_module, venue_names
+from mdpipe.sim.venues._okx.options import okx_options
 
 # The first stdout line, exactly; SimProcess and scripts wait for it. Nothing else goes
 # to stdout (logs go to stderr).
@@ -191,6 +193,7 @@ DURATION = Duration()
     default="info",
     show_default=True,
 )
+@okx_options
 def sim_command(
     host: str,
     port: int,
@@ -219,6 +222,7 @@ def sim_command(
     rest_wait: float,
     oversized_bytes: int,
     log_level: str,
+    **venue_options: Any,
 ) -> None:
     """An exchange simulator (Binance by default; --venue bybit|okx): streams and REST on one port.
 
@@ -277,6 +281,7 @@ def sim_command(
         rest_wait=rest_wait,
         oversized_bytes=oversized_bytes,
         weight_limit=weight_limit,
+        venue_options=venue_options,
     )
     try:
         asyncio.run(_run(cfg))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mdpipe.sim.faults import ScheduledFault
 from mdpipe.sim.instruments import FUTURES
@@ -48,3 +49,4 @@ class SimConfig:
     oversized_bytes: int = 2 * 1024 * 1024
     weight_limit: int | None = None  # REST weight per minute per IP; None: the market's
     ban_seconds: float = 120.0  # how long a 418 ban lasts
+    venue_options: dict[str, Any] = field(default_factory=dict)  # a venue's own (--okx-*)
