@@ -98,24 +98,22 @@ class TradeCheck:
         ]
         for r in self.readers:
             r.seek_oldest()
-        self.last: dict[str, int] = {}
+        self.last: dict[tuple[int, int], int] = {}  # (ring, symbol id) -> last trade id
         self.records = 0
         self.gaps = 0
         self.lost = 0
 
     def drain(self) -> None:
-        for r in self.readers:
+        for ring, r in enumerate(self.readers):
             while len(batch := r.read_batch(8192)):
-                names = r.symbols
                 self.records += len(batch)
-                for sid, tid in zip(
-                    batch["symbol_id"].tolist(), batch["trade_id"].tolist(), strict=True
-                ):
-                    sym = names[sid]
-                    prev = self.last.get(sym)
+                sids, tids = batch["symbol_id"].tolist(), batch["trade_id"].tolist()
+                for sid, tid in zip(sids, tids, strict=True):
+                    key = (ring, sid)
+                    prev = self.last.get(key)
                     if prev is not None and tid != prev + 1:
                         self.gaps += 1
-                    self.last[sym] = tid
+                    self.last[key] = tid
             self.lost = sum(x.lost for x in self.readers)
 
 
