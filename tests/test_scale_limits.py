@@ -10,12 +10,16 @@ import orjson
 import pytest
 import websocket
 
+from mdpipe.ingest.backoff import Backoff
+from mdpipe.ingest.connection import Connection
+from mdpipe.ingest.runtime import resubscribe_frames
 from mdpipe.sim.instruments import universe
 from mdpipe.sim.limits import MAX_URL_LENGTH, WeightLimiter
 from mdpipe.sim.process import SimProcess
 from mdpipe.venues.binance import limits
 from mdpipe.venues.binance.venue import BinanceVenue
 from mdpipe.venues.binance.wire import BinanceParser
+from mdpipe.venues.errors import FeedError
 from mdpipe.venues.pacing import MessagePacer, WeightBudget
 
 
@@ -209,3 +213,37 @@ def test_sim_refuses_a_long_url_with_414_and_enforces_messages() -> None:
         info = orjson.loads(body)
         assert len(info["symbols"]) == 302  # BTCUSDT, ETHUSDT and the universe
         assert {s["contractType"] for s in info["symbols"]} == {"PERPETUAL"}
+
+
+def test_listed_symbols_from_exchange_info() -> None:
+    v = _venue(1)
+    info = {
+        "symbols": [
+            {"symbol": "BTCUSDT", "status": "TRADING", "contractType": "PERPETUAL"},
+            {"symbol": "BTCUSDT_261225", "status": "TRADING", "contractType": "CURRENT_QUARTER"},
+            {"symbol": "OLDUSDT", "status": "SETTLING", "contractType": "PERPETUAL"},
+        ]
+    }
+    assert v.listed(orjson.dumps(info)) == {"BTCUSDT"}
+    assert v.listing_url() == "https://fapi.example/fapi/v1/exchangeInfo"
+    with pytest.raises(FeedError):
+        v.listed(b"<html>")
+
+
+def test_reconnect_resubscribes_runtime_changes() -> None:
+    """After a reconnect the URL and planned messages bring back the config's streams: the
+    streams added at runtime are subscribed again and the removed ones unsubscribed."""
+    v = _venue(300)
+    plan = next(r for r in v.plan() if r.name.startswith("market"))
+    conn = Connection(plan.name, plan.url, dict(plan.streams), Backoff(0.1, 1.0))
+    assert resubscribe_frames(v, plan, conn) == ()
+    added = v.symbol_streams("NEWUSDT")["market"]
+    conn.streams.update(added)
+    gone = [k for k in conn.streams if k[0] == "AAAAUSDT"]
+    for key in gone:
+        del conn.streams[key]
+    frames = [orjson.loads(f) for f in resubscribe_frames(v, plan, conn)]
+    assert [(f["method"], sorted(f["params"])) for f in frames] == [
+        ("SUBSCRIBE", sorted(added.values())),
+        ("UNSUBSCRIBE", ["aaaausdt@aggTrade", "aaaausdt@markPrice@1s"]),
+    ]

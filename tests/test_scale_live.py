@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from test_ingest_support import IngestProcess, write_config
+from test_runtime_subscriptions import mdpipe, runtime_dir  # noqa: F401 - a fixture
 
 from mdpipe.sim.instruments import universe
 from mdpipe.sim.process import SimProcess
@@ -14,11 +16,13 @@ from mdpipe.venues.binance import limits
 N = 250  # x weight 10 (snapshot limit 500) = 2,500: more than one minute's budget
 
 
+@pytest.mark.usefixtures("runtime_dir")
 def test_a_few_hundred_symbols_come_up_within_the_venues_limits(
     tmp_path: Path, instance: str
 ) -> None:
     symbols = universe(N)
-    with SimProcess(["--universe", str(N), "--rate", "1000"]) as sim:
+    more = universe(N + 263)[N:]  # 526 more market streams: past 1,024 on that connection
+    with SimProcess(["--universe", str(N + 263), "--levels", "100", "--rate", "1000"]) as sim:
         cfg = write_config(
             tmp_path / "c.toml",
             instance,
@@ -40,6 +44,12 @@ def test_a_few_hundred_symbols_come_up_within_the_venues_limits(
                 timeout=240,
             )
             stats = sim.stats()
+            # Subscribing past the venue's streams per connection is refused, changing nothing.
+            r = mdpipe("subscribe", *more, "--instance", instance)
+            assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+            assert r.stderr.startswith("mdpipe subscribe: venue limit reached: every market ")
+            after = ingest.counters()
+            assert after["g_books_total"] == N and after["g_books_synced"] == N
             assert ingest.stop() == 0
     # Two connections (public: 250 depth streams, market: 500 trade and mark streams),
     # each URL short enough, the rest subscribed by paced messages: nothing refused.

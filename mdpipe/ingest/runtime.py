@@ -22,6 +22,7 @@ from mdpipe.ingest.connection import Connection
 from mdpipe.ingest.rest import HttpGetter
 from mdpipe.venues import venue_spec
 from mdpipe.venues.base import DEPTH, RoutePlan
+from mdpipe.venues.errors import FeedError
 
 if TYPE_CHECKING:
     from mdpipe.ingest.shard import Shard
@@ -35,7 +36,7 @@ class Refused(Exception):
 
 def probe_symbols(venue: Any, symbols: list[str]) -> tuple[str, bool] | None:
     """(why the exchange will not serve one of `symbols`, whether the input is at fault), or
-    None when it serves them all."""
+    None when it serves them all: the form first, then one listing request (exchangeInfo)."""
     if not symbols:
         return "no symbols given", True
     spec = venue_spec(venue.name)
@@ -44,21 +45,25 @@ def probe_symbols(venue: Any, symbols: list[str]) -> tuple[str, bool] | None:
         if problem:
             return problem, True
     getter = HttpGetter(PROBE_TIMEOUT)
+    url = venue.listing_url()
     try:
-        for sym in symbols:
-            try:
-                status, body, _ = getter.get(venue.probe_url(sym))
-            except (OSError, http.client.HTTPException) as exc:
-                return f"cannot ask the exchange about {sym}: {exc}", False
-            if 400 <= status < 500 and status not in (418, 429):
-                return f"the exchange does not list {sym} (HTTP {status}: {_message(body)})", True
-            if status != 200:
-                return (
-                    f"cannot ask the exchange about {sym}: HTTP {status}: {_message(body)}",
-                    False,
-                )
+        status, body, _ = getter.get(url)
+    except (OSError, http.client.HTTPException) as exc:
+        return f"cannot ask the exchange which symbols it lists: {exc}", False
     finally:
         getter.close()
+    if status != 200:
+        return (
+            f"cannot ask the exchange which symbols it lists: HTTP {status}: {_message(body)}",
+            False,
+        )
+    try:
+        listed = venue.listed(body)
+    except FeedError as exc:
+        return f"cannot read the exchange's symbol list: {exc.detail}", False
+    unlisted = [s for s in symbols if s not in listed]
+    if unlisted:
+        return f"the exchange does not list {', '.join(unlisted)}", True
     return None
 
 
@@ -88,18 +93,18 @@ def subscribe(shard: Shard, symbols: list[str]) -> list[str]:
     have = [s for s in symbols if s in shard.books]
     if have:
         raise Refused(f"already subscribed: {', '.join(have)}")
-    new_rows = [s for s in symbols if s not in shard.books_w.symbols]
-    room = shard.books_w.max_symbols - len(shard.books_w.symbols)
-    if len(new_rows) > room:
-        raise Refused(
-            f"the rings hold {shard.books_w.max_symbols} symbols and have room for {room} more"
-        )
     plans: list[tuple[str, dict[tuple[str, str], str], Connection]] = []
     wanted: dict[str, int] = {}
     for sym in symbols:
         for group, streams in shard.venue.symbol_streams(sym).items():
             wanted[group] = wanted.get(group, 0) + len(streams)
     routes = {group: _route_with_room(shard, group, n) for group, n in wanted.items()}
+    new_rows = [s for s in symbols if s not in shard.books_w.symbols]
+    room = shard.books_w.max_symbols - len(shard.books_w.symbols)
+    if len(new_rows) > room:
+        raise Refused(
+            f"the rings hold {shard.books_w.max_symbols} symbols and have room for {room} more"
+        )
     for sym in symbols:
         for group, streams in shard.venue.symbol_streams(sym).items():
             plans.append((sym, streams, routes[group]))

@@ -11,6 +11,8 @@ import logging
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+import orjson
+
 from mdpipe.instrument import Instrument
 from mdpipe.venues.base import (
     DEPTH,
@@ -37,6 +39,7 @@ from mdpipe.venues.binance.wire import (
     plan_connections,
     snapshot_url,
 )
+from mdpipe.venues.errors import MISSING_FIELD, FeedError
 from mdpipe.venues.pacing import WeightBudget
 from mdpipe.venues.symbols import split_concatenated
 
@@ -140,9 +143,23 @@ class BinanceVenue:
                 self.market, symbol, self.snapshot_limit, self.rest_url
             )
 
-    def probe_url(self, symbol: str) -> str:
-        """A cheap REST request (weight 2) that tells whether the exchange lists a symbol."""
-        return snapshot_url(self.market, symbol, 5, self.rest_url)
+    def listing_url(self) -> str:
+        """exchangeInfo (weight 1): every symbol the exchange lists, for runtime subscriptions."""
+        path = "/fapi/v1/exchangeInfo" if self.market == FUTURES else "/api/v3/exchangeInfo"
+        return self.rest_url.rstrip("/") + path
+
+    def listed(self, body: bytes) -> set[str]:
+        """The symbols an exchangeInfo reply lists as trading (perpetuals on futures)."""
+        try:
+            rows = orjson.loads(body)["symbols"]
+            return {
+                r["symbol"]
+                for r in rows
+                if r.get("status") == "TRADING"
+                and (self.market != FUTURES or r.get("contractType") == "PERPETUAL")
+            }
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise FeedError(MISSING_FIELD, "exchangeInfo without a symbols list") from None
 
     def rest_budget(self) -> WeightBudget:
         """The REST weight pacing of this shard's snapshots (see limits)."""
