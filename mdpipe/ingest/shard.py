@@ -164,13 +164,12 @@ class Shard:
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.inbox, selectors.EVENT_READ, None)
         self.control: ControlServer | None = None
-        if hasattr(venue, "symbol_streams"):
-            try:
-                path = socket_path(cfg.instance, feed.name, shard)
-                self.control = ControlServer(path, self.inbox, self._check_request)
-            except (OSError, ControlError) as exc:
-                # Market data flows without it; only runtime subscriptions are unavailable.
-                self.log.error("no control socket (mdpipe subscribe will not reach it): %s", exc)
+        try:
+            path = socket_path(cfg.instance, feed.name, shard)
+            self.control = ControlServer(path, self.inbox, self._check_request)
+        except (OSError, ControlError) as exc:
+            # Market data flows without it; only runtime subscriptions are unavailable.
+            self.log.error("no control socket (mdpipe subscribe will not reach it): %s", exc)
 
     # ----- setup --------------------------------------------------------------------------
 
@@ -626,6 +625,14 @@ class Shard:
 
     def _check_request(self, op: str, symbols: list[str]) -> tuple[str, bool] | None:
         """Blocking checks on the control thread: does the exchange list these symbols?"""
+        if op == "list":
+            return None
+        if not hasattr(self.venue, "symbol_streams"):
+            return (
+                f"feed {self.feed.name} ({self.venue.exchange}) cannot change its symbols at "
+                "runtime; change the config's symbols and restart",
+                False,
+            )
         if op != "subscribe":
             return None
         return runtime.probe_symbols(self.venue, symbols)
