@@ -110,10 +110,16 @@ INGEST = CounterSet(
             "rollover_timeouts", "rollovers whose old socket had to be closed before catching up"
         ),
         Counter("duplicates", "frames both sockets delivered during a rollover (dropped once)"),
+        Counter(
+            "rest_paced_ms", "milliseconds snapshot requests waited for the REST weight budget"
+        ),
+        Counter("subscribed", "symbols added at runtime (mdpipe subscribe)"),
+        Counter("unsubscribed", "symbols removed at runtime (mdpipe unsubscribe)"),
         Counter("g_connections", "connections up"),
         Counter("g_connections_expected", "connections planned"),
         Counter("g_books_synced", "books exact by the venue's sync rules"),
         Counter("g_books_total", "books kept"),
+        Counter("g_rest_weight", "REST weight used this minute, as the venue last reported it"),
         Counter("g_core", "the CPU core the process is pinned to"),
         Counter("g_pinned", "1 when the pinning was verified"),
     ),

@@ -99,6 +99,7 @@ def test_subscribe_and_unsubscribe_leave_the_other_books_alone(
 
     assert c["resyncs"] == 0 and c["gaps"] == 0 and c["parse_errors"] == 0
     assert c["stream_faults"] == 0 and c["reconnects"] == 0
+    assert c["subscribed"] == 2 and c["unsubscribed"] == 1
     # Each book was rebuilt once (its first sync) and never again.
     assert check_continuity(recs, futures=True) == 10
     ids = {s: i for i, s in enumerate(STARTED + ADDED)}

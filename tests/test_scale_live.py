@@ -62,3 +62,5 @@ def test_a_few_hundred_symbols_come_up_within_the_venues_limits(
     assert c["rest_429"] == 0 and c["rest_418"] == 0 and c["snapshot_errors"] == 0
     assert c["reconnects"] == 0 and c["stream_faults"] == 0 and c["parse_errors"] == 0
     assert c["resyncs"] == 0
+    # The budget paced the snapshots: it waited for the next minute, and knew the weight used.
+    assert c["rest_paced_ms"] > 0 and 0 < c["g_rest_weight"] <= limits.WEIGHT_LIMIT["futures"]

@@ -126,6 +126,7 @@ def subscribe(shard: Shard, symbols: list[str]) -> list[str]:
             shard._queue(conn, shard.venue.request_frames(True, names))
             shard._flush(conn, now)
     shard.ctr.arr[shard.ctr.g_books_total] = len(shard.books)
+    shard.ctr.arr[shard.ctr.subscribed] += len(symbols)
     shard.log.info("subscribed at runtime: %s", ", ".join(symbols))
     return symbols
 
@@ -173,6 +174,7 @@ def unsubscribe(shard: Shard, symbols: list[str]) -> list[str]:
         shard.depth_route.pop(sym, None)
         shard.removed.add(sym)
     shard.ctr.arr[shard.ctr.g_books_total] = len(shard.books)
+    shard.ctr.arr[shard.ctr.unsubscribed] += len(symbols)
     shard.log.info("unsubscribed at runtime: %s", ", ".join(symbols))
     return symbols
 

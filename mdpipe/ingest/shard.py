@@ -697,6 +697,11 @@ class Shard:
             elif not conn.connecting and now >= conn.next_attempt and not self.stop.is_set():
                 conn.start_connect(self.inbox)
         self._request_snapshots(now)
+        budget = self.fetcher.budget
+        if budget is not None:
+            arr = self.ctr.arr
+            arr[self.ctr.g_rest_weight] = budget.used
+            arr[self.ctr.rest_paced_ms] = int(self.fetcher.paced_seconds * 1000)
         self.books_w.heartbeat()
         self.trades_w.heartbeat()
 
