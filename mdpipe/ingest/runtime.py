@@ -113,9 +113,9 @@ def subscribe(shard: Shard, symbols: list[str]) -> list[str]:
     now = time.monotonic()
     sent: dict[str, list[str]] = {}
     for sym, streams, conn in plans:
+        # Not added to the connection's `unseen`: its silence check counts from the
+        # connection's start, long past; a book that never gets data stays unsynced instead.
         conn.streams.update(streams)
-        if conn.up:
-            conn.unseen.update(streams)
         if any(kind == DEPTH for _, kind in streams):
             conn.depth_symbols.append(sym)
             shard.depth_route[sym] = conn
