@@ -10,6 +10,7 @@ for bad input, 1 for the instance's state.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -41,6 +42,7 @@ def control_sockets() -> dict[str, dict[str, dict[int, Path]]]:
 def _pick(command: str, instance: str | None, feed: str | None) -> tuple[str, str, dict[int, Path]]:
     """(instance, feed, its shards' sockets) named or implied, or exit with why not."""
     sockets = control_sockets()
+    instance = instance or os.environ.get("MDPIPE_INSTANCE") or None
     if instance is None:
         if not sockets:
             _fail(
@@ -103,7 +105,9 @@ def _owners(command: str, shards: dict[int, Path]) -> dict[int, list[str]]:
 _ARGS = [
     click.argument("symbols", nargs=-1, required=True),
     click.option("--feed", help="The [[feeds]] entry (default: the instance's only feed)."),
-    click.option("--instance", help="Instance (default: the only one running)."),
+    click.option(
+        "--instance", help="Instance (default: $MDPIPE_INSTANCE, else the only one running)."
+    ),
 ]
 
 
