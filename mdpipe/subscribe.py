@@ -41,7 +41,10 @@ def control_sockets() -> dict[str, dict[str, dict[int, Path]]]:
 
 def _pick(command: str, instance: str | None, feed: str | None) -> tuple[str, str, dict[int, Path]]:
     """(instance, feed, its shards' sockets) named or implied, or exit with why not."""
-    sockets = control_sockets()
+    try:
+        sockets = control_sockets()
+    except ControlError as exc:
+        _fail(command, str(exc), EXIT_STATE)
     instance = instance or os.environ.get("MDPIPE_INSTANCE") or None
     if instance is None:
         if not sockets:
