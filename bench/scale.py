@@ -153,7 +153,8 @@ def main() -> int:
     cmd = [PY, "-m", "mdpipe.cli", "start", "--config", str(CONFIG), "--instance", instance]
     cmd += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     log = tmp / "mdpipe.log"
-    env = {**os.environ, "MDPIPE_RUNTIME_DIR": str(tmp / "rt")}
+    os.environ["MDPIPE_RUNTIME_DIR"] = str(tmp / "rt")  # lock and control files: ours alone
+    env = dict(os.environ)
     print(
         f"{n} symbols over {shards} ingest processes, snapshot limit {args.snapshot_limit}; log {log}",
         flush=True,
@@ -187,6 +188,8 @@ def main() -> int:
         cost = depth_weight("futures", args.snapshot_limit)
         limit = WEIGHT_LIMIT["futures"]
         minimum = (math.ceil(n * cost / limit) - 1) * 60.0
+        per_minute = int(limit * 0.9) // cost  # what the budget lets out: 90% of the minute
+        at_share = (math.ceil(n / per_minute) - 1) * 60.0
         print(f"all {n} books synced, every connection up: {synced_at:.1f} s after start")
         for line in log.read_text().splitlines():
             if ": connected to " in line or "shard usdm/" in line or "starting:" in line:
@@ -195,6 +198,7 @@ def main() -> int:
             f"weight budget minimum: {minimum:.0f} s ({n} snapshots x weight {cost} = {n * cost:,} "
             f"at {limit:,} a minute, from a minute's start); ratio {synced_at / max(minimum, 1):.2f}"
         )
+        print(f"  at the budget's 90% share ({per_minute} snapshots a minute): {at_share:.0f} s")
         end = time.monotonic() + args.trade_seconds
         while time.monotonic() < end:
             checker.drain()
@@ -212,6 +216,8 @@ def main() -> int:
         lock = read_lock(instance) or {}
         children = lock.get("children", {})
         named = {"supervisor": sup.pid} | {k: pid for k, (pid, _t) in children.items()}
+        if len(named) < 2 + shards:
+            print(f"FAIL: the lock file names only {sorted(named)}")
         sim_pid = named.pop("sim", None)
         rows, total = memory_rows(named)
         print(table(rows))
@@ -247,6 +253,7 @@ def main() -> int:
         summary |= {
             "synced_s": round(synced_at, 1),
             "budget_minimum_s": minimum,
+            "budget_share_minimum_s": at_share,
             "trades": checker.records,
             "sim_trades_sent": sent,
             "private_mb": round(total, 1),
