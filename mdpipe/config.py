@@ -115,6 +115,20 @@ class SupervisorConfig:
 
 
 @dataclass
+class HistoryConfig:
+    """The archiver: every ring into Parquet files under `dir` (see mdpipe.history)."""
+
+    enabled: bool = False
+    dir: str = "var/history"
+    book_depth: int = 10  # levels per side kept in archived books
+    book_interval_ms: int = 0  # 0: every book record; N: the first book of each N ms per symbol
+    flush_interval: float = 10.0  # seconds between finalized files
+    keep_days: int = 0  # delete days older than this (0: keep everything)
+    batch: int = 8192
+    core: int = -1
+
+
+@dataclass
 class Config:
     instance: str = "default"
     shm: ShmConfig = field(default_factory=ShmConfig)
@@ -124,6 +138,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     source: str = field(default="<defaults>", compare=False)
 
     @property
@@ -588,8 +603,27 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
         raise ConfigError("supervisor.restart_initial: must be positive and <= restart_max")
     if sup.stop_timeout <= 0:
         raise ConfigError("supervisor.stop_timeout: must be positive")
+    _validate_history(cfg, cores)
     if check_ports:
         check_ports_free(cfg)
+
+
+def _validate_history(cfg: Config, cores: set[int]) -> None:
+    hist = cfg.history
+    if not 1 <= hist.book_depth <= cfg.shm.depth:
+        raise ConfigError(f"history.book_depth: {hist.book_depth} must be 1..shm.depth")
+    if hist.book_interval_ms < 0:
+        raise ConfigError("history.book_interval_ms: must be >= 0 (0 keeps every book)")
+    if not hist.flush_interval > 0:
+        raise ConfigError("history.flush_interval: must be positive (seconds)")
+    if hist.keep_days < 0:
+        raise ConfigError("history.keep_days: must be >= 0 (0 keeps everything)")
+    if hist.batch < 1:
+        raise ConfigError("history.batch: must be at least 1")
+    if not hist.dir:
+        raise ConfigError("history.dir: must name a directory")
+    if hist.enabled and hist.core >= 0:
+        _check_core("history.core", hist.core, cores)
 
 
 def check_ports_free(cfg: Config) -> None:

@@ -211,6 +211,9 @@ def child_specs(cfg: C.Config, config_path: str | None, overrides: list[str]) ->
     if cfg.publisher.enabled:
         argv = [py, "-m", "mdpipe.publisher", *base, "--instance", cfg.instance]
         specs.append(ChildSpec("publisher", argv))
+    if cfg.history.enabled:
+        argv = [py, "-m", "mdpipe.history", *base, "--instance", cfg.instance]
+        specs.append(ChildSpec("archiver", argv))
     return specs
 
 
@@ -496,11 +499,13 @@ class Supervisor:
         st.heartbeat()
 
     def _stop_all(self) -> None:
-        """SIGTERM the producers and the publisher, then the simulator; SIGKILL stragglers."""
+        """SIGTERM the producers and the publisher, then the archiver (it drains the rings they
+        left), then the simulator; SIGKILL stragglers."""
         timeout = self.cfg.supervisor.stop_timeout
         sim = [c for c in self.children if c.spec.name == "sim"]
-        rest = [c for c in self.children if c.spec.name != "sim"]
-        for group in (rest, sim):
+        archiver = [c for c in self.children if c.spec.name == "archiver"]
+        rest = [c for c in self.children if c.spec.name not in ("sim", "archiver")]
+        for group in (rest, archiver, sim):
             self._stop_group(group, timeout)
         self._publish_status()
 
