@@ -231,6 +231,8 @@ class Archiver:
             out[n] = part[n]
         out["bids"] = part["bids"][:, : self.depth]
         out["asks"] = part["asks"][:, : self.depth]
+        np.minimum(out["bid_count"], self.depth, out=out["bid_count"])  # levels kept, not sent
+        np.minimum(out["ask_count"], self.depth, out=out["ask_count"])
         return out
 
     def _cadence(self, venue: str, symbol: str, part: np.ndarray, ts: np.ndarray) -> np.ndarray:

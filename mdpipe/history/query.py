@@ -1,0 +1,286 @@
+"""Queries over the archive: DuckDB, embedded, reading the Parquet files of one symbol's days.
+
+Only the directories of the symbol (and venue) and of the days in the range are read. A file
+that is not valid Parquet is skipped and named (a HistoryWarning, and in `skipped`), never a
+traceback; an unknown symbol or venue and an empty range are a HistoryError saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mdpipe.history.store import KINDS, safe_part
+
+log = logging.getLogger("mdpipe.history")
+
+DEFAULT_DIR = "var/history"  # history.dir's default
+FORMATS = ("arrow", "pandas", "numpy")
+_MAX_RETRIES = 100  # files DuckDB may reject one by one before a query gives up
+
+
+class HistoryError(ValueError):
+    """A query that cannot be answered: unknown symbol or venue, empty range, bad argument."""
+
+
+class HistoryWarning(UserWarning):
+    """A file of the archive was skipped (not valid Parquet)."""
+
+
+def parse_time(
+    text: str | int | float | datetime | date | None, what: str, *, end: bool = False
+) -> int | None:
+    """A time as ns since the epoch (UTC): ISO 8601 text ('2026-12-01', '2026-12-01T10:30',
+    with or without an offset; naive means UTC), a datetime or date, or ns as an int.
+    A bare date as the end of a range means the end of that day."""
+    if text is None:
+        return None
+    if isinstance(text, bool):
+        raise HistoryError(f"{what}: {text!r} is not a time")
+    if isinstance(text, int | float):
+        return int(text)
+    if isinstance(text, datetime):
+        dt = text
+    elif isinstance(text, date):
+        dt = datetime(text.year, text.month, text.day) + (timedelta(days=1) if end else timedelta())
+    else:
+        s = str(text).strip()
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
+                dt = datetime.fromisoformat(s) + (timedelta(days=1) if end else timedelta())
+            else:
+                dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+        except ValueError:
+            raise HistoryError(
+                f"{what}: {text!r} is not a time (use e.g. 2026-12-01 or 2026-12-01T10:30:00)"
+            ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Selection:
+    """The files a query reads, and those it skipped."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: dict[Path, str] = field(default_factory=dict)
+
+
+def symbols(kind: str = "trades", root: str | Path | None = None) -> dict[str, list[str]]:
+    """Every archived symbol of a kind, with the venues it was archived from."""
+    _check_kind(kind)
+    out: dict[str, list[str]] = {}
+    for sym_dir in sorted((Path(root or DEFAULT_DIR) / kind).glob("venue=*/symbol=*")):
+        out.setdefault(sym_dir.name[len("symbol=") :], []).append(
+            sym_dir.parent.name[len("venue=") :]
+        )
+    return out
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise HistoryError(f"kind {kind!r}: use one of {', '.join(KINDS)}")
+
+
+def select(
+    kind: str, symbol: str, start_ns: int, end_ns: int, venue: str | None, root: Path
+) -> Selection:
+    """The Parquet files of symbol's days in [start_ns, end_ns), their footers checked."""
+    _check_kind(kind)
+    if not root.is_dir():
+        raise HistoryError(f"no history archive at {root} (is [history] enabled? history.dir)")
+    sym = safe_part(symbol)
+    sym_dirs = sorted((root / kind).glob(f"venue=*/symbol={sym}"))
+    if not sym_dirs:
+        known = sorted(symbols(kind, root))
+        listing = ", ".join(known[:30]) + (" ..." if len(known) > 30 else "") or "none yet"
+        raise HistoryError(f"unknown symbol {symbol!r}: no archived {kind} (archived: {listing})")
+    if venue is not None:
+        venues = [d.parent.name[len("venue=") :] for d in sym_dirs]
+        sym_dirs = [d for d in sym_dirs if d.parent.name == f"venue={safe_part(venue)}"]
+        if not sym_dirs:
+            raise HistoryError(
+                f"unknown venue {venue!r} for {symbol}: archived from {', '.join(venues)}"
+            )
+    first = datetime.fromtimestamp(start_ns / 1e9, UTC).date() if start_ns > 0 else date.min
+    last = datetime.fromtimestamp((end_ns - 1) / 1e9, UTC).date() if end_ns < 2**62 else date.max
+    sel = Selection()
+    for sym_dir in sym_dirs:
+        for day_dir in sorted(sym_dir.glob("date=*")):
+            try:
+                day = date.fromisoformat(day_dir.name[len("date=") :])
+            except ValueError:
+                continue
+            if first <= day <= last:
+                sel.files.extend(sorted(day_dir.glob("*.parquet")))
+    good = []
+    for path in sel.files:
+        try:
+            pq.read_metadata(path)
+        except (OSError, pa.ArrowException) as exc:
+            sel.skipped[path] = str(exc).splitlines()[0]
+            continue
+        good.append(path)
+    sel.files = good
+    return sel
+
+
+def _sql(kind: str, files: list[Path], start_ns: int, end_ns: int) -> str:
+    listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    return (
+        f"SELECT * EXCLUDE (date) FROM read_parquet([{listing}], hive_partitioning = true, "
+        "hive_types_autocast = false) "
+        f"WHERE epoch_ns(ts) >= {start_ns} AND epoch_ns(ts) < {end_ns} "
+        "ORDER BY ts, symbol_seq"
+    )
+
+
+def _corrupt_file(message: str, files: list[Path]) -> Path | None:
+    for f in files:
+        if str(f) in message:
+            return f
+    return None
+
+
+def query_arrow(
+    kind: str,
+    symbol: str,
+    start: Any = None,
+    end: Any = None,
+    *,
+    venue: str | None = None,
+    root: str | Path | None = None,
+) -> tuple[pa.Table, Selection]:
+    """The records of a symbol in [start, end) as an Arrow table, and the files read/skipped."""
+    start_ns = parse_time(start, "from") or 0
+    end_ns = parse_time(end, "to", end=True)
+    end_ns = 2**62 if end_ns is None else end_ns
+    if start_ns >= end_ns:
+        raise HistoryError(
+            f"empty range: from {start} ({_iso(start_ns)}) is not before to {end} "
+            f"({_iso(end_ns)}, a bare date meaning the end of that day)"
+        )
+    sel = select(kind, symbol, start_ns, end_ns, venue, Path(root or DEFAULT_DIR))
+    con = duckdb.connect()
+    try:
+        for _ in range(_MAX_RETRIES):
+            if not sel.files:
+                return _empty(kind, con), sel
+            try:
+                return con.sql(_sql(kind, sel.files, start_ns, end_ns)).to_arrow_table(), sel
+            except duckdb.Error as exc:
+                bad = _corrupt_file(str(exc), sel.files)
+                if bad is None:
+                    raise HistoryError(f"query of {symbol} {kind} failed: {exc}") from None
+                sel.skipped[bad] = str(exc).splitlines()[0]
+                sel.files.remove(bad)
+        raise HistoryError(f"query of {symbol} {kind}: too many unreadable files")
+    finally:
+        con.close()
+
+
+def _empty(kind: str, con: duckdb.DuckDBPyConnection) -> pa.Table:
+    from mdpipe.history import schema
+
+    cols = [pa.field("ts", schema.TS)]
+    names = schema.TRADE_COLUMNS if kind == "trades" else schema.BOOK_COLUMNS
+    cols += [pa.field(n, pa.int64()) for n in names]
+    if kind == "books":
+        cols += [pa.field(n, pa.list_(pa.float64())) for n in schema.LEVEL_COLUMNS]
+    cols += [pa.field("venue", pa.string()), pa.field("symbol", pa.string())]
+    return pa.schema(cols).empty_table()
+
+
+def _convert(table: pa.Table, as_: str) -> Any:
+    if as_ == "arrow":
+        return table
+    if as_ == "pandas":
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise HistoryError(
+                "as_='pandas' needs pandas installed (pip install pandas); "
+                "as_='arrow' or as_='numpy' work without it"
+            ) from None
+        return table.to_pandas()
+    return to_numpy(table)
+
+
+def to_numpy(table: pa.Table) -> np.ndarray:
+    """An Arrow table as a numpy structured array (book levels as (n, depth) sub-arrays)."""
+    fields, arrays = [], []
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        if pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type):
+            width = col.type.list_size if pa.types.is_fixed_size_list(col.type) else None
+            flat = col.flatten().to_numpy(zero_copy_only=False)
+            width = width or (len(flat) // len(col) if len(col) else 0)
+            arr = flat.reshape(len(col), width)
+            fields.append((name, arr.dtype, (width,)))
+        elif pa.types.is_timestamp(col.type):
+            arr = col.cast(pa.int64()).to_numpy(zero_copy_only=False).astype("datetime64[ns]")
+            fields.append((name, arr.dtype))
+        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            arr = np.array(col.to_pylist(), dtype=object)
+            fields.append((name, object))
+        else:
+            arr = col.to_numpy(zero_copy_only=False)
+            fields.append((name, arr.dtype))
+        arrays.append(arr)
+    out = np.empty(table.num_rows, dtype=fields)
+    for (name, *_), arr in zip(fields, arrays, strict=True):
+        out[name] = arr
+    return out
+
+
+def _query(
+    kind: str, symbol: str, start: Any, end: Any, venue: str | None, root: Any, as_: str
+) -> Any:
+    if as_ not in FORMATS:
+        raise HistoryError(f"as_={as_!r}: use one of {', '.join(FORMATS)}")
+    table, sel = query_arrow(kind, symbol, start, end, venue=venue, root=root)
+    for path, why in sel.skipped.items():
+        warnings.warn(f"skipped {path}: not a readable Parquet file ({why})", HistoryWarning, 3)
+    return _convert(table, as_)
+
+
+def trades(
+    symbol: str,
+    start: Any = None,
+    end: Any = None,
+    *,
+    venue: str | None = None,
+    root: str | Path | None = None,
+    as_: str = "arrow",
+) -> Any:
+    """Archived trades of symbol in [start, end), oldest first: Arrow, pandas or numpy."""
+    return _query("trades", symbol, start, end, venue, root, as_)
+
+
+def books(
+    symbol: str,
+    start: Any = None,
+    end: Any = None,
+    *,
+    venue: str | None = None,
+    root: str | Path | None = None,
+    as_: str = "arrow",
+) -> Any:
+    """Archived book records of symbol in [start, end), oldest first: Arrow, pandas or numpy."""
+    return _query("books", symbol, start, end, venue, root, as_)
