@@ -86,6 +86,7 @@ def collect(
         "processes": [],
         "rings": [],
         "publisher": None,
+        "archiver": None,
         "cursors": {},
     }
     lock = read_lock(instance)
@@ -151,6 +152,16 @@ def collect(
             "lag_ms": round(lag["g_lag_ns"] / 1e6, 3),
             "redis_up": bool(c.get("g_redis_up", 0)),
             "redis_errors": c.get("redis_errors", 0),
+            "counters": c,
+        }
+    arch = statuses.get("archiver")
+    if arch is not None:
+        c = arch.counters
+        snap["archiver"] = {
+            "pid": arch.writer_pid,
+            "alive": arch.writer_alive,
+            "lag_records": c.get("g_lag_records", 0),
+            "lag_s": round(c.get("g_lag_ns", 0) / 1e9, 3),
             "counters": c,
         }
     if not snap["processes"]:  # no supervisor: list the writers themselves
@@ -354,6 +365,16 @@ def render(snap: dict) -> str:
                 ],
             )
         )
+    arch = snap["archiver"]
+    if arch:
+        c = arch["counters"]
+        heads = ["ARCHIVER", "ALIVE", "TRADES", "BOOKS", "FILES", "MB", "LAG RECORDS", "LAG S"]
+        heads += ["LOST", "WRITE ERRORS"]
+        row = [_pid(arch["pid"]), arch["alive"], c.get("trades_archived", 0)]
+        row += [c.get("books_archived", 0), c.get("files_written", 0)]
+        row += [round(c.get("bytes_written", 0) / 1e6, 2), arch["lag_records"], arch["lag_s"]]
+        row += [c.get("trades_lost", 0) + c.get("books_lost", 0), c.get("write_errors", 0)]
+        out += ["", table(heads, [row])]
     return "\n".join(out)
 
 
