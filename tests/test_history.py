@@ -349,5 +349,17 @@ def test_replay_writes_archived_records_into_rings(archived: Archiver, instance:
         assert trades.symbols == SYMBOLS
         books.close()
         trades.close()
+        # The example strategy runs unchanged on the replayed rings.
+        out = subprocess.run(
+            [sys.executable, "readers/strategy_example.py", "--instance", target, "--replay"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        summary = json.loads(out.stdout.splitlines()[-1])
+        assert summary["records"] == summary["replayed_records"] == len(want)
+        assert summary["lost"] == 0 and summary["trade_volume"] == pytest.approx(1000 * 0.5)
     finally:
         remove_segments(target)
