@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mdpipe.history.store import KINDS, safe_part
+from mdpipe.history.store import KINDS, SORTED_KEY, safe_part
 
 log = logging.getLogger("mdpipe.history")
 
@@ -80,6 +80,29 @@ class Selection:
 
     files: list[Path] = field(default_factory=list)
     skipped: dict[Path, str] = field(default_factory=dict)
+    in_order: bool = False  # the files, in this order, hold their rows in ts order
+
+
+def _ts_range(meta: pq.FileMetaData) -> tuple[int, int] | None:
+    """(min, max) of a file's ts column from its row-group statistics, if it is in ts order."""
+    if (meta.metadata or {}).get(SORTED_KEY) != b"1":
+        return None
+    ix = meta.schema.names.index("ts") if "ts" in meta.schema.names else -1
+    lo = hi = None
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(ix).statistics if ix >= 0 else None
+        if st is None or not st.has_min_max:
+            return None
+        gmin, gmax = _ns(st.min), _ns(st.max)
+        lo = gmin if lo is None else min(lo, gmin)
+        hi = gmax if hi is None else max(hi, gmax)
+    return (lo, hi) if lo is not None else None
+
+
+def _ns(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    return int(pa.scalar(value, pa.timestamp("ns", tz="UTC")).cast(pa.int64()).as_py())
 
 
 def symbols(kind: str = "trades", root: str | Path | None = None) -> dict[str, list[str]]:
@@ -129,25 +152,29 @@ def select(
                 continue
             if first <= day <= last:
                 sel.files.extend(sorted(day_dir.glob("*.parquet")))
-    good = []
+    good: list[tuple[tuple[int, int] | None, Path]] = []
     for path in sel.files:
         try:
-            pq.read_metadata(path)
+            meta = pq.read_metadata(path)
         except (OSError, pa.ArrowException) as exc:
             sel.skipped[path] = str(exc).splitlines()[0]
             continue
-        good.append(path)
-    sel.files = good
+        good.append((_ts_range(meta) if meta.num_rows else (0, 0), path))
+    if good and all(r is not None for r, _ in good):
+        good.sort(key=lambda rp: (rp[0], str(rp[1])))
+        sel.in_order = all(a[0][1] <= b[0][0] for a, b in zip(good, good[1:], strict=False))
+    sel.files = [p for _, p in good]
     return sel
 
 
-def _sql(kind: str, files: list[Path], start_ns: int, end_ns: int) -> str:
+def _sql(files: list[Path], start_ns: int, end_ns: int, in_order: bool) -> str:
     listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    # Files in ts order that do not overlap are read in order (DuckDB keeps insertion order).
     return (
         f"SELECT * EXCLUDE (date) FROM read_parquet([{listing}], hive_partitioning = true, "
         "hive_types_autocast = false) "
-        f"WHERE epoch_ns(ts) >= {start_ns} AND epoch_ns(ts) < {end_ns} "
-        "ORDER BY ts, symbol_seq"
+        f"WHERE epoch_ns(ts) >= {start_ns} AND epoch_ns(ts) < {end_ns}"
+        + ("" if in_order else " ORDER BY ts, symbol_seq")
     )
 
 
@@ -183,7 +210,8 @@ def query_arrow(
             if not sel.files:
                 return _empty(kind, con), sel
             try:
-                return con.sql(_sql(kind, sel.files, start_ns, end_ns)).to_arrow_table(), sel
+                sql = _sql(sel.files, start_ns, end_ns, sel.in_order)
+                return con.sql(sql).to_arrow_table(), sel
             except duckdb.Error as exc:
                 bad = _corrupt_file(str(exc), sel.files)
                 if bad is None:

@@ -62,8 +62,17 @@ def _tmp_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp")
 
 
+SORTED_KEY = b"mdpipe.sorted_by_ts"  # file metadata: "1" when rows are in ts order
+
+
 def write_temp(table: pa.Table, final: Path) -> int:
-    """Write table as Parquet under final's temporary name, fsynced; returns its size in bytes."""
+    """Write table as Parquet under final's temporary name, fsynced; returns its size in bytes.
+
+    A file whose rows are in `ts` order says so in its metadata, so a query of files that do
+    not overlap in time can skip sorting."""
+    ts = table.column("ts").cast(pa.int64()).to_numpy()
+    in_order = bool(len(ts) < 2 or (ts[1:] >= ts[:-1]).all())
+    table = table.replace_schema_metadata({SORTED_KEY: b"1" if in_order else b"0"})
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(final)
     with open(tmp, "wb") as fh:
