@@ -93,16 +93,10 @@ def _ts_range(meta: pq.FileMetaData) -> tuple[int, int] | None:
         st = meta.row_group(g).column(ix).statistics if ix >= 0 else None
         if st is None or not st.has_min_max:
             return None
-        gmin, gmax = _ns(st.min), _ns(st.max)
+        gmin, gmax = int(st.min_raw), int(st.max_raw)  # int64 ns: no datetime
         lo = gmin if lo is None else min(lo, gmin)
         hi = gmax if hi is None else max(hi, gmax)
     return (lo, hi) if lo is not None else None
-
-
-def _ns(value: Any) -> int:
-    if isinstance(value, int):
-        return value
-    return int(pa.scalar(value, pa.timestamp("ns", tz="UTC")).cast(pa.int64()).as_py())
 
 
 def symbols(kind: str = "trades", root: str | Path | None = None) -> dict[str, list[str]]:

@@ -160,30 +160,58 @@ def run(
     staging = [memoryview(s.writer.staging.view(np.uint8)).cast("B") for s in streams]
     commit = [s.writer.commit for s in streams]
     sids = [s.symbol_ids for s in streams]
+    if speed is None:
+        return _run_max(which_l, rows_l, staging, mem, size, commit, sids, stop, progress)
     t0_data = ts_l[0] if ts_l else 0
     t0_wall = time.monotonic_ns()
     next_heartbeat = 0.0
     n = 0
     for k, (w, r) in enumerate(zip(which_l, rows_l, strict=True)):
-        if speed is not None:
-            due = t0_wall + (ts_l[k] - t0_data) / speed
-            while True:
-                ahead = due - time.monotonic_ns()
-                if ahead <= 0:
-                    break
-                if stop is not None and stop.is_set():
-                    return n
-                time.sleep(min(ahead / 1e9, HEARTBEAT_EVERY))
-                if time.monotonic() >= next_heartbeat:
-                    next_heartbeat = time.monotonic() + HEARTBEAT_EVERY
-                    for s in streams:
-                        s.writer.heartbeat()
+        due = t0_wall + (ts_l[k] - t0_data) / speed
+        while True:
+            ahead = due - time.monotonic_ns()
+            if ahead <= 0:
+                break
             if stop is not None and stop.is_set():
                 return n
+            time.sleep(min(ahead / 1e9, HEARTBEAT_EVERY))
+            if time.monotonic() >= next_heartbeat:
+                next_heartbeat = time.monotonic() + HEARTBEAT_EVERY
+                for s in streams:
+                    s.writer.heartbeat()
+        if stop is not None and stop.is_set():
+            return n
         sz = size[w]
         staging[w][:] = mem[w][r * sz : (r + 1) * sz]
         commit[w](sids[w][r])
         n += 1
         if progress is not None and not n & 0xFFFF:
+            progress(n)
+    return n
+
+
+def _run_max(
+    which: list[int],
+    rows: list[int],
+    staging: list[memoryview],
+    mem: list[memoryview],
+    size: list[int],
+    commit: list[Callable[[int], int]],
+    sids: list[list[int]],
+    stop: threading.Event | None,
+    progress: Callable[[int], None] | None,
+) -> int:
+    """The --max loop: one byte copy and one commit per record, checked for stop every 64 K."""
+    n = 0
+    chunk = 1 << 16
+    for a in range(0, len(which), chunk):
+        if stop is not None and stop.is_set():
+            break
+        for w, r in zip(which[a : a + chunk], rows[a : a + chunk], strict=True):
+            sz = size[w]
+            staging[w][:] = mem[w][r * sz : r * sz + sz]
+            commit[w](sids[w][r])
+        n = min(len(which), a + chunk)
+        if progress is not None:
             progress(n)
     return n
