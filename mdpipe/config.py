@@ -101,6 +101,10 @@ class SimConfig:
     rate: int = 2000
     seed: int = 1
     args: list[str] = field(default_factory=list)
+    tape: str = ""  # replay this recorded tape instead of a synthetic market
+    speed: float = 1.0  # tape: multiple of the recorded pace
+    max_speed: bool = False  # tape: as fast as the clients read
+    loop: bool = False  # tape: start over at the end
 
 
 @dataclass
@@ -594,6 +598,10 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
         raise ConfigError(f"http.port: {cfg.http.port} is also sim.port")
     if cfg.sim.enabled and cfg.sim.market not in ("futures", "spot"):
         raise ConfigError(f"sim.market: {cfg.sim.market!r} must be 'futures' or 'spot'")
+    if cfg.sim.enabled and cfg.sim.tape and not os.path.isfile(cfg.sim.tape):
+        raise ConfigError(f"sim.tape: {cfg.sim.tape!r} is not a file")
+    if not cfg.sim.speed > 0:
+        raise ConfigError(f"sim.speed: {cfg.sim.speed} must be positive")
     sup = cfg.supervisor
     if sup.log_format not in ("text", "json"):
         raise ConfigError(f"supervisor.log_format: {sup.log_format!r} must be 'text' or 'json'")

@@ -191,6 +191,15 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
 
+def _sim_clients(cfg: C.Config) -> int:
+    """Connections the ingest opens to the simulator (futures: /public and /market per shard),
+    so a tape starts only when every one of them has subscribed."""
+    per_shard = 2 if cfg.sim.market == "futures" else 1
+    where = f":{cfg.sim.port}"
+    shards = [f for f, _, _, symbols in cfg.ingest_shards() if symbols and where in f.ws_url]
+    return max(1, per_shard * len(shards))
+
+
 def child_specs(cfg: C.Config, config_path: str | None, overrides: list[str]) -> list[ChildSpec]:
     """The simulator (if enabled), one ingest process per shard, and the publisher."""
     py = sys.executable
@@ -201,8 +210,14 @@ def child_specs(cfg: C.Config, config_path: str | None, overrides: list[str]) ->
     if cfg.sim.enabled:
         sim = cfg.sim
         argv = [py, "-m", "mdpipe.cli", "sim", "--host", sim.host, "--port", str(sim.port)]
-        argv += ["--market", sim.market, "--symbols", ",".join(sim.symbols)]
-        argv += ["--rate", str(sim.rate), "--seed", str(sim.seed), *sim.args]
+        argv += ["--market", sim.market, "--seed", str(sim.seed)]
+        if sim.tape:  # a tape brings its own symbols and pace
+            argv += ["--tape", sim.tape, "--speed", str(sim.speed)]
+            argv += ["--start-clients", str(_sim_clients(cfg))]
+            argv += (["--max"] if sim.max_speed else []) + (["--loop"] if sim.loop else [])
+        else:
+            argv += ["--symbols", ",".join(sim.symbols), "--rate", str(sim.rate)]
+        argv += sim.args
         specs.append(ChildSpec("sim", argv, port=(sim.host, sim.port)))
     for feed, shard, _core, _symbols in cfg.ingest_shards():
         argv = [py, "-m", "mdpipe.ingest", *base, "--instance", cfg.instance]

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from conftest import REPO, RedisServer, free_port
 
 from mdpipe import history
@@ -98,3 +99,22 @@ def test_every_trade_reaches_parquet_once_across_an_instance_restart(
         )
     assert len(archived) == len(set(archived))  # nothing twice
     assert sorted(archived) == sorted(seen)  # nothing lost
+
+
+def test_start_replays_a_tape_through_its_simulator(tapes: Path) -> None:
+    """`[sim] tape` runs `mdpipe sim --tape` with the speed settings, not synthetic options."""
+    from mdpipe import config
+    from mdpipe.supervisor import child_specs
+
+    tape = tapes / "usdm_btcusdt_20240808.gz"
+    cfg = config.load(
+        str(REPO / "config/demo.toml"),
+        overrides=[f"sim.tape={tape}", "sim.speed=4", "sim.loop=true"],
+    )
+    argv = next(s.argv for s in child_specs(cfg, None, []) if s.name == "sim")
+    assert argv[argv.index("--tape") + 1] == str(tape)
+    assert argv[argv.index("--speed") + 1] == "4.0" and "--loop" in argv
+    assert "--symbols" not in argv and "--rate" not in argv
+    assert argv[argv.index("--start-clients") + 1] == "2"  # /public and /market of one shard
+    with pytest.raises(config.ConfigError, match="sim.tape: 'nope.gz' is not a file"):
+        config.load(str(REPO / "config/demo.toml"), overrides=["sim.tape=nope.gz"])
