@@ -51,6 +51,18 @@ def supervisor_children(st: SegmentStatus) -> list[dict]:
     ]
 
 
+def supervisor_summary(sup: SegmentStatus, now_ns: int) -> dict:
+    """The supervisor's own state from its status segment (stats and the dashboard show it)."""
+    return {
+        "pid": sup.writer_pid,
+        "alive": sup.writer_alive,
+        "uptime_s": round((now_ns - sup.start_time_ns) / 1e9, 1),
+        "restarts": sup.counters.get("restarts", 0),
+        "children": sup.counters.get("g_children", 0),
+        "children_up": sup.counters.get("g_children_up", 0) if sup.writer_alive else 0,
+    }
+
+
 def recent_latencies(instance: str, ring: str, n: int) -> dict[str, np.ndarray]:
     """Feed-to-ring and exchange-to-us latencies (ns) of up to the last n records of a ring."""
     with attach(instance, ring) as reader:

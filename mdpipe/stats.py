@@ -19,6 +19,7 @@ from mdpipe.metrics import (
     recent_latencies,
     ring_labels,
     supervisor_children,
+    supervisor_summary,
 )
 from mdpipe.readers import list_instances
 from mdpipe.shm.segment import SegmentStatus, iter_status
@@ -92,15 +93,7 @@ def collect(
     lock = read_lock(instance)
     sup = statuses.get("supervisor")
     if sup is not None:
-        snap["supervisor"] = {
-            "pid": sup.writer_pid,
-            "alive": sup.writer_alive,
-            "uptime_s": round((now - sup.start_time_ns) / 1e9, 1),
-            "restarts": sup.counters.get("restarts", 0),
-            "children": sup.counters.get("g_children", 0),
-            "children_up": sup.counters.get("g_children_up", 0) if sup.writer_alive else 0,
-            "http": (lock or {}).get("http"),
-        }
+        snap["supervisor"] = supervisor_summary(sup, now) | {"http": (lock or {}).get("http")}
         for child in supervisor_children(sup):
             snap["processes"].append(
                 {
