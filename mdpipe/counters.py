@@ -170,6 +170,7 @@ ARCHIVER = CounterSet(
         Counter("flushes", "flushes committed (files and cursors together)"),
         Counter("write_errors", "flushes that failed (disk full, permissions); retried"),
         Counter("days_expired", "day partitions deleted by history.keep_days"),
+        Counter("days_compacted", "finished day partitions merged into one file each"),
         Counter("g_lag_records", "records written to the rings and not yet read"),
         Counter("g_lag_ns", "now minus the commit time of the newest record in a finalized file"),
         Counter("g_buffered", "records read and waiting for the next flush"),

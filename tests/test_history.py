@@ -363,3 +363,19 @@ def test_replay_writes_archived_records_into_rings(archived: Archiver, instance:
         assert summary["lost"] == 0 and summary["trade_volume"] == pytest.approx(1000 * 0.5)
     finally:
         remove_segments(target)
+
+
+def test_finished_days_are_compacted_into_one_file(archived: Archiver) -> None:
+    root = archived.root
+    before = {s: history.trades(s, root=root) for s in SYMBOLS}
+    assert len(list(root.glob("trades/venue=*/symbol=BTCUSDT/date=*/*.parquet"))) >= 2
+    archived.start()  # its first flush looks for finished days (T0's day is before today)
+    wait_for(lambda: archived.journal().get("replaces"), what="a compaction")
+    archived.stop()
+    for kind in ("trades", "books"):
+        for day_dir in root.glob(f"{kind}/venue=*/symbol=*/date=*"):
+            files = list(day_dir.glob("*.parquet"))
+            assert len(files) == 1, files  # merged ("day-...") or alone from the start
+    for s in SYMBOLS:
+        assert history.trades(s, root=root).equals(before[s])
+    assert archived.journal()["totals"]["days_compacted"] >= 2  # BTCUSDT and ETHUSDT trades

@@ -17,15 +17,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import posix_ipc
+import pyarrow as pa
 
 from mdpipe import config as config_mod
 from mdpipe.counters import ARCHIVER
 from mdpipe.history import schema
-from mdpipe.history.store import Journal, day_of, discard_temp, expire, write_temp
+from mdpipe.history.store import (
+    Journal,
+    day_of,
+    discard_temp,
+    expire,
+    finished_days,
+    write_temp,
+)
 from mdpipe.readers import LayoutError, NoSuchRingError, Reader, attach
 from mdpipe.shm.segment import list_segments, read_status
 from mdpipe.shm.status import StatusWriter
@@ -45,6 +54,7 @@ COUNTERS = ARCHIVER.names  # declared with their meanings in mdpipe/counters.py
     FLUSHES,
     WRITE_ERRORS,
     DAYS_EXPIRED,
+    DAYS_COMPACTED,
     G_LAG_RECORDS,
     G_LAG_NS,
     G_BUFFERED,
@@ -55,6 +65,8 @@ TOTALS = [n for n in COUNTERS if not n.startswith("g_")]
 MAX_BUFFERED = 2_000_000  # records: flush early past this
 DISCOVER_EVERY = 0.5
 EXPIRE_EVERY = 3600.0
+COMPACT_EVERY = 60.0  # seconds between looks for finished days to merge
+COMPACT_AT_MOST = 8  # day partitions merged per look, so the loop never stalls long
 IDLE_MIN, IDLE_MAX = 1e-3, 20e-3  # sleep between polls of empty rings, doubling
 NS_PER_DAY = 86_400 * 10**9
 
@@ -139,6 +151,7 @@ class Archiver:
         next_discover = time.monotonic()
         next_flush = next_discover + self.flush_interval
         next_expire = next_discover + EXPIRE_EVERY
+        next_compact = next_discover
         while not stop.is_set():
             got = self.step()
             now = time.monotonic()
@@ -149,6 +162,9 @@ class Archiver:
             if now >= next_flush or self.buffered >= MAX_BUFFERED:
                 if self.flush():
                     next_flush = now + self.flush_interval
+                    if now >= next_compact:
+                        next_compact = now + COMPACT_EVERY
+                        self.compact()
                 else:
                     next_flush = now + min(self.flush_interval, 1.0)  # retry soon
             if now >= next_expire:
@@ -303,6 +319,25 @@ class Archiver:
         self.buffered = self.pending_skipped = 0
         self.flushed_commit_ts = max(self.flushed_commit_ts, self.pending_commit_ts)
         return True
+
+    def compact(self, today: date | None = None) -> int:
+        """Merge finished days' files into one per partition (buffers are empty: just flushed)."""
+        done = 0
+        for day_dir in finished_days(self.root, self.instance, today)[:COMPACT_AT_MOST]:
+            try:
+                got = self.journal.compact(day_dir)
+            except (OSError, pa.ArrowException) as exc:
+                self.c[WRITE_ERRORS] += 1
+                log.error("compacting %s failed: %s", day_dir, exc)
+                break
+            if got is not None:
+                done += 1
+                self.c[DAYS_COMPACTED] += 1
+                self.c[FILES_WRITTEN] += 1
+                self.c[BYTES_WRITTEN] += got[1]
+        if done:
+            self.journal.totals = {n: int(self.c[COUNTERS.index(n)]) for n in TOTALS}
+        return done
 
     # ----- rings --------------------------------------------------------------------------
 

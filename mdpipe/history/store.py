@@ -30,6 +30,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 KINDS = ("trades", "books")
@@ -111,6 +112,7 @@ class Journal:
     rings: dict[str, dict[str, int]] = field(default_factory=dict)  # ring -> cursor, identity
     book_slots: dict[str, int] = field(default_factory=dict)  # venue/symbol -> last interval
     files: list[str] = field(default_factory=list)  # the last flush's files, relative to root
+    replaces: list[str] = field(default_factory=list)  # files a compaction's file replaced
     totals: dict[str, int] = field(default_factory=dict)  # counters carried across restarts
 
     @property
@@ -131,6 +133,7 @@ class Journal:
         j.rings = data.get("rings", {})
         j.book_slots = data.get("book_slots", {})
         j.files = data.get("files", [])
+        j.replaces = data.get("replaces", [])
         j.totals = data.get("totals", {})
         return j
 
@@ -139,15 +142,33 @@ class Journal:
         part = partition_dir(self.root, kind, venue, symbol, day)
         return part / f"part-{self.instance}-{flush_no:010d}.parquet"
 
-    def commit(self, files: list[Path]) -> None:
-        """Steps 2 and 3: the journal (the commit point), then the renames."""
+    def compact(self, day_dir: Path) -> tuple[Path, int] | None:
+        """Merge the files of one finished day partition into one, in ts order, committed like
+        a flush (the journal names the new file and the ones it replaces); (file, bytes)."""
+        parts = sorted(day_dir.glob(f"*-{self.instance}-*.parquet"))  # ours only
+        if len(parts) < 2:
+            return None
+        table = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
+        table = table.replace_schema_metadata(None)
+        order = pa.compute.sort_indices(table, [("ts", "ascending"), ("symbol_seq", "ascending")])
+        self.flush_no += 1
+        merged = day_dir / f"day-{self.instance}-{self.flush_no:010d}.parquet"
+        nbytes = write_temp(table.take(order), merged)
+        self.commit([merged], replaces=parts)
+        return merged, nbytes
+
+    def commit(self, files: list[Path], replaces: list[Path] = ()) -> None:
+        """Steps 2 and 3: the journal (the commit point), then the renames (and the removal
+        of the files a compacted file replaces)."""
         self.files = [str(f.relative_to(self.root)) for f in files]
+        self.replaces = [str(f.relative_to(self.root)) for f in replaces]
         data = {
             "instance": self.instance,
             "flush_no": self.flush_no,
             "rings": self.rings,
             "book_slots": self.book_slots,
             "files": self.files,
+            "replaces": self.replaces,
             "totals": self.totals,
         }
         atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True))
@@ -161,6 +182,10 @@ class Journal:
             if tmp.exists():
                 os.replace(tmp, final)
                 dirs.add(final.parent)
+        for rel in self.replaces:
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / rel).unlink()
+                dirs.add((self.root / rel).parent)
         for d in dirs:
             _fsync_dir(d)
 
@@ -168,7 +193,7 @@ class Journal:
         """Roll the committed flush forward and delete uncommitted temporary files; returns those."""
         self._finish_renames()
         removed = []
-        pattern = re.compile(rf"^\.part-{re.escape(self.instance)}-\d+\.parquet\.tmp$")
+        pattern = re.compile(rf"^\.(part|day)-{re.escape(self.instance)}-\d+\.parquet\.tmp$")
         for kind in KINDS:
             base = self.root / kind
             if not base.is_dir():
@@ -181,6 +206,21 @@ class Journal:
                             path.unlink()
                             removed.append(path)
         return removed
+
+
+def finished_days(root: Path, instance: str, today: date | None = None) -> list[Path]:
+    """Day partitions before today (UTC) holding more than one file of the instance."""
+    today = today or datetime.now(UTC).date()
+    out = []
+    for kind in KINDS:
+        for day_dir in (root / kind).glob("venue=*/symbol=*/date=*"):
+            try:
+                day = date.fromisoformat(day_dir.name[len("date=") :])
+            except ValueError:
+                continue
+            if day < today and len(list(day_dir.glob(f"*-{instance}-*.parquet"))) > 1:
+                out.append(day_dir)
+    return sorted(out)
 
 
 def expire(root: Path, keep_days: int, today: date | None = None) -> list[Path]:
