@@ -218,6 +218,14 @@ def day_of_trades(root: Path, n: int, files: int) -> None:
     j.commit([root / f for f in j.files])
 
 
+def compact_day(root: Path) -> float:
+    """Seconds the archiver's compaction of the finished day takes (files -> one file)."""
+    j = Journal.load(root, "bench")
+    t0 = time.perf_counter()
+    j.compact(next((root / "trades").glob("venue=*/symbol=*/date=*")))
+    return time.perf_counter() - t0
+
+
 def time_query(root: Path, runs: int) -> tuple[float, float, float, int]:
     """(best wall s, its CPU s, pyarrow.dataset + sort wall s, rows) for the day of trades."""
     best = (float("inf"), 0.0)
@@ -272,9 +280,11 @@ def main() -> None:
             books_b, trades_b = size_of(root / "books"), size_of(root / "trades")
             rrate, rn = replay_rate(f"{inst}r", root)
             unlink_instance(inst)
-            share = cpu_at_demo_rate(inst, Path(tmp) / "demo", 5 if args.quick else 10)
+            share = cpu_at_demo_rate(inst, Path(tmp) / "demo", 10 if args.quick else 30)
             day = Path(tmp) / "day"
             day_of_trades(day, n_day, n_files)
+            f_wall, f_cpu, f_alt, _ = time_query(day, 1)
+            compact_s = compact_day(day)
             q_wall, q_cpu, alt, rows = time_query(day, 3)
         finally:
             unlink_instance(inst)
@@ -301,9 +311,13 @@ def main() -> None:
     )
     print(f"{'bytes per million trades':58s} {trades_b / n_rec * 1e6:14,.0f}")
     print(
-        f"{f'query one day of {rows:,} trades in {n_files} files, wall s':58s} {q_wall:14.3f}  "
+        f"{f'query a day of {rows:,} trades, compacted (1 file), wall s':58s} {q_wall:14.3f}  "
         f"target < 1 s: {'met' if q_wall < 1 else 'NOT met'}; CPU {q_cpu:.3f} s; "
         f"pyarrow.dataset + sort {alt:.3f} s ({alt / q_wall:.1f}x)"
+    )
+    print(
+        f"{f'  the same day before compaction ({n_files} files), wall s':58s} {f_wall:14.3f}  "
+        f"CPU {f_cpu:.3f} s; pyarrow.dataset + sort {f_alt:.3f} s; compaction {compact_s:.1f} s"
     )
     print(
         f"{f'replay --max, records/s ({rn:,} records)':58s} {rrate:14,.0f}  "
