@@ -133,6 +133,19 @@ class HistoryConfig:
 
 
 @dataclass
+class RecordConfig:
+    """The recorder: every raw frame of every ingest connection into tapes under `dir`."""
+
+    enabled: bool = False
+    dir: str = "var/tapes"
+    flush_interval: float = 1.0  # seconds: at most this much is lost in a crash
+    rotate_mb: int = 256  # start a new tape past this size
+    queue: int = 100_000  # frames waiting for the writer before frames are dropped (counted)
+    level: int = 3  # gzip level, 1 (fast) .. 9 (small)
+    keep_days: int = 0  # delete days older than this (0: keep everything)
+
+
+@dataclass
 class Config:
     instance: str = "default"
     shm: ShmConfig = field(default_factory=ShmConfig)
@@ -143,6 +156,7 @@ class Config:
     sim: SimConfig = field(default_factory=SimConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
     source: str = field(default="<defaults>", compare=False)
 
     @property
@@ -632,6 +646,19 @@ def _validate_history(cfg: Config, cores: set[int]) -> None:
         raise ConfigError("history.dir: must name a directory")
     if hist.enabled and hist.core >= 0:
         _check_core("history.core", hist.core, cores)
+    rec = cfg.record
+    if not rec.flush_interval > 0:
+        raise ConfigError("record.flush_interval: must be positive (seconds)")
+    if rec.rotate_mb < 1:
+        raise ConfigError("record.rotate_mb: must be at least 1")
+    if rec.queue < 1:
+        raise ConfigError("record.queue: must be at least 1")
+    if not 1 <= rec.level <= 9:
+        raise ConfigError(f"record.level: {rec.level} must be 1..9")
+    if rec.keep_days < 0:
+        raise ConfigError("record.keep_days: must be >= 0 (0 keeps everything)")
+    if not rec.dir:
+        raise ConfigError("record.dir: must name a directory")
 
 
 def check_ports_free(cfg: Config) -> None:

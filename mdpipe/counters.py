@@ -179,7 +179,20 @@ ARCHIVER = CounterSet(
     (Family("g_cursor_", "ring", "the next record of the ring the archiver reads"),),
 )
 
-ALL = (INGEST, PUBLISHER, SUPERVISOR, ARCHIVER)
+RECORDER = CounterSet(
+    "recorder",
+    (
+        Counter("frames_recorded", "raw frames and REST snapshots written to tapes"),
+        Counter("bytes_written", "compressed tape bytes written"),
+        Counter("files_finished", "tapes completed (renamed from .part)"),
+        Counter("frames_dropped", "frames not recorded: the writer lagged or a write failed"),
+        Counter("write_errors", "tape writes that failed (disk full, permissions)"),
+        Counter("files_expired", "tape days deleted by record.keep_days"),
+        Counter("g_queue", "frames waiting for the tape writer"),
+    ),
+)
+
+ALL = (INGEST, PUBLISHER, SUPERVISOR, ARCHIVER, RECORDER)
 
 
 def markdown_table() -> str:
