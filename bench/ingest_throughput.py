@@ -1,4 +1,5 @@
-"""Depth diffs per second through one ingest core, on the recorded futures tape.
+"""Depth diffs per second through one ingest core, per venue: the recorded Binance futures
+tape, and a synthetic Bybit linear book of comparable size (orderbook.200, ~60 levels a delta).
 
 Each diff goes through the same stages an ingest process runs: parse, sync rules, book
 update, top-20 extraction into a book record. mdpipe (levels read from the raw text, the
@@ -12,6 +13,10 @@ last record must hold the same top 20 levels.
 A pipeline is a list of stage functions, each taking the previous stage's output. The last
 row runs the ingest process's own code after the parser: its per-symbol book (sync rules,
 book, top 20, flags) committing every record into a real shared-memory ring.
+
+The Bybit table runs the same stages on the Bybit simulator's own frames (snapshot, then
+deltas): mdpipe's Bybit parser and sync rules against orjson plus the same books, with the
+u + 1 check.
 
 Run: .venv/bin/python bench/ingest_throughput.py [--runs N]
 """
@@ -31,15 +36,19 @@ import numpy as np
 import orjson
 from sortedcontainers import SortedDict, SortedList
 
-from mdpipe.feeds.binance import FUTURES, BinanceParser, DepthDiff, parse_snapshot
-from mdpipe.feeds.binance_sync import APPLY
-from mdpipe.feeds.local_book import LocalBook
-from mdpipe.feeds.tapes import FUTURES_TAPE, is_snapshot, load_tape, tape_path
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.counters import COUNTERS, Counters
 from mdpipe.ingest.symbolbook import SymbolBook
 from mdpipe.shm.segment import unlink_instance
 from mdpipe.shm.writer import RingWriter
+from mdpipe.sim.venues.bybit import synthetic_frames
+from mdpipe.venues.base import BookSync
+from mdpipe.venues.binance.sync import APPLY, book_sync
+from mdpipe.venues.binance.wire import FUTURES, BinanceParser, DepthDiff, parse_snapshot
+from mdpipe.venues.bybit.sync import BybitBookSync
+from mdpipe.venues.bybit.wire import BybitParser
+from mdpipe.venues.local_book import LocalBook
+from mdpipe.venues.tapes import FUTURES_TAPE, is_snapshot, load_tape, tape_path
 
 DEPTH = 20
 TARGET_RATE = 25_000
@@ -82,7 +91,7 @@ def book_record() -> tuple[np.ndarray, np.ndarray]:
 def mdpipe_pipeline(tape: Tape) -> Pipeline:
     """parse -> sync + book -> top-20 into the record, with the book synced from the tape."""
     parser = BinanceParser(FUTURES)
-    local = LocalBook(FUTURES, "BTCUSDT", min_depth=DEPTH)
+    local = LocalBook(book_sync(FUTURES), "BTCUSDT", min_depth=DEPTH)
     for raw in tape.before:
         local.on_diff(parser.parse(raw))
     local.on_snapshot(parse_snapshot(tape.snapshot))
@@ -103,9 +112,7 @@ def mdpipe_pipeline(tape: Tape) -> Pipeline:
 BENCH_INSTANCE = f"bench{os.getpid()}"
 
 
-def ingest_pipeline(tape: Tape, writers: list[RingWriter]) -> Pipeline:
-    """parse -> the ingest's SymbolBook: sync + book + top-20 + commit into a shared-memory ring."""
-    parser = BinanceParser(FUTURES)
+def _bench_writer(writers: list[RingWriter]) -> RingWriter:
     w = RingWriter.create(
         BENCH_INSTANCE,
         f"books.bench.{len(writers)}",
@@ -117,8 +124,19 @@ def ingest_pipeline(tape: Tape, writers: list[RingWriter]) -> Pipeline:
         counters=COUNTERS,
     )
     writers.append(w)
+    return w
+
+
+def _symbol_book(w: RingWriter, sync: BookSync) -> SymbolBook:
     log = logging.getLogger("bench")
-    sb = SymbolBook("BTCUSDT", 0, FUTURES, w, Counters(w), Backoff(1, 1), lambda *a: None, log)
+    return SymbolBook("BTCUSDT", 0, sync, w, Counters(w), Backoff(1, 1), lambda *a: None, log)
+
+
+def ingest_pipeline(tape: Tape, writers: list[RingWriter]) -> Pipeline:
+    """parse -> the ingest's SymbolBook: sync + book + top-20 + commit into a shared-memory ring."""
+    parser = BinanceParser(FUTURES)
+    w = _bench_writer(writers)
+    sb = _symbol_book(w, book_sync(FUTURES))
     for raw in tape.before:
         sb.on_diff(parser.parse(raw), 0, raw)
     sb.on_snapshot(parse_snapshot(tape.snapshot), 0)
@@ -237,6 +255,74 @@ def baseline_pipeline(
     return Pipeline([parse, sync_and_apply, extract], bids, asks)
 
 
+class BybitFrames:
+    """The Bybit simulator's frames for one linear symbol: the snapshot, then the deltas."""
+
+    def __init__(self, pushes: int = 2000, steps_per_push: int = 60) -> None:
+        frames = [raw for _, raw in synthetic_frames("BTCUSDT", 200, pushes, steps_per_push)]
+        self.snapshot = frames[0]
+        self.after = [raw for raw in frames[1:] if raw.startswith(b'{"topic":"orderbook.')]
+
+
+def bybit_mdpipe_pipeline(frames: BybitFrames) -> Pipeline:
+    """parse -> Bybit sync + book -> top-20 into the record."""
+    parser = BybitParser("linear")
+    local = LocalBook(BybitBookSync(), "BTCUSDT", min_depth=DEPTH)
+    local.on_snapshot(parser.parse(frames.snapshot))
+    book = local.book
+    bids, asks = book_record()
+
+    def sync_and_apply(diff: DepthDiff) -> DepthDiff:
+        if local.on_diff(diff) is not APPLY:
+            raise RuntimeError(f"delta u={diff.first_id} not applied: {local.sync.reason}")
+        return diff
+
+    def extract(diff: DepthDiff) -> tuple[int, int]:
+        return book.write_top(bids, asks)
+
+    return Pipeline([parser.parse, sync_and_apply, extract], bids, asks)
+
+
+def bybit_ingest_pipeline(frames: BybitFrames, writers: list[RingWriter]) -> Pipeline:
+    """parse -> the ingest's SymbolBook with Bybit's rules, committing into a ring."""
+    parser = BybitParser("linear")
+    w = _bench_writer(writers)
+    sb = _symbol_book(w, BybitBookSync())
+    sb.on_snapshot(parser.parse(frames.snapshot), 0)
+    now = time.time_ns
+
+    def sync_book_commit(diff: DepthDiff) -> None:
+        if sb.on_diff(diff, now(), b"") is not APPLY:
+            raise RuntimeError(f"delta u={diff.first_id} not applied: {sb.sync.reason}")
+
+    return Pipeline([parser.parse, sync_book_commit], w.bids, w.asks)
+
+
+def bybit_baseline_pipeline(
+    frames: BybitFrames, book_class: type[SortedDictBook] | type[SortedListBook]
+) -> Pipeline:
+    """orjson parse -> u + 1 check + sortedcontainers book update -> top-20 into the record."""
+    data = orjson.loads(frames.snapshot)["data"]
+    book = book_class({"bids": data["b"], "asks": data["a"]})
+    last = [data["u"]]
+    bids, asks = book_record()
+
+    def parse(raw: bytes) -> dict:
+        return orjson.loads(raw)["data"]
+
+    def sync_and_apply(data: dict) -> dict:
+        if data["u"] != last[0] + 1:
+            raise RuntimeError("baseline: gap")
+        last[0] = data["u"]
+        book.apply(data)
+        return data
+
+    def extract(data: dict) -> tuple[int, int]:
+        return book.write_top(bids, asks)
+
+    return Pipeline([parse, sync_and_apply, extract], bids, asks)
+
+
 def first_stages(pipeline: Pipeline, count: int) -> Pipeline:
     """The pipeline cut after its first `count` stages."""
     return pipeline._replace(stages=pipeline.stages[:count])
@@ -269,43 +355,26 @@ FULL = "mdpipe: parse + sync + book + top-20"
 COMMIT = "mdpipe: ... + ring commit (ingest path)"
 
 
-def main() -> None:
-    """Measure each pipeline, best of `--runs`, and print the table."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=7)
-    args = ap.parse_args()
-    pinned = pin_to_one_core()
-    tape = Tape()
-    n = len(tape.after)
-    levels = sum(len(d.bid_prices) + len(d.ask_prices) for d in map(parse_diff, tape.after))
-    rows: dict[str, Callable[[], Pipeline]] = {
-        BASELINE_1: lambda: baseline_pipeline(tape, SortedDictBook),
-        BASELINE_2: lambda: baseline_pipeline(tape, SortedListBook),
-        "mdpipe: parse only": lambda: first_stages(mdpipe_pipeline(tape), 1),
-        "mdpipe: parse + sync + book": lambda: first_stages(mdpipe_pipeline(tape), 2),
-        FULL: lambda: mdpipe_pipeline(tape),
-        COMMIT: lambda: ingest_pipeline(tape, writers),
-    }
-    writers: list[RingWriter] = []
+def measure(
+    rows: dict[str, Callable[[], Pipeline]], frames: list[bytes], runs: int
+) -> dict[str, float]:
+    """Best CPU seconds of each pipeline over `runs` alternating runs; checks the same work."""
     best = dict.fromkeys(rows, float("inf"))
     records = {}
-    for _ in range(args.runs):
+    for _ in range(runs):
         for name, build in rows.items():
             pipeline = build()
-            best[name] = min(best[name], run(pipeline.stages, tape.after))
+            best[name] = min(best[name], run(pipeline.stages, frames))
             records[name] = pipeline
-    for w in writers:
-        w.close()
-    unlink_instance(BENCH_INSTANCE)
     for name in (BASELINE_1, BASELINE_2, COMMIT):
         for side in ("bids", "asks"):
             if not np.array_equal(getattr(records[name], side), getattr(records[FULL], side)):
                 raise SystemExit(f"{name} ends with other {side} than mdpipe: not the same work")
-    print(
-        f"futures tape: {n} diffs after the snapshot, {levels / n:.1f} levels/diff on average; "
-        f"python {platform.python_version()}, numpy {np.__version__}; {pinned}; "
-        f"CPU time, best of {args.runs} runs"
-    )
+    return best
+
+
+def report(best: dict[str, float], n: int) -> None:
+    """The table, then the targets."""
     print(f"{'implementation':40s} {'diffs/s':>10s} {'µs/diff':>9s} {'vs b.1':>8s} {'vs b.2':>8s}")
     for name, seconds in best.items():
         print(
@@ -323,6 +392,57 @@ def main() -> None:
     rate = n / best[COMMIT]
     verdict = "met" if rate >= TARGET_RATE else "NOT met"
     print(f"target >= {TARGET_RATE:,} diffs/s including the ring commit: {verdict} ({rate:,.0f})")
+
+
+def main() -> None:
+    """Measure each pipeline of each venue, best of `--runs`, and print the tables."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=7)
+    args = ap.parse_args()
+    pinned = pin_to_one_core()
+    tape = Tape()
+    n = len(tape.after)
+    levels = sum(len(d.bid_prices) + len(d.ask_prices) for d in map(parse_diff, tape.after))
+    bybit = BybitFrames()
+    writers: list[RingWriter] = []
+    rows: dict[str, Callable[[], Pipeline]] = {
+        BASELINE_1: lambda: baseline_pipeline(tape, SortedDictBook),
+        BASELINE_2: lambda: baseline_pipeline(tape, SortedListBook),
+        "mdpipe: parse only": lambda: first_stages(mdpipe_pipeline(tape), 1),
+        "mdpipe: parse + sync + book": lambda: first_stages(mdpipe_pipeline(tape), 2),
+        FULL: lambda: mdpipe_pipeline(tape),
+        COMMIT: lambda: ingest_pipeline(tape, writers),
+    }
+    bybit_rows: dict[str, Callable[[], Pipeline]] = {
+        BASELINE_1: lambda: bybit_baseline_pipeline(bybit, SortedDictBook),
+        BASELINE_2: lambda: bybit_baseline_pipeline(bybit, SortedListBook),
+        "mdpipe: parse only": lambda: first_stages(bybit_mdpipe_pipeline(bybit), 1),
+        "mdpipe: parse + sync + book": lambda: first_stages(bybit_mdpipe_pipeline(bybit), 2),
+        FULL: lambda: bybit_mdpipe_pipeline(bybit),
+        COMMIT: lambda: bybit_ingest_pipeline(bybit, writers),
+    }
+    try:
+        best = measure(rows, tape.after, args.runs)
+        bybit_best = measure(bybit_rows, bybit.after, args.runs)
+    finally:
+        for w in writers:
+            w.close()
+        unlink_instance(BENCH_INSTANCE)
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}; {pinned}; "
+        f"CPU time, best of {args.runs} runs"
+    )
+    print(f"\nbinance futures tape: {n} diffs after the snapshot, {levels / n:.1f} levels/diff")
+    report(best, n)
+    m = len(bybit.after)
+    parser = BybitParser("linear")
+    deltas = [parser.parse(raw) for raw in bybit.after]
+    bybit_levels = sum(len(d.bid_prices) + len(d.ask_prices) for d in deltas)
+    print(
+        f"\nbybit linear, simulator frames (orderbook.200): {m} deltas after the snapshot, "
+        f"{bybit_levels / m:.1f} levels/delta"
+    )
+    report(bybit_best, m)
 
 
 if __name__ == "__main__":

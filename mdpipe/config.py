@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-FUTURES_SNAPSHOT_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
-SPOT_SNAPSHOT_MAX = 5000
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+from mdpipe.venues import venue_names, venue_spec
 
 
 class ConfigError(ValueError):
@@ -96,6 +94,7 @@ class SimConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 18765
+    venue: str = "binance"
     market: str = "futures"
     symbols: list[str] = field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
     rate: int = 2000
@@ -360,12 +359,39 @@ def load(
         if key.strip() == "redis.url":
             _refuse_password(value.strip(), "with --set it shows in every process list")
         _set_path(data, key.strip(), value.strip())
+    _fill_venue_defaults(data)
     cfg = _build(Config, data, "")
     cfg.source = source
     _expand_placeholders(cfg)
     validate(cfg, check_ports=check_ports)
     _check_dashboard_token(cfg, env)
     return cfg
+
+
+def _fill_venue_defaults(data: dict[str, Any]) -> None:
+    """Give each [[feeds]] entry its venue's defaults (market, URLs, streams) for keys it omits."""
+    feeds = data.get("feeds")
+    if not isinstance(feeds, list):
+        return
+    for i, entry in enumerate(feeds):
+        if not isinstance(entry, dict):
+            continue  # _build says what is wrong
+        exchange = entry.get("exchange", "binance")
+        try:
+            spec = venue_spec(exchange)
+        except (KeyError, TypeError):
+            raise ConfigError(
+                f"feeds[{i}].exchange: {exchange!r} is not a supported venue "
+                f"({', '.join(venue_names())})"
+            ) from None
+        market = entry.setdefault("market", spec.MARKETS[0])
+        if market not in spec.MARKETS:
+            raise ConfigError(
+                f"feeds[{i}].market: {market!r} is not a {exchange} market "
+                f"({' or '.join(repr(m) for m in spec.MARKETS)})"
+            )
+        for key, value in spec.DEFAULTS[market].items():
+            entry.setdefault(key, value)
 
 
 MIN_TOKEN_CHARS = 16
@@ -490,6 +516,21 @@ _TEMPLATE_KEYS = (
 )
 
 
+def _check_sim_venue(sim: SimConfig) -> None:
+    """The simulator's venue exists and imitates the configured market."""
+    try:
+        markets = venue_spec(sim.venue).MARKETS
+    except KeyError:
+        raise ConfigError(
+            f"sim.venue: {sim.venue!r} is not a supported venue ({', '.join(venue_names())})"
+        ) from None
+    if sim.market not in markets:
+        raise ConfigError(
+            f"sim.market: {sim.market!r} is not a {sim.venue} market "
+            f"({' or '.join(repr(m) for m in markets)})"
+        )
+
+
 def validate(cfg: Config, *, check_ports: bool = False) -> None:
     """Check values that types alone cannot; raise ConfigError naming the first bad key."""
     if not re.match(r"^[A-Za-z0-9_-]{1,64}$", cfg.instance):
@@ -528,20 +569,27 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
         if feed.name in names:
             raise ConfigError(f"{where}.name: {feed.name!r} is used by another feed")
         names.add(feed.name)
-        if feed.exchange != "binance":
-            raise ConfigError(f"{where}.exchange: {feed.exchange!r} is not supported (binance)")
-        if feed.market not in ("futures", "spot"):
-            raise ConfigError(f"{where}.market: {feed.market!r} must be 'futures' or 'spot'")
+        try:
+            spec = venue_spec(feed.exchange)
+        except KeyError:
+            raise ConfigError(
+                f"{where}.exchange: {feed.exchange!r} is not a supported venue "
+                f"({', '.join(venue_names())})"
+            ) from None
+        if feed.market not in spec.MARKETS:
+            raise ConfigError(
+                f"{where}.market: {feed.market!r} is not a {feed.exchange} market "
+                f"({' or '.join(repr(m) for m in spec.MARKETS)})"
+            )
         _check_url(f"{where}.ws_url", feed.ws_url, ("ws", "wss"))
         _check_url(f"{where}.rest_url", feed.rest_url, ("http", "https"))
         if not feed.symbols:
             raise ConfigError(f"{where}.symbols: at least one symbol is needed")
         seen: set[str] = set()
         for sym in feed.symbols:
-            if not _SYMBOL_RE.match(sym):
-                raise ConfigError(
-                    f"{where}.symbols: {sym!r} is not an upper-case symbol like BTCUSDT"
-                )
+            problem = spec.check_symbol(sym)
+            if problem:
+                raise ConfigError(f"{where}.symbols: {problem}")
             if sym in seen:
                 raise ConfigError(f"{where}.symbols: {sym} is listed twice")
             seen.add(sym)
@@ -551,19 +599,9 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
             raise ConfigError(f"{where}.cores: more ingest processes than symbols")
         for core in feed.cores:
             _check_core(f"{where}.cores", core, cores)
-        if not feed.depth_stream.startswith("depth"):
-            raise ConfigError(f"{where}.depth_stream: {feed.depth_stream!r} is not a depth stream")
-        if feed.trade_stream not in ("trade", "aggTrade"):
-            raise ConfigError(f"{where}.trade_stream: must be 'trade' or 'aggTrade'")
-        limit = feed.snapshot_limit
-        if feed.market == "futures" and limit not in FUTURES_SNAPSHOT_LIMITS:
-            raise ConfigError(
-                f"{where}.snapshot_limit: {limit} is not one of {FUTURES_SNAPSHOT_LIMITS}"
-            )
-        if feed.market == "spot" and not 1 <= limit <= SPOT_SNAPSHOT_MAX:
-            raise ConfigError(f"{where}.snapshot_limit: {limit} is outside 1..{SPOT_SNAPSHOT_MAX}")
-        if limit < shm.depth:
-            raise ConfigError(f"{where}.snapshot_limit: {limit} is less than shm.depth {shm.depth}")
+        wrong = spec.check_feed(feed, shm.depth)
+        if wrong:
+            raise ConfigError(f"{where}.{wrong[0]}: {wrong[1]}")
         for key in ("silence_timeout", "stream_timeout", "reconnect_initial", "reconnect_max"):
             if getattr(feed, key) <= 0:
                 raise ConfigError(f"{where}.{key}: must be positive")
@@ -610,8 +648,8 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
         raise ConfigError(f"sim.port: {cfg.sim.port} is not a TCP port")
     if cfg.sim.enabled and cfg.http.enabled and cfg.http.port == cfg.sim.port:
         raise ConfigError(f"http.port: {cfg.http.port} is also sim.port")
-    if cfg.sim.enabled and cfg.sim.market not in ("futures", "spot"):
-        raise ConfigError(f"sim.market: {cfg.sim.market!r} must be 'futures' or 'spot'")
+    if cfg.sim.enabled:
+        _check_sim_venue(cfg.sim)
     if cfg.sim.enabled and cfg.sim.tape and not os.path.isfile(cfg.sim.tape):
         raise ConfigError(f"sim.tape: {cfg.sim.tape!r} is not a file")
     if not cfg.sim.speed > 0:

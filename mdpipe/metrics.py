@@ -201,7 +201,9 @@ class InstanceCollector:
     def _ring(self, fams: _Families, st: SegmentStatus, now: int) -> None:
         feed, shard = ring_labels(st.ring)
         labels = {"instance": self.instance, "ring": st.ring, "kind": st.kind}
-        labels |= {"feed": feed, "shard": shard}
+        # exchange is the venue and market ("bybit-linear"): one symbol on two venues is
+        # two feeds, told apart by feed and exchange.
+        labels |= {"feed": feed, "shard": shard, "exchange": st.exchange}
         fams.add(
             "counter",
             "mdpipe_ring_records",
@@ -238,7 +240,7 @@ class InstanceCollector:
                 fams,
                 "ingest",
                 st.counters,
-                {"instance": self.instance, "feed": feed, "shard": shard},
+                {"instance": self.instance, "feed": feed, "shard": shard, "exchange": st.exchange},
             )
         if self.latency and st.write_cursor:
             self._latency(fams, st, labels)

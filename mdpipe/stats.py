@@ -117,6 +117,7 @@ def collect(
             "kind": st.kind,
             "feed": feed,
             "shard": shard,
+            "exchange": st.exchange,
             "writer_pid": st.writer_pid,
             "alive": st.writer_alive,
             "generation": st.generation,
@@ -310,9 +311,9 @@ def render(snap: dict) -> str:
             c = r["counters"]
             synced = f"{c.get('g_books_synced', 0)}/{c.get('g_books_total', 0)}"
             conns = f"{c.get('g_connections', 0)}/{c.get('g_connections_expected', 0)}"
-            rows.append(
-                [f"{r['feed']}.{r['shard']}", conns, synced, *(c.get(k, 0) for k in INGEST_COLUMNS)]
-            )
+            feed = f"{r['feed']}.{r['shard']}"
+            counts = (c.get(k, 0) for k in INGEST_COLUMNS)
+            rows.append([feed, conns, synced, *counts, r.get("exchange") or "-"])
         out.append(
             table(
                 [
@@ -320,6 +321,7 @@ def render(snap: dict) -> str:
                     "CONNS",
                     "SYNCED",
                     *(k.upper().replace("_", " ") for k in INGEST_COLUMNS),
+                    "EXCHANGE",
                 ],
                 rows,
             )

@@ -210,7 +210,7 @@ def child_specs(cfg: C.Config, config_path: str | None, overrides: list[str]) ->
     if cfg.sim.enabled:
         sim = cfg.sim
         argv = [py, "-m", "mdpipe.cli", "sim", "--host", sim.host, "--port", str(sim.port)]
-        argv += ["--market", sim.market, "--seed", str(sim.seed)]
+        argv += ["--venue", sim.venue, "--market", sim.market, "--seed", str(sim.seed)]
         if sim.tape:  # a tape brings its own symbols and pace
             argv += ["--tape", sim.tape, "--speed", str(sim.speed)]
             argv += ["--start-clients", str(_sim_clients(cfg))]

@@ -23,17 +23,34 @@ FPS = 10
 _RED, _GREEN, _DIM, _BOLD, _RESET = "\x1b[31m", "\x1b[32m", "\x1b[2m", "\x1b[1m", "\x1b[0m"
 
 
-def find_rings(instance: str, symbol: str) -> tuple[str | None, str | None]:
-    """(book ring, trade ring) that carry a symbol in an instance."""
-    book = trade = None
+def find_rings(
+    instance: str, symbol: str, feed: str | None = None
+) -> tuple[str | None, str | None]:
+    """(book ring, trade ring) that carry a symbol in an instance (of one feed, if given).
+
+    Raises click.ClickException when the symbol is on several feeds (one symbol on two
+    venues) and no feed was named.
+    """
+    books: dict[str, str] = {}
+    trades: dict[str, str] = {}
+    exchanges: dict[str, str] = {}
     for st in iter_status(instance):
-        if symbol not in st.symbols:
+        if symbol not in st.symbols or st.kind not in ("book", "trade"):
             continue
-        if st.kind == "book" and book is None:
-            book = st.ring
-        elif st.kind == "trade" and trade is None:
-            trade = st.ring
-    return book, trade
+        ring_feed = st.ring.split(".")[1] if st.ring.count(".") == 2 else ""
+        if feed is not None and ring_feed != feed:
+            continue
+        found = books if st.kind == "book" else trades
+        found.setdefault(ring_feed, st.ring)
+        if st.kind == "book":
+            exchanges[ring_feed] = st.exchange
+    if len(books) > 1:
+        choices = ", ".join(f"{f} ({exchanges[f]})" for f in sorted(books))
+        raise click.ClickException(f"{symbol} is on several feeds: {choices}; pick one with --feed")
+    if not books:
+        return None, None
+    ((name, book),) = books.items()
+    return book, trades.get(name)
 
 
 def _decimals(values: list[float]) -> int:
@@ -165,15 +182,22 @@ def render(
 @click.option("--instance", help="Instance to read (default: the only one running).")
 @click.option("--levels", default=10, show_default=True, help="Book levels per side.")
 @click.option("--trades", "n_trades", default=12, show_default=True, help="Trades on the tape.")
+@click.option("--feed", help="The [[feeds]] name, when the symbol is on several venues.")
 @click.option("--once", is_flag=True, help="Print one frame and exit.")
 @click.option("--color/--no-color", default=None, help="ANSI colours (default: on a terminal).")
 def tail_command(
-    symbol: str, instance: str | None, levels: int, n_trades: int, once: bool, color: bool | None
+    symbol: str,
+    instance: str | None,
+    levels: int,
+    n_trades: int,
+    feed: str | None,
+    once: bool,
+    color: bool | None,
 ) -> None:
     """Watch one symbol's book ladder and trade tape live."""
     symbol = symbol.upper()
     name = default_instance(instance)
-    book_ring, trade_ring = find_rings(name, symbol)
+    book_ring, trade_ring = find_rings(name, symbol, feed)
     if book_ring is None:
         from mdpipe.stats import not_running_message
 
@@ -181,8 +205,9 @@ def tail_command(
         if not rings:
             raise click.ClickException(not_running_message(name))
         have = sorted({s for st in rings if st.kind == "book" for s in st.symbols})
+        where = f"feed {feed!r} of instance {name!r}" if feed else f"instance {name!r}"
         raise click.ClickException(
-            f"{symbol} is not in instance {name!r}; symbols: {', '.join(have) or 'none'}"
+            f"{symbol} is not in {where}; symbols: {', '.join(have) or 'none'}"
         )
     color = sys.stdout.isatty() if color is None else color
     books = attach(name, book_ring, kind="book")

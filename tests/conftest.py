@@ -15,8 +15,8 @@ import posix_ipc
 import pytest
 import redis
 
-from mdpipe.feeds.tapes import FUTURES_TAPE, tape_path
 from mdpipe.shm.segment import list_segments, shm_name
+from mdpipe.venues.tapes import FUTURES_TAPE, tape_path
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -214,3 +214,49 @@ def test_start_refuses_bad_configs_with_exit_2(tmp_path: Path, instance: str) ->
             assert not lock_path(instance).exists()
     finally:
         busy.close()
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("[[feeds]]\nname = 'a'\nexchange = 'kraken'\n", "feeds[0].exchange: 'kraken' is not a supported venue"),
+        ("[[feeds]]\nname = 'a'\nexchange = 'bybit'\nsymbols = ['BTC-USDT']\n",
+         "feeds[0].symbols: 'BTC-USDT' is not an upper-case Bybit symbol like BTCUSDT ('-' is OKX's form)"),
+        ("[[feeds]]\nname = 'a'\nexchange = 'bybit'\nmarket = 'futures'\n",
+         "feeds[0].market: 'futures' is not a bybit market ('linear' or 'spot')"),
+        ("[[feeds]]\nname = 'a'\nexchange = 'bybit'\ndepth_stream = 'orderbook.1'\n",
+         "feeds[0].depth_stream: 'orderbook.1' is not a Bybit book stream"),
+        ("[[feeds]]\nname = 'a'\nexchange = 'bybit'\nrollover_after = 3600\n",
+         "feeds[0].rollover_after: must be 0 on bybit"),
+        ("[[feeds]]\nname = 'a'\nmarket = 'linear'\n",
+         "feeds[0].market: 'linear' is not a binance market ('futures' or 'spot')"),
+        ("[sim]\nenabled = true\nvenue = 'bybit'\nmarket = 'futures'\n",
+         "sim.market: 'futures' is not a bybit market ('linear' or 'spot')"),
+    ],
+)  # fmt: skip
+def test_venue_errors_name_the_key(toml: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(C.ConfigError) as err:
+        C.load(path, env={})
+    assert str(err.value).startswith(message), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_venue_defaults_fill_what_a_feed_leaves_out(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[[feeds]]\nname = 'b'\nexchange = 'bybit'\nmarket = 'spot'\n")
+    feed = C.load(path, env={}).feeds[0]
+    assert (feed.ws_url, feed.depth_stream, feed.trade_stream, feed.rollover_after) == (
+        "wss://stream.bybit.com", "orderbook.50", "publicTrade", 0.0)  # fmt: skip
+    path.write_text("[[feeds]]\nname = 's'\nmarket = 'spot'\n")
+    assert C.load(path, env={}).feeds[0].ws_url == "wss://stream.binance.com:9443"
+
+
+@pytest.mark.parametrize("name", ["bybit", "multi"])
+def test_shipped_venue_configs_load(name: str) -> None:
+    cfg = C.load(CONFIGS / f"{name}.toml", env={})
+    assert {f.exchange for f in cfg.feeds} == (
+        {"bybit"} if name == "bybit" else {"binance", "bybit"}
+    )
+    assert all(f.ws_url.startswith("wss://") for f in cfg.feeds)

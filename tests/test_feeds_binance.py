@@ -8,7 +8,7 @@ import random
 import orjson
 import pytest
 
-from mdpipe.feeds.binance import (
+from mdpipe.venues.binance.wire import (
     BAD_NUMBER,
     BAD_TYPE,
     ERROR_KINDS,
@@ -31,8 +31,8 @@ from mdpipe.feeds.binance import (
     plan_connections,
     snapshot_url,
 )
-from mdpipe.feeds.levels import DIFF_IN_ENVELOPE, SNAPSHOT, plain_levels
-from mdpipe.feeds.tapes import FUTURES_TAPE, SPOT_TAPE, is_snapshot, load_tape, tape_path
+from mdpipe.venues.levels import DIFF_IN_ENVELOPE, SNAPSHOT, plain_levels
+from mdpipe.venues.tapes import FUTURES_TAPE, SPOT_TAPE, is_snapshot, load_tape, tape_path
 
 # Real messages from the recorded tapes (2024-08-08), one per kind.
 FUTURES_DEPTH = (

@@ -25,9 +25,9 @@ import posix_ipc
 import websocket
 
 from mdpipe import readers
-from mdpipe.feeds.binance import BinanceParser, BookTicker, FeedError
 from mdpipe.shm import layout as L
 from mdpipe.shm.segment import LayoutError, read_status
+from mdpipe.venues.binance.wire import BinanceParser, BookTicker, FeedError
 
 REPO = Path(__file__).resolve().parent.parent
 CORE = max(os.sched_getaffinity(0))

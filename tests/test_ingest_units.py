@@ -16,8 +16,6 @@ import orjson
 import pytest
 
 from mdpipe import readers
-from mdpipe.feeds.binance import DepthDiff, DepthSnapshot
-from mdpipe.feeds.binance_sync import Action, SnapshotStatus
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.connection import Connected, Connection
 from mdpipe.ingest.counters import COUNTERS, Counters
@@ -27,6 +25,8 @@ from mdpipe.ingest.rest import HttpGetter, SnapshotFetcher, SnapshotReply, Snaps
 from mdpipe.ingest.symbolbook import SymbolBook
 from mdpipe.shm import layout as L
 from mdpipe.shm.writer import RingWriter
+from mdpipe.venues.binance.sync import Action, SnapshotStatus, book_sync
+from mdpipe.venues.binance.wire import DepthDiff, DepthSnapshot
 
 
 def test_backoff_is_full_jitter_under_a_doubling_capped_ceiling() -> None:
@@ -196,7 +196,7 @@ def test_symbol_book_records_flags_and_stale_marker(instance: str) -> None:
                           counters=COUNTERS)  # fmt: skip
     ctr = Counters(w)
     reported: list[tuple[str, str, bytes | None]] = []
-    sb = SymbolBook("BTCUSDT", 0, "futures", w, ctr, Backoff(0.1, 1),
+    sb = SymbolBook("BTCUSDT", 0, book_sync("futures"), w, ctr, Backoff(0.1, 1),
                     lambda *a: reported.append(a), logging.getLogger("t"))  # fmt: skip
     reader = readers.attach(instance, "books.u.0", kind="book")
     assert sb.on_diff(_diff(100, bids=[(9.0, 1.0)]), 1, b"") is Action.BUFFERED

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mdpipe import config as C
 from mdpipe.httpserver import HttpServer
 from mdpipe.logs import redact
+from mdpipe.shm.segment import read_status
 from mdpipe.shm.status import StatusWriter
 from mdpipe.shm.writer import RingWriter
 
@@ -128,10 +129,11 @@ def test_metrics_parse_and_name_conventions(server: HttpServer, instance: str) -
         (s.name, tuple(sorted(s.labels.items()))): s.value for f in fams.values() for s in f.samples
     }
     ring = (("feed", "f"), ("instance", instance), ("kind", "book"), ("ring", "books.f.0"))
-    ring = tuple(sorted((*ring, ("shard", "0"))))
+    exchange = read_status(instance, "books.f.0").exchange  # the venue and market
+    ring = tuple(sorted((*ring, ("shard", "0"), ("exchange", exchange))))
     assert samples[("mdpipe_ring_records_total", ring)] == 100
     assert samples[("mdpipe_ring_writer_up", ring)] == 1
-    shard = (("feed", "f"), ("instance", instance), ("shard", "0"))
+    shard = (("exchange", exchange), ("feed", "f"), ("instance", instance), ("shard", "0"))
     assert samples[("mdpipe_ingest_frames_total", shard)] == 1234
     assert samples[("mdpipe_ingest_gaps_total", shard)] == 3
     assert samples[("mdpipe_ingest_books_synced", shard)] == 2

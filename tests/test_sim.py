@@ -13,8 +13,8 @@ import orjson
 import pytest
 import websocket
 
-from mdpipe.feeds import tapes
 from mdpipe.sim.process import SimProcess
+from mdpipe.venues import tapes
 
 FUTURES_TAPE = tapes.tape_path(tapes.FUTURES_TAPE)
 SPOT_TAPE = tapes.tape_path(tapes.SPOT_TAPE)

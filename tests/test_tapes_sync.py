@@ -13,16 +13,22 @@ from pathlib import Path
 
 import pytest
 
-from mdpipe.feeds.binance import BinanceParser, BookTicker, DepthDiff, DepthSnapshot, parse_snapshot
-from mdpipe.feeds.binance_sync import (
+from mdpipe.venues.binance.sync import (
     Action,
     FuturesBookSync,
     SnapshotStatus,
     SpotBookSync,
     book_sync,
 )
-from mdpipe.feeds.local_book import LocalBook
-from mdpipe.feeds.tapes import (
+from mdpipe.venues.binance.wire import (
+    BinanceParser,
+    BookTicker,
+    DepthDiff,
+    DepthSnapshot,
+    parse_snapshot,
+)
+from mdpipe.venues.local_book import LocalBook
+from mdpipe.venues.tapes import (
     FUTURES_TAPE,
     SPOT_TAPE,
     TAPES_DIR_ENV,
@@ -308,7 +314,7 @@ def test_book_sync_factory_and_settings() -> None:
 
 
 def test_local_book_loads_the_snapshot_then_the_buffered_diffs() -> None:
-    local = LocalBook("futures", "BTCUSDT")
+    local = LocalBook(book_sync("futures"), "BTCUSDT")
     d1 = diff(10, 12, 9, bids={100.0: 5.0}, asks={101.0: 1.0})
     d2 = diff(13, 15, 12, bids={100.0: 0.0, 99.0: 2.0}, asks={102.0: 3.0})
     assert local.on_diff(d1) is BUFFERED and local.on_diff(d2) is BUFFERED
@@ -327,14 +333,14 @@ def test_local_book_loads_the_snapshot_then_the_buffered_diffs() -> None:
 
 
 def test_local_book_refused_snapshot_leaves_the_book_alone() -> None:
-    local = LocalBook("spot")
+    local = LocalBook(book_sync("spot"))
     local.on_diff(diff(10, 12, bids={1.0: 1.0}))
     assert local.on_snapshot(snapshot(5, bids={2.0: 2.0})) is TOO_OLD
     assert local.book.bid_count == 0 and not local.synced
 
 
 def test_local_book_unapplied_diffs_do_not_touch_the_book() -> None:
-    local = LocalBook("futures")
+    local = LocalBook(book_sync("futures"))
     local.on_diff(diff(10, 12, 9))
     local.on_snapshot(snapshot(11, bids={100.0: 1.0}, asks={101.0: 1.0}))
     assert local.on_diff(diff(20, 21, 19, bids={100.0: 0.0})) is RESYNC
@@ -344,7 +350,7 @@ def test_local_book_unapplied_diffs_do_not_touch_the_book() -> None:
 
 
 def test_a_gap_resyncs_only_its_own_symbol() -> None:
-    books = {s: LocalBook("futures", s) for s in ("BTCUSDT", "ETHUSDT")}
+    books = {s: LocalBook(book_sync("futures"), s) for s in ("BTCUSDT", "ETHUSDT")}
     for local in books.values():
         local.on_diff(diff(10, 12, 9, bids={100.0: 1.0}))
         assert local.on_snapshot(snapshot(11, asks={101.0: 1.0})) is SYNCED
@@ -404,7 +410,7 @@ class Replay:
 def replay(lines: list[bytes], market: str) -> Replay:
     """Parser -> sync machine -> book, exactly as a live client; the snapshot where recorded."""
     parser = BinanceParser(market)
-    local = LocalBook(market, "BTCUSDT")
+    local = LocalBook(book_sync(market), "BTCUSDT")
     book = local.book
     seen = Replay()
 

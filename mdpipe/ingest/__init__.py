@@ -1,4 +1,4 @@
-"""Binance ingest: exchange WebSocket feeds into exact books and trades in shared-memory rings.
+"""Ingest: venue WebSocket feeds into exact books and trades in shared-memory rings.
 
 `python -m mdpipe.ingest --config F --feed NAME --shard I` runs one shard; tests call
 `run_shard`.

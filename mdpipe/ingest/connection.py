@@ -62,6 +62,7 @@ class Connection:
         self.next_attempt = 0.0  # monotonic time of the next handshake
         self.connected_at = 0.0
         self.last_frame = 0.0
+        self.last_ping = 0.0  # monotonic time the last keepalive was sent (venues that ping)
         self.frames = 0  # data frames on the current connection
         self.unseen: set[tuple[str, str]] = set()  # streams silent since this connection began
         self.faulted: set[tuple[str, str]] = set()  # streams already reported as never delivering
@@ -147,6 +148,13 @@ class Connection:
         if op == _CLOSE:
             raise ConnectionLost(f"closed by the server ({_close_reason(frame.data)})")
         return CONTROL
+
+    def send(self, payload: bytes) -> None:
+        """Send one text frame (a subscribe request, a ping); ConnectionLost if the socket failed."""
+        try:
+            self.ws.send(payload)
+        except (websocket.WebSocketException, OSError, AttributeError) as exc:
+            raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
 
     def drop(self) -> None:
         """Close the socket at once (no close handshake: the peer may be gone)."""

@@ -1,6 +1,8 @@
 """The ingest loop of one shard: its WebSocket connections, books and trades into two rings.
 
-One thread owns every socket (a selector over the connections' sockets), both ring
+The loop does the I/O, the timing, the counters and the rings; every rule of the exchange
+(routes, parsing, book sync, recovery, REST policy, rollover de-duplication) comes from the
+feed's venue package (`mdpipe.venues`). One thread owns every socket (a selector over the connections' sockets), both ring
 writers and the counters, so each ring keeps a single writer and nothing on the hot path
 takes a lock. Blocking work — WebSocket handshakes and REST snapshots — runs on helper
 threads that hand their results back through an Inbox the selector watches.
@@ -18,19 +20,6 @@ from urllib.parse import urlsplit
 
 from mdpipe import config as C
 from mdpipe.affinity import pinned_core
-from mdpipe.feeds.binance import (
-    BinanceParser,
-    BookTicker,
-    DepthDiff,
-    FeedError,
-    MarkPrice,
-    ServerShutdown,
-    Trade,
-    parse_snapshot,
-    plan_connections,
-    snapshot_url,
-)
-from mdpipe.feeds.binance_sync import SnapshotStatus
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.connection import CONTROL, Connected, Connection, ConnectionLost
 from mdpipe.ingest.counters import COUNTERS, Counters
@@ -38,8 +27,28 @@ from mdpipe.ingest.deadletter import DeadLetter
 from mdpipe.ingest.inbox import Inbox
 from mdpipe.ingest.rest import SnapshotFetcher, SnapshotReply, SnapshotRequest
 from mdpipe.ingest.symbolbook import SymbolBook
+from mdpipe.instrument import Instrument
 from mdpipe.shm import layout as L
 from mdpipe.shm.writer import RingWriter
+from mdpipe.venues import make_venue
+from mdpipe.venues.base import (
+    DEPTH,
+    MARK,
+    TRADE,
+    Ack,
+    Alive,
+    BookTicker,
+    DepthDiff,
+    DepthSnapshot,
+    FetchSnapshot,
+    MarkPrice,
+    RoutePlan,
+    ServerShutdown,
+    SnapshotStatus,
+    Trade,
+    Trades,
+)
+from mdpipe.venues.errors import FeedError
 
 TICK = 0.05  # seconds between housekeeping passes (timeouts, snapshots, heartbeats, gauges)
 # A rollover's old connection stays open at least this long after its replacement is up (its
@@ -50,11 +59,6 @@ _MS = 1_000_000
 _SAMPLE = 300  # characters of a bad frame quoted in the log
 
 
-def exchange_name(market: str) -> str:
-    """The exchange field of the shard's segments."""
-    return f"binance-{market}"
-
-
 def ring_names(feed: str, shard: int) -> tuple[str, str]:
     """(books ring, trades ring) of ingest shard `shard` of feed `feed`."""
     return f"books.{feed}.{shard}", f"trades.{feed}.{shard}"
@@ -63,15 +67,6 @@ def ring_names(feed: str, shard: int) -> tuple[str, str]:
 def dead_letter_path(cfg: C.Config, feed: str, shard: int) -> Path:
     """Where a shard keeps the frames it could not use."""
     return Path(cfg.supervisor.dead_letter_dir) / f"{cfg.instance}.{feed}.{shard}.jsonl"
-
-
-def _stream_key(stream: str) -> tuple[str, str]:
-    """'btcusdt@depth@0ms' -> ('BTCUSDT', 'depth'); 'btcusdt@aggTrade' -> ('BTCUSDT', 'trade');
-    'btcusdt@markPrice@1s' -> ('BTCUSDT', 'mark')."""
-    name, _, kind = stream.partition("@")
-    if kind.startswith("depth"):
-        return name.upper(), "depth"
-    return name.upper(), "mark" if kind.startswith("markPrice") else "trade"
 
 
 class Shard:
@@ -90,15 +85,18 @@ class Shard:
         self.symbols = list(symbols)
         self.stop = stop
         self.log = logging.getLogger(f"mdpipe.ingest.{feed.name}.{shard}")
+        self.venue = venue = make_venue(feed, self.symbols)
+        self.instruments = self._instruments()
         books_ring, trades_ring = ring_names(feed.name, shard)
         mode = C.segment_mode(cfg)
-        exchange = exchange_name(feed.market)
+        exchange = venue.exchange
         max_symbols = max(256, len(symbols))
         self.books_w = RingWriter.create(
             cfg.instance,
             books_ring,
             "book",
             symbols=self.symbols,
+            instruments=self.instruments,
             capacity=cfg.shm.book_capacity,
             depth=cfg.shm.depth,
             max_symbols=max_symbols,
@@ -113,6 +111,7 @@ class Shard:
                 trades_ring,
                 "trade",
                 symbols=self.symbols,
+                instruments=self.instruments,
                 capacity=cfg.shm.trade_capacity,
                 max_symbols=max_symbols,
                 exchange=exchange,
@@ -127,12 +126,12 @@ class Shard:
         self._reported: set[str] = set()
         self.inbox = Inbox()
         self.fetcher = SnapshotFetcher(self.inbox)
-        self.parser = BinanceParser(feed.market)
+        self.parser = venue.parser
         self.books = {
             sym: SymbolBook(
                 sym,
                 i,
-                feed.market,
+                venue.book_sync(sym),
                 self.books_w,
                 self.ctr,
                 Backoff(feed.reconnect_initial, feed.reconnect_max),
@@ -144,41 +143,32 @@ class Shard:
         self.trade_ids = {sym: i for i, sym in enumerate(self.symbols)}
         self.last_trade_id = [0] * len(self.symbols)  # per symbol id: the last trade committed
         self.overlap = False  # a rollover is under way: two sockets carry the same streams
-        self.snapshot_urls = {
-            sym: snapshot_url(feed.market, sym, feed.snapshot_limit, feed.rest_url)
-            for sym in self.symbols
-        }
+        self.plans: dict[str, RoutePlan] = {}
         self.conns = self._plan()
         self.by_name = {c.name: c for c in self.conns}
+        self.depth_route = {sym: c for c in self.conns for sym in c.depth_symbols}
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.inbox, selectors.EVENT_READ, None)
 
     # ----- setup --------------------------------------------------------------------------
 
+    def _instruments(self) -> dict[str, Instrument]:
+        """The normalized instrument of each symbol the venue can name, for the symbol tables."""
+        found = {}
+        for sym in self.symbols:
+            try:
+                found[sym] = self.venue.instrument(sym)
+            except ValueError as exc:
+                self.log.warning("%s: %s; readers find it by its venue name only", sym, exc)
+        return found
+
     def _plan(self) -> list[Connection]:
         feed = self.feed
-        planned = plan_connections(
-            feed.market,
-            self.symbols,
-            depth=feed.depth_stream,
-            trade=feed.trade_stream,
-            book_ticker=False,  # subscribe only what is used
-            ws_base=feed.ws_url,
-            # Futures trades travel alone on /market: the 1 s mark price keeps a quiet
-            # market's connection from looking dead and proves the route delivers.
-            mark_price=feed.market == "futures",
-        )
         conns = []
-        for i, (url, streams) in enumerate(planned):
-            route = urlsplit(url).path.strip("/").split("/")[0]
-            conns.append(
-                Connection(
-                    f"{route}#{i}",
-                    url,
-                    {_stream_key(s): s for s in streams},
-                    Backoff(feed.reconnect_initial, feed.reconnect_max),
-                )
-            )
+        for plan in self.venue.plan():
+            self.plans[plan.name] = plan
+            backoff = Backoff(feed.reconnect_initial, feed.reconnect_max)
+            conns.append(Connection(plan.name, plan.url, dict(plan.streams), backoff))
         return conns
 
     # ----- bad input ----------------------------------------------------------------------
@@ -235,100 +225,105 @@ class Shard:
                 self._unknown_symbol(ev.symbol, raw)
                 return
             if conn.unseen:
-                conn.unseen.discard((ev.symbol, "depth"))
+                conn.unseen.discard((ev.symbol, DEPTH))
             if self.overlap:
-                ev = self._overlap_diff(conn, sb, ev)
+                ev, duplicate = self.venue.overlap_diff(conn, sb.sync, ev)
                 if ev is None:
+                    if duplicate:
+                        arr[ctr.duplicates] += 1
                     return
             sb.on_diff(ev, recv_ns, raw)
         elif t is Trade:
-            arr[ctr.trades] += 1
-            sid = self.trade_ids.get(ev.symbol)
-            if sid is None:
-                self._unknown_symbol(ev.symbol, raw)
-                return
-            if conn.unseen:
-                conn.unseen.discard((ev.symbol, "trade"))
-            if self.overlap and not self._admit_overlap_trade(conn, sid, ev):
-                return
-            self.last_trade_id[sid] = ev.trade_id
-            maker = ev.buyer_is_maker
-            self.trades_w.commit_trade(
-                sid,
-                L.FLAG_BUYER_MAKER if maker else 0,
-                ev.trade_time * _MS,
-                ev.event_time * _MS,
-                recv_ns,
-                ev.trade_id,
-                ev.first_trade_id,
-                ev.last_trade_id,
-                ev.price,
-                ev.qty,
-                -1 if maker else 1,
-            )
+            self._trade(conn, ev, recv_ns, raw)
+        elif t is Trades:
+            for trade in ev.trades:
+                self._trade(conn, trade, recv_ns, raw)
         elif t is ServerShutdown:
             ctr.inc("server_shutdowns")
             if conn.successor is None and conn.retiring is None:
                 self._roll_over(conn, "the server announced a shutdown")
             elif conn.retiring is not None:
                 self._lost(conn, "serverShutdown on the replacement too", backoff=False)
+        elif t is DepthSnapshot:
+            self._in_band_snapshot(conn, ev, recv_ns, raw)
         elif t is MarkPrice:
             if conn.unseen:
-                conn.unseen.discard((ev.symbol, "mark"))
-        elif t is BookTicker:
-            pass  # not subscribed; harmless if a server sends it anyway
+                conn.unseen.discard((ev.symbol, MARK))
+        elif t is Ack:
+            if not ev.ok:
+                self._rejected(conn, ev, raw)
+        elif t is BookTicker or t is Alive:
+            pass  # a pong, or a top of book not subscribed: harmless
 
-    def _overlap_diff(self, conn: Connection, sb: SymbolBook, d: DepthDiff) -> DepthDiff | None:
-        """During a rollover, the diff to give the book, or None to drop it.
+    def _trade(self, conn: Connection, ev: Trade, recv_ns: int, raw: bytes) -> None:
+        """Commit one trade (once, in order, during a rollover)."""
+        arr, ctr = self.ctr.arr, self.ctr
+        arr[ctr.trades] += 1
+        sid = self.trade_ids.get(ev.symbol)
+        if sid is None:
+            self._unknown_symbol(ev.symbol, raw)
+            return
+        if conn.unseen:
+            conn.unseen.discard((ev.symbol, TRADE))
+        if self.overlap:
+            admit, duplicate = self.venue.overlap_trade(conn, self.last_trade_id[sid], ev)
+            if duplicate:
+                arr[ctr.duplicates] += 1
+            if not admit:
+                return
+        self.last_trade_id[sid] = ev.trade_id
+        maker = ev.buyer_is_maker
+        self.trades_w.commit_trade(
+            sid,
+            L.FLAG_BUYER_MAKER if maker else 0,
+            ev.trade_time * _MS,
+            ev.event_time * _MS,
+            recv_ns,
+            ev.trade_id,
+            ev.first_trade_id,
+            ev.last_trade_id,
+            ev.price,
+            ev.qty,
+            -1 if maker else 1,
+        )
 
-        Both sockets deliver the symbol's stream, possibly cut into different diffs. A diff
-        the book already has is dropped; one that covers the book's update id is applied
-        (as the next diff), from whichever socket has it first. The new socket's diffs that
-        are ahead of the book are dropped: the old one delivers what lies in between, and the
-        old one's are left to the usual rules (a real gap resyncs). For a while after the old
-        socket closed, the new one's diffs still get the first two rules.
+    def _in_band_snapshot(
+        self, conn: Connection, snap: DepthSnapshot, recv_ns: int, raw: bytes
+    ) -> None:
+        """A venue that sends its book's snapshot on the stream (at subscribe, after trouble)."""
+        arr, ctr = self.ctr.arr, self.ctr
+        sb = self.books.get(snap.symbol)
+        if sb is None:
+            self._unknown_symbol(snap.symbol, raw)
+            return
+        if conn.unseen:
+            conn.unseen.discard((snap.symbol, DEPTH))
+        arr[ctr.snapshots] += 1
+        status = sb.on_snapshot(snap, recv_ns, raw)
+        if status is SnapshotStatus.EXACT:
+            sb.backoff.reset()
+        elif status is not SnapshotStatus.UNNEEDED:
+            ctr.inc("snapshots_rejected")
+            self.log.info(
+                "%s: snapshot refused (%s): %s", snap.symbol, status.value, sb.sync.reason
+            )
+
+    def _rejected(self, conn: Connection, ack: Ack, raw: bytes) -> None:
+        """The venue refused a request (a subscription): its streams will never deliver.
+
+        A request named after the stream it subscribes marks that stream as faulted, so the
+        silence check does not report it a second time.
         """
-        if conn.successor is None and conn.retiring is None and not conn.settle_until:
-            return d  # a route not rolling over
-        sync = sb.sync
-        key = (d.symbol, "depth")
-        if sync.synced:
-            if d.last_id <= sync.last_update_id:
-                if conn.retiring is not None:
-                    conn.caught_up.add(key)
-                self.ctr.arr[self.ctr.duplicates] += 1
-                return None
-            if sync.covers(d):
-                if conn.retiring is not None:
-                    conn.caught_up.add(key)
-                elif conn.successor is not None and conn.successor.up:
-                    conn.delivered.add(key)
-                return sync.as_next(d)
-        if conn.retiring is not None:
-            return None  # the new socket, ahead of the book or while the old one rebuilds it
-        return d  # the old socket, or a route whose old socket closed: a gap, or a rebuild
-
-    def _admit_overlap_trade(self, conn: Connection, sid: int, t: Trade) -> bool:
-        """During a rollover, commit each trade once, in trade id order (the same rule as diffs)."""
-        if conn.successor is None and conn.retiring is None and not conn.settle_until:
-            return True
-        key = (t.symbol, "trade")
-        last = self.last_trade_id[sid]
-        if t.trade_id <= last:
-            if conn.retiring is not None:
-                conn.caught_up.add(key)
-            self.ctr.arr[self.ctr.duplicates] += 1
-            return False
-        if conn.successor is not None:
-            if conn.successor.up:
-                conn.delivered.add(key)
-            return True
-        if conn.retiring is None:
-            return True  # the old socket closed: what is not a duplicate is new
-        if last and t.trade_id == last + 1:
-            conn.caught_up.add(key)
-            return True
-        return False
+        self.ctr.arr[self.ctr.stream_faults] += 1
+        conn.faulted.update(key for key, name in conn.streams.items() if name == ack.req_id)
+        self._report("request_rejected", f"{conn.name}: {ack.op} {ack.req_id}: {ack.message}", raw)
+        self.log.error(
+            "%s: the venue refused %s %s: %s",
+            conn.name,
+            ack.op or "a request",
+            ack.req_id,
+            ack.message,
+        )
 
     def _unknown_symbol(self, symbol: str, raw: bytes) -> None:
         self.ctr.arr[self.ctr.parse_errors] += 1
@@ -359,10 +354,23 @@ class Shard:
             # The route's silence clock runs from its last frame on either socket.
             conn.last_frame = conn.retiring.last_frame
         self.sel.register(conn.sock, selectors.EVENT_READ, conn)
+        conn.last_ping = now
+        for frame in self.plans[conn.name].subscribe:
+            if not self._send(conn, frame):
+                return
         self._gauge_connections()
         self.log.info(
             "%s: connected to %s (%d streams)", conn.name, _where(conn.url), len(conn.streams)
         )
+
+    def _send(self, conn: Connection, frame: bytes) -> bool:
+        """Send one frame on a route; a failed send drops the connection (False)."""
+        try:
+            conn.send(frame)
+        except ConnectionLost as exc:
+            self._lost(conn, f"connection lost while sending ({exc})")
+            return False
+        return True
 
     def _gauge_connections(self) -> None:
         """Routes with a live socket (during a rollover, the old one counts for its route)."""
@@ -506,7 +514,7 @@ class Shard:
         sym = reply.symbol
         if status == 200:
             try:
-                snap = parse_snapshot(reply.body)
+                snap = self.venue.parse_snapshot(reply.body)
             except FeedError as exc:
                 arr[ctr.snapshot_errors] += 1
                 self._report(f"snapshot_{exc.kind}", exc.detail, reply.body)
@@ -535,43 +543,35 @@ class Shard:
                 )
             return
         arr[ctr.snapshot_errors] += 1
-        if status == 451:
-            arr[ctr.rest_451] += 1
-            slow = self.feed.reconnect_max
-            sb.due = now + slow
-            if not sb.blocked:
-                log.error(
-                    "%s: the REST API answered 451: this host is geo-blocked by the exchange; "
-                    "the book stays unsynced (never published as exact); retrying every %.1f s",
-                    sym,
-                    slow,
-                )
+        verdict = self.venue.rest_verdict(
+            status, reply.retry_after, sb.backoff.next_delay(), sb.blocked, reply.error
+        )
+        if verdict.counter:
+            ctr.inc(verdict.counter)
+        sb.due = now + verdict.wait
+        if verdict.blocked:
             sb.blocked += 1
-        elif status in (429, 418):
-            arr[ctr.rest_429 if status == 429 else ctr.rest_418] += 1
-            wait = reply.retry_after if reply.retry_after is not None else sb.backoff.next_delay()
-            sb.due = now + wait
-            log.warning(
-                "%s: the REST API answered %d (%s); waiting %.1f s as asked",
-                sym,
-                status,
-                "rate limited" if status == 429 else "IP banned for ignoring rate limits",
-                wait,
-            )
-            sb.blocked += 1
-        else:
-            if status >= 500:
-                arr[ctr.rest_5xx] += 1
-            delay = sb.backoff.next_delay()
-            sb.due = now + delay
-            what = f"HTTP {status}" if status else reply.error
-            log.warning("%s: snapshot failed (%s); retrying in %.2f s", sym, what, delay)
+        if verdict.message:
+            log.log(verdict.level, "%s: %s", sym, verdict.message)
 
     def _request_snapshots(self, now: float) -> None:
+        """Start the recovery of every book whose sync rules ask for one."""
         for sym, sb in self.books.items():
             if sb.wants_snapshot and now >= sb.due:
-                sb.inflight = True
-                self.fetcher.request(SnapshotRequest(sym, self.snapshot_urls[sym], sb.epoch))
+                how = self.venue.recovery(sym)
+                if how.__class__ is FetchSnapshot:
+                    sb.inflight = True
+                    self.fetcher.request(SnapshotRequest(sym, how.url, sb.epoch))
+                    continue
+                conn = self.depth_route[sym]
+                if not conn.up:
+                    continue  # the reconnect resubscribes everything
+                # In-band: ask again after a while if the snapshot does not come.
+                sb.due = now + max(1.0, sb.backoff.next_delay())
+                self.log.info("%s: asking %s for a fresh snapshot", sym, conn.name)
+                for frame in how.frames:
+                    if not self._send(conn, frame):
+                        break
 
     # ----- housekeeping -------------------------------------------------------------------
 
@@ -588,6 +588,11 @@ class Shard:
             if conn.up:
                 if self._lost_if_silent(conn, now):
                     continue
+                plan = self.plans[conn.name]
+                if plan.ping and now - conn.last_ping >= plan.ping_interval:
+                    conn.last_ping = now
+                    if not self._send(conn, plan.ping):
+                        continue
                 if (
                     rollover_after
                     and conn.retiring is None
@@ -614,12 +619,9 @@ class Shard:
         return True
 
     def _stream_faults(self, conn: Connection, now: float) -> None:
-        """Report each subscribed stream that never delivered: a wrong route, not a quiet market.
-
-        A trade stream whose symbol's mark price arrives on the same connection is only a
-        market where nothing traded yet: not a fault.
-        """
-        quiet = {(sym, "trade") for sym, kind in conn.streams if (sym, "mark") not in conn.unseen}
+        """Report each subscribed stream that never delivered: a wrong route, not a quiet market
+        (the venue tells which silent streams are only a quiet market)."""
+        quiet = self.venue.quiet_streams(conn.streams, conn.unseen)
         for key in sorted(conn.unseen - conn.faulted - quiet):
             conn.faulted.add(key)
             self.ctr.arr[self.ctr.stream_faults] += 1

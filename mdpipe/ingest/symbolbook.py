@@ -1,4 +1,4 @@
-"""One symbol's exact book: the exchange's sync rules, the L2 book and its ring records."""
+"""One symbol's exact book: a venue's sync rules, the L2 book and its ring records."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ import logging
 from collections.abc import Callable
 
 from mdpipe.book import DEFAULT_WINDOW
-from mdpipe.feeds.binance import DepthDiff, DepthSnapshot
-from mdpipe.feeds.binance_sync import Action, SnapshotStatus
-from mdpipe.feeds.local_book import LocalBook
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.counters import Counters
 from mdpipe.shm import layout as L
 from mdpipe.shm.writer import RingWriter
+from mdpipe.venues.base import Action, BookSync, DepthDiff, DepthSnapshot, SnapshotStatus
+from mdpipe.venues.local_book import LocalBook
 
 APPLY, BUFFERED, RESYNC = Action.APPLY, Action.BUFFERED, Action.RESYNC
 _MS = 1_000_000
@@ -58,7 +57,7 @@ class SymbolBook:
         self,
         symbol: str,
         sid: int,
-        market: str,
+        sync: BookSync,
         writer: RingWriter,
         ctr: Counters,
         backoff: Backoff,
@@ -69,7 +68,7 @@ class SymbolBook:
         self.sid = sid
         self.depth = writer.depth
         self.local = LocalBook(
-            market, symbol, window=max(DEFAULT_WINDOW, 2 * self.depth), min_depth=self.depth
+            sync, symbol, window=max(DEFAULT_WINDOW, 2 * self.depth), min_depth=self.depth
         )
         self.sync = self.local.sync
         self.book = self.local.book
@@ -98,15 +97,15 @@ class SymbolBook:
 
     @property
     def wants_snapshot(self) -> bool:
-        """Diffs are buffered and no snapshot is on its way."""
-        return self.sync.needs_snapshot and self.sync.buffered > 0 and not self.inflight
+        """The sync rules ask for a recovery (snapshot, resubscribe) and none is under way."""
+        return self.sync.needs_recovery and not self.inflight
 
     def on_diff(self, d: DepthDiff, recv_ns: int, raw: bytes) -> Action:
         """Classify, apply and publish one diff."""
         live = not self.sync.needs_snapshot
         action = self.local.on_diff(d)
         if action is APPLY:
-            self._commit(d, recv_ns, raw)
+            self._commit(d.event_time, d.first_id, d.last_id, d.prev_id, recv_ns, raw)
         elif action is BUFFERED:
             self.recv_of[d.last_id] = recv_ns
         elif action is RESYNC:
@@ -115,7 +114,9 @@ class SymbolBook:
             self.recv_of = {d.last_id: recv_ns}
         return action
 
-    def _commit(self, d: DepthDiff, recv_ns: int, raw: bytes | None) -> None:
+    def _commit(
+        self, event_ms: int, first_id: int, last_id: int, prev: int, recv_ns: int, raw: bytes | None
+    ) -> None:
         w = self._w
         book = self.book
         nb, na = book.write_top(w.bids, w.asks)
@@ -137,26 +138,25 @@ class SymbolBook:
                 self._report(
                     "crossed_book",
                     f"{self.symbol} best bid {w.bids[0, 0]} >= best ask {w.asks[0, 0]} "
-                    f"after u={d.last_id}",
+                    f"after update {last_id}",
                     raw,
                 )
         elif self.crossed:
             self.crossed = False
-        event_ns = d.event_time * _MS
-        prev = d.prev_id
+        event_ns = event_ms * _MS
         w.commit_book(
             self.sid,
             flags,
             event_ns,
             recv_ns,
-            d.first_id,
-            d.last_id,
+            first_id,
+            last_id,
             prev if prev > 0 else 0,
             nb,
             na,
         )
         self.published = True
-        self.last_id = d.last_id
+        self.last_id = last_id
         self.last_event_ns = event_ns
         self._arr[self._ctr.book_records] += 1
 
@@ -202,15 +202,36 @@ class SymbolBook:
         self.published = False
         self._arr[self._ctr.book_records] += 1
 
-    def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> SnapshotStatus:
-        """Offer a snapshot; when it syncs, publish a record per buffered diff it is followed by."""
+    def on_snapshot(
+        self, snap: DepthSnapshot, now_ns: int, raw: bytes | None = None
+    ) -> SnapshotStatus:
+        """Offer a snapshot; when it syncs, publish a record per buffered diff it is followed by,
+        or (an in-band snapshot, exact at once) a record of the snapshot itself."""
         recv_of = self.recv_of
+        live = not self.sync.needs_snapshot
 
         def publish(d: DepthDiff) -> None:
             # Each buffered diff is an exact book state: publish it with its own receive time.
-            self._commit(d, recv_of.get(d.last_id, now_ns), None)
+            t = d.event_time
+            self._commit(t, d.first_id, d.last_id, d.prev_id, recv_of.get(d.last_id, now_ns), None)
 
         status = self.local.on_snapshot(snap, publish)
-        if status is SnapshotStatus.SYNCED or status is SnapshotStatus.WAITING:
+        if status is SnapshotStatus.EXACT:
             self.recv_of = {}
+            if live:
+                # A snapshot in the middle of the stream replaces the book: a rebuild.
+                self._arr[self._ctr.resyncs] += 1
+                self._ctr.inc("snapshot_resets")
+                self.fresh = True
+                self.epoch += 1
+            t, first, last = snap.event_time, snap.first_id, snap.last_update_id
+            self._commit(t, first, last, 0, now_ns, raw)
+        elif status is SnapshotStatus.SYNCED or status is SnapshotStatus.WAITING:
+            self.recv_of = {}
+        elif status is SnapshotStatus.INVALID:
+            # The venue's own check refused the book built from it: whatever it published is
+            # not exact.
+            self._log.warning("%s: %s; rebuilding", self.symbol, self.sync.reason)
+            self.recv_of = {}
+            self.invalidate(now_ns)
         return status

@@ -11,9 +11,8 @@ import click
 from mdpipe import logs
 from mdpipe.sim.config import START_IMMEDIATELY, START_ON_CONNECT, SimConfig
 from mdpipe.sim.faults import FaultError, parse_duration, parse_fault_spec
-from mdpipe.sim.instruments import MARKETS
-from mdpipe.sim.server import Simulator
 from mdpipe.sim.tape import TapeError
+from mdpipe.sim.venues import DEFAULT_VENUE, build, venue_module, venue_names
 
 # The first stdout line, exactly; SimProcess and scripts wait for it. Nothing else goes
 # to stdout (logs go to stderr).
@@ -45,10 +44,17 @@ DURATION = Duration()
     "--port", default=9443, show_default=True, help="TCP port; 0 picks a free one (see stdout)."
 )
 @click.option(
+    "--venue",
+    type=click.Choice(venue_names()),
+    default=DEFAULT_VENUE,
+    show_default=True,
+    help="Exchange whose wire format is served.",
+)
+@click.option(
     "--market",
-    type=click.Choice(MARKETS),
     default=None,
-    help="Exchange to imitate. Default: futures, or detected from the tape (diffs with pu).",
+    help="The venue's market: binance futures|spot (default futures, or detected from a "
+    "tape), bybit linear|spot, okx swap|spot (default: the first).",
 )
 @click.option(
     "--symbols",
@@ -173,6 +179,7 @@ DURATION = Duration()
 def sim_command(
     host: str,
     port: int,
+    venue: str,
     market: str | None,
     symbols: str,
     rate: float,
@@ -196,9 +203,9 @@ def sim_command(
     oversized_bytes: int,
     log_level: str,
 ) -> None:
-    """A Binance-compatible exchange: WebSocket streams and REST depth on one port.
+    """An exchange simulator (Binance by default; --venue bybit|okx): streams and REST on one port.
 
-    Futures routes: /public/stream (depth, bookTicker), /market/stream (trade, aggTrade,
+    Binance futures routes: /public/stream (depth, bookTicker), /market/stream (trade, aggTrade,
     markPrice), /ws/<stream>; REST /fapi/v1/depth. Spot: /stream, /ws/<stream>, REST
     /api/v3/depth. Control: POST /_sim/fault, GET /_sim/stats.
 
@@ -214,6 +221,11 @@ def sim_command(
         raise click.UsageError("--symbols is for synthetic mode; a tape brings its own symbols")
     if tape is None and (loop_tape or max_speed):
         raise click.UsageError("--loop and --max need --tape")
+    markets = venue_module(venue).MARKETS
+    if market is not None and market not in markets:
+        raise click.BadParameter(
+            f"{market!r} is not a {venue} market ({', '.join(markets)})", param_hint="--market"
+        )
     symbol_list = [s.strip().upper() for s in symbols.split(",") if s.strip()]
     if not symbol_list:
         raise click.UsageError("--symbols is empty")
@@ -224,6 +236,7 @@ def sim_command(
     cfg = SimConfig(
         host=host,
         port=port,
+        venue=venue,
         market=market,
         symbols=symbol_list,
         rate=rate,
@@ -255,12 +268,13 @@ def sim_command(
 
 
 async def _run(cfg: SimConfig) -> None:
-    simulator = Simulator(cfg)
+    simulator = build(cfg)
 
     def ready(host: str, port: int) -> None:
         print(READY_LINE.format(host=host, port=port), flush=True)
         logging.getLogger("mdpipe.sim").info(
-            "%s %s simulator ready%s",
+            "%s %s %s simulator ready%s",
+            cfg.venue,
             simulator.market,
             "tape" if cfg.tape else "synthetic",
             ""

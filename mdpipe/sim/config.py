@@ -24,6 +24,7 @@ class SimConfig:
 
     host: str = "127.0.0.1"
     port: int = 9443
+    venue: str = "binance"
     market: str | None = None
     symbols: list[str] = field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
     rate: float = 2000.0

@@ -13,6 +13,8 @@ KINDS = (
     "malformed",
     "silence",
     "shutdown",
+    "restart",  # venues with in-band books (bybit): the topic restarts at u=1 with a snapshot
+    "snapshot",  # venues with in-band books: a snapshot pushed in the middle of the stream
     "rest_451",
     "rest_429",
     "rest_418",

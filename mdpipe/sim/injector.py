@@ -53,7 +53,10 @@ class FaultInjector:
             self.rest_faults.add(fault, asyncio.get_running_loop().time())
             done: dict[str, Any] = {}
         else:
-            done = getattr(self, f"_{fault.kind}")(fault)
+            apply = getattr(self, f"_{fault.kind}", None)
+            if apply is None:
+                raise FaultError(f"{fault.kind} is not a fault of the binance simulator")
+            done = apply(fault)
         self.counts[fault.kind] = self.counts.get(fault.kind, 0) + 1
         log.info("fault injected: %s %s", fault.to_dict(), done)
         return {"ok": True, "fault": fault.to_dict(), **done}

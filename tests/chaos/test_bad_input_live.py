@@ -32,10 +32,10 @@ from test_ingest_support import (
 from test_ingest_tapes import tape_events
 
 from mdpipe import config
-from mdpipe.feeds.binance import BinanceParser, FeedError
-from mdpipe.feeds.tapes import FUTURES_TAPE, is_snapshot, read_tape
 from mdpipe.ingest.shard import dead_letter_path
 from mdpipe.sim.process import SimProcess
+from mdpipe.venues.binance.wire import BinanceParser, FeedError
+from mdpipe.venues.tapes import FUTURES_TAPE, is_snapshot, read_tape
 
 from .conftest import Report
 from .mutate import mutate

@@ -8,8 +8,8 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from mdpipe.feeds.binance import BinanceParser, BookTicker, DepthDiff, FeedError, Trade
-from mdpipe.feeds.tapes import is_snapshot, read_tape
+from mdpipe.venues.binance.wire import BinanceParser, BookTicker, DepthDiff, FeedError, Trade
+from mdpipe.venues.tapes import is_snapshot, read_tape
 
 from .mutate import mutate
 

@@ -1,4 +1,4 @@
-"""Binance spot and USD-M futures wire protocol: endpoints, events and a strict, fast parser.
+"""Binance spot and USD-M futures wire protocol: endpoints and a strict, fast parser.
 
 Free of I/O: the ingest process owns the sockets and HTTP; this module only builds the URLs
 it opens and turns the bytes it receives into events. Every malformed input raises
@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from math import inf
 from typing import Any, NamedTuple
 
 import orjson
 
-from mdpipe.feeds.errors import (
+from mdpipe.venues.base import (
+    BookTicker,
+    DepthDiff,
+    DepthSnapshot,
+    Event,
+    MarkPrice,
+    ServerShutdown,
+    Trade,
+)
+from mdpipe.venues.errors import (
     BAD_NUMBER,
     BAD_TYPE,
     ERROR_KINDS,
@@ -26,7 +34,7 @@ from mdpipe.feeds.errors import (
     UNKNOWN_STREAM,
     FeedError,
 )
-from mdpipe.feeds.levels import (
+from mdpipe.venues.levels import (
     DIFF_IN_ENVELOPE,
     SNAPSHOT,
     Floats,
@@ -184,85 +192,6 @@ def snapshot_url(market: str, symbol: str, limit: int = 1000, rest_base: str | N
 
 # ---------------------------------------------------------------------------------------------
 # Events
-
-
-@dataclass(slots=True)
-class DepthDiff:
-    """A depth update: absolute quantities for the changed levels (0 removes a level)."""
-
-    symbol: str
-    event_time: int
-    transaction_time: int  # futures `T`; 0 on spot
-    first_id: int  # `U`
-    last_id: int  # `u`
-    prev_id: int  # futures `pu`; -1 on spot
-    bid_prices: Floats
-    bid_qtys: Floats
-    ask_prices: Floats
-    ask_qtys: Floats
-
-
-@dataclass(slots=True)
-class DepthSnapshot:
-    """A REST depth snapshot: the full book as of update id `last_update_id`."""
-
-    last_update_id: int
-    bid_prices: Floats
-    bid_qtys: Floats
-    ask_prices: Floats
-    ask_qtys: Floats
-    event_time: int = 0  # futures only
-    transaction_time: int = 0  # futures only
-
-
-@dataclass(slots=True)
-class Trade:
-    """A trade or an aggregated trade; `buyer_is_maker` true means the aggressor sold."""
-
-    symbol: str
-    event_time: int
-    trade_time: int
-    trade_id: int  # `t`, or the aggregate id `a`
-    price: float
-    qty: float
-    buyer_is_maker: bool
-    first_trade_id: int  # `f` of an aggTrade, else `t`
-    last_trade_id: int  # `l` of an aggTrade, else `t`
-    aggregated: bool
-    order_type: str  # futures trade `X` (MARKET, ADL, INSURANCE_FUND, ...); "" otherwise
-
-
-@dataclass(slots=True)
-class BookTicker:
-    """The exchange's own best bid and ask, tagged with the book's update id `u`."""
-
-    symbol: str
-    update_id: int
-    bid_price: float
-    bid_qty: float
-    ask_price: float
-    ask_qty: float
-    event_time: int  # 0 on spot, which sends no E
-    transaction_time: int  # 0 on spot
-
-
-@dataclass(slots=True)
-class MarkPrice:
-    """A futures mark price, pushed every second whether or not anything trades."""
-
-    symbol: str
-    event_time: int
-    mark_price: float
-
-
-@dataclass(slots=True)
-class ServerShutdown:
-    """The server announced it is going away: reconnect, then resync every book."""
-
-    event_time: int
-
-
-Event = DepthDiff | Trade | BookTicker | MarkPrice | ServerShutdown
 
 
 # ---------------------------------------------------------------------------------------------

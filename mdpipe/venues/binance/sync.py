@@ -9,38 +9,16 @@ the stream continues the snapshot, and it stops being synced at the first gap.
 from __future__ import annotations
 
 from dataclasses import replace
-from enum import Enum, IntEnum
-from typing import NamedTuple
 
-from mdpipe.feeds.binance import DepthDiff, DepthSnapshot
+from mdpipe.venues.base import (
+    Action,
+    DepthDiff,
+    DepthSnapshot,
+    SnapshotResult,
+    SnapshotStatus,
+)
 
 DEFAULT_MAX_BUFFER = 4096
-
-
-class Action(IntEnum):
-    """What to do with one diff."""
-
-    APPLY = 1  # apply it to the book now
-    BUFFERED = 2  # kept until a snapshot arrives; do nothing
-    IGNORED = 3  # stale (already contained in the book): drop it
-    RESYNC = 4  # gap or buffer overflow: the book is broken, fetch a new snapshot
-
-
-class SnapshotStatus(Enum):
-    """What an offered snapshot led to."""
-
-    SYNCED = "synced"  # load the snapshot, apply `diffs` in order: the book is synced
-    WAITING = "waiting"  # load the snapshot; the next diff decides (no buffered diff was newer)
-    TOO_OLD = "too_old"  # older than the buffered stream: discard it, fetch another
-    GAP = "gap"  # the buffered diffs have a hole: discard it, fetch another
-    UNNEEDED = "unneeded"  # not waiting for a snapshot: discard it
-
-
-class SnapshotResult(NamedTuple):
-    """The outcome of `on_snapshot`: a status and the buffered diffs to apply after loading."""
-
-    status: SnapshotStatus
-    diffs: list[DepthDiff]
 
 
 APPLY, BUFFERED, IGNORED, RESYNC = Action.APPLY, Action.BUFFERED, Action.IGNORED, Action.RESYNC
@@ -90,6 +68,11 @@ class _BookSync:
     def last_update_id(self) -> int:
         """The update id the book is at (last applied `u`, or the snapshot's id); -1 if none."""
         return self._last_id
+
+    @property
+    def needs_recovery(self) -> bool:
+        """Buffering with at least one diff: fetch a REST snapshot (never one older than it)."""
+        return not (self._synced or self._waiting) and bool(self._buffer)
 
     @property
     def buffered(self) -> int:

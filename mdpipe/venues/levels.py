@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from mdpipe.feeds.errors import BAD_NUMBER, BAD_TYPE, FeedError
+from mdpipe.venues.errors import BAD_NUMBER, BAD_TYPE, FeedError
 
 Floats = list[float]
 
@@ -31,19 +31,20 @@ _LIST_ONLY = {list}
 
 
 class Layout(NamedTuple):
-    """Where a message keeps its levels: `<bids>[...],<asks>[...]<tail>` ends the text."""
+    """Where a message keeps its levels: `<bids>[...],<asks>[...]<tail>` ends the text.
+
+    The tail is compared with its digits deleted, so it may hold integer fields: Bybit's
+    `,"u":4101,"seq":9100231},"cts":1750000000137}` is the tail `,"u":,"seq":},"cts":}`.
+    """
 
     bids: bytes  # e.g. b'"b":'
     asks: bytes  # e.g. b'"a":'
     tail: bytes  # what closes the message after the asks, e.g. b"}}" for an envelope
 
-    def stub(self) -> bytes:
-        """The end of the message with each level list replaced by 0."""
-        return self.bids + b"0," + self.asks + b"0" + self.tail
-
 
 DIFF_IN_ENVELOPE = Layout(b'"b":', b'"a":', b"}}")
 SNAPSHOT = Layout(b'"bids":', b'"asks":', b"}")
+BYBIT_BOOK = Layout(b'"b":', b'"a":', b',"u":,"seq":},"cts":}')
 
 
 class PlainLevels(NamedTuple):
@@ -87,8 +88,13 @@ def plain_levels(raw: Any, layout: Layout) -> PlainLevels | None:
         or skeleton[open_asks:end] != (_LEVEL * n_asks)[1:]
     ):
         return None
+    # Where the asks end in the raw text (the tail's integers still hold their digits).
+    head = tail.partition(b":")[0]
+    raw_end = raw.rfind(b"]" + head) + 1
+    if raw_end <= start:
+        return None
     # Without keys, quotes and brackets the levels are one flat list of numbers, bids first.
-    text = raw[start : len(raw) - len(tail)].translate(None, _key_bytes(layout))
+    text = raw[start:raw_end].translate(None, _key_bytes(layout))
     try:
         values = orjson.loads(b"[" + text.strip(b",") + b"]")
     except orjson.JSONDecodeError:
@@ -98,7 +104,7 @@ def plain_levels(raw: Any, layout: Layout) -> PlainLevels | None:
     ask_prices = values[split::2]
     if 0.0 in bid_prices or 0.0 in ask_prices:
         return None
-    rest = raw[:start] + layout.stub()
+    rest = raw[:start] + bids_key + b"0," + asks_key + b"0" + raw[raw_end:]
     return PlainLevels(rest, bid_prices, values[1:split:2], ask_prices, values[split + 1 :: 2])
 
 

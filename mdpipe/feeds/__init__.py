@@ -1,1 +1,0 @@
-"""Exchange feed protocols: parsing and book synchronisation rules, free of I/O."""
