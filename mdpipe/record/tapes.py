@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from mdpipe.counters import RECORDER
 
@@ -123,6 +124,8 @@ class TapeRecorder:
         level: int = 3,
         keep_days: int = 0,
         clock: Callable[[], int] = time.time_ns,
+        on_flush: Callable[[], None] | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.base = root / venue / feed
         self.root, self.feed, self.shard = root, feed, shard
@@ -133,6 +136,7 @@ class TapeRecorder:
         self.level = level
         self.keep_days = keep_days
         self.clock = clock
+        self.on_flush, self.on_close = on_flush, on_close
         self.q: deque[tuple[int, bytes]] = deque()
         self.path: Path | None = None  # the open .part file
         self.fh = None
@@ -157,6 +161,8 @@ class TapeRecorder:
         """Write what is queued, finish the open file, stop the thread."""
         self._stop.set()
         self.thread.join()
+        if self.on_close is not None:
+            self.on_close()
 
     # ----- the writer thread ----------------------------------------------------------------
 
@@ -171,6 +177,8 @@ class TapeRecorder:
         next_expire = 0.0
         while not self._stop.wait(self.flush_interval):
             self._write_pending()
+            if self.on_flush is not None:
+                self.on_flush()
             if time.monotonic() >= next_expire:
                 next_expire = time.monotonic() + 3600
                 self.c[FILES_EXPIRED] += len(expire_tapes(self.root, self.keep_days))
@@ -269,3 +277,36 @@ class TapeRecorder:
             with contextlib.suppress(OSError):
                 self.path.unlink()
         self.fh = self.path = None
+
+
+def open_recorder(cfg: Any, exchange: str, feed: str, shard: int) -> TapeRecorder | None:
+    """The ingest shard's recorder when [record] enabled, its counters in the status segment
+    `recorder.<feed>.<shard>` (for `mdpipe stats` and /metrics); None otherwise."""
+    rec = cfg.record
+    if not rec.enabled:
+        return None
+    from mdpipe import config as config_mod
+    from mdpipe.shm.status import StatusWriter
+
+    status = StatusWriter.create(
+        cfg.instance,
+        f"recorder.{feed}.{shard}",
+        counters=COUNTERS,
+        mode=config_mod.segment_mode(cfg),
+        group=cfg.shm.group,
+    )
+    recorder = TapeRecorder(
+        Path(rec.dir),
+        exchange,
+        feed,
+        shard,
+        status.counters,
+        queue=rec.queue,
+        flush_interval=rec.flush_interval,
+        rotate_bytes=rec.rotate_mb << 20,
+        level=rec.level,
+        keep_days=rec.keep_days,
+        on_flush=status.heartbeat,
+        on_close=status.close,
+    )
+    return recorder
