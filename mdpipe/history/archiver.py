@@ -67,7 +67,8 @@ DISCOVER_EVERY = 0.5
 EXPIRE_EVERY = 3600.0
 COMPACT_EVERY = 60.0  # seconds between looks for finished days to merge
 COMPACT_AT_MOST = 8  # day partitions merged per look, so the loop never stalls long
-IDLE_MIN, IDLE_MAX = 1e-3, 20e-3  # sleep between polls of empty rings, doubling
+POLL = 0.02  # seconds between passes unless the last one read a full batch: history is not
+# latency-bound, and batches of many records cost far less per record than one at a time
 NS_PER_DAY = 86_400 * 10**9
 
 
@@ -140,6 +141,7 @@ class Archiver:
         self.pending_commit_ts = 0
         self.book_slots = dict(self.journal.book_slots)
         self.flushed_commit_ts = 0
+        self.full_batch = False  # the last pass read a full batch from some ring: go on at once
 
     # ----- the loop -----------------------------------------------------------------------
 
@@ -147,13 +149,12 @@ class Archiver:
         """Archive until stop is set; then drain the rings of a stopping ingest and flush."""
         self._discover()
         self._expire()
-        idle = IDLE_MIN
         next_discover = time.monotonic()
         next_flush = next_discover + self.flush_interval
         next_expire = next_discover + EXPIRE_EVERY
         next_compact = next_discover
         while not stop.is_set():
-            got = self.step()
+            self.step()
             now = time.monotonic()
             if now >= next_discover:
                 next_discover = now + DISCOVER_EVERY
@@ -170,11 +171,8 @@ class Archiver:
             if now >= next_expire:
                 next_expire = now + EXPIRE_EVERY
                 self._expire()
-            if got:
-                idle = IDLE_MIN
-            else:
-                time.sleep(idle)
-                idle = min(idle * 2, IDLE_MAX)
+            if not self.full_batch:
+                time.sleep(POLL)
         self.drain()
 
     def drain(self) -> None:
@@ -186,7 +184,7 @@ class Archiver:
             if not got and (not writers or time.monotonic() >= deadline):
                 break
             if not got:
-                time.sleep(IDLE_MIN)
+                time.sleep(POLL / 10)
         if not self.flush():
             log.error("the final flush failed: %d records not archived", self.buffered)
         self._gauges()
@@ -194,8 +192,10 @@ class Archiver:
     def step(self) -> int:
         """One pass over every ring; returns records read."""
         got = 0
+        self.full_batch = False
         for ring in list(self.rings.values()):
             recs = ring.read(self.batch)
+            self.full_batch |= len(recs) == self.batch
             lost = ring.take_lost()
             if lost:
                 self.c[BOOKS_LOST if ring.kind == "books" else TRADES_LOST] += lost

@@ -115,7 +115,11 @@ def _history_query(
         import pyarrow.csv as pcsv
 
         sink = output or sys.stdout.buffer
-        pcsv.write_csv(flat_levels(table), sink)
+        table = flat_levels(table)
+        for name in ("symbol", "venue"):  # dictionaries to plain text for CSV
+            ix = table.column_names.index(name)
+            table = table.set_column(ix, name, table.column(name).cast(pa.string()))
+        pcsv.write_csv(table, sink)
     elif table.num_rows:
         print_table(table, kind, limit or TABLE_ROWS)
 

@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from mdpipe.history.store import KINDS, SORTED_KEY, safe_part
@@ -81,6 +82,7 @@ class Selection:
     files: list[Path] = field(default_factory=list)
     skipped: dict[Path, str] = field(default_factory=dict)
     in_order: bool = False  # the files, in this order, hold their rows in ts order
+    ranges: dict[Path, tuple[int, int] | None] = field(default_factory=dict)  # ts min, max
 
 
 def _ts_range(meta: pq.FileMetaData) -> tuple[int, int] | None:
@@ -154,22 +156,67 @@ def select(
             sel.skipped[path] = str(exc).splitlines()[0]
             continue
         good.append((_ts_range(meta) if meta.num_rows else (0, 0), path))
-    if good and all(r is not None for r, _ in good):
-        good.sort(key=lambda rp: (rp[0], str(rp[1])))
-        sel.in_order = all(a[0][1] <= b[0][0] for a, b in zip(good, good[1:], strict=False))
+    sel.ranges = {p: r for r, p in good}
     sel.files = [p for _, p in good]
+    sel.files, sel.in_order = in_time_order(sel.files, sel.ranges)
     return sel
 
 
-def _sql(files: list[Path], start_ns: int, end_ns: int, in_order: bool) -> str:
+def in_time_order(
+    files: list[Path], ranges: dict[Path, tuple[int, int] | None]
+) -> tuple[list[Path], bool]:
+    """The files ordered by time, and whether reading them in that order gives ts order."""
+    if not files or any(ranges.get(f) is None for f in files):
+        return files, False
+    files = sorted(files, key=lambda f: (ranges[f], str(f)))
+    ordered = all(ranges[a][1] <= ranges[b][0] for a, b in zip(files, files[1:], strict=False))
+    return files, ordered
+
+
+def _sql(files: list[Path], where: str | None, in_order: bool) -> str:
     listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
     # Files in ts order that do not overlap are read in order (DuckDB keeps insertion order).
+    # Venue and symbol are the directory names, added afterwards as one-value dictionaries.
     return (
-        f"SELECT * EXCLUDE (date) FROM read_parquet([{listing}], hive_partitioning = true, "
-        "hive_types_autocast = false) "
-        f"WHERE epoch_ns(ts) >= {start_ns} AND epoch_ns(ts) < {end_ns}"
+        f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)"
+        + (f" WHERE {where}" if where else "")
         + ("" if in_order else " ORDER BY ts, symbol_seq")
     )
+
+
+def _constant(value: str, n: int) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value]))
+
+
+def _venue_of(path: Path) -> str:
+    return path.parent.parent.parent.name[len("venue=") :]
+
+
+def _query_venue(
+    con: duckdb.DuckDBPyConnection, sel: Selection, files: list[Path], start_ns: int, end_ns: int
+) -> pa.Table:
+    files, in_order = in_time_order(files, sel.ranges)
+    inside = all(
+        (r := sel.ranges.get(f)) is not None and r[0] >= start_ns and r[1] < end_ns for f in files
+    )
+    where = None if inside else f"epoch_ns(ts) >= {start_ns} AND epoch_ns(ts) < {end_ns}"
+    table = con.sql(_sql(files, where, in_order)).to_arrow_table()
+    symbol = files[0].parent.parent.name[len("symbol=") :]
+    table = table.append_column("symbol", _constant(symbol, table.num_rows))
+    return table.append_column("venue", _constant(_venue_of(files[0]), table.num_rows))
+
+
+def _read(con: duckdb.DuckDBPyConnection, sel: Selection, start_ns: int, end_ns: int) -> pa.Table:
+    """Each venue's files with DuckDB, then one table in ts order."""
+    by_venue: dict[str, list[Path]] = {}
+    for f in sel.files:
+        by_venue.setdefault(_venue_of(f), []).append(f)
+    tables = [_query_venue(con, sel, fs, start_ns, end_ns) for fs in by_venue.values()]
+    if len(tables) == 1:
+        return tables[0]
+    table = pa.concat_tables(tables, promote_options="permissive")
+    order = pa.compute.sort_indices(table, [("ts", "ascending"), ("symbol_seq", "ascending")])
+    return table.take(order)
 
 
 def _corrupt_file(message: str, files: list[Path]) -> Path | None:
@@ -204,8 +251,7 @@ def query_arrow(
             if not sel.files:
                 return _empty(kind, con), sel
             try:
-                sql = _sql(sel.files, start_ns, end_ns, sel.in_order)
-                return con.sql(sql).to_arrow_table(), sel
+                return _read(con, sel, start_ns, end_ns), sel
             except duckdb.Error as exc:
                 bad = _corrupt_file(str(exc), sel.files)
                 if bad is None:
@@ -249,6 +295,8 @@ def to_numpy(table: pa.Table) -> np.ndarray:
     fields, arrays = [], []
     for name, col in zip(table.column_names, table.columns, strict=True):
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
         if pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type):
             width = col.type.list_size if pa.types.is_fixed_size_list(col.type) else None
             flat = col.flatten().to_numpy(zero_copy_only=False)

@@ -97,8 +97,9 @@ def load(
                 log.warning("skipped %s: not a readable Parquet file (%s)", path, why)
             if not table.num_rows:
                 continue
-            for v in pa.compute.unique(table.column("venue")).to_pylist():
-                part = table.filter(pa.compute.equal(table.column("venue"), v))
+            venues = table.column("venue").cast(pa.string())
+            for v in pa.compute.unique(venues).to_pylist():
+                part = table.filter(pa.compute.equal(venues, v))
                 found.setdefault((kind, v), []).append(part)
     return found
 
