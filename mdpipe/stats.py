@@ -88,6 +88,7 @@ def collect(
         "rings": [],
         "publisher": None,
         "archiver": None,
+        "recorders": [],
         "cursors": {},
     }
     lock = read_lock(instance)
@@ -158,6 +159,11 @@ def collect(
             "lag_s": round(c.get("g_lag_ns", 0) / 1e9, 3),
             "counters": c,
         }
+    for name, st in sorted(statuses.items()):
+        if name.startswith("recorder."):
+            snap["recorders"].append(
+                {"name": name, "alive": st.writer_alive, "counters": st.counters}
+            )
     if not snap["processes"]:  # no supervisor: list the writers themselves
         seen = set()
         for st in statuses.values():
@@ -370,6 +376,24 @@ def render(snap: dict) -> str:
         row += [round(c.get("bytes_written", 0) / 1e6, 2), arch["lag_records"], arch["lag_s"]]
         row += [c.get("trades_lost", 0) + c.get("books_lost", 0), c.get("write_errors", 0)]
         out += ["", table(heads, [row])]
+    if snap["recorders"]:
+        heads = ["RECORDER", "ALIVE", "FRAMES", "MB", "FILES", "DROPPED", "WRITE ERRORS", "QUEUE"]
+        rows = []
+        for r in snap["recorders"]:
+            c = r["counters"]
+            rows.append(
+                [
+                    r["name"].removeprefix("recorder."),
+                    r["alive"],
+                    c.get("frames_recorded", 0),
+                    round(c.get("bytes_written", 0) / 1e6, 2),
+                    c.get("files_finished", 0),
+                    c.get("frames_dropped", 0),
+                    c.get("write_errors", 0),
+                    c.get("g_queue", 0),
+                ]
+            )
+        out += ["", table(heads, rows)]
     return "\n".join(out)
 
 

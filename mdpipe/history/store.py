@@ -33,6 +33,8 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
+from mdpipe.record.tapes import day_of  # noqa: F401  (one definition of a UTC day)
+
 KINDS = ("trades", "books")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-:]")
 
@@ -40,11 +42,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-:]")
 def safe_part(text: str) -> str:
     """A venue or symbol as a directory name (anything outside [A-Za-z0-9_.-:] becomes '_')."""
     return _UNSAFE.sub("_", text) or "_"
-
-
-def day_of(ts_ns: int) -> str:
-    """The UTC day of a nanosecond timestamp, YYYY-MM-DD."""
-    return datetime.fromtimestamp(ts_ns / 1e9, UTC).date().isoformat()
 
 
 def partition_dir(root: Path, kind: str, venue: str, symbol: str, day: str) -> Path:

@@ -25,7 +25,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,14 @@ COUNTERS = RECORDER.names
     FILES_EXPIRED,
     G_QUEUE,
 ) = range(len(COUNTERS))
+
+
+_EPOCH = date(1970, 1, 1)
+
+
+def day_of(ts_ns: int) -> str:
+    """The UTC day of a nanosecond timestamp, YYYY-MM-DD (integer arithmetic: exact at midnight)."""
+    return (_EPOCH + timedelta(days=ts_ns // 86_400_000_000_000)).isoformat()
 
 
 def _gzip_member(data: bytes, level: int) -> bytes:
@@ -195,7 +203,7 @@ class TapeRecorder:
         by_day: dict[str, list[bytes]] = {}
         for _ in range(n):
             ns, raw = q.popleft()
-            day = datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d")
+            day = day_of(ns)
             lines = by_day.setdefault(day, [])
             lines.append(b"%d " % ns)
             lines.append(raw.rstrip(b"\n").replace(b"\n", b" "))
