@@ -18,6 +18,12 @@ The Bybit table runs the same stages on the Bybit simulator's own frames (snapsh
 deltas): mdpipe's Bybit parser and sync rules against orjson plus the same books, with the
 u + 1 check.
 
+The two OKX tables run them on the OKX simulator's `books` frames for BTC-USDT-SWAP (the
+in-band snapshot, then updates of 40 engine steps each, ~47 levels): as OKX sends them
+today (checksum 0: the seqId/prevSeqId chain), and in the legacy form recorded before 2026
+(every checksum verified over the top 25 levels' raw text, one update in ten without
+seqId), where the baselines keep each level's text and verify the checksum too.
+
 Run: .venv/bin/python bench/ingest_throughput.py [--runs N]
 """
 
@@ -41,6 +47,7 @@ from mdpipe.ingest.counters import COUNTERS, Counters
 from mdpipe.ingest.symbolbook import SymbolBook
 from mdpipe.shm.segment import unlink_instance
 from mdpipe.shm.writer import RingWriter
+from mdpipe.sim.venues._okx.record import book_frames
 from mdpipe.sim.venues.bybit import synthetic_frames
 from mdpipe.venues.base import BookSync
 from mdpipe.venues.binance.sync import APPLY, book_sync
@@ -48,6 +55,9 @@ from mdpipe.venues.binance.wire import FUTURES, BinanceParser, DepthDiff, parse_
 from mdpipe.venues.bybit.sync import BybitBookSync
 from mdpipe.venues.bybit.wire import BybitParser
 from mdpipe.venues.local_book import LocalBook
+from mdpipe.venues.okx.checksum import CHECKSUM_LEVELS, book_checksum
+from mdpipe.venues.okx.parser import OkxParser
+from mdpipe.venues.okx.sync import OkxBookSync
 from mdpipe.venues.tapes import FUTURES_TAPE, is_snapshot, load_tape, tape_path
 
 DEPTH = 20
@@ -323,6 +333,145 @@ def bybit_baseline_pipeline(
     return Pipeline([parse, sync_and_apply, extract], bids, asks)
 
 
+class OkxFrames:
+    """The OKX simulator's `books` frames for one swap: the in-band snapshot, then updates
+    (checksum 0 as OKX sends today; `legacy`: non-zero checksums, some without seqId)."""
+
+    def __init__(self, legacy: bool, pushes: int = 1000, steps_per_push: int = 40) -> None:
+        self.legacy = legacy
+        self.snapshot, self.after = book_frames("BTC-USDT-SWAP", pushes, steps_per_push, legacy)
+
+
+def okx_mdpipe_pipeline(frames: OkxFrames) -> Pipeline:
+    """parse -> OKX seqId chain (+ checksum when sent) + book -> top-20 into the record."""
+    parser = OkxParser()
+    local = LocalBook(OkxBookSync(), "BTC-USDT-SWAP", min_depth=DEPTH)
+    local.on_snapshot(parser.parse(frames.snapshot))
+    book = local.book
+    bids, asks = book_record()
+
+    def sync_and_apply(diff: DepthDiff) -> DepthDiff:
+        if local.on_diff(diff) is not APPLY:
+            raise RuntimeError(f"update seqId={diff.last_id} not applied: {local.sync.reason}")
+        return diff
+
+    def extract(diff: DepthDiff) -> tuple[int, int]:
+        return book.write_top(bids, asks)
+
+    return Pipeline([parser.parse, sync_and_apply, extract], bids, asks)
+
+
+def okx_ingest_pipeline(frames: OkxFrames, writers: list[RingWriter]) -> Pipeline:
+    """parse -> the ingest's SymbolBook with OKX's rules, committing into a ring."""
+    parser = OkxParser()
+    w = _bench_writer(writers)
+    sb = _symbol_book(w, OkxBookSync())
+    sb.on_snapshot(parser.parse(frames.snapshot), 0)
+    now = time.time_ns
+
+    def sync_book_commit(diff: DepthDiff) -> None:
+        if sb.on_diff(diff, now(), b"") is not APPLY:
+            raise RuntimeError(f"update seqId={diff.last_id} not applied: {sb.sync.reason}")
+
+    return Pipeline([parser.parse, sync_book_commit], w.bids, w.asks)
+
+
+class OkxSortedDictBook(SortedDictBook):
+    """Baseline 1 on OKX levels `[px, sz, "0", orders]`, keeping each level's text when the
+    feed sends checksums (a user verifying them needs the raw strings)."""
+
+    def __init__(self, snapshot: dict, texts: bool) -> None:
+        pairs = {side: [lv[:2] for lv in snapshot[side]] for side in ("bids", "asks")}
+        super().__init__(pairs)
+        self.texts = texts
+        self.bid_text = {float(p): f"{p}:{q}" for p, q, *_ in snapshot["bids"]}
+        self.ask_text = {float(p): f"{p}:{q}" for p, q, *_ in snapshot["asks"]}
+
+    def apply(self, data: dict) -> None:
+        for side, text, levels in (
+            (self.bids, self.bid_text, data["bids"]),
+            (self.asks, self.ask_text, data["asks"]),
+        ):
+            for p, q, _, _ in levels:
+                price, qty = float(p), float(q)
+                if qty == 0:
+                    side.pop(price, None)
+                    if self.texts:
+                        text.pop(price, None)
+                else:
+                    side[price] = qty
+                    if self.texts:
+                        text[price] = f"{p}:{q}"
+
+    def checksum(self) -> int:
+        bids = [self.bid_text[p] for p in islice(reversed(self.bids), CHECKSUM_LEVELS)]
+        asks = [self.ask_text[p] for p in islice(self.asks, CHECKSUM_LEVELS)]
+        return book_checksum(bids, asks)
+
+
+class OkxSortedListBook(SortedListBook):
+    """Baseline 2 on OKX levels, with each level's text when the feed sends checksums."""
+
+    def __init__(self, snapshot: dict, texts: bool) -> None:
+        pairs = {side: [lv[:2] for lv in snapshot[side]] for side in ("bids", "asks")}
+        super().__init__(pairs)
+        self.texts = texts
+        self.bid_text = {-float(p): f"{p}:{q}" for p, q, *_ in snapshot["bids"]}
+        self.ask_text = {float(p): f"{p}:{q}" for p, q, *_ in snapshot["asks"]}
+
+    def apply(self, data: dict) -> None:
+        texts = self.texts
+        for levels, sign, side, keys, text in (
+            (data["bids"], -1.0, self.bids, self.bid_keys, self.bid_text),
+            (data["asks"], 1.0, self.asks, self.ask_keys, self.ask_text),
+        ):
+            for p, q, _, _ in levels:
+                price, qty = sign * float(p), float(q)
+                if qty:
+                    if price not in side:
+                        keys.add(price)
+                    side[price] = qty
+                    if texts:
+                        text[price] = f"{p}:{q}"
+                elif side.pop(price, None) is not None:
+                    keys.remove(price)
+                    if texts:
+                        del text[price]
+
+    def checksum(self) -> int:
+        bids = [self.bid_text[k] for k in self.bid_keys[:CHECKSUM_LEVELS]]
+        asks = [self.ask_text[k] for k in self.ask_keys[:CHECKSUM_LEVELS]]
+        return book_checksum(bids, asks)
+
+
+def okx_baseline_pipeline(
+    frames: OkxFrames, book_class: type[OkxSortedDictBook] | type[OkxSortedListBook]
+) -> Pipeline:
+    """orjson parse -> prevSeqId == seqId chain (+ checksum) + sortedcontainers book -> top-20."""
+    snap = orjson.loads(frames.snapshot)["data"][0]
+    book = book_class(snap, frames.legacy)
+    last = [snap["seqId"]]
+    bids, asks = book_record()
+
+    def parse(raw: bytes) -> dict:
+        return orjson.loads(raw)["data"][0]
+
+    def sync_and_apply(data: dict) -> dict:
+        seq = data.get("seqId")
+        if seq is not None and last[0] is not None and data["prevSeqId"] != last[0]:
+            raise RuntimeError("baseline: gap")
+        last[0] = seq
+        book.apply(data)
+        if data["checksum"] and book.checksum() != data["checksum"]:
+            raise RuntimeError("baseline: checksum mismatch")
+        return data
+
+    def extract(data: dict) -> tuple[int, int]:
+        return book.write_top(bids, asks)
+
+    return Pipeline([parse, sync_and_apply, extract], bids, asks)
+
+
 def first_stages(pipeline: Pipeline, count: int) -> Pipeline:
     """The pipeline cut after its first `count` stages."""
     return pipeline._replace(stages=pipeline.stages[:count])
@@ -404,6 +553,7 @@ def main() -> None:
     n = len(tape.after)
     levels = sum(len(d.bid_prices) + len(d.ask_prices) for d in map(parse_diff, tape.after))
     bybit = BybitFrames()
+    okx = {legacy: OkxFrames(legacy) for legacy in (False, True)}
     writers: list[RingWriter] = []
     rows: dict[str, Callable[[], Pipeline]] = {
         BASELINE_1: lambda: baseline_pipeline(tape, SortedDictBook),
@@ -421,9 +571,23 @@ def main() -> None:
         FULL: lambda: bybit_mdpipe_pipeline(bybit),
         COMMIT: lambda: bybit_ingest_pipeline(bybit, writers),
     }
+    okx_rows = {
+        legacy: {
+            BASELINE_1: lambda f=frames: okx_baseline_pipeline(f, OkxSortedDictBook),
+            BASELINE_2: lambda f=frames: okx_baseline_pipeline(f, OkxSortedListBook),
+            "mdpipe: parse only": lambda f=frames: first_stages(okx_mdpipe_pipeline(f), 1),
+            "mdpipe: parse + sync + book": lambda f=frames: first_stages(okx_mdpipe_pipeline(f), 2),
+            FULL: lambda f=frames: okx_mdpipe_pipeline(f),
+            COMMIT: lambda f=frames: okx_ingest_pipeline(f, writers),
+        }
+        for legacy, frames in okx.items()
+    }
     try:
         best = measure(rows, tape.after, args.runs)
         bybit_best = measure(bybit_rows, bybit.after, args.runs)
+        okx_best = {
+            legacy: measure(okx_rows[legacy], f.after, args.runs) for legacy, f in okx.items()
+        }
     finally:
         for w in writers:
             w.close()
@@ -443,6 +607,21 @@ def main() -> None:
         f"{bybit_levels / m:.1f} levels/delta"
     )
     report(bybit_best, m)
+    parser = OkxParser()
+    for legacy, frames in okx.items():
+        k = len(frames.after)
+        updates = [parser.parse(raw) for raw in frames.after]
+        okx_levels = sum(len(d.bid_prices) + len(d.ask_prices) for d in updates)
+        form = (
+            "legacy form (checksums verified, 10% without seqId)"
+            if legacy
+            else "checksum 0 (as sent since June 2026)"
+        )
+        print(
+            f"\nokx swap, simulator frames (books, 400 levels), {form}: {k} updates after the "
+            f"snapshot, {okx_levels / k:.1f} levels/update"
+        )
+        report(okx_best[legacy], k)
 
 
 if __name__ == "__main__":

@@ -228,6 +228,20 @@ class OrderBook:
         """
         return self._bids.write_top(bids_out), self._asks.write_top(asks_out)
 
+    def best_prices(self, depth: int) -> tuple[list[float], list[float]]:
+        """Up to `depth` best bid and ask prices, best first, read from the window (no sort);
+        like write_top, a depth beyond `min_depth` grows the window to keep it from then on."""
+        out = []
+        for side in (self._bids, self._asks):
+            prices = side.best_prices(depth)
+            if len(prices) < depth and not side.complete:
+                side.min_depth = max(side.min_depth, depth)
+                side.window = max(side.window, 2 * depth)
+                side.rebuild()
+                prices = side.best_prices(depth)
+            out.append(prices)
+        return out[0], out[1]
+
     def best_bid(self) -> tuple[float, float] | None:
         """The highest bid as (price, qty), or None when the side is empty."""
         top = self._bids.top

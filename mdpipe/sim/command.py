@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,6 +14,7 @@ from mdpipe.sim.config import START_IMMEDIATELY, START_ON_CONNECT, SimConfig
 from mdpipe.sim.faults import FaultError, parse_duration, parse_fault_spec
 from mdpipe.sim.tape import TapeError
 from mdpipe.sim.venues import DEFAULT_VENUE, build, venue_module, venue_names
+from mdpipe.sim.venues._okx.options import okx_options
 
 # The first stdout line, exactly; SimProcess and scripts wait for it. Nothing else goes
 # to stdout (logs go to stderr).
@@ -176,6 +178,7 @@ DURATION = Duration()
     default="info",
     show_default=True,
 )
+@okx_options
 def sim_command(
     host: str,
     port: int,
@@ -202,6 +205,7 @@ def sim_command(
     rest_wait: float,
     oversized_bytes: int,
     log_level: str,
+    **venue_options: Any,
 ) -> None:
     """An exchange simulator (Binance by default; --venue bybit|okx): streams and REST on one port.
 
@@ -258,6 +262,7 @@ def sim_command(
         tick=tick,
         rest_wait=rest_wait,
         oversized_bytes=oversized_bytes,
+        venue_options=venue_options,
     )
     try:
         asyncio.run(_run(cfg))

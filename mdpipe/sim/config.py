@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mdpipe.sim.faults import ScheduledFault
 from mdpipe.sim.instruments import FUTURES
@@ -46,3 +47,4 @@ class SimConfig:
     tick: float = 0.001
     rest_wait: float = 30.0
     oversized_bytes: int = 2 * 1024 * 1024
+    venue_options: dict[str, Any] = field(default_factory=dict)  # a venue's own (--okx-*)

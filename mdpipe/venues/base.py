@@ -76,6 +76,7 @@ class DepthDiff:
     bid_qtys: Floats
     ask_prices: Floats
     ask_qtys: Floats
+    check: Any = None  # what the sync's `verify` checks the book against (OKX: its checksum)
 
 
 @dataclass(slots=True)
@@ -91,6 +92,7 @@ class DepthSnapshot:
     transaction_time: int = 0  # ms
     symbol: str = ""  # set by in-band snapshots; REST replies are matched by request
     first_id: int = 0  # the venue's second id where it has one (e.g. Bybit `u`)
+    check: Any = None  # what the sync's `verify` checks the book against (OKX: its checksum)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,461 @@
+"""OKX through the real ingest: the simulator (`--venue okx`) and one ingest process.
+
+Ground truth is the simulator's own `bbo-tbt`, read by a separate client: every record
+flagged exact whose seqId a `bbo-tbt` carries must show that best bid and ask. Every fault
+kind gives a counted, flagged rebuild; trades arrive once each, in tradeId order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import websocket
+from conftest import remove_segments
+from test_ingest_support import (
+    IngestProcess,
+    RecordLog,
+    check_record_invariants,
+    write_config,
+)
+
+from mdpipe.shm import layout as L
+from mdpipe.shm.segment import read_status
+from mdpipe.sim.process import SimProcess
+from mdpipe.venues.base import BookTicker
+from mdpipe.venues.errors import FeedError
+from mdpipe.venues.okx.parser import OkxParser
+
+SYMBOLS = ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]
+BTC, ETH = 0, 1
+Top = tuple[float, float, float, float]
+
+
+class BboCollector:
+    """The simulator's `bbo-tbt` per (instId, seqId), on its own connection (reconnects)."""
+
+    def __init__(self, ws_url: str, symbols: list[str]) -> None:
+        self.url = f"{ws_url}/ws/v5/public"
+        args = [{"channel": "bbo-tbt", "instId": s} for s in symbols]
+        self.subscribe = orjson.dumps({"id": "t1", "op": "subscribe", "args": args}).decode()
+        self.tops: dict[tuple[str, int], Top] = {}
+        self._parser = OkxParser()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.connected = threading.Event()
+
+    def start(self) -> BboCollector:
+        self._thread.start()
+        assert self.connected.wait(10), "bbo-tbt collector could not connect"
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ws = websocket.create_connection(self.url, timeout=1)
+                ws.send(self.subscribe)
+            except (OSError, websocket.WebSocketException):
+                time.sleep(0.05)
+                continue
+            self.connected.set()
+            last_ping = time.monotonic()
+            try:
+                while not self._stop.is_set():
+                    if time.monotonic() - last_ping > 5:
+                        ws.send("ping")
+                        last_ping = time.monotonic()
+                    try:
+                        raw = ws.recv()
+                    except websocket.WebSocketTimeoutException:
+                        continue
+                    try:
+                        t = self._parser.parse(raw)
+                    except FeedError:
+                        continue
+                    if isinstance(t, BookTicker):
+                        top = (t.bid_price, t.bid_qty, t.ask_price, t.ask_qty)
+                        self.tops[(t.symbol, t.update_id)] = top
+            except (websocket.WebSocketException, OSError):
+                pass
+            finally:
+                ws.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def compare_with_bbo(
+    records: np.ndarray, symbols: list[str], tops: dict[tuple[str, int], Top]
+) -> tuple[int, list[str]]:
+    """(exact records whose seqId a bbo-tbt carries, those whose top differs from it)."""
+    comparable, wrong = 0, []
+    for rec in records:
+        if not rec["flags"] & L.FLAG_SYNCED:
+            continue
+        sym = symbols[int(rec["symbol_id"])]
+        t = tops.get((sym, int(rec["last_update_id"])))
+        if t is None:
+            continue
+        comparable += 1
+        top = (
+            float(rec["bids"][0, 0]),
+            float(rec["bids"][0, 1]),
+            float(rec["asks"][0, 0]),
+            float(rec["asks"][0, 1]),
+        )
+        if top != t:
+            wrong.append(f"{sym} seqId={int(rec['last_update_id'])}: book {top} != bbo {t}")
+    return comparable, wrong
+
+
+def check_chain(records: np.ndarray) -> int:
+    """Every exact record continues the previous one's seqId (prev_update_id) or is flagged
+    RESYNC; returns the number of rebuilds."""
+    last: dict[int, int] = {}
+    rebuilds = 0
+    for rec in records:
+        sid, flags = int(rec["symbol_id"]), int(rec["flags"])
+        seq, prev = int(rec["last_update_id"]), int(rec["prev_update_id"])
+        if not flags & L.FLAG_SYNCED:
+            last.pop(sid, None)
+            continue
+        if flags & L.FLAG_RESYNC:
+            rebuilds += 1
+        elif seq and prev and last.get(sid):  # seqId-less legacy messages: proven by checksum
+            assert last.get(sid) == prev, f"symbol {sid}: prevSeqId={prev} after {last.get(sid)}"
+        last[sid] = seq
+    return rebuilds
+
+
+def check_trades(trades: np.ndarray, n_symbols: int, contiguous: bool) -> None:
+    """Each trade once, in order: per symbol every push starts after the previous one's last
+    fill; `contiguous`: right after it (nothing lost; a reconnect may lose trades)."""
+    for sid in range(n_symbols):
+        t = trades[trades["symbol_id"] == sid]
+        assert len(t), f"no trades for symbol {sid}"
+        first = t["first_trade_id"].astype(np.int64)
+        last = t["last_trade_id"].astype(np.int64)
+        assert (first <= last).all()
+        assert (first[1:] > last[:-1]).all(), "a trade repeated or out of order"
+        if contiguous:
+            assert (first[1:] == last[:-1] + 1).all(), "a trade lost"
+
+
+@dataclass
+class Rig:
+    sim: SimProcess
+    ingest: IngestProcess
+    books: RecordLog
+    trades: RecordLog
+    bbo: BboCollector
+    live: int
+
+    def counters(self) -> dict[str, int]:
+        return self.ingest.counters()
+
+    def wait_synced(
+        self,
+        what: str,
+        more: dict[str, int] | None = None,
+        base: dict[str, int] | None = None,
+        timeout: float = 30.0,
+    ) -> dict[str, int]:
+        """Wait until every book is synced, the connection up, and counters grew by `more`."""
+        base, more = base or {}, more or {}
+
+        def done(c: dict[str, int]) -> bool:
+            self.books.drain()
+            self.trades.drain()
+            return (
+                c["g_books_synced"] == self.live
+                and c["g_connections"] == 1
+                and all(c.get(k, 0) >= base.get(k, 0) + n for k, n in more.items())
+            )
+
+        return self.ingest.wait_for(what, done, timeout)
+
+    def records_since(self, mark: int, sid: int) -> np.ndarray:
+        recs = self.books.drain()[mark:]
+        return recs[recs["symbol_id"] == sid]
+
+
+def make_rig(tmp: Path, sim_args: list[str], **feed: object) -> Iterator[Rig]:
+    instance = f"t{uuid.uuid4().hex[:10]}"
+    sim = SimProcess(["--venue", "okx", "--symbols", ",".join(SYMBOLS), "--rate", "400", *sim_args])
+    sim.start()
+    bbo = BboCollector(sim.ws_url, SYMBOLS).start()
+    cfg = write_config(
+        tmp / "ingest.toml",
+        instance,
+        ws_url=sim.ws_url,
+        rest_url=sim.rest_url,
+        market="swap",
+        symbols=SYMBOLS,
+        dead_letter_dir=tmp / "dead",
+        book_capacity=1 << 17,
+        exchange="okx",
+        depth_stream="books",
+        trade_stream="trades",
+        snapshot_limit=400,
+        silence_timeout=1.5,
+        stream_timeout=3.0,
+        reconnect_max=0.5,
+        **feed,
+    )
+    ingest = IngestProcess(cfg, instance).start()
+    try:
+        books = RecordLog(instance, ingest.books_ring, "book")
+        trades = RecordLog(instance, ingest.trades_ring, "trade")
+        r = Rig(sim, ingest, books, trades, bbo, len(SYMBOLS))
+        r.wait_synced("the first sync")
+        yield r
+        assert ingest.stop() == 0, ingest.log()[-4000:]
+        books.close()
+        trades.close()
+    finally:
+        ingest.__exit__()
+        bbo.stop()
+        sim.stop()
+        remove_segments(instance)
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """Current OKX data (checksum 0), books from the in-band snapshot, 20 ms pushes."""
+    yield from make_rig(tmp_path_factory.mktemp("okx"), ["--okx-books-ms", "20"])
+
+
+def test_syncs_from_the_in_band_snapshot(rig: Rig) -> None:
+    c = rig.wait_synced("steady state", {"book_records": 50, "trades": 10})
+    assert c["g_books_total"] == 2 and c["snapshots"] >= 2 and c["resyncs"] == 0
+    assert rig.books.reader.top("BTC-USDT-SWAP") is not None
+    stats = rig.sim.stats()
+    assert stats["venue"] == "okx" and stats["requests"]["subscribe"] >= 2
+    assert stats["requests"].get("pings", 0) >= 0
+
+
+def test_gap_resubscribes_only_that_book(rig: Rig) -> None:
+    c0 = rig.wait_synced("steady state")
+    mark = len(rig.books.drain())
+    rig.sim.inject("gap", symbol="ETH-USDT-SWAP")
+    c = rig.wait_synced("the rebuild", {"gaps": 1, "resyncs": 1, "snapshots": 1}, c0)
+    eth = rig.records_since(mark, ETH)["flags"]
+    btc = rig.records_since(mark, BTC)["flags"]
+    assert (eth == 0).sum() == 1 and ((eth & L.FLAG_RESYNC) != 0).sum() == 1
+    assert len(btc) and (btc & L.FLAG_SYNCED).all() and not (btc & L.FLAG_RESYNC).any()
+    assert c["reconnects"] == c0["reconnects"]  # a resubscribe, not a reconnect
+    assert rig.sim.stats()["requests"]["unsubscribe"] >= 1
+
+
+@pytest.mark.parametrize("variant", ["abrupt", "close"])
+def test_disconnect_rebuilds_every_book(rig: Rig, variant: str) -> None:
+    c0 = rig.wait_synced("steady state")
+    mark = len(rig.books.drain())
+    assert rig.sim.inject("disconnect", variant=variant)["connections"] >= 1
+    rig.wait_synced("the rebuild", {"reconnects": 1, "resyncs": 2, "snapshots": 2}, c0)
+    for sid in (BTC, ETH):
+        flags = rig.records_since(mark, sid)["flags"]
+        assert (flags == 0).sum() >= 1 and (flags & L.FLAG_RESYNC).any()
+
+
+def test_malformed_frames_are_counted_and_skipped(rig: Rig) -> None:
+    c0 = rig.wait_synced("steady state")
+    mark = len(rig.books.drain())
+    assert len(rig.sim.inject("malformed")["variants"]) == 7
+    c = rig.wait_synced("the bad frames", {"parse_errors": 7, "dead_lettered": 7}, c0)
+    assert c["dead_lettered"] - c0["dead_lettered"] == c["parse_errors"] - c0["parse_errors"]
+    assert c["gaps"] == c0["gaps"] and c["resyncs"] == c0["resyncs"]
+    for sid in (BTC, ETH):
+        assert (rig.records_since(mark, sid)["flags"] & L.FLAG_SYNCED).all()
+
+
+def test_silence_is_detected_and_the_books_rebuilt(rig: Rig) -> None:
+    c0 = rig.wait_synced("steady state")
+    rig.sim.inject("silence", seconds=3.0)
+    rig.wait_synced("after the silence", {"silences": 1, "reconnects": 1, "resyncs": 2}, c0)
+    assert "(silent feed)" in rig.ingest.log()
+
+
+def test_upgrade_notice_hands_over_make_before_break(rig: Rig) -> None:
+    """OKX's 64008 notice: a new connection first, the old one closed after; no book stale."""
+    c0 = rig.wait_synced("steady state")
+    mark, trade_mark = len(rig.books.drain()), len(rig.trades.drain())
+    rig.sim.inject("shutdown", seconds=1.0)
+    more = {"server_shutdowns": 1, "rollovers": 1, "trades": 20, "book_records": 20}
+    c = rig.wait_synced("the handover and trades after it", more, c0)
+    for name in ("gaps", "reconnects"):
+        assert c[name] == c0[name], (name, c0, c)
+    for sid in (BTC, ETH):
+        assert (rig.records_since(mark, sid)["flags"] & L.FLAG_SYNCED).all()
+    check_trades(rig.trades.drain()[trade_mark:], 2, contiguous=True)
+
+
+def test_no_exact_record_disagrees_with_bbo_tbt_and_trades_come_once_in_order(rig: Rig) -> None:
+    rig.wait_synced("more records to compare", {"book_records": 400}, rig.counters())
+    records = rig.books.drain()
+    check_record_invariants(records, depth=20)
+    assert check_chain(records) >= 2 + 1 + 2 * 2 + 2
+    comparable, wrong = compare_with_bbo(records, SYMBOLS, rig.bbo.tops)
+    assert not wrong, f"{len(wrong)} of {comparable} records disagree: {wrong[:5]}"
+    assert comparable >= 100
+    trades = rig.trades.drain()
+    check_trades(trades, 2, contiguous=False)
+    side = trades["side"].astype(int)
+    maker = (trades["flags"] & L.FLAG_BUYER_MAKER) != 0
+    assert ((side == -1) == maker).all() and set(np.unique(side)) == {-1, 1}
+
+
+@pytest.fixture(scope="module")
+def rest_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """No in-band snapshot (OKX's announced change): books start from REST + buffered updates."""
+    yield from make_rig(
+        tmp_path_factory.mktemp("okx-rest"),
+        ["--okx-books-ms", "20", "--okx-no-snapshot"],
+        book_start="rest",
+    )
+
+
+def test_rest_start_syncs_without_an_in_band_snapshot(rest_rig: Rig) -> None:
+    c = rest_rig.wait_synced("steady state", {"book_records": 50})
+    assert c["snapshots"] >= 2 and c["snapshot_errors"] == 0
+    assert rest_rig.sim.stats()["rest_by_status"]["200"] >= 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "fields", "counter", "n"),
+    [
+        ("rest_500", {"count": 2}, "rest_5xx", 2),
+        ("rest_429", {"count": 1, "retry_after": 1}, "rest_429", 1),
+        ("rest_slow", {"count": 1, "delay": 1.0}, "snapshots", 1),
+    ],
+)
+def test_rest_faults_delay_the_rebuild_but_never_publish_a_wrong_book(
+    rest_rig: Rig, fault: str, fields: dict, counter: str, n: int
+) -> None:
+    c0 = rest_rig.wait_synced("steady state")
+    mark = len(rest_rig.books.drain())
+    rest_rig.sim.inject(fault, **fields)
+    rest_rig.sim.inject("gap", symbol="ETH-USDT-SWAP")  # forces a REST resync
+    more = {counter: n, "gaps": 1, "snapshots": 1}
+    if fault != "rest_slow":
+        more["snapshot_errors"] = n
+    rest_rig.wait_synced(f"the rebuild through {fault}", more, c0)
+    eth = rest_rig.records_since(mark, ETH)["flags"]
+    assert (eth == 0).sum() == 1 and ((eth & L.FLAG_RESYNC) != 0).sum() == 1
+
+
+def test_rest_started_books_agree_with_bbo_tbt(rest_rig: Rig) -> None:
+    rest_rig.wait_synced("more records", {"book_records": 400}, rest_rig.counters())
+    records = rest_rig.books.drain()
+    check_record_invariants(records, depth=20)
+    check_chain(records)
+    comparable, wrong = compare_with_bbo(records, SYMBOLS, rest_rig.bbo.tops)
+    assert not wrong, f"{len(wrong)} of {comparable} records disagree: {wrong[:5]}"
+    assert comparable >= 30
+    check_trades(rest_rig.trades.drain(), 2, contiguous=False)
+
+
+@pytest.fixture(scope="module")
+def legacy_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """Data as recorded before 2026: non-zero checksums, some updates without seqId."""
+    yield from make_rig(
+        tmp_path_factory.mktemp("okx-legacy"), ["--okx-books-ms", "20", "--okx-legacy"]
+    )
+
+
+def test_legacy_checksums_verified_and_gaps_still_caught(legacy_rig: Rig) -> None:
+    c0 = legacy_rig.wait_synced("steady state", {"book_records": 200})
+    assert legacy_rig.sim.stats()["source"]["pushes_without_seq_id"] > 0
+    assert c0["gaps"] == 0 and c0["resyncs"] == 0  # every checksum held
+    mark = len(legacy_rig.books.drain())
+    legacy_rig.sim.inject("gap", symbol="BTC-USDT-SWAP")
+    legacy_rig.wait_synced("the rebuild", {"gaps": 1, "snapshots": 1}, c0)
+    btc = legacy_rig.records_since(mark, BTC)["flags"]
+    assert (btc == 0).sum() == 1 and ((btc & L.FLAG_RESYNC) != 0).sum() == 1
+    legacy_rig.wait_synced("more records", {"book_records": 300}, legacy_rig.counters())
+    records = legacy_rig.books.drain()
+    check_record_invariants(records, depth=20)
+    check_chain(records)
+    comparable, wrong = compare_with_bbo(records, SYMBOLS, legacy_rig.bbo.tops)
+    assert not wrong, f"{len(wrong)} of {comparable} records disagree: {wrong[:5]}"
+    assert comparable >= 30
+
+
+def test_a_refused_instrument_is_reported_and_the_others_sync(tmp_path: Path) -> None:
+    """An instId the venue does not serve gets 60018 for its own subscribe message only."""
+    instance = f"t{uuid.uuid4().hex[:10]}"
+    with SimProcess(["--venue", "okx", "--symbols", SYMBOLS[0], "--rate", "200"]) as sim:
+        cfg = write_config(
+            tmp_path / "ingest.toml",
+            instance,
+            ws_url=sim.ws_url,
+            rest_url=sim.rest_url,
+            market="swap",
+            symbols=[SYMBOLS[0], "SOL-USDT-SWAP"],
+            dead_letter_dir=tmp_path / "dead",
+            exchange="okx",
+            depth_stream="books",
+            trade_stream="trades",
+            snapshot_limit=400,
+        )
+        try:
+            with IngestProcess(cfg, instance) as ingest:
+                c = ingest.wait_for(
+                    "one book synced and the refusal counted",
+                    lambda c: c["g_books_synced"] == 1 and c["stream_faults"] >= 1,
+                    30,
+                )
+                assert c["g_books_total"] == 2
+                log = ingest.log()
+                assert "OKX 60018: the channel or instId does not exist" in log
+                assert "SOL-USDT-SWAP" in log
+                assert ingest.stop() == 0
+        finally:
+            remove_segments(instance)
+
+
+def test_spot_books_sync_and_agree_with_bbo_tbt(tmp_path: Path) -> None:
+    spot = ["BTC-USDT", "ETH-USDT"]
+    instance = f"t{uuid.uuid4().hex[:10]}"
+    args = ["--venue", "okx", "--market", "spot", "--symbols", ",".join(spot)]
+    with SimProcess([*args, "--rate", "400", "--okx-books-ms", "20"]) as sim:
+        bbo = BboCollector(sim.ws_url, spot).start()
+        cfg = write_config(
+            tmp_path / "ingest.toml",
+            instance,
+            ws_url=sim.ws_url,
+            rest_url=sim.rest_url,
+            market="spot",
+            symbols=spot,
+            dead_letter_dir=tmp_path / "dead",
+            exchange="okx",
+            depth_stream="books",
+            trade_stream="trades",
+            snapshot_limit=400,
+        )
+        try:
+            with IngestProcess(cfg, instance) as ingest:
+                books = RecordLog(instance, ingest.books_ring, "book")
+                ingest.wait_for(
+                    "both spot books synced and 300 records",
+                    lambda c: c["g_books_synced"] == 2 and len(books.drain()) >= 300,
+                    30,
+                )
+                assert read_status(instance, ingest.books_ring).exchange == "okx-spot"
+                records = books.drain()
+                check_record_invariants(records, depth=20)
+                comparable, wrong = compare_with_bbo(records, spot, bbo.tops)
+                assert not wrong and comparable >= 10, (comparable, wrong[:3])
+                books.close()
+                assert ingest.stop() == 0
+        finally:
+            bbo.stop()
+            remove_segments(instance)
