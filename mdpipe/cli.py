@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tail": ("mdpipe.tail", "tail_command"),
     "history": ("mdpipe.history.command", "history_command"),
     "replay": ("mdpipe.history.command", "replay_command"),
+    "record": ("mdpipe.record.command", "record_command"),
 }
 
 

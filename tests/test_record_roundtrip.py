@@ -28,8 +28,8 @@ def wait_for(pred: Callable[[], object], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def start(instance: str, *settings: str) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "mdpipe.cli", "start", "--config", "config/demo.toml"]
+def start(instance: str, *settings: str, command: str = "start") -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "mdpipe.cli", command, "--config", "config/demo.toml"]
     for kv in (
         f"instance={instance}",
         "redis.url=redis://127.0.0.1:1/0",  # no Redis: the publisher keeps retrying
@@ -59,7 +59,8 @@ def synced_books(root: Path, symbol: str) -> np.ndarray:
 
 def test_a_recorded_tape_replays_to_the_same_book_records(tmp_path: Path, instance: str) -> None:
     original, replayed, tapes = tmp_path / "a", tmp_path / "b", tmp_path / "tapes"
-    proc = start(instance, "record.enabled=true", f"record.dir={tapes}", f"history.dir={original}")
+    # `mdpipe record` is `mdpipe start` with [record] enabled
+    proc = start(instance, f"record.dir={tapes}", f"history.dir={original}", command="record")
     try:
         wait_for(lambda: all(len(synced_books(original, s)) >= 40 for s in SYMBOLS), 120, "books")
     finally:
