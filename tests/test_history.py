@@ -256,6 +256,11 @@ def test_query_api_and_command_line(archived: Archiver) -> None:
     t = history.trades("BTCUSDT", start, end, root=root)
     assert t.column("trade_id").to_pylist() == list(range(100, 200, 2))
     assert set(t.column("venue").to_pylist()) == {VENUE}
+    few = history.trades("BTCUSDT", start, end, root=root, columns=["price", "side"])
+    assert few.column_names == ["ts", "price", "side", "symbol", "venue"]
+    assert few.column("price").equals(t.column("price"))
+    with pytest.raises(HistoryError, match=r"columns: \['bid'\] unknown"):
+        history.trades("BTCUSDT", root=root, columns=["bid"])
     arr = history.trades("ETHUSDT", root=root, venue=VENUE, as_="numpy")
     assert arr["trade_id"].tolist() == list(range(1, 2000, 2))
     assert np.all(np.diff(arr["ts"].astype(np.int64)) > 0)

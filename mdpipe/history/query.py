@@ -173,14 +173,15 @@ def in_time_order(
     return files, ordered
 
 
-def _sql(files: list[Path], where: str | None, in_order: bool) -> str:
+def _sql(files: list[Path], where: str | None, in_order: bool, columns: list[str] | None) -> str:
     listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    wanted = "*" if columns is None else ", ".join(f'"{c}"' for c in columns)
     # Files in ts order that do not overlap are read in order (DuckDB keeps insertion order).
     # Venue and symbol are the directory names, added afterwards as one-value dictionaries.
     return (
-        f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)"
+        f"SELECT {wanted} FROM read_parquet([{listing}], hive_partitioning = false)"
         + (f" WHERE {where}" if where else "")
-        + ("" if in_order else " ORDER BY ts, symbol_seq")
+        + ("" if in_order else " ORDER BY ts")
     )
 
 
@@ -193,29 +194,40 @@ def _venue_of(path: Path) -> str:
 
 
 def _query_venue(
-    con: duckdb.DuckDBPyConnection, sel: Selection, files: list[Path], start_ns: int, end_ns: int
+    con: duckdb.DuckDBPyConnection,
+    sel: Selection,
+    files: list[Path],
+    start_ns: int,
+    end_ns: int,
+    columns: list[str] | None,
 ) -> pa.Table:
     files, in_order = in_time_order(files, sel.ranges)
     inside = all(
         (r := sel.ranges.get(f)) is not None and r[0] >= start_ns and r[1] < end_ns for f in files
     )
     where = None if inside else f"epoch_ns(ts) >= {start_ns} AND epoch_ns(ts) < {end_ns}"
-    table = con.sql(_sql(files, where, in_order)).to_arrow_table()
+    table = con.sql(_sql(files, where, in_order, columns)).to_arrow_table()
     symbol = files[0].parent.parent.name[len("symbol=") :]
     table = table.append_column("symbol", _constant(symbol, table.num_rows))
     return table.append_column("venue", _constant(_venue_of(files[0]), table.num_rows))
 
 
-def _read(con: duckdb.DuckDBPyConnection, sel: Selection, start_ns: int, end_ns: int) -> pa.Table:
+def _read(
+    con: duckdb.DuckDBPyConnection,
+    sel: Selection,
+    start_ns: int,
+    end_ns: int,
+    columns: list[str] | None = None,
+) -> pa.Table:
     """Each venue's files with DuckDB, then one table in ts order."""
     by_venue: dict[str, list[Path]] = {}
     for f in sel.files:
         by_venue.setdefault(_venue_of(f), []).append(f)
-    tables = [_query_venue(con, sel, fs, start_ns, end_ns) for fs in by_venue.values()]
+    tables = [_query_venue(con, sel, fs, start_ns, end_ns, columns) for fs in by_venue.values()]
     if len(tables) == 1:
         return tables[0]
     table = pa.concat_tables(tables, promote_options="permissive")
-    order = pa.compute.sort_indices(table, [("ts", "ascending"), ("symbol_seq", "ascending")])
+    order = pa.compute.sort_indices(table, [("ts", "ascending")])
     return table.take(order)
 
 
@@ -234,8 +246,10 @@ def query_arrow(
     *,
     venue: str | None = None,
     root: str | Path | None = None,
+    columns: list[str] | None = None,
 ) -> tuple[pa.Table, Selection]:
-    """The records of a symbol in [start, end) as an Arrow table, and the files read/skipped."""
+    """The records of a symbol in [start, end) as an Arrow table, and the files read/skipped;
+    columns: only these (and `ts`), in that order, plus symbol and venue."""
     start_ns = parse_time(start, "from") or 0
     end_ns = parse_time(end, "to", end=True)
     end_ns = 2**62 if end_ns is None else end_ns
@@ -244,6 +258,7 @@ def query_arrow(
             f"empty range: from {start} ({_iso(start_ns)}) is not before to {end} "
             f"({_iso(end_ns)}, a bare date meaning the end of that day)"
         )
+    columns = _check_columns(kind, columns)
     sel = select(kind, symbol, start_ns, end_ns, venue, Path(root or DEFAULT_DIR))
     con = duckdb.connect()
     try:
@@ -251,7 +266,7 @@ def query_arrow(
             if not sel.files:
                 return _empty(kind, con), sel
             try:
-                return _read(con, sel, start_ns, end_ns), sel
+                return _read(con, sel, start_ns, end_ns, columns), sel
             except duckdb.Error as exc:
                 bad = _corrupt_file(str(exc), sel.files)
                 if bad is None:
@@ -261,6 +276,20 @@ def query_arrow(
         raise HistoryError(f"query of {symbol} {kind}: too many unreadable files")
     finally:
         con.close()
+
+
+def _check_columns(kind: str, columns: list[str] | None) -> list[str] | None:
+    if columns is None:
+        return None
+    from mdpipe.history import schema
+
+    known = ["ts", *(schema.TRADE_COLUMNS if kind == "trades" else schema.BOOK_COLUMNS)]
+    if kind == "books":
+        known += list(schema.LEVEL_COLUMNS)
+    bad = [c for c in columns if c not in known]
+    if bad or isinstance(columns, str):
+        raise HistoryError(f"columns: {bad or columns!r} unknown; {kind} have {', '.join(known)}")
+    return ["ts", *(c for c in columns if c != "ts")]
 
 
 def _empty(kind: str, con: duckdb.DuckDBPyConnection) -> pa.Table:
@@ -320,11 +349,18 @@ def to_numpy(table: pa.Table) -> np.ndarray:
 
 
 def _query(
-    kind: str, symbol: str, start: Any, end: Any, venue: str | None, root: Any, as_: str
+    kind: str,
+    symbol: str,
+    start: Any,
+    end: Any,
+    venue: str | None,
+    root: Any,
+    as_: str,
+    columns: list[str] | None,
 ) -> Any:
     if as_ not in FORMATS:
         raise HistoryError(f"as_={as_!r}: use one of {', '.join(FORMATS)}")
-    table, sel = query_arrow(kind, symbol, start, end, venue=venue, root=root)
+    table, sel = query_arrow(kind, symbol, start, end, venue=venue, root=root, columns=columns)
     for path, why in sel.skipped.items():
         warnings.warn(f"skipped {path}: not a readable Parquet file ({why})", HistoryWarning, 3)
     return _convert(table, as_)
@@ -338,9 +374,11 @@ def trades(
     venue: str | None = None,
     root: str | Path | None = None,
     as_: str = "arrow",
+    columns: list[str] | None = None,
 ) -> Any:
-    """Archived trades of symbol in [start, end), oldest first: Arrow, pandas or numpy."""
-    return _query("trades", symbol, start, end, venue, root, as_)
+    """Archived trades of symbol in [start, end), oldest first: Arrow, pandas or numpy
+    (columns: only these, e.g. ["price", "qty", "side"]; `ts`, symbol and venue always)."""
+    return _query("trades", symbol, start, end, venue, root, as_, columns)
 
 
 def books(
@@ -351,6 +389,7 @@ def books(
     venue: str | None = None,
     root: str | Path | None = None,
     as_: str = "arrow",
+    columns: list[str] | None = None,
 ) -> Any:
     """Archived book records of symbol in [start, end), oldest first: Arrow, pandas or numpy."""
-    return _query("books", symbol, start, end, venue, root, as_)
+    return _query("books", symbol, start, end, venue, root, as_, columns)
