@@ -384,3 +384,19 @@ def test_finished_days_are_compacted_into_one_file(archived: Archiver) -> None:
     for s in SYMBOLS:
         assert history.trades(s, root=root).equals(before[s])
     assert archived.journal()["totals"]["days_compacted"] >= 2  # BTCUSDT and ETHUSDT trades
+
+
+def test_history_keep_days_deletes_older_days(archived: Archiver) -> None:
+    from datetime import date
+
+    from mdpipe.history.store import expire
+
+    root = archived.root
+    days = {p.name for p in root.glob("*/venue=*/symbol=*/date=*")}
+    assert days == {"date=2026-11-30"}
+    assert expire(root, 0) == []
+    assert expire(root, 3, today=date(2026, 12, 2)) == []  # 2 days old: kept
+    removed = expire(root, 2, today=date(2026, 12, 2))
+    assert len(removed) == len(list(root.glob("*/venue=*/symbol=*"))) >= 3
+    with pytest.raises(HistoryError, match="unknown symbol"):
+        history.trades("BTCUSDT", root=root)

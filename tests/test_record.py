@@ -151,3 +151,17 @@ def test_a_failing_disk_is_a_counted_logged_error(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
     lines = tape_lines(tmp_path)  # what was written is whole
     assert len(lines) == c[FRAMES_RECORDED]
+
+
+def test_record_keep_days_deletes_older_days(tmp_path: Path) -> None:
+    from datetime import date
+
+    from mdpipe.record.tapes import expire_tapes
+
+    for day in ("2026-11-20", "2026-11-29", "2026-12-01"):
+        (tmp_path / "v" / "f" / day).mkdir(parents=True)
+        (tmp_path / "v" / "f" / day / "f-0-000000.gz").write_bytes(gzip.compress(b"1 {}\n"))
+    removed = expire_tapes(tmp_path, 2, today=date(2026, 12, 1))
+    assert sorted(p.name for p in removed) == ["2026-11-20", "2026-11-29"]
+    assert [p.name for p in (tmp_path / "v" / "f").iterdir()] == ["2026-12-01"]
+    assert expire_tapes(tmp_path, 0, today=date(2030, 1, 1)) == []  # 0 keeps everything

@@ -235,4 +235,7 @@ def expire(root: Path, keep_days: int, today: date | None = None) -> list[Path]:
             if (today - day).days >= keep_days:
                 shutil.rmtree(day_dir, ignore_errors=True)
                 removed.append(day_dir)
+                for empty in (day_dir.parent, day_dir.parent.parent):  # symbol, venue
+                    with contextlib.suppress(OSError):
+                        empty.rmdir()
     return removed
