@@ -62,7 +62,7 @@ COUNTERS = ARCHIVER.names  # declared with their meanings in mdpipe/counters.py
 ) = range(len(COUNTERS))
 TOTALS = [n for n in COUNTERS if not n.startswith("g_")]
 
-MAX_BUFFERED = 2_000_000  # records: flush early past this
+MAX_BUFFERED = 500_000  # records (at most ~200 MB of 10-level books): flush early past this
 DISCOVER_EVERY = 0.5
 EXPIRE_EVERY = 3600.0
 COMPACT_EVERY = 60.0  # seconds between looks for finished days to merge

@@ -271,6 +271,11 @@ def query_arrow(
                 bad = _corrupt_file(str(exc), sel.files)
                 if bad is None:
                     raise HistoryError(f"query of {symbol} {kind} failed: {exc}") from None
+                if not bad.exists():  # compacted meanwhile: its rows are in the merged file now
+                    skipped = sel.skipped
+                    sel = select(kind, symbol, start_ns, end_ns, venue, Path(root or DEFAULT_DIR))
+                    sel.skipped |= skipped
+                    continue
                 sel.skipped[bad] = str(exc).splitlines()[0]
                 sel.files.remove(bad)
         raise HistoryError(f"query of {symbol} {kind}: too many unreadable files")
