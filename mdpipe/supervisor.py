@@ -231,12 +231,17 @@ class Child:
 
 
 def _sim_clients(cfg: C.Config) -> int:
-    """Connections the ingest opens to the simulator (futures: /public and /market per shard),
+    """Connections the ingest opens to the simulator (each shard's venue plans its routes),
     so a tape starts only when every one of them has subscribed."""
-    per_shard = 2 if cfg.sim.market == "futures" else 1
+    from mdpipe.venues import make_venue
+
     where = f":{cfg.sim.port}"
-    shards = [f for f, _, _, symbols in cfg.ingest_shards() if symbols and where in f.ws_url]
-    return max(1, per_shard * len(shards))
+    routes = sum(
+        len(make_venue(feed, symbols).plan())
+        for feed, _, _, symbols in cfg.ingest_shards()
+        if symbols and where in feed.ws_url
+    )
+    return max(1, routes)
 
 
 def child_specs(cfg: C.Config, config_path: str | None, overrides: list[str]) -> list[ChildSpec]:
