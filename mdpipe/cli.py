@@ -27,6 +27,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tail": ("mdpipe.tail", "tail_command"),
     "subscribe": ("mdpipe.subscribe", "subscribe_command"),
     "unsubscribe": ("mdpipe.subscribe", "unsubscribe_command"),
+    "history": ("mdpipe.history.command", "history_command"),
+    "replay": ("mdpipe.history.command", "replay_command"),
+    "record": ("mdpipe.record.command", "record_command"),
 }
 
 

@@ -33,6 +33,7 @@ from mdpipe.ingest.rest import SnapshotFetcher, SnapshotReply, SnapshotRequest
 from mdpipe.ingest.symbolbook import SymbolBook
 from mdpipe.instrument import Instrument
 from mdpipe.limits import ingest_symbol_slots
+from mdpipe.record.tapes import open_recorder
 from mdpipe.shm import layout as L
 from mdpipe.shm.writer import RingWriter
 from mdpipe.venues import make_venue
@@ -128,6 +129,7 @@ class Shard:
             self.books_w.close()
             raise
         self.ctr = Counters(self.books_w)
+        self.recorder = open_recorder(cfg, exchange, feed.name, shard)  # None unless [record]
         self.dead = DeadLetter(dead_letter_path(cfg, feed.name, shard))
         self._reported: set[str] = set()
         self.inbox = Inbox()
@@ -540,6 +542,8 @@ class Shard:
                 return
             recv_ns = time.time_ns()
             if raw is not CONTROL:
+                if self.recorder is not None:
+                    self.recorder.frame(raw, recv_ns)
                 conn.frames += 1
                 conn.last_frame = time.monotonic()
                 if conn.frames == 1:
@@ -562,6 +566,8 @@ class Shard:
         status = reply.status
         sym = reply.symbol
         if status == 200:
+            if self.recorder is not None:
+                self.recorder.frame(reply.body, time.time_ns())
             try:
                 snap = self.venue.parse_snapshot(reply.body)
             except FeedError as exc:
@@ -788,6 +794,8 @@ class Shard:
         self.sel.close()
         self.inbox.close()
         self.dead.close()
+        if self.recorder is not None:
+            self.recorder.close()  # writes what is queued and finishes the open tape
         self.ctr.arr[self.ctr.g_connections] = 0
         self.trades_w.close()
         self.books_w.close()
