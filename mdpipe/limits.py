@@ -135,6 +135,6 @@ def check_connection_plan(key: str, feed: object, symbols: list[str]) -> str | N
         return (
             f"{key}: {len(symbols)} symbols on one ingest process need a {longest}-byte "
             f"stream URL, more than the {WS_URL_MAX_BYTES} a server accepts (HTTP 414); list "
-            f"at most about {fits} symbols per core in cores, until whole-market planning lands"
+            f"at most about {fits} symbols per core in cores"
         )
     return None
