@@ -186,3 +186,38 @@ def test_bad_input_gets_one_line_and_changes_nothing(
     r = mdpipe("subscribe", SYMBOLS[2], "--instance", instance)
     assert r.returncode == 1 and r.stderr.count("\n") == 1
     assert r.stderr.startswith(f"mdpipe subscribe: cannot reach {stale}:")
+
+
+def test_control_socket_refuses_files_that_are_not_its_own(runtime_dir: Path) -> None:
+    """A planted regular file or link where a control socket goes is refused, never used."""
+    from mdpipe.ingest.control import ControlError, ControlServer, call, socket_path
+    from mdpipe.ingest.inbox import Inbox
+
+    path = socket_path("planted", "f", 0)
+    path.write_text("not a socket")
+    inbox = Inbox()
+    with pytest.raises(ControlError, match="is not a control socket of ours"):
+        ControlServer(path, inbox, lambda op, symbols: None)
+    with pytest.raises(ControlError, match="is not a control socket of ours"):
+        call(path, "list", [])
+    assert path.read_text() == "not a socket"  # left alone
+    link = socket_path("planted", "f", 1)
+    link.symlink_to(path)
+    with pytest.raises(ControlError, match="is not a control socket of ours"):
+        ControlServer(link, inbox, lambda op, symbols: None)
+    inbox.close()
+    # A live server answers its own user, one JSON line each way.
+    server = ControlServer(
+        socket_path("planted", "f", 2), Inbox(), lambda op, symbols: ("no", True)
+    )
+    try:
+        assert oct(server.path.stat().st_mode & 0o777) == "0o600"
+        assert call(server.path, "subscribe", ["X"]) == {"ok": False, "error": "no", "usage": True}
+        assert (
+            call(server.path, "bogus", [])["error"]
+            == "op must be one of subscribe, unsubscribe, list"
+        )
+    finally:
+        server.close()
+        inbox.close()
+    assert not server.path.exists()
