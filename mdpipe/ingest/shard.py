@@ -62,6 +62,9 @@ TICK = 0.05  # seconds between housekeeping passes (timeouts, snapshots, heartbe
 # frames in flight arrive), and at most this long if the replacement never catches up.
 HANDOVER_GRACE = 1.0
 HANDOVER_MAX = 10.0
+# Diffs buffered for a snapshot are kept this long (the REST timeout plus a stale snapshot's
+# margin); older ones precede any snapshot still to come.
+BUFFER_KEEP = 30.0
 _MS = 1_000_000
 _SAMPLE = 300  # characters of a bad frame quoted in the log
 
@@ -162,6 +165,7 @@ class Shard:
         self.conns = self._plan()
         self.by_name = {c.name: c for c in self.conns}
         self.depth_route = {sym: c for c in self.conns for sym in c.depth_symbols}
+        self._next_forget = 0.0
         self.removed: set[str] = set()  # unsubscribed at runtime: their late frames are dropped
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.inbox, selectors.EVENT_READ, None)
@@ -703,6 +707,12 @@ class Shard:
             elif not conn.connecting and now >= conn.next_attempt and not self.stop.is_set():
                 conn.start_connect(self.inbox)
         self._request_snapshots(now)
+        if now >= self._next_forget:
+            self._next_forget = now + 1.0
+            cutoff = time.time_ns() - int(BUFFER_KEEP * 1e9)
+            for sb in self.books.values():
+                if sb.sync.buffered > 16:
+                    sb.forget_older(cutoff)
         budget = self.fetcher.budget
         if budget is not None:
             arr = self.ctr.arr

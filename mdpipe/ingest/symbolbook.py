@@ -173,6 +173,21 @@ class SymbolBook:
             self._log.warning("%s: %s; still waiting for a snapshot", self.symbol, reason)
         self.invalidate(now_ns)
 
+    def forget_older(self, cutoff_ns: int) -> None:
+        """While waiting for a snapshot: drop buffered diffs received before `cutoff_ns`.
+
+        A book whose snapshot waits for the REST weight budget (minutes, for the whole
+        market) would otherwise hold every diff since it connected; the snapshot it gets
+        will be newer than those, so they are never applied.
+        """
+        forget = getattr(self.sync, "forget_through", None)
+        recv_of = self.recv_of
+        if forget is None or not recv_of:
+            return
+        old = [u for u, t in recv_of.items() if t < cutoff_ns]
+        if old and forget(max(old)):
+            self.recv_of = {u: t for u, t in recv_of.items() if t >= cutoff_ns}
+
     def reset(self, now_ns: int) -> None:
         """Forget the book (its stream was interrupted): buffer afresh, fetch a new snapshot."""
         if not self.sync.needs_snapshot:

@@ -94,6 +94,18 @@ class _BookSync:
         self.reason = reason
         return RESYNC
 
+    def forget_through(self, last_id: int) -> int:
+        """While buffering: drop the buffered diffs up to update id `last_id` (older than any
+        snapshot still to come, so never needed); returns how many were dropped."""
+        if self._synced or self._waiting:
+            return 0
+        buffer = self._buffer
+        n = 0
+        while n < len(buffer) and buffer[n].last_id <= last_id:
+            n += 1
+        del buffer[:n]
+        return n
+
     def _buffer_diff(self, diff: DepthDiff) -> Action:
         buffer = self._buffer
         if len(buffer) >= self.max_buffer:
