@@ -16,7 +16,9 @@ from mdpipe.ingest.runtime import resubscribe_frames
 from mdpipe.sim.instruments import universe
 from mdpipe.sim.limits import MAX_URL_LENGTH, WeightLimiter
 from mdpipe.sim.process import SimProcess
+from mdpipe.venues.base import Action, DepthDiff, DepthSnapshot, SnapshotStatus
 from mdpipe.venues.binance import limits
+from mdpipe.venues.binance.sync import book_sync
 from mdpipe.venues.binance.venue import BinanceVenue
 from mdpipe.venues.binance.wire import BinanceParser
 from mdpipe.venues.errors import FeedError
@@ -247,3 +249,21 @@ def test_reconnect_resubscribes_runtime_changes() -> None:
         ("SUBSCRIBE", sorted(added.values())),
         ("UNSUBSCRIBE", ["aaaausdt@aggTrade", "aaaausdt@markPrice@1s"]),
     ]
+
+
+def _diff(first: int, last: int, prev: int) -> DepthDiff:
+    return DepthDiff("BTCUSDT", 0, 0, first, last, prev, [], [], [], [])
+
+
+def test_a_waiting_book_forgets_diffs_older_than_any_snapshot_to_come() -> None:
+    sync = book_sync("futures")
+    prev = 0
+    for u in range(10, 1010, 10):
+        assert sync.on_diff(_diff(u - 9, u, prev)) is Action.BUFFERED
+        prev = u
+    assert sync.forget_through(900) == 90 and sync.buffered == 10
+    # The snapshot that comes later still syncs with the diffs kept.
+    result = sync.on_snapshot(DepthSnapshot(955, [], [], [], []))
+    assert result.status is SnapshotStatus.SYNCED
+    assert [d.last_id for d in result.diffs] == [960, 970, 980, 990, 1000]
+    assert sync.forget_through(10_000) == 0  # synced: nothing buffered to forget
