@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test bench soak lint format clean
+.PHONY: setup system-deps demo test bench soak scale lint format clean
 
 setup: $(STAMP)
 
@@ -29,10 +29,13 @@ test: setup system-deps
 	$(BIN)/python -m pytest -q
 
 bench: setup system-deps
-	@for f in $(filter-out bench/soak.py,$(wildcard bench/*.py)); do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	@for f in $(filter-out bench/soak.py bench/scale.py,$(wildcard bench/*.py)); do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 soak: setup system-deps
 	$(BIN)/python bench/soak.py
+
+scale: setup system-deps
+	$(BIN)/python bench/scale.py
 
 lint: setup
 	$(BIN)/ruff check .
