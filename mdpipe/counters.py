@@ -109,6 +109,12 @@ INGEST = CounterSet(
             "rollover_timeouts", "rollovers whose old socket had to be closed before catching up"
         ),
         Counter("duplicates", "frames both sockets delivered during a rollover (dropped once)"),
+        Counter("tickers", "ticker records committed (mark price, funding, 24 h statistics)"),
+        Counter("candles", "candles published (every interval ring)"),
+        Counter("candles_amended", "published candles amended by a late trade"),
+        Counter("candles_late_dropped", "trades too late for any candle still amendable"),
+        Counter("g_tickers_stale", "symbols whose ticker streams sent nothing for ticker_timeout"),
+        Counter("g_funding_stale", "symbols whose mark price / funding stopped for ticker_timeout"),
         Counter("g_connections", "connections up"),
         Counter("g_connections_expected", "connections planned"),
         Counter("g_books_synced", "books exact by the venue's sync rules"),

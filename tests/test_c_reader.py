@@ -371,10 +371,16 @@ def test_c_reader_checks_a_replacement_again(
 OUT_OF_BOUNDS = [
     ("magic", L.H_MAGIC, "<Q", 0, "field magic is 0: the writer is still creating it"),
     ("magic", L.H_MAGIC, "<Q", 0x1234, "field magic is wrong"),
-    ("kind", L.H_KIND, "<I", 0, "field kind is 0, not 1 (book) or 2 (trade)"),
+    (
+        "kind",
+        L.H_KIND,
+        "<I",
+        0,
+        "field kind is 0, not 1 (book), 2 (trade), 4 (ticker) or 5 (candle)",
+    ),
     ("kind", L.H_KIND, "<I", 3, "field kind is 3 (status)"),
     ("kind", L.H_KIND, "<I", 0xFFFFFFFF, "field kind is 4294967295"),
-    ("kind", L.H_KIND, "<I", 2, "field depth is 20, not 0 for a trade ring"),
+    ("kind", L.H_KIND, "<I", 2, "field depth is 20, not 0 for this kind"),
     ("capacity", L.H_CAPACITY, "<Q", 0, "field capacity is 0, not a power of two"),
     ("capacity", L.H_CAPACITY, "<Q", 24, "field capacity is 24, not a power of two"),
     ("capacity", L.H_CAPACITY, "<Q", 1 << 25, "field capacity is 33554432, not a power"),

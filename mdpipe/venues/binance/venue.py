@@ -15,6 +15,7 @@ from mdpipe.instrument import Instrument
 from mdpipe.venues.base import (
     DEPTH,
     MARK,
+    TICKER,
     TRADE,
     BookSync,
     DepthDiff,
@@ -44,10 +45,12 @@ NAME = "binance"
 
 def stream_key(stream: str) -> StreamKey:
     """'btcusdt@depth@0ms' -> ('BTCUSDT', 'depth'); 'btcusdt@aggTrade' -> ('BTCUSDT', 'trade');
-    'btcusdt@markPrice@1s' -> ('BTCUSDT', 'mark')."""
+    'btcusdt@markPrice@1s' -> ('BTCUSDT', 'mark'); 'btcusdt@ticker' -> ('BTCUSDT', 'ticker')."""
     name, _, kind = stream.partition("@")
     if kind.startswith("depth"):
         return name.upper(), DEPTH
+    if kind == "ticker":
+        return name.upper(), TICKER
     return name.upper(), MARK if kind.startswith("markPrice") else TRADE
 
 
@@ -67,6 +70,7 @@ class BinanceVenue:
         trade_stream: str = "aggTrade",
         snapshot_limit: int = 1000,
         slow_retry: float = 30.0,
+        tickers: bool = False,
     ) -> None:
         self.market = market
         self.exchange = f"{NAME}-{market}"
@@ -74,6 +78,7 @@ class BinanceVenue:
         self.parser = BinanceParser(market)
         self.ws_url, self.rest_url = ws_url, rest_url
         self.depth_stream, self.trade_stream = depth_stream, trade_stream
+        self.tickers = tickers
         self.slow_retry = slow_retry  # between requests while the REST API answers 451
         self._snapshot_urls = {
             sym: snapshot_url(market, sym, snapshot_limit, rest_url) for sym in self.symbols
@@ -91,6 +96,7 @@ class BinanceVenue:
             # Futures trades travel alone on /market: the 1 s mark price keeps a quiet
             # market's connection from looking dead and proves the route delivers.
             mark_price=self.market == FUTURES,
+            ticker=self.tickers,
         )
         routes = []
         for i, (url, streams) in enumerate(planned):
