@@ -162,7 +162,7 @@ H_DTYPE_DESCR = _h.add(
     "dtype_descr",
     f"char[{DTYPE_DESCR_BYTES}]",
     DTYPE_DESCR_BYTES,
-    'JSON {"itemsize", "fields": [{"name", "type", "shape", "offset"}]} of the record, NUL padded',
+    'JSON {"itemsize", "fields": [[name, type, shape, offset], ...]} of the record, NUL padded',
 ).offset
 HEADER_FIELDS: tuple[Field, ...] = tuple(_h.fields)
 if _h.offset > PAGE:
@@ -356,7 +356,7 @@ def describe_dtype(dtype: np.dtype | None) -> bytes:
     for name in dtype.names:
         sub, offset = dtype.fields[name][:2]
         base = sub.base.str if sub.shape else sub.str
-        fields.append({"name": name, "type": base, "shape": list(sub.shape), "offset": offset})
+        fields.append([name, base, list(sub.shape), offset])
     raw = json.dumps({"itemsize": dtype.itemsize, "fields": fields}, separators=(",", ":")).encode()
     if len(raw) > DTYPE_DESCR_BYTES:
         raise ValueError("record dtype description does not fit the header")
