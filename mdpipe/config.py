@@ -15,10 +15,10 @@ import tomllib
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mdpipe import limits
 from mdpipe.candles import parse_interval
 from mdpipe.venues import venue_names, venue_spec
 
@@ -315,11 +315,19 @@ def load(
     if path is not None:
         source = str(path)
         try:
-            data = tomllib.loads(Path(path).read_text())
+            data = tomllib.loads(limits.read_config_file(path))
         except FileNotFoundError:
             raise ConfigError(f"config file {path}: not found") from None
+        except PermissionError:
+            raise ConfigError(f"config file {path}: permission denied") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path}: is a directory") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"config file {path}: invalid TOML: nested too deeply") from None
+        except ValueError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
         section = data.get("redis")
         url = section.get("url") if isinstance(section, dict) else None
         _refuse_password(url, "in a config file it gets committed")
@@ -530,6 +538,10 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
             raise ConfigError(f"shm.{key}: {cap} is not a power of two >= 2")
     if not 1 <= shm.depth <= 1000:
         raise ConfigError(f"shm.depth: {shm.depth} is outside 1..1000")
+    for key, kind, depth in (("book_capacity", 1, shm.depth), ("trade_capacity", 2, 0)):
+        problem = limits.check_capacity(f"shm.{key}", getattr(shm, key), kind, depth)
+        if problem:
+            raise ConfigError(problem)
     try:
         mode = int(shm.mode, 8)
     except ValueError:
@@ -573,6 +585,11 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
         _check_url(f"{where}.rest_url", feed.rest_url, ("http", "https"))
         if not feed.symbols:
             raise ConfigError(f"{where}.symbols: at least one symbol is needed")
+        if len(feed.symbols) > limits.SYMBOLS_PER_FEED_MAX:
+            raise ConfigError(
+                f"{where}.symbols: {len(feed.symbols)} symbols, more than the "
+                f"{limits.SYMBOLS_PER_FEED_MAX} one feed may have"
+            )
         seen: set[str] = set()
         for sym in feed.symbols:
             problem = spec.check_symbol(sym)
@@ -602,6 +619,13 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
         if feed.rollover_after < 0:
             raise ConfigError(f"{where}.rollover_after: must be 0 (off) or positive")
         _check_candles(where, feed)
+
+    for i, feed in enumerate(cfg.feeds):
+        n = len(feed.cores)
+        for k in range(n):
+            problem = limits.check_connection_plan(f"feeds[{i}].symbols", feed, feed.symbols[k::n])
+            if problem:
+                raise ConfigError(problem)
 
     _check_url("redis.url", cfg.redis.url, ("redis", "rediss", "unix"))
     if cfg.redis.key_ttl <= 0:

@@ -95,6 +95,7 @@ INGEST = CounterSet(
         Counter("snapshots_rejected", "snapshots the sync rules refused (too old, a gap, a check)"),
         Counter("snapshot_resets", "books replaced by a snapshot the venue pushed mid-stream"),
         Counter("reconnects", "connection attempts after the first, failed or not"),
+        Counter("connect_failures", "connection attempts that failed (handshake or connect)"),
         Counter("silences", "connections dropped for a silent feed"),
         Counter("stream_faults", "streams that never delivered, or subscriptions refused"),
         Counter("crossed_books", "books the exchange sent crossed (kept, flagged)"),

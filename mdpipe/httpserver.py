@@ -1,8 +1,11 @@
 """The supervisor's HTTP endpoints: /metrics (Prometheus), /health and /ready.
 
-A ThreadingHTTPServer in a daemon thread of the supervisor: no extra process, no new
-dependency. /ready answers 200 only when Redis answers PING (checked at most once a second)
-and every ingest shard is connected with all its books synced; otherwise 503 and reasons.
+Served by mdpipe.httpfront in daemon threads of the supervisor: no extra process, no new
+dependency, and bounded (head deadline, pending and worker caps), so idle connections cannot
+exhaust the supervisor. /ready answers 200 only when Redis answers PING (checked at most once
+a second, by one request while the others use the last answer) and every ingest shard is
+connected with all its books synced; otherwise 503 and reasons. One /metrics scrape runs at a
+time: a second one meanwhile gets 503, so a slow scrape never takes /health or /ready with it.
 """
 
 from __future__ import annotations
@@ -10,20 +13,21 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
-import posix_ipc
 import redis
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from mdpipe.config import Config
 from mdpipe.dashboard import Dashboard
+from mdpipe.httpfront import BufferedHandler, HttpFront
 from mdpipe.logs import redact
 from mdpipe.metrics import registry_for
-from mdpipe.shm.segment import LayoutError, read_status
+from mdpipe.shm.segment import LayoutError, SegmentMissing, read_status
 
 REDIS_CACHE_S = 1.0
+# What reading a segment may raise when it is missing, foreign or being replaced.
+_SEGMENT_ERRORS = (LayoutError, OSError)
 
 
 class Readiness:
@@ -42,19 +46,26 @@ class Readiness:
         )
 
     def redis_problem(self) -> str | None:
-        """None when Redis answered PING within the last second, else why not."""
-        with self._lock:
-            now = time.monotonic()
-            if now - self._redis_at >= REDIS_CACHE_S:
-                try:
-                    self._client.ping()
-                    self._redis_result = None
-                except redis.RedisError as exc:
-                    self._redis_result = f"redis: {redact(self.cfg.redis.url)} unreachable: {exc}"
-                    with contextlib.suppress(redis.RedisError):
-                        self._client.connection_pool.disconnect()
-                self._redis_at = time.monotonic()
+        """None when Redis answered PING within the last second, else why not.
+
+        One caller pings at a time; callers meanwhile get the previous answer at once.
+        """
+        if time.monotonic() - self._redis_at < REDIS_CACHE_S or not self._lock.acquire(
+            blocking=False
+        ):
             return self._redis_result
+        try:
+            try:
+                self._client.ping()
+                self._redis_result = None
+            except redis.RedisError as exc:
+                self._redis_result = f"redis: {redact(self.cfg.redis.url)} unreachable: {exc}"
+                with contextlib.suppress(redis.RedisError):
+                    self._client.connection_pool.disconnect()
+            self._redis_at = time.monotonic()
+        finally:
+            self._lock.release()
+        return self._redis_result
 
     def problems(self) -> list[str]:
         """Every reason the instance is not ready (empty when ready)."""
@@ -72,7 +83,11 @@ class Readiness:
             if problem:
                 out += problem
                 continue
-            c = read_status(cfg.instance, ring).counters
+            try:
+                c = read_status(cfg.instance, ring).counters
+            except _SEGMENT_ERRORS as exc:  # replaced or refused between the two reads
+                out.append(f"{name}: segment {ring}: {exc}")
+                continue
             conns, want = c.get("g_connections", 0), c.get("g_connections_expected", 0)
             if not want or conns != want:
                 out.append(f"{name}: {conns}/{want} connections up")
@@ -84,22 +99,23 @@ class Readiness:
     def _writer_problem(self, name: str, ring: str) -> list[str]:
         try:
             st = read_status(self.cfg.instance, ring)
-        except (posix_ipc.ExistentialError, LayoutError, PermissionError):
+        except SegmentMissing:
             return [f"{name}: not started (no segment {ring})"]
+        except _SEGMENT_ERRORS as exc:
+            return [f"{name}: segment {ring} refused: {exc}"]
         return [] if st.writer_alive else [f"{name}: not running"]
 
     def close(self) -> None:
         self._client.close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BufferedHandler):
     server: _Server
 
     def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            body = generate_latest(self.server.registry)
-            self._send(200, body, CONTENT_TYPE_LATEST)
+            self._metrics()
         elif path == "/health":
             self._json(200, {"status": "ok", "instance": self.server.cfg.instance})
         elif path == "/ready":
@@ -118,6 +134,17 @@ class _Handler(BaseHTTPRequestHandler):
                 404, {"error": f"no such endpoint {path}", "endpoints": self.server.endpoints}
             )
 
+    def _metrics(self) -> None:
+        scrape = self.server.scrape_lock
+        if not scrape.acquire(blocking=False):
+            self._send(503, b"another scrape is still running\n", "text/plain; charset=utf-8")
+            return
+        try:
+            body = generate_latest(self.server.registry)
+        finally:
+            scrape.release()
+        self._send(200, body, CONTENT_TYPE_LATEST)
+
     def _json(self, code: int, obj: object) -> None:
         self._send(code, orjson.dumps(obj) + b"\n", "application/json")
 
@@ -135,11 +162,11 @@ class _Handler(BaseHTTPRequestHandler):
 ENDPOINTS = ["/metrics", "/health", "/ready"]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(HttpFront):
     cfg: Config
     registry: object
     readiness: Readiness
+    scrape_lock: threading.Lock
     dashboard: Dashboard | None
     endpoints: list[str]
 
@@ -158,12 +185,11 @@ class HttpServer:
         server.cfg = self.cfg
         server.registry = registry_for(self.cfg.instance)
         server.readiness = Readiness(self.cfg)
+        server.scrape_lock = threading.Lock()
         server.dashboard = Dashboard(self.cfg) if self.cfg.http.dashboard else None
         server.endpoints = ENDPOINTS + (["/dashboard"] if server.dashboard else [])
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
-        )
+        self._thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
         self._thread.start()
 
     @property
@@ -178,6 +204,8 @@ class HttpServer:
         if self._server.dashboard is not None:
             self._server.dashboard.close()  # ends the open event streams
         self._server.shutdown()
+        if self._thread is not None:
+            self._thread.join(5)
         self._server.server_close()
         self._server.readiness.close()
         self._server = None

@@ -10,9 +10,10 @@ gauges (the `g_` prefix and any `_total` dropped), `_ns` values converted to `_s
 
 from __future__ import annotations
 
+import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,10 +21,11 @@ from prometheus_client.registry import CollectorRegistry
 
 from mdpipe.counters import ALL, metric_name
 from mdpipe.readers import attach
-from mdpipe.shm.segment import SegmentStatus, iter_status
+from mdpipe.shm.segment import SegmentStatus, iter_status, refused_segments, shm_path
 
 QUANTILES = (0.5, 0.99, 0.999)
 LATENCY_SAMPLE = 2048  # recent records per ring behind the latency quantiles of a scrape
+LATENCY_BUDGET_S = 1.0  # past this, a scrape skips the remaining rings' latency samples
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
 DECLARED = {cs.component: cs for cs in ALL}
 
@@ -51,6 +53,18 @@ def supervisor_children(st: SegmentStatus) -> list[dict]:
     ]
 
 
+def supervisor_summary(sup: SegmentStatus, now_ns: int) -> dict:
+    """The supervisor's own state from its status segment (stats and the dashboard show it)."""
+    return {
+        "pid": sup.writer_pid,
+        "alive": sup.writer_alive,
+        "uptime_s": round((now_ns - sup.start_time_ns) / 1e9, 1),
+        "restarts": sup.counters.get("restarts", 0),
+        "children": sup.counters.get("g_children", 0),
+        "children_up": sup.counters.get("g_children_up", 0) if sup.writer_alive else 0,
+    }
+
+
 def recent_latencies(instance: str, ring: str, n: int) -> dict[str, np.ndarray]:
     """Feed-to-ring and exchange-to-us latencies (ns) of up to the last n records of a ring."""
     with attach(instance, ring) as reader:
@@ -64,6 +78,21 @@ def recent_latencies(instance: str, ring: str, n: int) -> dict[str, np.ndarray]:
     exch = recs["exchange_ts_ns"].astype(np.int64)
     has_exch = exch > 0
     return {"feed_to_ring": commit - recv, "exchange_to_local": (recv - exch)[has_exch]}
+
+
+def refused_here(instance: str, valid: Iterable[str] = ()) -> dict[str, str]:
+    """Segments under an instance's name that were refused (not ours, not valid) and are
+    still there: path -> reason. Counted, never opened again, never shown as data.
+
+    valid: rings read successfully just now (a name refused earlier may be ours again).
+    """
+    prefix = shm_path(instance, "")
+    ok = {shm_path(instance, ring) for ring in valid}
+    return {
+        path: why
+        for path, why in refused_segments().items()
+        if path.startswith(prefix) and path not in ok and os.path.lexists(path)
+    }
 
 
 def quantiles(values: np.ndarray) -> list[float] | None:
@@ -158,8 +187,10 @@ class InstanceCollector:
     def __init__(self, instance: str, *, latency: bool = True) -> None:
         self.instance = instance
         self.latency = latency
+        self._latency_until = 0.0
 
     def collect(self) -> Iterator[Metric]:
+        self._latency_until = time.monotonic() + LATENCY_BUDGET_S
         fams = _Families()
         inst = self.instance
         now = time.time_ns()
@@ -184,6 +215,13 @@ class InstanceCollector:
                     data = [r for r in statuses if r.kind in ("book", "trade")]
                     counters = counters | publisher_lag(st, data, now)
                 _export_counters(fams, component, counters, {"instance": inst}, rings)
+        fams.add(
+            "gauge",
+            "mdpipe_segments_refused",
+            "files under the instance's segment names that were refused (not ours or invalid)",
+            {"instance": inst},
+            len(refused_here(inst, (st.ring for st in statuses))),
+        )
         yield from fams.by_name.values()
 
     def _ring(self, fams: _Families, st: SegmentStatus, now: int) -> None:
@@ -230,7 +268,7 @@ class InstanceCollector:
                 st.counters,
                 {"instance": self.instance, "feed": feed, "shard": shard, "exchange": st.exchange},
             )
-        if self.latency and st.write_cursor:
+        if self.latency and st.write_cursor and time.monotonic() < self._latency_until:
             self._latency(fams, st, labels)
 
     def _latency(self, fams: _Families, st: SegmentStatus, labels: dict[str, str]) -> None:

@@ -7,6 +7,7 @@ us). The same snapshot prints as an aligned table or, with --json, as one JSON o
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -17,10 +18,13 @@ from mdpipe.metrics import (
     publisher_lag,
     quantiles,
     recent_latencies,
+    refused_here,
     ring_labels,
     supervisor_children,
+    supervisor_summary,
 )
 from mdpipe.readers import list_instances
+from mdpipe.runtime import RuntimeStateError, is_own_segment
 from mdpipe.shm.segment import SegmentStatus, iter_status
 from mdpipe.supervisor import default_instance, read_lock, running_instances
 
@@ -86,20 +90,16 @@ def collect(
         "processes": [],
         "rings": [],
         "publisher": None,
+        "refused_segments": refused_here(instance, statuses),
         "cursors": {},
     }
-    lock = read_lock(instance)
+    try:
+        lock = read_lock(instance)
+    except RuntimeStateError:
+        lock = None  # a lock file that is not ours proves nothing: show the segments only
     sup = statuses.get("supervisor")
     if sup is not None:
-        snap["supervisor"] = {
-            "pid": sup.writer_pid,
-            "alive": sup.writer_alive,
-            "uptime_s": round((now - sup.start_time_ns) / 1e9, 1),
-            "restarts": sup.counters.get("restarts", 0),
-            "children": sup.counters.get("g_children", 0),
-            "children_up": sup.counters.get("g_children_up", 0) if sup.writer_alive else 0,
-            "http": (lock or {}).get("http"),
-        }
+        snap["supervisor"] = supervisor_summary(sup, now) | {"http": (lock or {}).get("http")}
         for child in supervisor_children(sup):
             snap["processes"].append(
                 {
@@ -356,18 +356,39 @@ def render(snap: dict) -> str:
                 ],
             )
         )
+    refused = snap.get("refused_segments") or {}
+    if refused:
+        out.append("")
+        out.append(
+            table(
+                ["IGNORED SEGMENT (not ours or invalid)", "WHY"],
+                [list(r) for r in sorted(refused.items())],
+            )
+        )
     return "\n".join(out)
+
+
+def quiet_segment_warnings() -> None:
+    """Refused segments are reported in the command's own output, not as log lines."""
+    logging.getLogger("mdpipe.shm").setLevel(logging.ERROR)
 
 
 def not_running_message(instance: str) -> str:
     """Which instances do run, for a user who named one that does not."""
     running = set(running_instances())
     stale = set()
-    for name in list_instances():
-        if name not in running:
-            alive = any(st.writer_alive for st in iter_status(name))
-            (running if alive else stale).add(name)
+    for name, rings in list_instances().items():
+        if name in running or not any(is_own_segment(name, ring) for ring in rings):
+            continue  # never open another user's segments just to list names
+        alive = any(st.writer_alive for st in iter_status(name))
+        (running if alive else stale).add(name)
     msg = f"no mdpipe instance {instance!r} is running"
+    refused = refused_here(instance)
+    if refused:
+        msg += f" (ignored {len(refused)} segment(s) under its name: " + "; ".join(
+            f"{path} {why}" for path, why in sorted(refused.items())
+        )
+        msg += ")"
     msg += f"; running: {', '.join(sorted(running))}" if running else ", and no other either"
     if stale:
         msg += f" (segments of stopped instances: {', '.join(sorted(stale))})"
@@ -392,6 +413,7 @@ def _public(snap: dict) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (per refresh).")
 def stats_command(instance: str | None, watch: float | None, as_json: bool) -> None:
     """Show processes, rings, rates, errors, lag and latency of a running instance."""
+    quiet_segment_warnings()
     name = default_instance(instance)
     previous = None
     try:
@@ -399,8 +421,7 @@ def stats_command(instance: str | None, watch: float | None, as_json: bool) -> N
             try:
                 snap = collect(name, interval=watch or 0.5, previous=previous)
             except NotRunningError:
-                click.echo(not_running_message(name), err=True)
-                sys.exit(1)
+                raise click.ClickException(not_running_message(name)) from None
             previous = snap["cursors"]
             if as_json:
                 click.echo(orjson.dumps(_public(snap)).decode())

@@ -1,7 +1,9 @@
 """`mdpipe start` / `mdpipe stop`: run an instance's processes, restart crashes, stop cleanly.
 
-One supervisor per instance, made exclusive by an flock on /tmp/mdpipe.<instance>.lock (the
-file names the supervisor and its children, so `mdpipe stop` and the next start find them).
+One supervisor per instance, made exclusive by an flock on mdpipe.<instance>.lock in the
+user's private runtime directory (mdpipe.runtime). The file names the supervisor and its
+children, so `mdpipe stop` and the next start find them; neither signals a pid from it
+before checking that the process is really ours (mdpipe.processes).
 Children run in their own process groups and get SIGTERM from the kernel if the supervisor
 dies (PR_SET_PDEATHSIG).
 
@@ -18,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,23 +32,37 @@ from pathlib import Path
 import click
 
 from mdpipe import config as C
+from mdpipe import limits
 from mdpipe.logs import redact
 from mdpipe.logs import setup as setup_logging
+from mdpipe.processes import (
+    CHILD_MARKER,
+    flock_holders,
+    is_ours,
+    is_supervised_child,
+    signal_verified,
+)
+from mdpipe.runtime import (
+    RuntimeStateError,
+    is_own_segment,
+    open_own_file,
+    open_own_file_readonly,
+    runtime_dir,
+)
 from mdpipe.shm.segment import list_segments, process_start_ticks, read_status, unlink_instance
 from mdpipe.shm.status import StatusWriter
 from mdpipe.shm.writer import WriterAliveError
 
 log = logging.getLogger("mdpipe.supervisor")
 
-LOCK_DIR = Path(os.environ.get("MDPIPE_LOCK_DIR", "/tmp"))
 STATUS_RING = "supervisor"
-EXIT_CONFIG = 2
 _PR_SET_PDEATHSIG = 1
+_LOCK_RECORD_MAX = 1 << 16
 
 
 def lock_path(instance: str) -> Path:
-    """Where an instance's lock file lives."""
-    return LOCK_DIR / f"mdpipe.{instance}.lock"
+    """Where an instance's lock file lives: in this user's private runtime directory."""
+    return runtime_dir() / f"mdpipe.{instance}.lock"
 
 
 class AlreadyRunningError(RuntimeError):
@@ -59,11 +76,31 @@ def _alive(pid: int, ticks: int) -> bool:
     return pid > 0 and process_start_ticks(pid) == ticks
 
 
+def _load_record(raw: bytes) -> dict:
+    try:
+        info = json.loads(raw or b"{}")
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _verified_supervisor(instance: str, info: dict, st: os.stat_result) -> bool:
+    """The record names a live process of ours that holds this very lock file."""
+    pid, ticks = info.get("pid"), info.get("start_ticks")
+    if not isinstance(pid, int) or not isinstance(ticks, int) or info.get("instance") != instance:
+        return False
+    return pid in flock_holders(st.st_dev, st.st_ino) and is_ours(pid, ticks)
+
+
 def read_lock(instance: str) -> dict | None:
-    """The running supervisor's lock record (pid, start_ticks, children, ...), or None."""
+    """The running supervisor's lock record (pid, start_ticks, children, ...), or None.
+
+    Only a record that proves itself is returned: the file is ours, its lock is held, and
+    the pid it names is our own process holding that lock and started at start_ticks.
+    """
     path = lock_path(instance)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_own_file_readonly(path)
     except (FileNotFoundError, PermissionError):
         return None
     try:
@@ -73,23 +110,22 @@ def read_lock(instance: str) -> dict | None:
             pass  # held: somebody runs it
         else:
             return None  # nobody holds it: a leftover file
-        raw = os.read(fd, 1 << 16)
+        st = os.fstat(fd)
+        raw = os.pread(fd, _LOCK_RECORD_MAX, 0)
     finally:
         os.close(fd)
-    try:
-        info = json.loads(raw)
-    except ValueError:
-        return None
-    return info if _alive(info.get("pid", 0), info.get("start_ticks", -1)) else None
+    info = _load_record(raw)
+    return info if _verified_supervisor(instance, info, st) else None
 
 
 def running_instances() -> list[str]:
-    """Names of instances whose supervisor is running."""
+    """Names of this user's instances whose supervisor is running."""
     names = []
-    for path in LOCK_DIR.glob("mdpipe.*.lock"):
+    for path in runtime_dir().glob("mdpipe.*.lock"):
         name = path.name[len("mdpipe.") : -len(".lock")]
-        if read_lock(name) is not None:
-            names.append(name)
+        with contextlib.suppress(RuntimeStateError, OSError):
+            if read_lock(name) is not None:
+                names.append(name)
     return sorted(names)
 
 
@@ -103,10 +139,14 @@ class InstanceLock:
         self.previous: dict = {}
 
     def acquire(self) -> None:
-        """Take the lock or raise AlreadyRunningError; keeps the previous holder's record."""
+        """Take the lock or raise AlreadyRunningError; keeps the previous holder's record.
+
+        The file is created O_EXCL in our private directory and never followed through a
+        link; one that is not our regular file raises RuntimeStateError.
+        """
         probes = 0
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_own_file(self.path, create=True)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -124,15 +164,14 @@ class InstanceLock:
                 ) from None
             # The holder may have unlinked the file between our open and flock: retry then.
             try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                same = os.lstat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
             if same:
                 break
             os.close(fd)
         self.fd = fd
-        with contextlib.suppress(ValueError):
-            self.previous = json.loads(os.pread(fd, 1 << 16, 0) or b"{}")
+        self.previous = _load_record(os.pread(fd, _LOCK_RECORD_MAX, 0))
 
     def write(self, record: dict) -> None:
         """Replace the lock file's record."""
@@ -270,6 +309,9 @@ class Supervisor:
             self._install_signals()
             self._reap_previous()
             C.check_ports_free(self.cfg)  # ConfigError goes to the caller
+            no_room = limits.check_shm_space(self.cfg)
+            if no_room:
+                raise StartError(no_room)
             log.info(
                 "instance %s starting: %d children, config %s, redis %s",
                 self.instance,
@@ -305,11 +347,21 @@ class Supervisor:
         """Make sure nothing of a previous (killed) run is left: its children, its segments."""
         prev = self.lock.previous
         timeout = self.cfg.supervisor.stop_timeout
-        leftovers = [
-            (name, pid, ticks)
-            for name, (pid, ticks) in prev.get("children", {}).items()
-            if _alive(pid, ticks)
-        ]
+        leftovers = []
+        for name, entry in (prev.get("children") or {}).items():
+            pid, ticks = (list(entry) + [0, 0])[:2] if isinstance(entry, list) else (0, 0)
+            if not (isinstance(pid, int) and isinstance(ticks, int) and _alive(pid, ticks)):
+                continue
+            if is_supervised_child(pid, ticks, self.instance):
+                leftovers.append((name, pid, ticks))
+            else:
+                log.warning(
+                    "the previous record names %s as pid %d, but that process is not a child "
+                    "of instance %s: leaving it alone",
+                    name,
+                    pid,
+                    self.instance,
+                )
         if leftovers:
             names = ", ".join(f"{n} (pid {p})" for n, p, _ in leftovers)
             log.warning("children of a previous supervisor are still running: %s", names)
@@ -319,8 +371,8 @@ class Supervisor:
             for name, pid, ticks in leftovers:
                 if _alive(pid, ticks):
                     log.warning("killing leftover %s (pid %d)", name, pid)
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(pid, signal.SIGKILL)  # each child leads its own group
+                    # each child leads its own group; the pid is re-checked as it is signalled
+                    signal_verified(pid, ticks, signal.SIGKILL, group=True)
         removed = unlink_instance(self.instance)
         if removed:
             log.info(
@@ -334,6 +386,8 @@ class Supervisor:
         while True:
             live = []
             for _, ring in list_segments(self.instance):
+                if not is_own_segment(self.instance, ring):
+                    continue  # another user's plant is never waited for (nor opened)
                 with contextlib.suppress(Exception):
                     st = read_status(self.instance, ring)
                     if st.writer_alive:
@@ -401,17 +455,33 @@ class Supervisor:
     # -- children
 
     def _spawn(self, child: Child) -> None:
+        """Start a child; when fds or processes run out (EMFILE, EAGAIN) retry it later."""
         spec = child.spec
         parent = os.getpid()
-        child.proc = subprocess.Popen(
-            spec.argv,
-            stdin=subprocess.DEVNULL,
-            process_group=0,
-            preexec_fn=lambda: _child_preexec(parent),
-        )
+        env = {**os.environ, CHILD_MARKER: self.instance}
+        try:
+            child.proc = subprocess.Popen(
+                spec.argv,
+                stdin=subprocess.DEVNULL,
+                process_group=0,
+                preexec_fn=lambda: _child_preexec(parent),
+                env=env,
+            )
+        except OSError as exc:
+            delay = min(self.cfg.supervisor.restart_initial * 2**child.failures, 5.0)
+            child.failures += 1
+            child.proc = None
+            child.next_start = time.monotonic() + delay
+            log.error(
+                "cannot start %s: %s; retrying in %.1f s", spec.name, exc.strerror or exc, delay
+            )
+            return
         child.started = time.monotonic()
         child.started_ns = time.time_ns()
-        child.start_ticks = process_start_ticks(child.proc.pid) or 0
+        try:
+            child.start_ticks = process_start_ticks(child.proc.pid) or 0
+        except OSError:  # EMFILE while reading /proc: the next lock write has it
+            child.start_ticks = 0
         log.info("started %s (pid %d)", spec.name, child.proc.pid)
         self._write_lock()
 
@@ -420,6 +490,8 @@ class Supervisor:
             if self._stopping:
                 return
             self._spawn(child)
+            if child.proc is None:
+                raise StartError(f"cannot start {child.spec.name}: out of resources")
             if child.spec.port:
                 self._wait_listening(child)
         self._publish_status()
@@ -445,18 +517,21 @@ class Supervisor:
         sup = self.cfg.supervisor
         while not self._stopping:
             now = time.monotonic()
-            for k, child in enumerate(self.children):
-                if child.proc is not None and child.proc.poll() is not None:
-                    self._on_exit(k, child, now)
-                elif child.proc is None and now >= child.next_start:
-                    self._spawn(child)
-                elif (
-                    child.proc is not None
-                    and child.failures
-                    and now - child.started > sup.restart_max
-                ):
-                    child.failures = 0  # it has been stable: the next crash starts over
-            self._publish_status()
+            try:
+                for k, child in enumerate(self.children):
+                    if child.proc is not None and child.proc.poll() is not None:
+                        self._on_exit(k, child, now)
+                    elif child.proc is None and now >= child.next_start:
+                        self._spawn(child)
+                    elif (
+                        child.proc is not None
+                        and child.failures
+                        and now - child.started > sup.restart_max
+                    ):
+                        child.failures = 0  # it has been stable: the next crash starts over
+                self._publish_status()
+            except OSError as exc:  # EMFILE, ENOMEM: survive it, the next round retries
+                log.error("supervisor: %s; retrying", exc.strerror or exc)
             time.sleep(0.05)
         log.info("%s received: stopping instance %s", self._signal or "stop", self.instance)
 
@@ -539,7 +614,11 @@ class Supervisor:
 
 
 def stop_instance(instance: str, timeout: float) -> tuple[bool, str]:
-    """SIGTERM an instance's supervisor and wait for it to exit; (stopped cleanly, message)."""
+    """SIGTERM an instance's verified supervisor and wait for it to exit; (stopped, message).
+
+    read_lock() only returns a record whose pid is our own mdpipe process holding the
+    instance's lock; every signal re-checks that pid's start time through a pidfd.
+    """
     info = read_lock(instance)
     if info is None:
         running = running_instances()
@@ -547,13 +626,11 @@ def stop_instance(instance: str, timeout: float) -> tuple[bool, str]:
         return False, f"instance {instance!r} is not running ({where})"
     pid, ticks = info["pid"], info["start_ticks"]
     t0 = time.monotonic()
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    if not signal_verified(pid, ticks, signal.SIGTERM):
         return True, f"instance {instance!r} (supervisor pid {pid}) had just stopped"
     while _alive(pid, ticks):
         if time.monotonic() - t0 > timeout:
-            os.kill(pid, signal.SIGKILL)
+            signal_verified(pid, ticks, signal.SIGKILL)
             return False, (
                 f"instance {instance!r} (supervisor pid {pid}) did not stop in {timeout:g} s: "
                 "killed it; its children die with it and the next start reclaims its segments"
@@ -565,13 +642,25 @@ def stop_instance(instance: str, timeout: float) -> tuple[bool, str]:
     )
 
 
+def check_instance_name(name: str) -> str:
+    """An instance name given on the command line, or click.BadParameter saying why not."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        raise click.BadParameter(
+            f"{name!r} is not an instance name (1-64 letters, digits, '_' or '-')",
+            param_hint="--instance",
+        )
+    return name
+
+
 def default_instance(given: str | None) -> str:
     """--instance, else MDPIPE_INSTANCE, else the only instance present, else 'default'."""
-    if given:
-        return given
+    if given is not None:
+        return check_instance_name(given)
     if os.environ.get("MDPIPE_INSTANCE"):
         return os.environ["MDPIPE_INSTANCE"]
-    present = set(running_instances()) | {inst for inst, _ in list_segments()}
+    # Only our own segments count: another user's plant must not pick the default.
+    present = set(running_instances())
+    present |= {inst for inst, ring in list_segments() if is_own_segment(inst, ring)}
     return present.pop() if len(present) == 1 else "default"
 
 
@@ -605,29 +694,14 @@ def start_command(
 ) -> None:
     """Run an instance in the foreground: simulator, ingest, publisher, HTTP; Ctrl-C stops it."""
     sets = list(overrides)
-    if instance:
-        sets.append(f"instance={instance}")
+    if instance is not None:
+        sets.append(f"instance={check_instance_name(instance)}")
     if log_format:
         sets.append(f"supervisor.log_format={log_format}")
-    try:
-        cfg = C.load(config_path, overrides=sets)
-    except C.ConfigError as exc:
-        click.echo(f"mdpipe start: config error: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+    cfg = C.load(config_path, overrides=sets)  # ConfigError: exit 2, printed by mdpipe.cli
     setup_logging(cfg.supervisor.log_format, cfg.supervisor.log_level, export=True)
     sup = Supervisor(cfg, config_path, sets, keep_segments=keep_segments)
-    try:
-        code = sup.run()
-    except AlreadyRunningError as exc:
-        click.echo(f"mdpipe start: {exc}", err=True)
-        sys.exit(1)
-    except C.ConfigError as exc:
-        click.echo(f"mdpipe start: config error: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    except StartError as exc:
-        click.echo(f"mdpipe start: {exc}", err=True)
-        sys.exit(1)
-    sys.exit(code)
+    sys.exit(sup.run())  # AlreadyRunningError, StartError, RuntimeStateError: exit 1
 
 
 @click.command("stop")
@@ -638,5 +712,6 @@ def start_command(
 def stop_command(instance: str | None, timeout: float) -> None:
     """Stop a running instance (SIGTERM its supervisor and wait until everything is gone)."""
     ok, message = stop_instance(default_instance(instance), timeout)
-    click.echo(message, err=not ok)
-    sys.exit(0 if ok else 1)
+    if not ok:
+        raise click.ClickException(message)
+    click.echo(message)

@@ -195,6 +195,9 @@ def tail_command(
     color: bool | None,
 ) -> None:
     """Watch one symbol's book ladder and trade tape live."""
+    from mdpipe.stats import quiet_segment_warnings
+
+    quiet_segment_warnings()
     symbol = symbol.upper()
     name = default_instance(instance)
     book_ring, trade_ring = find_rings(name, symbol, feed)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -98,4 +99,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Die quietly when the reading end goes away (`... | head -1`), as Unix filters do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(main())

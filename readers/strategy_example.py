@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import time
 
 from mdpipe.readers import attach
@@ -81,4 +82,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # Die quietly when the reading end goes away (`... | head -1`), as Unix filters do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     main()

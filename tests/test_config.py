@@ -209,11 +209,102 @@ def test_start_refuses_bad_configs_with_exit_2(tmp_path: Path, instance: str) ->
             lines = res.stderr.strip().splitlines()
             assert len(lines) == 1, res.stderr
             assert expected in lines[0], (expected, lines[0])
-            assert lines[0].startswith("mdpipe start: config error: ")
+            assert lines[0].startswith("mdpipe start: ")
             assert list_segments(instance) == []
             assert not lock_path(instance).exists()
     finally:
         busy.close()
+
+
+# ----- hostile and oversized input ---------------------------------------------------------
+
+
+def _one_line_error(path: object) -> str:
+    with pytest.raises(C.ConfigError) as exc:
+        C.load(path, env={})
+    message = str(exc.value)
+    assert "\n" not in message
+    return message
+
+
+def test_config_must_be_a_small_regular_file(tmp_path: Path) -> None:
+    """/dev/zero, a FIFO, a directory, a huge or binary file: one line each, nothing hangs."""
+    assert "not a regular file" in _one_line_error("/dev/zero")
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    assert "not a regular file" in _one_line_error(fifo)  # O_NONBLOCK: no writer, no hang
+    assert "not a regular file" in _one_line_error(tmp_path)
+    big = tmp_path / "big.toml"
+    big.write_text("# padding\n" * 200_000)
+    assert "bytes allowed" in _one_line_error(big)
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"instance = \xff\xfe\n")
+    assert "not UTF-8" in _one_line_error(binary)
+
+
+def test_deeply_nested_toml_is_one_line_not_a_recursion_error(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert "nested too deeply" in _one_line_error(deep)
+    inline = tmp_path / "inline.toml"
+    inline.write_text("a = " + "{b = " * 20_000 + "1" + "}" * 20_000 + "\n")
+    message = _one_line_error(inline)
+    assert message.startswith(f"config file {inline}: ")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["shm.book_capacity=268435456"], "shm.book_capacity: 268435456 is more than"),
+        (["shm.trade_capacity=1099511627776"], "shm.trade_capacity: 1099511627776 is more than"),
+        (["shm.depth=1000", "shm.book_capacity=16777216"], "GiB segment, more than"),
+    ],
+)
+def test_ring_capacities_have_maxima(overrides: list[str], expected: str) -> None:
+    with pytest.raises(C.ConfigError, match=expected):
+        C.load(None, overrides=overrides, env={})
+
+
+def _symbols(n: int) -> str:
+    return ",".join(f"S{i:04d}USDT" for i in range(n))
+
+
+def test_symbol_lists_must_fit_the_connection_limits() -> None:
+    """1,700 symbols on one connection would be answered HTTP 414 forever: refused at start."""
+    with pytest.raises(C.ConfigError) as exc:
+        C.load(None, overrides=[f"feeds.0.symbols={_symbols(1700)}"], env={})
+    message = str(exc.value)
+    assert message.startswith("feeds[0].symbols: 1700 symbols on one ingest process")
+    assert "HTTP 414" in message and "per core" in message
+    with pytest.raises(C.ConfigError, match="feeds\\[0\\].symbols: 5000 symbols, more than"):
+        C.load(None, overrides=[f"feeds.0.symbols={_symbols(5000)}"], env={})
+    # Spread over the cores there are, each process's share fits.
+    cores = sorted(os.sched_getaffinity(0))
+    sets = [f"feeds.0.symbols={_symbols(150 * len(cores))}"]
+    sets.append(f"feeds.0.cores={','.join(map(str, cores))}")
+    cfg = C.load(None, overrides=sets, env={})
+    assert max(len(s) for *_, s in cfg.ingest_shards()) == 150
+
+
+def test_start_checks_free_dev_shm_space(tmp_path: Path, instance: str) -> None:
+    """Rings larger than /dev/shm can hold are refused with the numbers, before any is made."""
+    vfs = os.statvfs("/dev/shm")
+    free = vfs.f_bavail * vfs.f_frsize
+    per_feed = C.limits.instance_bytes(C.load(None, overrides=["shm.book_capacity=16777216"]))
+    feeds = free // per_feed + 1
+    lines = [f'instance = "{instance}"', "[shm]", "book_capacity = 16777216"]
+    lines += ["[sim]", "enabled = false", "[http]", "enabled = false"]
+    for i in range(feeds):
+        lines += ["[[feeds]]", f'name = "f{i}"', f'symbols = ["S{i}USDT"]']
+    conf = tmp_path / "big.toml"
+    conf.write_text("\n".join(lines) + "\n")
+    res = _start(["--config", str(conf)])
+    assert res.returncode == 1, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("mdpipe start: shm.book_capacity: the rings need ")
+    assert "MiB of /dev/shm and " in last and "MiB are free" in last
+    assert list_segments(instance) == []
+    assert not lock_path(instance).exists()
 
 
 @pytest.mark.parametrize(

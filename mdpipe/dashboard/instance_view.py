@@ -16,6 +16,7 @@ from mdpipe.metrics import (
     recent_latencies,
     ring_labels,
     supervisor_children,
+    supervisor_summary,
 )
 from mdpipe.shm.segment import SegmentStatus
 
@@ -67,14 +68,7 @@ class InstanceView:
         cores = {f"ingest.{f['feed']}.{f['shard']}": f["core"] for f in out["feeds"] if f["alive"]}
         sup = by_ring.get("supervisor")
         if sup is not None:
-            out["supervisor"] = {
-                "pid": sup.writer_pid,
-                "alive": sup.writer_alive,
-                "uptime_s": round((now - sup.start_time_ns) / 1e9, 1),
-                "restarts": sup.counters.get("restarts", 0),
-                "children": sup.counters.get("g_children", 0),
-                "children_up": sup.counters.get("g_children_up", 0) if sup.writer_alive else 0,
-            }
+            out["supervisor"] = supervisor_summary(sup, now)
             out["processes"] = [
                 {
                     "name": child["name"],

@@ -429,6 +429,8 @@ class Shard:
         now = time.monotonic()
         if done.ws is None:
             delay = conn.schedule_retry(now)
+            self.ctr.arr[self.ctr.reconnects] += 1  # every failed attempt is retried
+            self.ctr.arr[self.ctr.connect_failures] += 1
             self.log.warning(
                 "%s: cannot connect to %s: %s; retrying in %.2f s",
                 conn.name,

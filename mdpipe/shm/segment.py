@@ -92,6 +92,8 @@ def trust_problem(st: os.stat_result, owner_uid: int) -> str | None:
         return f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
     if st.st_size < L.PAGE:
         return f"is {st.st_size} bytes, smaller than a header page"
+    if st.st_size % L.PAGE:
+        return f"is {st.st_size} bytes, not a whole number of pages"
     if st.st_size > L.MAX_SEGMENT_BYTES:
         return f"is {st.st_size} bytes, over the {L.MAX_SEGMENT_BYTES}-byte maximum"
     return None

@@ -92,6 +92,10 @@ def test_100k_bad_frames_through_a_live_ingest(tmp_path, instance, tapes, report
             market="futures",
             symbols=["BTCUSDT"],
             dead_letter_dir=tmp_path / "dead",
+            # This test is about bad input, not silence: on a starved machine the replay can
+            # pause for seconds, which must not count as a silent feed and cost a resync.
+            silence_timeout=30.0,
+            stream_timeout=60.0,
         )
         t0 = time.monotonic()
         try:
