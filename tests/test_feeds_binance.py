@@ -582,8 +582,11 @@ def test_24hr_tickers_of_both_markets() -> None:
     )
     assert refused("futures", futures.replace(b'"h":"0.0025",', b"")) == "missing_field"
     assert refused("futures", futures.replace(b'"v":"10000"', b'"v":"-1"')) == "bad_number"
-    (_, market) = plan_connections("futures", ["BTCUSDT"], trade="aggTrade", ticker=True)
-    assert market.url.endswith("/market/stream?streams=btcusdt@aggTrade/btcusdt@ticker")
+    (_, market, day) = plan_connections("futures", ["BTCUSDT"], trade="aggTrade", ticker=True)
+    assert market.url.endswith("/market/stream?streams=btcusdt@aggTrade")
+    assert day.url.endswith("/market/stream?streams=btcusdt@ticker")
+    (_, day) = plan_connections("spot", ["BTCUSDT"], ticker=True)
+    assert day.url.endswith("/stream?streams=btcusdt@ticker")
 
 
 def test_unknown_streams() -> None:

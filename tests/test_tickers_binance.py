@@ -68,7 +68,7 @@ def _run(tmp_path: Path, instance: str, market: str, streams: list[str], wait) -
     route = "/market/stream" if market == "futures" else "/stream"
     # The market starts once the ingest's connections and the recorder have subscribed,
     # so the recorder and the ingest see every trade from the first.
-    clients = 3 if market == "futures" else 2
+    clients = 4 if market == "futures" else 3
     args = ["--market", market, "--symbols", ",".join(SYMBOLS), "--rate", "400"]
     with SimProcess([*args, "--start-clients", str(clients)]) as sim:
         cfg = write_config(

@@ -140,8 +140,9 @@ def plan_connections(
     trades on /market (a stream on the wrong route is accepted and never delivers).
     Spot carries everything on /stream. mark_price adds `<sym>@markPrice@1s` on /market:
     it delivers every second even when nothing trades, so a quiet market is told from a
-    dead connection or a wrong route. ticker adds `<sym>@ticker` (24 h statistics) on /market
-    (futures) or /stream (spot).
+    dead connection or a wrong route. ticker adds `<sym>@ticker` (24 h statistics) on
+    connections of their own (/market on futures, /stream on spot): the book and trade URLs
+    keep their length, and a slow ticker never delays a trade.
     """
     _check_market(market)
     if not _DEPTH_STREAM.fullmatch(depth):
@@ -164,9 +165,10 @@ def plan_connections(
             streams.extend(s for s in book_streams if s.startswith(f"{name}@"))
             if trade_streams:
                 streams.append(trade_streams[i])
-            if ticker:
-                streams.append(f"{name}@ticker")
-        return _chunks(base, "/stream", streams, max_streams)
+        tickers = [f"{name}@ticker" for name in names] if ticker else []
+        return _chunks(base, "/stream", streams, max_streams) + _chunks(
+            base, "/stream", tickers, max_streams
+        )
     base = (ws_base or FUTURES_WS_BASE).rstrip("/")
     market_streams = []
     for i, name in enumerate(names):
@@ -174,10 +176,11 @@ def plan_connections(
             market_streams.append(trade_streams[i])
         if mark_price:
             market_streams.append(f"{name}@markPrice@1s")
-        if ticker:
-            market_streams.append(f"{name}@ticker")
-    return _chunks(base, "/public/stream", book_streams, max_streams) + _chunks(
-        base, "/market/stream", market_streams, max_streams
+    tickers = [f"{name}@ticker" for name in names] if ticker else []
+    return (
+        _chunks(base, "/public/stream", book_streams, max_streams)
+        + _chunks(base, "/market/stream", market_streams, max_streams)
+        + _chunks(base, "/market/stream", tickers, max_streams)
     )
 
 
