@@ -14,6 +14,7 @@ import pytest
 import websocket
 from test_ingest_support import IngestProcess, RecordLog, write_config
 
+from mdpipe import readers
 from mdpipe.shm import layout as L
 from mdpipe.sim.process import SimProcess
 
@@ -91,6 +92,7 @@ def _run(tmp_path: Path, instance: str, market: str, streams: list[str], wait) -
             try:
                 wait(ingest)
                 got = tickers.drain().copy(), candles.drain().copy(), ingest.counters()
+                _check_reader_api(instance, got[0], got[1])
                 # The recorder reads the same streams: let it catch up with what was drained.
                 newest = int(got[0]["exchange_ts_ns"].max()) // MS
                 deadline = time.monotonic() + 30
@@ -101,6 +103,27 @@ def _run(tmp_path: Path, instance: str, market: str, streams: list[str], wait) -
             tickers.close()
             candles.close()
     return (*got, recorder)
+
+
+def _check_reader_api(instance: str, tickers: np.ndarray, candles: np.ndarray) -> None:
+    """attach(instance, "tickers").latest() and candles() give what the rings hold."""
+    with readers.attach(instance, "tickers") as reader:
+        latest = reader.latest("BTCUSDT")
+        mine = tickers[tickers["symbol_id"] == 0]
+        # The writer may have committed a newer one since the drain: never an older one.
+        assert latest is not None and latest["symbol_seq"] >= mine["symbol_seq"][-1]
+    got = readers.candles(instance, "BTCUSDT", "1s")
+    mine = candles[candles["symbol_id"] == 0]
+    assert len(got) >= len(np.unique(mine["open_ts_ns"])) and len(got)
+    assert (np.diff(got["open_ts_ns"]) > 0).all()
+    by_open = {int(c["open_ts_ns"]): c for c in mine}
+    for c in got[: len(by_open)]:
+        assert c.tobytes()[8:] == by_open[int(c["open_ts_ns"])].tobytes()[8:] or c["revision"] > 0
+    assert len(readers.candles(instance, "BTCUSDT", "1s", last=2)) == 2
+    with pytest.raises(KeyError, match="no 1s candles"):
+        readers.candles(instance, "NOPEUSDT", "1s")
+    with pytest.raises(ValueError, match="candle interval '7x'"):
+        readers.candles(instance, "BTCUSDT", "7x")
 
 
 def _check_tickers(records: np.ndarray, recorder: StreamRecorder, futures: bool) -> None:
