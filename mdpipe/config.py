@@ -79,6 +79,8 @@ class PublisherConfig:
     stream_book_interval: float = 1.0
     orderbook_stream: str = "orderbook_stream:{symbol}"
     trades_stream: str = "trades_stream:{symbol}"
+    funding_channel: str = "funding:{symbol}"
+    candles_channel: str = "candles:{symbol}"  # + ":<interval>", e.g. candles:BTCUSDT:1m
     levels: int = 20
     batch: int = 512
     reconnect_initial: float = 0.2
@@ -509,6 +511,8 @@ _TEMPLATE_KEYS = (
     "market_data_channel",
     "orderbook_stream",
     "trades_stream",
+    "funding_channel",
+    "candles_channel",
 )
 
 

@@ -145,6 +145,9 @@ PUBLISHER = CounterSet(
         Counter("g_lag_ns", "now minus the commit time of the newest record Redis has"),
         Counter("g_rings", "rings the publisher tails"),
         Counter("stream_entries", "entries added to the trades and books Redis Streams"),
+        Counter("funding_published", "tickers (mark price, funding, 24 h) sent to funding:"),
+        Counter("candles_published", "candles sent to candles:"),
+        Counter("tickers_lost", "ticker and candle records the publisher was lapped on"),
     ),
     (
         Family("g_lag_", "ring", "records behind on one ring"),
