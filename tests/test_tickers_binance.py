@@ -4,6 +4,8 @@ checked field by field against what the simulator sent (a second client on the s
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -103,6 +105,17 @@ def _run(tmp_path: Path, instance: str, market: str, streams: list[str], wait) -
             tickers.close()
             candles.close()
     return (*got, recorder)
+
+
+def _metrics(instance: str) -> str:
+    """The /metrics text of an instance, rendered by the same collector the server uses."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from mdpipe.metrics import InstanceCollector
+
+    registry = CollectorRegistry()
+    registry.register(InstanceCollector(instance))
+    return generate_latest(registry).decode()
 
 
 def _check_reader_api(instance: str, tickers: np.ndarray, candles: np.ndarray) -> None:
@@ -247,3 +260,22 @@ def test_funding_that_stops_is_detected(tmp_path: Path, instance: str) -> None:
             assert ingest.counters()["g_funding_stale"] == 0
             sim.inject("silence", seconds=30)
             ingest.wait_for("stale funding", lambda c: c["g_funding_stale"] == 2, timeout=30)
+            res = subprocess.run(
+                [sys.executable, "-m", "mdpipe.cli", "stats", "--instance", instance],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert res.returncode == 0, res.stderr
+            assert (
+                "STALE: ingest f.0: 2 symbol(s) with no mark price / funding update" in res.stdout
+            )
+            assert "tickers.f.0" in res.stdout and "candles_1s.f.0" in res.stdout
+            metrics = "\n".join(
+                line for line in _metrics(instance).splitlines() if not line.startswith("#")
+            )
+            stale = [
+                ln for ln in metrics.splitlines() if ln.startswith("mdpipe_ingest_funding_stale{")
+            ]
+            assert len(stale) == 1 and stale[0].endswith(" 2.0"), stale
+            assert 'ring="tickers.f.0"' in metrics
