@@ -369,7 +369,9 @@ def test_futures_sync_rules_give_books_matching_every_book_ticker(futures_sim: S
                 book.load(snap)
     ws.close()
     compared = sum(compare_tickers(books[s], tickers[s]) for s in books)
-    assert compared > 1000
+    # Every pair compared must agree; how many pairs share an update id depends on the
+    # machine's speed (651 of 9,000 messages on a starved one), so the floor is a sample.
+    assert compared > 200
     assert all(book.gaps == 0 for book in books.values())
 
 
@@ -681,12 +683,16 @@ def test_tape_rest_snapshot_is_rebuilt_consistently_with_the_diffs() -> None:
         book = FuturesBook()
         tickers: dict[int, tuple[str, str, str, str]] = {}
         mid_snapshot: dict[str, Any] | None = None
-        for i, msg in enumerate(messages(ws, 24000)):
+        # Read 24,000 messages, and on until the book has passed the mid-replay snapshot: on a
+        # loaded machine this client can trail the server by more than 12,000 messages.
+        for i, msg in enumerate(messages(ws, 200_000)):
             d = msg["data"]
             if d["e"] == "depthUpdate":
                 book.on_diff(d)
             else:
                 tickers[d["u"]] = (d["b"], d["B"], d["a"], d["A"])
+            if i >= 24000 and book.last is not None and book.last >= mid_snapshot["lastUpdateId"]:
+                break
             if i == 500:
                 asker.join(10)
                 status, _, body = early[0]
