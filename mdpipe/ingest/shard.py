@@ -31,6 +31,7 @@ from mdpipe.ingest.rest import SnapshotFetcher, SnapshotReply, SnapshotRequest
 from mdpipe.ingest.symbolbook import SymbolBook
 from mdpipe.ingest.tickers import TickerState
 from mdpipe.instrument import Instrument
+from mdpipe.limits import derived_capacity
 from mdpipe.shm import layout as L
 from mdpipe.shm.writer import RingWriter
 from mdpipe.venues import make_venue
@@ -184,13 +185,14 @@ class Shard:
             "mode": mode,
             "group": cfg.shm.group,
         }
+        capacity = derived_capacity(len(self.symbols), cfg.shm.trade_capacity)
         self.tickers: TickerState | None = None
         if feed.tickers and getattr(self.venue, "tickers", False):
             w = RingWriter.create(
                 cfg.instance,
                 tickers_ring_name(feed.name, self.shard),
                 "ticker",
-                capacity=cfg.shm.trade_capacity,
+                capacity=capacity,
                 **common,
             )
             self.extra_writers.append(w)
@@ -202,7 +204,7 @@ class Shard:
                 cfg.instance,
                 candle_ring_name(interval, feed.name, self.shard),
                 "candle",
-                capacity=cfg.shm.trade_capacity,
+                capacity=capacity,
                 **common,
             )
             self.extra_writers.append(w)
