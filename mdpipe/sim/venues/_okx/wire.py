@@ -36,7 +36,17 @@ from mdpipe.venues.okx.protocol import MAX_SUBSCRIBE_BYTES, WS_PATH
 PUBLIC_PATH = WS_PATH
 BUSINESS_PATH = "/ws/v5/business"
 INSTRUMENTS_PATH = "/api/v5/public/instruments"
-CHANNELS = ("books", "bbo-tbt", "books5", "trades")
+CHANNELS = (
+    "books",
+    "bbo-tbt",
+    "books5",
+    "trades",
+    "tickers",
+    "mark-price",
+    "funding-rate",
+    "open-interest",
+)
+SWAP_ONLY_CHANNELS = ("mark-price", "funding-rate", "open-interest")
 VIP_CHANNELS = ("books-l2-tbt", "books50-l2-tbt", "books-elp")  # need login and a fee tier
 BUSINESS_CHANNELS_PREFIX = ("candle", "trades-all")
 
@@ -320,5 +330,7 @@ def check_arg(arg: dict[str, str], path: str, inst_ids: set[str]) -> tuple[str, 
     if channel in VIP_CHANNELS:
         return "64003", "Your trading fee tier doesn't meet the requirement to access this channel"
     if channel not in CHANNELS or inst_id not in inst_ids:
+        return "60018", f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist"
+    if channel in SWAP_ONLY_CHANNELS and not inst_id.endswith("-SWAP"):
         return "60018", f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist"
     return None
