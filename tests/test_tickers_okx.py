@@ -4,6 +4,7 @@ subscriber received with the same instId and ts."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ class Recorder:
         self.ws = websocket.create_connection(url, timeout=1)
         self.ws.send(orjson.dumps({"id": "truth", "op": "subscribe", "args": args}))
         self.pushes: dict[tuple[str, str, int], dict] = {}
+        self.rows: dict[tuple[str, int], list] = {}  # (instId, open ms) -> newest candle row
         self.newest_ts = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -62,6 +64,9 @@ class Recorder:
                 if "data" not in msg:
                     continue
                 d = msg["data"][0]
+                if type(d) is list:  # a candle row: [ts, o, h, l, c, vol, volCcy, volQuote, ok]
+                    self.rows[(msg["arg"]["instId"], int(d[0]))] = d
+                    continue
                 ts = int(d["ts"])
                 self.pushes[(msg["arg"]["channel"], msg["arg"]["instId"], ts)] = d
                 self.newest_ts = max(self.newest_ts, ts)
@@ -72,6 +77,23 @@ class Recorder:
         self._stop.set()
         self._thread.join(5)
         self.ws.close()
+
+
+def _check_candles(bars, klines: Recorder, symbols: list[str], market: str) -> int:
+    """Each closed OKX candle1s equals our 1 s candle of the same instId and open time."""
+    ours = {(symbols[int(c["symbol_id"])], int(c["open_ts_ns"]) // MS): c for c in bars}
+    compared = 0
+    for row_key, d in list(klines.rows.items()):
+        inst, open_ms = row_key
+        if d[8] != "1" or (inst, open_ms) not in ours:
+            continue
+        c = ours[(inst, open_ms)]
+        assert (c["open"], c["high"], c["low"], c["close"]) == tuple(float(x) for x in d[1:5])
+        assert math.isclose(c["volume"], float(d[5]), rel_tol=1e-9)
+        if market == "spot":  # swaps: OKX's quote volume counts contract value, ours price x sz
+            assert math.isclose(c["quote_volume"], float(d[7]), rel_tol=1e-9)
+        compared += 1
+    return compared
 
 
 def _channel(updated: int) -> str:
@@ -106,12 +128,18 @@ def test_every_ticker_field_is_what_okx_sent(tmp_path: Path, instance: str, mark
         )
         with IngestProcess(cfg, instance) as ingest:
             tickers = RecordLog(instance, "tickers.f.0", "ticker")
+            candles = RecordLog(instance, "candles_1s.f.0", "candle")
             subs = [{"channel": ch, "instId": s} for s in symbols for ch in channels]
             truth = Recorder(f"{sim.ws_url}/ws/v5/public", subs)
+            klines = Recorder(
+                f"{sim.ws_url}/ws/v5/business",
+                [{"channel": "candle1s", "instId": s} for s in symbols],
+            )
             try:
                 ingest.wait_for("tickers", lambda c: c["tickers"] >= 60, timeout=60)
                 ingest.wait_for("candles", lambda c: c["candles"] >= 4, timeout=60)
                 records = tickers.drain().copy()
+                bars = candles.drain().copy()
                 newest = int(records["exchange_ts_ns"].max()) // MS
                 deadline = time.monotonic() + 30
                 while truth.newest_ts < newest and time.monotonic() < deadline:
@@ -119,7 +147,9 @@ def test_every_ticker_field_is_what_okx_sent(tmp_path: Path, instance: str, mark
                 counters = ingest.counters()
             finally:
                 truth.stop()
+                klines.stop()
                 tickers.close()
+                candles.close()
     assert counters["parse_errors"] == 0 and counters["stream_faults"] == 0
     seen = {ch: 0 for ch in channels}
     for rec in records:
@@ -136,6 +166,8 @@ def test_every_ticker_field_is_what_okx_sent(tmp_path: Path, instance: str, mark
             assert rec["quote_volume_24h"] == float(d["volCcy24h"])
         seen[channel] += 1
     assert all(seen.values()), seen  # every channel reached the ring
+    compared = _check_candles(bars, klines, symbols, market)
+    assert compared >= 2, compared
     never = ("mark_price", "index_price", "funding_rate", "open_interest")
     if market == "spot":
         for name in never:

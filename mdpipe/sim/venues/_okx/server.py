@@ -379,9 +379,9 @@ class OkxSimulator:
                 if snap is not None:
                     self.hub.send(client, snap)
             on_subscribe = getattr(self.source, "on_subscribe", None)
-            if on_subscribe is not None and self.source.started.is_set():
+            if on_subscribe is not None and req.op == "subscribe":
                 first = on_subscribe(arg["channel"], arg["instId"], int(time.time() * 1000))
-                if first is not None:
+                if first is not None and self.source.started.is_set():
                     self.hub.send(client, first)
             client.subs.append(name)
             self.hub.attach(client, name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import orjson
 
 from mdpipe.sim.market import BookEvent
+from mdpipe.sim.rolling import Kline
 from mdpipe.sim.venues._okx.wire import OkxInstrument, okx_number
 
 TICKERS_S, MARK_S, MARK_IDLE_S, OI_S, FUNDING_S = 0.1, 0.2, 10.0, 3.0, 30.0
@@ -133,3 +134,26 @@ class OkxTicker:
                 "ts": str(ts),
             },
         )
+
+
+CANDLE_PUSH_S = 0.5  # an open candle is pushed at most this often
+
+
+def candle_push(channel: str, inst: OkxInstrument, k: Kline, closed: bool) -> bytes:
+    """A candle row `[ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm]`: vol in contracts
+    (swap) or base (spot), volCcy in base (swap) or quote (spot), volCcyQuote in quote."""
+    spec = inst.spec
+    quote = okx_number(k.quote * spec.tick * spec.step, spec.price_decimals + spec.qty_decimals)
+    vol = inst.sz(k.volume)
+    row = [
+        str(k.start_ms),
+        inst.px(k.open),
+        inst.px(k.high),
+        inst.px(k.low),
+        inst.px(k.close),
+        vol,
+        vol if inst.swap else quote,
+        quote,
+        "1" if closed else "0",
+    ]
+    return orjson.dumps({"arg": {"channel": channel, "instId": inst.inst_id}, "data": [row]})

@@ -47,6 +47,7 @@ CHANNELS = (
     "open-interest",
 )
 SWAP_ONLY_CHANNELS = ("mark-price", "funding-rate", "open-interest")
+CANDLE_CHANNELS = {"candle1s": 1000, "candle1m": 60_000}  # on /business: interval in ms
 VIP_CHANNELS = ("books-l2-tbt", "books50-l2-tbt", "books-elp")  # need login and a fee tier
 BUSINESS_CHANNELS_PREFIX = ("candle", "trades-all")
 
@@ -324,6 +325,8 @@ def check_arg(arg: dict[str, str], path: str, inst_ids: set[str]) -> tuple[str, 
     """The error (code, msg) for one subscribe argument on this URL path, or None if served."""
     channel, inst_id = arg.get("channel", ""), arg.get("instId")
     if path == BUSINESS_PATH:
+        if channel in CANDLE_CHANNELS and inst_id in inst_ids:
+            return None
         return "60018", f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist"
     if channel.startswith(BUSINESS_CHANNELS_PREFIX):
         return "64001", f"{channel} channel has moved to the /business URL"
