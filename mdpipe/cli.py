@@ -25,6 +25,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("mdpipe.supervisor", "stop_command"),
     "stats": ("mdpipe.stats", "stats_command"),
     "tail": ("mdpipe.tail", "tail_command"),
+    "history": ("mdpipe.history.command", "history_command"),
+    "replay": ("mdpipe.history.command", "replay_command"),
+    "record": ("mdpipe.record.command", "record_command"),
 }
 
 

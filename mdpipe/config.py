@@ -108,6 +108,10 @@ class SimConfig:
     rate: int = 2000
     seed: int = 1
     args: list[str] = field(default_factory=list)
+    tape: str = ""  # replay this recorded tape instead of a synthetic market
+    speed: float = 1.0  # tape: multiple of the recorded pace
+    max_speed: bool = False  # tape: as fast as the clients read
+    loop: bool = False  # tape: start over at the end
 
 
 @dataclass
@@ -122,6 +126,33 @@ class SupervisorConfig:
 
 
 @dataclass
+class HistoryConfig:
+    """The archiver: every ring into Parquet files under `dir` (see mdpipe.history)."""
+
+    enabled: bool = False
+    dir: str = "var/history"
+    book_depth: int = 10  # levels per side kept in archived books
+    book_interval_ms: int = 0  # 0: every book record; N: the first book of each N ms per symbol
+    flush_interval: float = 10.0  # seconds between finalized files
+    keep_days: int = 0  # delete days older than this (0: keep everything)
+    batch: int = 8192
+    core: int = -1
+
+
+@dataclass
+class RecordConfig:
+    """The recorder: every raw frame of every ingest connection into tapes under `dir`."""
+
+    enabled: bool = False
+    dir: str = "var/tapes"
+    flush_interval: float = 1.0  # seconds: at most this much is lost in a crash
+    rotate_mb: int = 256  # start a new tape past this size
+    queue: int = 100_000  # frames waiting for the writer before frames are dropped (counted)
+    level: int = 3  # gzip level, 1 (fast) .. 9 (small)
+    keep_days: int = 0  # delete days older than this (0: keep everything)
+
+
+@dataclass
 class Config:
     instance: str = "default"
     shm: ShmConfig = field(default_factory=ShmConfig)
@@ -131,6 +162,8 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
     source: str = field(default="<defaults>", compare=False)
 
     @property
@@ -673,6 +706,10 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
         raise ConfigError(f"http.port: {cfg.http.port} is also sim.port")
     if cfg.sim.enabled:
         _check_sim_venue(cfg.sim)
+    if cfg.sim.enabled and cfg.sim.tape and not os.path.isfile(cfg.sim.tape):
+        raise ConfigError(f"sim.tape: {cfg.sim.tape!r} is not a file")
+    if not cfg.sim.speed > 0:
+        raise ConfigError(f"sim.speed: {cfg.sim.speed} must be positive")
     sup = cfg.supervisor
     if sup.log_format not in ("text", "json"):
         raise ConfigError(f"supervisor.log_format: {sup.log_format!r} must be 'text' or 'json'")
@@ -682,8 +719,40 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
         raise ConfigError("supervisor.restart_initial: must be positive and <= restart_max")
     if sup.stop_timeout <= 0:
         raise ConfigError("supervisor.stop_timeout: must be positive")
+    _validate_history(cfg, cores)
     if check_ports:
         check_ports_free(cfg)
+
+
+def _validate_history(cfg: Config, cores: set[int]) -> None:
+    hist = cfg.history
+    if not 1 <= hist.book_depth <= cfg.shm.depth:
+        raise ConfigError(f"history.book_depth: {hist.book_depth} must be 1..shm.depth")
+    if hist.book_interval_ms < 0:
+        raise ConfigError("history.book_interval_ms: must be >= 0 (0 keeps every book)")
+    if not hist.flush_interval > 0:
+        raise ConfigError("history.flush_interval: must be positive (seconds)")
+    if hist.keep_days < 0:
+        raise ConfigError("history.keep_days: must be >= 0 (0 keeps everything)")
+    if hist.batch < 1:
+        raise ConfigError("history.batch: must be at least 1")
+    if not hist.dir:
+        raise ConfigError("history.dir: must name a directory")
+    if hist.enabled and hist.core >= 0:
+        _check_core("history.core", hist.core, cores)
+    rec = cfg.record
+    if not rec.flush_interval > 0:
+        raise ConfigError("record.flush_interval: must be positive (seconds)")
+    if rec.rotate_mb < 1:
+        raise ConfigError("record.rotate_mb: must be at least 1")
+    if rec.queue < 1:
+        raise ConfigError("record.queue: must be at least 1")
+    if not 1 <= rec.level <= 9:
+        raise ConfigError(f"record.level: {rec.level} must be 1..9")
+    if rec.keep_days < 0:
+        raise ConfigError("record.keep_days: must be >= 0 (0 keeps everything)")
+    if not rec.dir:
+        raise ConfigError("record.dir: must name a directory")
 
 
 def check_ports_free(cfg: Config) -> None:

@@ -170,7 +170,42 @@ SUPERVISOR = CounterSet(
     ),
 )
 
-ALL = (INGEST, PUBLISHER, SUPERVISOR)
+ARCHIVER = CounterSet(
+    "archiver",
+    (
+        Counter("trades_archived", "trades in finalized Parquet files"),
+        Counter("books_archived", "book records in finalized Parquet files"),
+        Counter("books_skipped", "book records left out by the history.book_interval_ms cadence"),
+        Counter("trades_lost", "trades the archiver was lapped on (never read)"),
+        Counter("books_lost", "book records the archiver was lapped on"),
+        Counter("files_written", "Parquet files finalized"),
+        Counter("bytes_written", "bytes of Parquet files finalized"),
+        Counter("flushes", "flushes committed (files and cursors together)"),
+        Counter("write_errors", "flushes that failed (disk full, permissions); retried"),
+        Counter("days_expired", "day partitions deleted by history.keep_days"),
+        Counter("days_compacted", "finished day partitions merged into one file each"),
+        Counter("g_lag_records", "records written to the rings and not yet read"),
+        Counter("g_lag_ns", "now minus the commit time of the newest record in a finalized file"),
+        Counter("g_buffered", "records read and waiting for the next flush"),
+        Counter("g_rings", "rings the archiver tails"),
+    ),
+    (Family("g_cursor_", "ring", "the next record of the ring the archiver reads"),),
+)
+
+RECORDER = CounterSet(
+    "recorder",
+    (
+        Counter("frames_recorded", "raw frames and REST snapshots written to tapes"),
+        Counter("bytes_written", "compressed tape bytes written"),
+        Counter("files_finished", "tapes completed (renamed from .part)"),
+        Counter("frames_dropped", "frames not recorded: the writer lagged or a write failed"),
+        Counter("write_errors", "tape writes that failed (disk full, permissions)"),
+        Counter("files_expired", "tape days deleted by record.keep_days"),
+        Counter("g_queue", "frames waiting for the tape writer"),
+    ),
+)
+
+ALL = (INGEST, PUBLISHER, SUPERVISOR, ARCHIVER, RECORDER)
 
 
 def markdown_table() -> str:

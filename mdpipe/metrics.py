@@ -208,19 +208,22 @@ class InstanceCollector:
             elif st.ring == "supervisor":
                 self._supervisor(fams, st)
             else:
-                component = _BAD.sub("_", st.ring)
+                # "recorder.<feed>.<shard>": one component, the process as a label
+                head, _, rest = st.ring.partition(".")
+                component = _BAD.sub("_", head if head in DECLARED and rest else st.ring)
+                labels = {"instance": inst} | ({"process": st.ring} if rest else {})
                 fams.add(
                     "gauge",
                     f"mdpipe_{component}_up",
                     f"1 when the {st.ring} process runs",
-                    {"instance": inst},
+                    labels,
                     int(st.writer_alive),
                 )
                 counters = st.counters
                 if st.ring == "publisher":
                     data = [r for r in statuses if r.kind in RING_KINDS]
                     counters = counters | publisher_lag(st, data, now)
-                _export_counters(fams, component, counters, {"instance": inst}, rings)
+                _export_counters(fams, component, counters, labels, rings)
         fams.add(
             "gauge",
             "mdpipe_segments_refused",

@@ -100,6 +100,8 @@ def collect(
         "processes": [],
         "rings": [],
         "publisher": None,
+        "archiver": None,
+        "recorders": [],
         "refused_segments": refused_here(instance, statuses),
         "cursors": {},
     }
@@ -168,6 +170,21 @@ def collect(
             "redis_errors": c.get("redis_errors", 0),
             "counters": c,
         }
+    arch = statuses.get("archiver")
+    if arch is not None:
+        c = arch.counters
+        snap["archiver"] = {
+            "pid": arch.writer_pid,
+            "alive": arch.writer_alive,
+            "lag_records": c.get("g_lag_records", 0),
+            "lag_s": round(c.get("g_lag_ns", 0) / 1e9, 3),
+            "counters": c,
+        }
+    for name, st in sorted(statuses.items()):
+        if name.startswith("recorder."):
+            snap["recorders"].append(
+                {"name": name, "alive": st.writer_alive, "counters": st.counters}
+            )
     if not snap["processes"]:  # no supervisor: list the writers themselves
         seen = set()
         for st in statuses.values():
@@ -398,6 +415,34 @@ def render(snap: dict) -> str:
                 ],
             )
         )
+    arch = snap["archiver"]
+    if arch:
+        c = arch["counters"]
+        heads = ["ARCHIVER", "ALIVE", "TRADES", "BOOKS", "FILES", "MB", "LAG RECORDS", "LAG S"]
+        heads += ["LOST", "WRITE ERRORS"]
+        row = [_pid(arch["pid"]), arch["alive"], c.get("trades_archived", 0)]
+        row += [c.get("books_archived", 0), c.get("files_written", 0)]
+        row += [round(c.get("bytes_written", 0) / 1e6, 2), arch["lag_records"], arch["lag_s"]]
+        row += [c.get("trades_lost", 0) + c.get("books_lost", 0), c.get("write_errors", 0)]
+        out += ["", table(heads, [row])]
+    if snap["recorders"]:
+        heads = ["RECORDER", "ALIVE", "FRAMES", "MB", "FILES", "DROPPED", "WRITE ERRORS", "QUEUE"]
+        rows = []
+        for r in snap["recorders"]:
+            c = r["counters"]
+            rows.append(
+                [
+                    r["name"].removeprefix("recorder."),
+                    r["alive"],
+                    c.get("frames_recorded", 0),
+                    round(c.get("bytes_written", 0) / 1e6, 2),
+                    c.get("files_finished", 0),
+                    c.get("frames_dropped", 0),
+                    c.get("write_errors", 0),
+                    c.get("g_queue", 0),
+                ]
+            )
+        out += ["", table(heads, rows)]
     refused = snap.get("refused_segments") or {}
     if refused:
         out.append("")

@@ -230,6 +230,20 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
 
+def _sim_clients(cfg: C.Config) -> int:
+    """Connections the ingest opens to the simulator (each shard's venue plans its routes),
+    so a tape starts only when every one of them has subscribed."""
+    from mdpipe.venues import make_venue
+
+    where = f":{cfg.sim.port}"
+    routes = sum(
+        len(make_venue(feed, symbols).plan())
+        for feed, _, _, symbols in cfg.ingest_shards()
+        if symbols and where in feed.ws_url
+    )
+    return max(1, routes)
+
+
 def child_specs(cfg: C.Config, config_path: str | None, overrides: list[str]) -> list[ChildSpec]:
     """The simulator (if enabled), one ingest process per shard, and the publisher."""
     py = sys.executable
@@ -240,8 +254,14 @@ def child_specs(cfg: C.Config, config_path: str | None, overrides: list[str]) ->
     if cfg.sim.enabled:
         sim = cfg.sim
         argv = [py, "-m", "mdpipe.cli", "sim", "--host", sim.host, "--port", str(sim.port)]
-        argv += ["--venue", sim.venue, "--market", sim.market, "--symbols", ",".join(sim.symbols)]
-        argv += ["--rate", str(sim.rate), "--seed", str(sim.seed), *sim.args]
+        argv += ["--venue", sim.venue, "--market", sim.market, "--seed", str(sim.seed)]
+        if sim.tape:  # a tape brings its own symbols and pace
+            argv += ["--tape", sim.tape, "--speed", str(sim.speed)]
+            argv += ["--start-clients", str(_sim_clients(cfg))]
+            argv += (["--max"] if sim.max_speed else []) + (["--loop"] if sim.loop else [])
+        else:
+            argv += ["--symbols", ",".join(sim.symbols), "--rate", str(sim.rate)]
+        argv += sim.args
         specs.append(ChildSpec("sim", argv, port=(sim.host, sim.port)))
     for feed, shard, _core, _symbols in cfg.ingest_shards():
         argv = [py, "-m", "mdpipe.ingest", *base, "--instance", cfg.instance]
@@ -250,6 +270,9 @@ def child_specs(cfg: C.Config, config_path: str | None, overrides: list[str]) ->
     if cfg.publisher.enabled:
         argv = [py, "-m", "mdpipe.publisher", *base, "--instance", cfg.instance]
         specs.append(ChildSpec("publisher", argv))
+    if cfg.history.enabled:
+        argv = [py, "-m", "mdpipe.history", *base, "--instance", cfg.instance]
+        specs.append(ChildSpec("archiver", argv))
     return specs
 
 
@@ -571,11 +594,13 @@ class Supervisor:
         st.heartbeat()
 
     def _stop_all(self) -> None:
-        """SIGTERM the producers and the publisher, then the simulator; SIGKILL stragglers."""
+        """SIGTERM the producers and the publisher, then the archiver (it drains the rings they
+        left), then the simulator; SIGKILL stragglers."""
         timeout = self.cfg.supervisor.stop_timeout
         sim = [c for c in self.children if c.spec.name == "sim"]
-        rest = [c for c in self.children if c.spec.name != "sim"]
-        for group in (rest, sim):
+        archiver = [c for c in self.children if c.spec.name == "archiver"]
+        rest = [c for c in self.children if c.spec.name not in ("sim", "archiver")]
+        for group in (rest, archiver, sim):
             self._stop_group(group, timeout)
         self._publish_status()
 

@@ -32,6 +32,7 @@ from mdpipe.ingest.symbolbook import SymbolBook
 from mdpipe.ingest.tickers import TickerState
 from mdpipe.instrument import Instrument
 from mdpipe.limits import derived_capacity
+from mdpipe.record.tapes import open_recorder
 from mdpipe.shm import layout as L
 from mdpipe.shm.writer import RingWriter
 from mdpipe.venues import make_venue
@@ -142,6 +143,7 @@ class Shard:
             self.books_w.close()
             raise
         self.ctr = Counters(self.books_w)
+        self.recorder = open_recorder(cfg, exchange, feed.name, shard)  # None unless [record]
         self.dead = DeadLetter(dead_letter_path(cfg, feed.name, shard))
         self._reported: set[str] = set()
         self.inbox = Inbox()
@@ -583,6 +585,8 @@ class Shard:
                 return
             recv_ns = time.time_ns()
             if raw is not CONTROL:
+                if self.recorder is not None:
+                    self.recorder.frame(raw, recv_ns)
                 conn.frames += 1
                 conn.last_frame = time.monotonic()
                 if conn.frames == 1:
@@ -605,6 +609,8 @@ class Shard:
         status = reply.status
         sym = reply.symbol
         if status == 200:
+            if self.recorder is not None:
+                self.recorder.frame(reply.body, time.time_ns())
             try:
                 snap = self.venue.parse_snapshot(reply.body)
             except FeedError as exc:
@@ -804,6 +810,8 @@ class Shard:
         self.sel.close()
         self.inbox.close()
         self.dead.close()
+        if self.recorder is not None:
+            self.recorder.close()  # writes what is queued and finishes the open tape
         self.ctr.arr[self.ctr.g_connections] = 0
         for builder in self.candles:
             builder.flush_open()

@@ -185,6 +185,7 @@ FLAG_CROSSED = 8  # best bid >= best ask: the exchange sent a crossed book (kept
 FLAG_REPLAYED = 16  # written by a replay of history, not by a live feed
 # Trade record flags.
 FLAG_BUYER_MAKER = 1  # the buyer was the maker: the aggressor sold
+# FLAG_REPLAYED (16) marks trade records written by a replay of history too.
 
 BOOK_FLAGS = {
     "SYNCED": (FLAG_SYNCED, "exact by the exchange's sync rules"),
@@ -218,7 +219,7 @@ BOOK_FIELDS_PREFIX: list[tuple[str, str, str]] = [
 TRADE_FIELDS: list[tuple[str, str, str]] = [
     ("seq", "<u8", "seqlock word"),
     ("symbol_id", "<u4", "index in the symbol table"),
-    ("flags", "<u4", "BUYER_MAKER 1: the buyer was the maker, so the aggressor sold"),
+    ("flags", "<u4", "BUYER_MAKER 1: the buyer was the maker, so the aggressor sold; REPLAYED 16"),
     ("exchange_ts_ns", "<i8", "trade time"),
     ("event_ts_ns", "<i8", "event time of the message"),
     ("recv_ts_ns", "<i8", "local receive time"),

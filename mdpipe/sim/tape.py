@@ -7,7 +7,7 @@ import gzip
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,8 @@ class Tape:
     market: str
     streams: set[str]
     diff_streams: dict[str, str]  # symbol -> the stream whose diffs build its book
-    snapshot_symbol: str | None
+    snapshot_symbol: str | None  # the first snapshot's symbol
+    snapshot_symbols: dict[int, str] = field(default_factory=dict)  # snapshot line -> symbol
 
 
 def _is_zero(qty: str) -> bool:
@@ -67,7 +68,7 @@ def load_tape(path: Path, market: str | None = None) -> Tape:
     streams: set[str] = set()
     diff_streams: dict[str, str] = {}
     first_diff: dict[str, Any] | None = None
-    snapshot: dict[str, Any] | None = None
+    snapshots: list[tuple[int, dict[str, Any]]] = []
     for number, line in enumerate(data.split(b"\n"), 1):
         line = line.rstrip(b"\r")
         if not line:
@@ -90,9 +91,8 @@ def load_tape(path: Path, market: str | None = None) -> Tape:
                 first_diff = orjson.loads(raw[data_at:-1])
             lines.append(TapeLine(int(stamp), stream, raw, data_at))
         elif raw.startswith(b'{"lastUpdateId"'):
-            if snapshot is not None:
-                raise TapeError(f"{path}:{number}: a tape holds at most one REST snapshot")
-            snapshot = orjson.loads(raw)
+            # One per symbol (or more, after a resync) in a recorded multi-symbol tape.
+            snapshots.append((len(lines), orjson.loads(raw)))
             lines.append(TapeLine(int(stamp), None, raw, 0))
         else:
             raise TapeError(f"{path}:{number}: neither an envelope nor a depth snapshot")
@@ -102,8 +102,13 @@ def load_tape(path: Path, market: str | None = None) -> Tape:
         if first_diff is None:
             raise TapeError(f"{path}: no depth diffs to detect the market from; pass --market")
         market = FUTURES if "pu" in first_diff else SPOT
-    snapshot_symbol = _snapshot_symbol(lines, diff_streams, snapshot)
-    return Tape(path, lines, market, streams, diff_streams, snapshot_symbol)
+    owners = {
+        at: sym
+        for at, snap in snapshots
+        if (sym := _snapshot_symbol(lines, diff_streams, snap)) is not None
+    }
+    first = owners[snapshots[0][0]] if snapshots and snapshots[0][0] in owners else None
+    return Tape(path, lines, market, streams, diff_streams, first, owners)
 
 
 def _snapshot_symbol(
@@ -320,8 +325,9 @@ class TapeSource(Source):
             self.replayed += 1
             stream = line.stream
             if stream is None:
-                if self.tape.snapshot_symbol is not None:
-                    self.books[self.tape.snapshot_symbol].on_snapshot(line.raw)
+                owner = self.tape.snapshot_symbols.get(i - 1)
+                if owner is not None:
+                    self.books[owner].on_snapshot(line.raw)
             else:
                 symbol = self._diff_stream_symbol.get(stream)
                 if symbol is not None:
@@ -337,7 +343,7 @@ class TapeSource(Source):
 
     async def snapshot(self, symbol: str, limit: int) -> bytes:
         book = self.books[symbol]
-        if symbol != self.tape.snapshot_symbol:
+        if symbol not in self.tape.snapshot_symbols.values():
             raise SnapshotUnavailable(f"the tape has no snapshot for {symbol}")
         if not book.ready.is_set():
             # Like a slow REST call: answer once the replay reaches the recorded snapshot.

@@ -1,0 +1,14 @@
+"""History: the rings archived to Parquet, queried with DuckDB, replayed into rings.
+
+    from mdpipe import history
+    t = history.trades("BTCUSDT", "2026-12-01", "2026-12-02")            # pyarrow.Table
+    df = history.books("BTCUSDT", "2026-12-01T10:00", "2026-12-01T11:00", as_="pandas")
+
+Modules: store (files, partitions, the atomic commit), schema (columns), archiver (the
+supervised process tailing the rings), query (DuckDB over the files), replay (archived
+records back into rings), command (`mdpipe history`, `mdpipe replay`).
+"""
+
+from mdpipe.history.query import HistoryError, books, symbols, trades
+
+__all__ = ["HistoryError", "books", "symbols", "trades"]
