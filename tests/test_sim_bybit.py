@@ -181,7 +181,8 @@ def test_a_refused_topic_is_a_stream_fault_and_the_others_sync(tmp_path: Path) -
                                rest_url=sim.rest_url, market="linear",
                                symbols=["BTCUSDT", "XRPUSDT"], dead_letter_dir=tmp_path / "dead",
                                exchange="bybit", depth_stream="orderbook.50",
-                               trade_stream="publicTrade", stream_timeout=1.0)  # fmt: skip
+                               trade_stream="publicTrade", stream_timeout=1.0,
+                               tickers=True)  # fmt: skip
             with IngestProcess(cfg, instance) as ingest:
                 c = ingest.wait_for(
                     "BTCUSDT synced and XRPUSDT refused",

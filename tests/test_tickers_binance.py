@@ -82,6 +82,7 @@ def _run(tmp_path: Path, instance: str, market: str, streams: list[str], wait) -
             market=market,
             symbols=SYMBOLS,
             dead_letter_dir=tmp_path / "dead",
+            tickers=True,
             trade_stream="aggTrade",
             candles=["1s"],
             candle_grace=1.0,
@@ -252,6 +253,7 @@ def test_funding_that_stops_is_detected(tmp_path: Path, instance: str) -> None:
             market="futures",
             symbols=SYMBOLS,
             dead_letter_dir=tmp_path / "dead",
+            tickers=True,
             ticker_timeout=2.0,
             silence_timeout=60.0,
         )

@@ -91,6 +91,7 @@ def test_every_ticker_field_is_the_merged_bybit_state(
             market=market,
             symbols=SYMBOLS,
             dead_letter_dir=tmp_path / "dead",
+            tickers=True,
             exchange="bybit",
             depth_stream="orderbook.50",
             trade_stream="publicTrade",

@@ -123,6 +123,7 @@ def test_every_ticker_field_is_what_okx_sent(tmp_path: Path, instance: str, mark
             market=market,
             symbols=symbols,
             dead_letter_dir=tmp_path / "dead",
+            tickers=True,
             exchange="okx",
             depth_stream="books",
             trade_stream="trades",
