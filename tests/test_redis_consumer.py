@@ -218,7 +218,9 @@ def test_one_symbol_on_two_venues_never_shares_a_channel_or_key(redis_server, in
         put_book(binance, 0, 1)
         put_book(bybit, 0, 2)
         r = redis.Redis.from_url(redis_server.url)
-        wait_for(lambda: r.hlen(DIRECTORY_KEY) == 4)
+        names = ("orderbook:BTCUSDT", "orderbook:bybit-linear:BTCUSDT")
+        # The directory lists a ring's names when it starts; its keys follow the first books.
+        wait_for(lambda: r.hlen(DIRECTORY_KEY) == 4 and r.exists(*names) == 2)
         keys = {
             "binance": orjson.loads(r.get("orderbook:BTCUSDT")),
             "bybit": orjson.loads(r.get("orderbook:bybit-linear:BTCUSDT")),
