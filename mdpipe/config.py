@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mdpipe import limits
+from mdpipe.candles import parse_interval
 from mdpipe.venues import venue_names, venue_spec
 
 
@@ -53,6 +54,10 @@ class FeedConfig:
     reconnect_initial: float = 0.5
     reconnect_max: float = 30.0
     rollover_after: float = 82_800.0
+    tickers: bool = True  # mark price, funding, open interest, 24 h stats: tickers.<feed>.<n>
+    candles: list[str] = field(default_factory=lambda: ["1s", "1m"])  # candles_<i>.<feed>.<n>
+    candle_grace: float = 2.0  # seconds after an interval's end before a quiet one closes
+    ticker_timeout: float = 30.0  # a symbol's ticker or funding silent this long is stale
 
 
 @dataclass
@@ -74,6 +79,8 @@ class PublisherConfig:
     stream_book_interval: float = 1.0
     orderbook_stream: str = "orderbook_stream:{symbol}"
     trades_stream: str = "trades_stream:{symbol}"
+    funding_channel: str = "funding:{symbol}"
+    candles_channel: str = "candles:{symbol}"  # + ":<interval>", e.g. candles:BTCUSDT:1m
     levels: int = 20
     batch: int = 512
     reconnect_initial: float = 0.2
@@ -480,6 +487,21 @@ def _port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def _check_candles(where: str, feed: FeedConfig) -> None:
+    """Candle intervals: known units, dividing a day, each once; a non-negative grace."""
+    seen: set[int] = set()
+    for text in feed.candles:
+        try:
+            ns = parse_interval(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.candles: {exc}") from None
+        if ns in seen:
+            raise ConfigError(f"{where}.candles: {text!r} is listed twice")
+        seen.add(ns)
+    if feed.candle_grace < 0:
+        raise ConfigError(f"{where}.candle_grace: must be 0 or positive")
+
+
 def _check_url(key: str, url: str, schemes: tuple[str, ...]) -> None:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in schemes or not rest:
@@ -522,6 +544,8 @@ _TEMPLATE_KEYS = (
     "market_data_channel",
     "orderbook_stream",
     "trades_stream",
+    "funding_channel",
+    "candles_channel",
 )
 
 
@@ -620,11 +644,18 @@ def validate(cfg: Config, *, check_ports: bool = False) -> None:
         wrong = spec.check_feed(feed, shm.depth)
         if wrong:
             raise ConfigError(f"{where}.{wrong[0]}: {wrong[1]}")
-        for key in ("silence_timeout", "stream_timeout", "reconnect_initial", "reconnect_max"):
+        for key in (
+            "silence_timeout",
+            "stream_timeout",
+            "reconnect_initial",
+            "reconnect_max",
+            "ticker_timeout",
+        ):
             if getattr(feed, key) <= 0:
                 raise ConfigError(f"{where}.{key}: must be positive")
         if feed.rollover_after < 0:
             raise ConfigError(f"{where}.rollover_after: must be 0 (off) or positive")
+        _check_candles(where, feed)
 
     for i, feed in enumerate(cfg.feeds):
         n = len(feed.cores)

@@ -76,12 +76,25 @@ def segment_bytes(kind: int, capacity: int, depth: int, symbols: int) -> int:
     return L.segment_geometry(kind, capacity, depth, max_symbols)["segment_size"]
 
 
+def derived_capacity(n_symbols: int, trade_capacity: int) -> int:
+    """Slots of a ticker or candle ring: 64 records a symbol (at least 4096), at most the
+    trades ring's; they are written at a venue's ticker pace or once an interval, not per
+    trade."""
+    want = max(1 << 12, 64 * n_symbols)
+    return min(trade_capacity, 1 << (want - 1).bit_length())
+
+
 def instance_bytes(cfg: Config) -> int:
     """The /dev/shm bytes every ring of an instance takes once written to its end."""
     total = 0
-    for _feed, _shard, _core, symbols in cfg.ingest_shards():
-        total += segment_bytes(L.KIND_BOOK, cfg.shm.book_capacity, cfg.shm.depth, len(symbols))
-        total += segment_bytes(L.KIND_TRADE, cfg.shm.trade_capacity, 0, len(symbols))
+    for feed, _shard, _core, symbols in cfg.ingest_shards():
+        n = len(symbols)
+        total += segment_bytes(L.KIND_BOOK, cfg.shm.book_capacity, cfg.shm.depth, n)
+        total += segment_bytes(L.KIND_TRADE, cfg.shm.trade_capacity, 0, n)
+        derived = derived_capacity(n, cfg.shm.trade_capacity)
+        if feed.tickers:
+            total += segment_bytes(L.KIND_TICKER, derived, 0, n)
+        total += len(feed.candles) * segment_bytes(L.KIND_CANDLE, derived, 0, n)
     return total
 
 

@@ -30,10 +30,16 @@ _BAD = re.compile(r"[^a-zA-Z0-9_]")
 DECLARED = {cs.component: cs for cs in ALL}
 
 
+RING_KINDS = ("book", "trade", "ticker", "candle")  # segments with records (not status)
+
+
 def ring_labels(ring: str) -> tuple[str, str]:
-    """(feed, shard) of an ingest ring named books.<feed>.<shard> / trades.<feed>.<shard>."""
+    """(feed, shard) of an ingest ring named books.<feed>.<shard> / trades.<feed>.<shard>
+    (or tickers.<feed>.<shard>, candles_<interval>.<feed>.<shard>)."""
     parts = ring.split(".")
-    if len(parts) == 3 and parts[0] in ("books", "trades"):
+    if len(parts) == 3 and (
+        parts[0] in ("books", "trades", "tickers") or parts[0].startswith("candles_")
+    ):
         return parts[1], parts[2]
     return "", ""
 
@@ -195,9 +201,9 @@ class InstanceCollector:
         inst = self.instance
         now = time.time_ns()
         statuses = list(iter_status(inst))
-        rings = {_BAD.sub("_", st.ring): st.ring for st in statuses if st.kind in ("book", "trade")}
+        rings = {_BAD.sub("_", st.ring): st.ring for st in statuses if st.kind in RING_KINDS}
         for st in statuses:
-            if st.kind in ("book", "trade"):
+            if st.kind in RING_KINDS:
                 self._ring(fams, st, now)
             elif st.ring == "supervisor":
                 self._supervisor(fams, st)
@@ -215,7 +221,7 @@ class InstanceCollector:
                 )
                 counters = st.counters
                 if st.ring == "publisher":
-                    data = [r for r in statuses if r.kind in ("book", "trade")]
+                    data = [r for r in statuses if r.kind in RING_KINDS]
                     counters = counters | publisher_lag(st, data, now)
                 _export_counters(fams, component, counters, labels, rings)
         fams.add(

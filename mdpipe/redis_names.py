@@ -31,6 +31,8 @@ class Templates:
     market_data: str = "market_data:{symbol}"
     orderbook_stream: str = "orderbook_stream:{symbol}"
     trades_stream: str = "trades_stream:{symbol}"
+    funding: str = "funding:{symbol}"
+    candles: str = "candles:{symbol}"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class SymbolNames:
     orderbook_stream: str  # stream of books conflated to a cadence (when Streams are on)
     trades_stream: str  # stream of every trade (when Streams are on)
     cluster: bool  # names are hash-tagged; use SSUBSCRIBE
+    funding: str = ""  # channel, and key holding the newest ticker (mark price, funding, 24 h)
+    candles: str = ""  # prefix of the candle channels and keys: <candles>:<interval>
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -65,7 +69,15 @@ def symbol_names(
     """The names of `symbol` on `venue`; `segment` puts the venue in front of the symbol."""
     exchange, _, market = venue.partition("-")
     names = {}
-    for field_name in ("orderbook", "trades", "market_data", "orderbook_stream", "trades_stream"):
+    for field_name in (
+        "orderbook",
+        "trades",
+        "market_data",
+        "orderbook_stream",
+        "trades_stream",
+        "funding",
+        "candles",
+    ):
         template = getattr(templates, field_name)
         explicit = "{exchange}" in template or "{market}" in template
         part = f"{venue}:{symbol}" if segment and not explicit else symbol
@@ -73,6 +85,11 @@ def symbol_names(
             part = "{" + part + "}"
         names[field_name] = template.format(symbol=part, exchange=exchange, market=market)
     return SymbolNames(venue=venue, symbol=symbol, cluster=cluster, **names)
+
+
+def candle_name(names: SymbolNames, interval: str) -> str:
+    """The channel (and key) of a symbol's candles of one interval: candles:BTCUSDT:1m."""
+    return f"{names.candles}:{interval}"
 
 
 def venue_of(exchange: str, market: str) -> str:

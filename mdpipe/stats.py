@@ -15,6 +15,7 @@ import click
 import orjson
 
 from mdpipe.metrics import (
+    RING_KINDS,
     publisher_lag,
     quantiles,
     recent_latencies,
@@ -39,6 +40,15 @@ INGEST_COLUMNS = (
     "snapshots",
     "stream_faults",
     "crossed_books",
+)
+
+DERIVED_COLUMNS = (
+    "tickers",
+    "g_tickers_stale",
+    "g_funding_stale",
+    "candles",
+    "candles_amended",
+    "candles_late_dropped",
 )
 
 
@@ -115,7 +125,7 @@ def collect(
             )
     for ring, st in sorted(statuses.items()):
         snap["cursors"][ring] = (st.write_cursor, now_mono)
-        if st.kind not in ("book", "trade"):
+        if st.kind not in RING_KINDS:
             continue
         before, t0 = previous.get(ring, (st.write_cursor, now_mono))
         dt = now_mono - t0
@@ -134,7 +144,11 @@ def collect(
             "age_s": round(max(0, now - st.heartbeat_ns) / 1e9, 3),
             "symbols": len(st.symbols),
             "counters": st.counters,
-            "latency": _latency_block(instance, ring) if st.write_cursor else None,
+            "latency": (
+                _latency_block(instance, ring)
+                if st.write_cursor and st.kind in ("book", "trade")
+                else None
+            ),
         }
         snap["rings"].append(row)
         if st.kind == "book":
@@ -145,7 +159,7 @@ def collect(
     pub = statuses.get("publisher")
     if pub is not None:
         c = pub.counters
-        data = [st for st in statuses.values() if st.kind in ("book", "trade")]
+        data = [st for st in statuses.values() if st.kind in RING_KINDS]
         lag = publisher_lag(pub, data, time.time_ns())
         snap["publisher"] = {
             "pid": pub.writer_pid,
@@ -339,6 +353,34 @@ def render(snap: dict) -> str:
                 rows,
             )
         )
+    derived = [r for r in books if r["counters"].get("tickers") or r["counters"].get("candles")]
+    if derived:
+        out.append("")
+        rows = []
+        stale_notes = []
+        for r in derived:
+            c = r["counters"]
+            feed = f"{r['feed']}.{r['shard']}"
+            rows.append([feed, *(c.get(k, 0) for k in DERIVED_COLUMNS)])
+            for key, what in (
+                ("g_tickers_stale", "ticker"),
+                ("g_funding_stale", "mark price / funding"),
+            ):
+                if c.get(key):
+                    stale_notes.append(
+                        f"STALE: ingest {feed}: {c[key]} symbol(s) with no {what} update "
+                        "for ticker_timeout"
+                    )
+        out.append(
+            table(
+                [
+                    "TICKERS",
+                    *(k.removeprefix("g_").upper().replace("_", " ") for k in DERIVED_COLUMNS),
+                ],
+                rows,
+            )
+        )
+        out.extend(stale_notes)
     pub = snap["publisher"]
     if pub:
         c = pub["counters"]

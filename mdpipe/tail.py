@@ -14,7 +14,7 @@ import time
 import click
 import numpy as np
 
-from mdpipe.readers import Reader, attach
+from mdpipe.readers import NoSuchRingError, Reader, attach
 from mdpipe.shm import layout as L
 from mdpipe.shm.segment import iter_status
 from mdpipe.supervisor import default_instance
@@ -109,6 +109,47 @@ class Tape:
                 )
 
 
+def ticker_line(rec: np.void | None, now_ns: int) -> str | None:
+    """Mark price, funding and the 24 h figures of a ticker record; None without one.
+
+    Fields the venue does not send are left out, never shown as zero.
+    """
+    if rec is None:
+        return None
+    filled = int(rec["filled"])
+
+    def has(name: str) -> bool:
+        return bool(filled & L.TICKER_BITS[name])
+
+    parts = []
+    for name, label in (("mark_price", "mark"), ("index_price", "index")):
+        if has(name):
+            parts.append(f"{label} {float(rec[name]):,.8g}")
+    if has("funding_rate"):
+        funding = f"funding {float(rec['funding_rate']) * 100:+.4f}%"
+        if has("next_funding_ts_ns"):
+            due = int(rec["next_funding_ts_ns"])
+            left = max(0, due - now_ns) // 1_000_000_000
+            funding += f" next {_clock(due)[:8]} UTC (in {left // 3600}h{left // 60 % 60:02d}m)"
+        parts.append(funding)
+    if has("open_interest"):
+        parts.append(f"OI {float(rec['open_interest']):,.8g}")
+    day = [
+        (name, label)
+        for name, label in (
+            ("last_price", "last"),
+            ("high_24h", "high"),
+            ("low_24h", "low"),
+            ("volume_24h", "vol"),
+        )
+        if has(name)
+    ]
+    if day:
+        parts.append("24h " + " ".join(f"{label} {float(rec[n]):,.8g}" for n, label in day))
+    age = (now_ns - int(rec["recv_ts_ns"])) / 1e9
+    return "  ".join(parts) + f"  ({age:.1f} s ago)"
+
+
 def render(
     symbol: str,
     ring: str,
@@ -116,10 +157,12 @@ def render(
     trades: list[tuple],
     levels: int,
     color: bool,
+    ticker: np.void | None = None,
 ) -> str:
-    """One frame: header, asks (highest first), spread, bids, then the newest trades."""
+    """One frame: header, ticker, asks (highest first), spread, bids, then the newest trades."""
     c = (lambda code, text: f"{code}{text}{_RESET}") if color else (lambda _code, text: text)
     lines = []
+    tline = ticker_line(ticker, time.time_ns())
     if book is None:
         lines.append(f"{c(_BOLD, symbol)}  {ring}  no book yet (waiting for the first record)")
     else:
@@ -137,6 +180,8 @@ def render(
             f"age {(now - int(book['commit_ts_ns'])) / 1e6:.0f} ms  "
             f"feed->ring {(int(book['commit_ts_ns']) - int(book['recv_ts_ns'])) / 1e3:.0f} µs"
         )
+        if tline:
+            lines.append(tline)
         nb = min(int(book["bid_count"]), levels)
         na = min(int(book["ask_count"]), levels)
         bids = [(float(p), float(q)) for p, q in book["bids"][:nb]]
@@ -216,6 +261,7 @@ def tail_command(
     books = attach(name, book_ring, kind="book")
     trades = attach(name, trade_ring, kind="trade") if trade_ring else None
     tape = Tape(trades, symbol, n_trades)
+    tickers = _ticker_reader(name, book_ring, symbol)
     tty = sys.stdout.isatty() and not once
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # restore the terminal on the way out
     try:
@@ -223,8 +269,9 @@ def tail_command(
             sys.stdout.write("\x1b[?25l\x1b[2J")
         while True:
             tape.update()
+            ticker = tickers.latest(symbol) if tickers is not None else None
             frame = render(
-                symbol, book_ring, books.latest(symbol), list(tape.trades), levels, color
+                symbol, book_ring, books.latest(symbol), list(tape.trades), levels, color, ticker
             )
             if once:
                 click.echo(frame)
@@ -244,3 +291,20 @@ def tail_command(
         books.close()
         if trades is not None:
             trades.close()
+        if tickers is not None:
+            tickers.close()
+
+
+def _ticker_reader(instance: str, book_ring: str, symbol: str) -> Reader | None:
+    """The ticker ring beside a book ring (tickers.<feed>.<n>), if it has the symbol."""
+    ring = "tickers." + book_ring.split(".", 1)[1] if "." in book_ring else ""
+    if not ring:
+        return None
+    try:
+        reader = attach(instance, ring, kind="ticker")
+    except (NoSuchRingError, ValueError):
+        return None
+    if symbol not in reader.symbols:
+        reader.close()
+        return None
+    return reader

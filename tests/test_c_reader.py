@@ -371,10 +371,16 @@ def test_c_reader_checks_a_replacement_again(
 OUT_OF_BOUNDS = [
     ("magic", L.H_MAGIC, "<Q", 0, "field magic is 0: the writer is still creating it"),
     ("magic", L.H_MAGIC, "<Q", 0x1234, "field magic is wrong"),
-    ("kind", L.H_KIND, "<I", 0, "field kind is 0, not 1 (book) or 2 (trade)"),
+    (
+        "kind",
+        L.H_KIND,
+        "<I",
+        0,
+        "field kind is 0, not 1 (book), 2 (trade), 4 (ticker) or 5 (candle)",
+    ),
     ("kind", L.H_KIND, "<I", 3, "field kind is 3 (status)"),
     ("kind", L.H_KIND, "<I", 0xFFFFFFFF, "field kind is 4294967295"),
-    ("kind", L.H_KIND, "<I", 2, "field depth is 20, not 0 for a trade ring"),
+    ("kind", L.H_KIND, "<I", 2, "field depth is 20, not 0 for this kind"),
     ("capacity", L.H_CAPACITY, "<Q", 0, "field capacity is 0, not a power of two"),
     ("capacity", L.H_CAPACITY, "<Q", 24, "field capacity is 24, not a power of two"),
     ("capacity", L.H_CAPACITY, "<Q", 1 << 25, "field capacity is 33554432, not a power"),
@@ -471,3 +477,34 @@ def test_c_reader_survives_10000_mutated_headers(
     assert counts["cases"] == "10000"
     assert counts["crashes"] == counts["hangs"] == counts["unnamed"] == "0"
     assert int(counts["accepted"]) > 0 and int(counts["refused"]) > 0
+
+
+def test_c_reader_reads_tickers_and_candles(instance: str, tmp_path: Path) -> None:
+    """The generated structs and bits read what the Python writers put in both new kinds."""
+    from mdpipe.candles import CandleBuilder
+    from mdpipe.ingest.tickers import TickerState
+    from mdpipe.venues.base import MarkPrice
+
+    binary = _compile(tmp_path / "ticker_latest", ROOT / "tests" / "c" / "ticker_latest.c")
+    syms = ["BTCUSDT", "ETHUSDT"]
+    s = 1_000_000_000
+    with (
+        RingWriter.create(instance, "tickers.x.0", "ticker", symbols=syms, capacity=16) as tw,
+        RingWriter.create(instance, "candles_1s.x.0", "candle", symbols=syms, capacity=16) as cw,
+    ):
+        values = {"mark_price": 101.5, "funding_rate": -0.000125, "next_funding_ts_ns": 7 * s}
+        TickerState(tw, 2).apply(1, MarkPrice("ETHUSDT", 1, 101.5, values), 5)
+        b = CandleBuilder(cw, s, 2, start_ns=0, grace_ns=0)
+        for tid, (t, px) in enumerate([(3.1, 10.0), (3.5, 12.0), (4.2, 11.0), (3.9, 9.0)]):
+            b.on_trade(1, int(t * s), 0, tid, tid, tid, px, 0.5, True)
+        res = subprocess.run(
+            [str(binary), instance, "tickers.x.0", "candles_1s.x.0", "ETHUSDT"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        f"mark=101.500 funding=-0.000125 next={7 * s} oi_sent=0",
+        f"open_ts={3 * s} o=10.00 h=12.00 l=9.00 c=12.00 v=1.500 n=3 rev=1 amended=1",
+    ]

@@ -341,3 +341,25 @@ fcntl.flock(fd, fcntl.LOCK_EX)
 print("locked", flush=True)
 time.sleep(300)
 """
+
+
+def test_tail_shows_mark_price_and_funding(instance: str, rings) -> None:
+    from mdpipe.ingest.tickers import TickerState
+    from mdpipe.venues.base import MarkPrice
+
+    w = RingWriter.create(instance, "tickers.x.0", "ticker", symbols=["BTCUSDT", "ETHUSDT"])
+    try:
+        now = time.time_ns()
+        due = (now // 3_600_000_000_000 + 2) * 3_600_000_000_000  # a whole hour, 1-2 h away
+        values = {"mark_price": 100.125, "funding_rate": 0.0001, "next_funding_ts_ns": due}
+        TickerState(w, 2).apply(0, MarkPrice("BTCUSDT", now // 1_000_000, 100.125, values), now)
+        res = mdpipe("tail", "BTCUSDT", "--instance", instance, "--once")
+        assert res.returncode == 0, res.stderr
+        line = next(ln for ln in res.stdout.splitlines() if ln.startswith("mark "))
+        assert line.startswith("mark 100.125  funding +0.0100% next ")
+        assert time.strftime("%H:00:00 UTC", time.gmtime(due / 1e9)) in line
+        assert "index" not in line and "OI" not in line  # not sent: not shown
+        eth = mdpipe("tail", "ETHUSDT", "--instance", instance, "--once")
+        assert "mark " not in eth.stdout  # no ticker yet for ETHUSDT
+    finally:
+        w.close(unlink=True)

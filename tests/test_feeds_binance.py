@@ -8,6 +8,7 @@ import random
 import orjson
 import pytest
 
+from mdpipe.venues.base import Ticker
 from mdpipe.venues.binance.wire import (
     BAD_NUMBER,
     BAD_TYPE,
@@ -535,12 +536,57 @@ def test_mark_price_and_its_stream_on_the_market_route() -> None:
         b'"s":"BTCUSDT","p":"11794.15000000","i":"11784.62659091","P":"11784.25641265",'
         b'"r":"0.00038167","T":1562306400000}}'
     )
-    assert BinanceParser("futures").parse(raw) == MarkPrice("BTCUSDT", 1562305380000, 11794.15)
+    values = {
+        "mark_price": 11794.15,
+        "index_price": 11784.62659091,
+        "funding_rate": 0.00038167,
+        "next_funding_ts_ns": 1562306400000 * 1_000_000,
+    }
+    assert BinanceParser("futures").parse(raw) == MarkPrice(
+        "BTCUSDT", 1562305380000, 11794.15, values
+    )
     missing = b'{"stream":"btcusdt@markPrice","data":{"e":"markPriceUpdate","E":1,"s":"BTCUSDT"}}'
     assert refused("futures", missing) == "missing_field"
     (public, market) = plan_connections("futures", ["BTCUSDT"], trade="aggTrade", mark_price=True)
     assert market.url.endswith("/market/stream?streams=btcusdt@aggTrade/btcusdt@markPrice@1s")
     assert "markPrice" not in public.url
+
+
+def test_24hr_tickers_of_both_markets() -> None:
+    futures = (
+        b'{"stream":"btcusdt@ticker","data":{"e":"24hrTicker","E":123456789,"s":"BTCUSDT",'
+        b'"p":"0.0015","P":"250.00","w":"0.0018","c":"0.0025","Q":"10","o":"0.0010",'
+        b'"h":"0.0025","l":"0.0010","v":"10000","q":"18","O":0,"C":86400000,"F":0,"L":18150,'
+        b'"n":18151}}'
+    )
+    t = BinanceParser("futures").parse(futures)
+    assert t == Ticker(
+        "BTCUSDT",
+        123456789,
+        {
+            "last_price": 0.0025,
+            "open_24h": 0.0010,
+            "high_24h": 0.0025,
+            "low_24h": 0.0010,
+            "volume_24h": 10000.0,
+            "quote_volume_24h": 18.0,
+        },
+    )
+    spot = futures.replace(b'"Q":"10",', b'"Q":"10","b":"0.0024","B":"10","a":"0.0026","A":"100",')
+    values = BinanceParser("spot").parse(spot).values
+    assert (values["bid_price"], values["bid_qty"], values["ask_price"], values["ask_qty"]) == (
+        0.0024,
+        10.0,
+        0.0026,
+        100.0,
+    )
+    assert refused("futures", futures.replace(b'"h":"0.0025",', b"")) == "missing_field"
+    assert refused("futures", futures.replace(b'"v":"10000"', b'"v":"-1"')) == "bad_number"
+    (_, market, day) = plan_connections("futures", ["BTCUSDT"], trade="aggTrade", ticker=True)
+    assert market.url.endswith("/market/stream?streams=btcusdt@aggTrade")
+    assert day.url.endswith("/market/stream?streams=btcusdt@ticker")
+    (_, day) = plan_connections("spot", ["BTCUSDT"], ticker=True)
+    assert day.url.endswith("/stream?streams=btcusdt@ticker")
 
 
 def test_unknown_streams() -> None:

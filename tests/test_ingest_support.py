@@ -55,6 +55,8 @@ def write_config(
         "stream_timeout": 10.0,
         "reconnect_initial": 0.05,
         "reconnect_max": 0.5,
+        # The ticker streams add a connection (Binance) or topics: tests of tickers ask.
+        "tickers": False,
         **feed,
     }
     lines = [
@@ -72,7 +74,11 @@ def write_config(
         f"cores = [{CORE}]",
     ]
     for key, value in values.items():
-        lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+            lines.append(f"{key} = {value}")
+        else:
+            lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
     lines += ["[supervisor]", f'dead_letter_dir = "{dead_letter_dir}"']
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -173,7 +173,7 @@ def test_a_tape_replays_into_exact_books_and_every_trade(tmp_path: Path) -> None
 
 
 def test_a_refused_topic_is_a_stream_fault_and_the_others_sync(tmp_path: Path) -> None:
-    """XRPUSDT is not on this simulator: its two subscriptions are refused, named, counted."""
+    """XRPUSDT is not on this simulator: its three subscriptions are refused, named, counted."""
     instance = f"t{uuid.uuid4().hex[:10]}"
     try:
         with SimProcess(["--venue", "bybit", "--symbols", "BTCUSDT", "--rate", "300"]) as sim:
@@ -181,21 +181,23 @@ def test_a_refused_topic_is_a_stream_fault_and_the_others_sync(tmp_path: Path) -
                                rest_url=sim.rest_url, market="linear",
                                symbols=["BTCUSDT", "XRPUSDT"], dead_letter_dir=tmp_path / "dead",
                                exchange="bybit", depth_stream="orderbook.50",
-                               trade_stream="publicTrade", stream_timeout=1.0)  # fmt: skip
+                               trade_stream="publicTrade", stream_timeout=1.0,
+                               tickers=True)  # fmt: skip
             with IngestProcess(cfg, instance) as ingest:
                 c = ingest.wait_for(
                     "BTCUSDT synced and XRPUSDT refused",
-                    lambda c: c["g_books_synced"] == 1 and c["stream_faults"] >= 2,
+                    lambda c: c["g_books_synced"] == 1 and c["stream_faults"] >= 3,
                     30,
                 )
-                assert c["err_request_rejected"] == 2 and c["parse_errors"] == 0
+                assert c["err_request_rejected"] == 3 and c["parse_errors"] == 0
                 # Refused streams are not reported again once stream_timeout (1 s) has passed.
                 later = time.monotonic() + 2.5
                 c = ingest.wait_for("stream_timeout to pass", lambda c: time.monotonic() > later)
-                assert c["stream_faults"] == 2 and "delivered nothing" not in ingest.log()
+                assert c["stream_faults"] == 3 and "delivered nothing" not in ingest.log()
                 log = ingest.log()
                 assert "refused subscribe orderbook.50.XRPUSDT: error:handler not found" in log
                 assert "refused subscribe publicTrade.XRPUSDT" in log
+                assert "refused subscribe tickers.XRPUSDT" in log
                 assert ingest.stop() == 0
     finally:
         remove_segments(instance)

@@ -235,7 +235,13 @@ def test_parse_top_trades_and_events():
             b'{"arg":{"channel":"books","instId":"X"},"data":[{"bids":[],"asks":[],"ts":"1"}]}',
             "missing_field",
         ),
-        (b'{"arg":{"channel":"tickers","instId":"X"},"data":[{}]}', "unknown_stream"),
+        (b'{"arg":{"channel":"price-limit","instId":"X"},"data":[{}]}', "unknown_stream"),
+        (b'{"arg":{"channel":"tickers","instId":"X"},"data":[{}]}', "missing_field"),
+        (
+            b'{"arg":{"channel":"funding-rate","instId":"X"},"data":[{"ts":"1",'
+            b'"fundingRate":"abc","fundingTime":"2"}]}',
+            "bad_number",
+        ),  # fmt: skip
         (b'{"arg":{"channel":"trades","instId":"X"},"data":[{},{}]}', "missing_field"),
         (b'{"event":"login"}', "unknown_event"),
         (b"[1,2]", "bad_type"),

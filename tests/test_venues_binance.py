@@ -30,6 +30,7 @@ def test_registry_finds_binance_and_builds_it_from_a_feed() -> None:
     class Feed:
         exchange, market, ws_url, rest_url = "binance", "spot", "ws://h:1", "http://h:1"
         depth_stream, trade_stream, snapshot_limit, reconnect_max = "depth", "trade", 100, 5.0
+        tickers = True
 
     v = make_venue(Feed, ["BTCUSDT"])
     assert v.exchange == "binance-spot"

@@ -118,7 +118,13 @@ def test_trade_ids_are_seq_and_position_unique_and_growing_across_messages() -> 
         (DELTA.replace(b'"64000.5"', b'"-1"'), "bad_number"),
         (DELTA.replace(b',"seq":9100231', b""), "missing_field"),
         (DELTA.replace(b'"delta"', b'"patch"'), "unknown_event"),
-        (b'{"topic":"tickers.BTCUSDT","data":{}}', "unknown_stream"),
+        (b'{"topic":"kline.1.BTCUSDT","data":{}}', "unknown_stream"),
+        (b'{"topic":"tickers.BTCUSDT","type":"delta","ts":1,"data":{}}', "missing_field"),
+        (
+            b'{"topic":"tickers.BTCUSDT","type":"delta","ts":1,"data":{"symbol":"BTCUSDT",'
+            b'"fundingRate":"x"}}',
+            "bad_number",
+        ),  # fmt: skip
         (_trade_msg([(1, "Hold", "x")]), "bad_type"),
         (b"[1,2]", "bad_type"),
     ],

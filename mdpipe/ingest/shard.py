@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 from mdpipe import config as C
 from mdpipe.affinity import pinned_core
+from mdpipe.candles import CandleBuilder, parse_interval
+from mdpipe.candles import ring_name as candle_ring_name
 from mdpipe.ingest import runtime
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.connection import CONTROL, Connected, Connection, ConnectionLost
@@ -31,8 +33,9 @@ from mdpipe.ingest.deadletter import DeadLetter
 from mdpipe.ingest.inbox import Inbox
 from mdpipe.ingest.rest import SnapshotFetcher, SnapshotReply, SnapshotRequest
 from mdpipe.ingest.symbolbook import SymbolBook
+from mdpipe.ingest.tickers import TickerState
 from mdpipe.instrument import Instrument
-from mdpipe.limits import ingest_symbol_slots
+from mdpipe.limits import derived_capacity, ingest_symbol_slots
 from mdpipe.record.tapes import open_recorder
 from mdpipe.shm import layout as L
 from mdpipe.shm.writer import RingWriter
@@ -40,6 +43,7 @@ from mdpipe.venues import make_venue
 from mdpipe.venues.base import (
     DEPTH,
     MARK,
+    TICKER,
     TRADE,
     Ack,
     Alive,
@@ -51,6 +55,7 @@ from mdpipe.venues.base import (
     RoutePlan,
     ServerShutdown,
     SnapshotStatus,
+    Ticker,
     Trade,
     Trades,
 )
@@ -72,6 +77,11 @@ _SAMPLE = 300  # characters of a bad frame quoted in the log
 def ring_names(feed: str, shard: int) -> tuple[str, str]:
     """(books ring, trades ring) of ingest shard `shard` of feed `feed`."""
     return f"books.{feed}.{shard}", f"trades.{feed}.{shard}"
+
+
+def tickers_ring_name(feed: str, shard: int) -> str:
+    """The ticker ring of ingest shard `shard` of feed `feed`."""
+    return f"tickers.{feed}.{shard}"
 
 
 def dead_letter_path(cfg: C.Config, feed: str, shard: int) -> Path:
@@ -131,6 +141,15 @@ class Shard:
         except BaseException:
             self.books_w.close()
             raise
+        self.extra_writers: list[RingWriter] = []
+        try:
+            self._create_derived_rings(mode, exchange, max_symbols)
+        except BaseException:
+            for w in self.extra_writers:
+                w.close()
+            self.trades_w.close()
+            self.books_w.close()
+            raise
         self.ctr = Counters(self.books_w)
         self.recorder = open_recorder(cfg, exchange, feed.name, shard)  # None unless [record]
         self.dead = DeadLetter(dead_letter_path(cfg, feed.name, shard))
@@ -176,8 +195,49 @@ class Shard:
         except (OSError, ControlError) as exc:
             # Market data flows without it; only runtime subscriptions are unavailable.
             self.log.error("no control socket (mdpipe subscribe will not reach it): %s", exc)
+        self.started_ns = time.time_ns()
+        self._next_stale_check = 0
 
     # ----- setup --------------------------------------------------------------------------
+
+    def _create_derived_rings(self, mode: int, exchange: str, max_symbols: int) -> None:
+        """The ticker ring (feed.tickers) and one candle ring per feed.candles interval."""
+        cfg, feed = self.cfg, self.feed
+        common = {
+            "symbols": self.symbols,
+            "instruments": self.instruments,
+            "max_symbols": max_symbols,
+            "exchange": exchange,
+            "mode": mode,
+            "group": cfg.shm.group,
+        }
+        capacity = derived_capacity(len(self.symbols), cfg.shm.trade_capacity)
+        self.tickers: TickerState | None = None
+        if feed.tickers and getattr(self.venue, "tickers", False):
+            w = RingWriter.create(
+                cfg.instance,
+                tickers_ring_name(feed.name, self.shard),
+                "ticker",
+                capacity=capacity,
+                **common,
+            )
+            self.extra_writers.append(w)
+            self.tickers = TickerState(w, max_symbols)  # every id, runtime subscriptions too
+        self.candles: list[CandleBuilder] = []
+        start_ns = time.time_ns()
+        for interval in feed.candles:
+            w = RingWriter.create(
+                cfg.instance,
+                candle_ring_name(interval, feed.name, self.shard),
+                "candle",
+                capacity=capacity,
+                **common,
+            )
+            self.extra_writers.append(w)
+            grace = int(feed.candle_grace * 1e9)
+            self.candles.append(
+                CandleBuilder(w, parse_interval(interval), max_symbols, start_ns, grace)
+            )
 
     def _instruments(self) -> dict[str, Instrument]:
         """The normalized instrument of each symbol the venue can name, for the symbol tables."""
@@ -279,11 +339,27 @@ class Shard:
         elif t is MarkPrice:
             if conn.unseen:
                 conn.unseen.discard((ev.symbol, MARK))
+            if self.tickers is not None and ev.values:
+                self._ticker(ev, recv_ns, raw)
+        elif t is Ticker:
+            if conn.unseen:
+                conn.unseen.discard((ev.symbol, TICKER))
+            if self.tickers is not None:
+                self._ticker(ev, recv_ns, raw)
         elif t is Ack:
             if not ev.ok:
                 self._rejected(conn, ev, raw)
         elif t is BookTicker or t is Alive:
             pass  # a pong, or a top of book not subscribed: harmless
+
+    def _ticker(self, ev: MarkPrice | Ticker, recv_ns: int, raw: bytes) -> None:
+        """Merge a venue's ticker fields into the symbol's state and commit it."""
+        sid = self.trade_ids.get(ev.symbol)
+        if sid is None:
+            self._unknown_symbol(ev.symbol, raw)
+            return
+        self.tickers.apply(sid, ev, recv_ns)
+        self.ctr.arr[self.ctr.tickers] += 1
 
     def _trade(self, conn: Connection, ev: Trade, recv_ns: int, raw: bytes) -> None:
         """Commit one trade (once, in order, during a rollover)."""
@@ -303,10 +379,11 @@ class Shard:
                 return
         self.last_trade_id[sid] = ev.trade_id
         maker = ev.buyer_is_maker
+        ts_ns = ev.trade_time * _MS
         self.trades_w.commit_trade(
             sid,
             L.FLAG_BUYER_MAKER if maker else 0,
-            ev.trade_time * _MS,
+            ts_ns,
             ev.event_time * _MS,
             recv_ns,
             ev.trade_id,
@@ -316,6 +393,18 @@ class Shard:
             ev.qty,
             -1 if maker else 1,
         )
+        for builder in self.candles:
+            builder.on_trade(
+                sid,
+                ts_ns,
+                recv_ns,
+                ev.trade_id,
+                ev.first_trade_id,
+                ev.last_trade_id,
+                ev.price,
+                ev.qty,
+                not maker,
+            )
 
     def _in_band_snapshot(
         self, conn: Connection, snap: DepthSnapshot, recv_ns: int, raw: bytes
@@ -718,8 +807,34 @@ class Shard:
             arr = self.ctr.arr
             arr[self.ctr.g_rest_weight] = budget.used
             arr[self.ctr.rest_paced_ms] = int(self.fetcher.paced_seconds * 1000)
+        self._tick_derived()
         self.books_w.heartbeat()
         self.trades_w.heartbeat()
+
+    def _tick_derived(self) -> None:
+        """Close quiet candles, gauge stale tickers, keep the derived rings' heartbeats."""
+        now_ns = time.time_ns()
+        arr, ctr = self.ctr.arr, self.ctr
+        if self.candles:
+            published = amended = dropped = 0
+            for builder in self.candles:
+                builder.on_clock(now_ns)
+                published += builder.published
+                amended += builder.amended
+                dropped += builder.late_dropped
+            arr[ctr.candles] = published
+            arr[ctr.candles_amended] = amended
+            arr[ctr.candles_late_dropped] = dropped
+        if self.tickers is not None and now_ns >= self._next_stale_check:
+            self._next_stale_check = now_ns + 1_000_000_000
+            limit = now_ns - int(self.feed.ticker_timeout * 1e9)
+            t, start = self.tickers, self.started_ns
+            sids = self.trade_ids.values()  # the symbols subscribed now
+            last, funding = t.last_update_ns, t.last_funding_ns
+            arr[ctr.g_tickers_stale] = sum(1 for i in sids if max(last[i], start) < limit)
+            arr[ctr.g_funding_stale] = sum(1 for i in sids if 0 < funding[i] < limit)
+        for w in self.extra_writers:
+            w.heartbeat()
 
     def _lost_if_silent(self, conn: Connection, now: float) -> bool:
         """Drop a socket that has delivered nothing for silence_timeout; True if it was."""
@@ -807,6 +922,10 @@ class Shard:
         if self.recorder is not None:
             self.recorder.close()  # writes what is queued and finishes the open tape
         self.ctr.arr[self.ctr.g_connections] = 0
+        for builder in self.candles:
+            builder.flush_open()
+        for w in self.extra_writers:
+            w.close()
         self.trades_w.close()
         self.books_w.close()
 

@@ -23,9 +23,11 @@ from mdpipe.publisher.status import (
     BOOKS_LOST,
     BOOKS_PUBLISHED,
     BOOKS_REPUBLISHED,
+    CANDLES_PUBLISHED,
     COUNTERS,
     CURSOR,
     DROPPED_BOOKS,
+    FUNDING_PUBLISHED,
     G_LAG_NS,
     G_LAG_RECORDS,
     G_REDIS_UP,
@@ -34,6 +36,7 @@ from mdpipe.publisher.status import (
     REDIS_ERRORS,
     REDIS_RECONNECTS,
     STREAM_ENTRIES,
+    TICKERS_LOST,
     TRADES_LOST,
     TRADES_PUBLISHED,
     previous_counters,
@@ -46,6 +49,7 @@ from mdpipe.tailer import RingTailer
 
 log = logging.getLogger("mdpipe.publisher")
 
+_RING_KINDS = {"books": "book", "trades": "trade", "tickers": "ticker"}
 MARKET_DATA_INTERVAL = 0.25  # seconds between two tickers of one symbol
 SCAN_EVERY = 0.01  # how often symbols with a ticker or stream book to send are looked at
 GAUGES_EVERY = 0.1
@@ -56,7 +60,7 @@ IDLE_MIN, IDLE_MAX = 200e-6, 1e-3  # sleep between polls of empty rings, doublin
 class _Ring(RingTailer):
     """A books or trades ring, its venue and its symbol-id -> SymbolState table."""
 
-    __slots__ = ("is_book", "exchange", "table", "lag_ix", "stats_upto")
+    __slots__ = ("is_book", "kind", "interval", "exchange", "table", "lag_ix", "stats_upto")
 
     def __init__(
         self,
@@ -67,9 +71,13 @@ class _Ring(RingTailer):
         *,
         is_book: bool,
         exchange: str,
+        kind: str = "",
     ) -> None:
         super().__init__(name, reader, counters, cursor_ix)
         self.is_book, self.exchange = is_book, exchange
+        self.kind = kind or ("book" if is_book else "trade")
+        # candles_1m.usdm.0 -> "1m"
+        self.interval = name.split(".", 1)[0][len("candles_") :] if kind == "candle" else ""
         self.table: list[P.SymbolState] = []
         self.lag_ix: int | None = None
         self.stats_upto = 0  # ring position up to which trades are in the 24 h figures
@@ -96,6 +104,8 @@ class Publisher:
             pub.market_data_channel,
             pub.orderbook_stream,
             pub.trades_stream,
+            pub.funding_channel,
+            pub.candles_channel,
         )
         venues = {N.venue_of(f.exchange, f.market) for f in cfg.feeds}
         # The only venue of the config keeps the plain names; any other gets a venue segment.
@@ -139,6 +149,7 @@ class Publisher:
         self.next_scan = 0.0
         self.pending_books = self.pending_trades = self.pending_md = 0
         self.pending_republished = self.pending_entries = 0
+        self.pending_funding = self.pending_candles = 0
         self.pending_commit = 0  # newest commit_ts_ns among the records in the pipeline
         self.published_commit = 0  # newest commit_ts_ns Redis has
         self.lost_unlogged = 0
@@ -209,9 +220,12 @@ class Publisher:
                 continue
             if ring.is_book:
                 self._books(ring, recs, up)
-            else:
+            elif ring.kind == "trade":
                 read_trades.append(ring)
                 self._trades(ring, recs)
+            else:
+                read_trades.append(ring)  # like trades: read again after a failed round trip
+                self._derived(ring, recs)
         if not self._flush():
             for ring in read_trades:  # not confirmed by Redis: sent again once it is back
                 ring.rewind()
@@ -253,6 +267,25 @@ class Publisher:
             self.pending_entries += len(recs)
         self.pending_commit = max(self.pending_commit, int(recs["commit_ts_ns"][-1]))
         self.md_dirty |= touched
+
+    def _derived(self, ring: _Ring, recs: np.ndarray) -> None:
+        """Tickers (funding:, the newest per symbol) and candles (candles:, every one)."""
+        if ring.kind == "ticker":
+            self.pending_funding += P.tickers(recs, ring.table, self.sink)
+        else:
+            for st in {ring.table[i] for i in np.unique(recs["symbol_id"]).tolist()}:
+                self._candle_names(st, ring.interval)
+            P.candles(recs, ring.table, self.sink, ring.interval)
+            self.pending_candles += len(recs)
+        self.pending_commit = max(self.pending_commit, int(recs["commit_ts_ns"][-1]))
+
+    def _candle_names(self, st: P.SymbolState, interval: str) -> None:
+        cmds = st.candle_cmds
+        if cmds is None:
+            cmds = st.candle_cmds = {}
+        if interval not in cmds:
+            name = N.candle_name(st.names, interval).encode()
+            cmds[interval] = (publish_prefix(name, self.cluster), set_prefix(name))
 
     def _flush(self) -> bool:
         """Queue the keys, tickers and stream books that are due, then send; False on failure."""
@@ -309,6 +342,8 @@ class Publisher:
             c[TRADES_PUBLISHED] += self.pending_trades
             c[MD_PUBLISHED] += self.pending_md
             c[STREAM_ENTRIES] += self.pending_entries
+            c[FUNDING_PUBLISHED] += self.pending_funding
+            c[CANDLES_PUBLISHED] += self.pending_candles
             if self.pending_commit:
                 self.published_commit = self.pending_commit
                 c[G_LAG_NS] = max(0, time.time_ns() - self.pending_commit)
@@ -327,6 +362,7 @@ class Publisher:
         self.numbers_before.clear()
         self.pending_books = self.pending_trades = self.pending_md = 0
         self.pending_republished = self.pending_entries = 0
+        self.pending_funding = self.pending_candles = 0
         self.pending_commit = 0
         return ok
 
@@ -439,6 +475,9 @@ class Publisher:
         st.md_pub, st.md_set = publish_prefix(md, self.cluster), set_prefix(md)
         st.books_xadd = xadd_prefix(names.orderbook_stream.encode(), self.stream_maxlen)
         st.trades_xadd = xadd_prefix(names.trades_stream.encode(), self.stream_maxlen)
+        funding = names.funding.encode()
+        st.funding_pub, st.funding_set = publish_prefix(funding, self.cluster), set_prefix(funding)
+        st.candle_cmds = None  # rebuilt from the new names on first use
 
     def _queue_directory(self, states: set[P.SymbolState] | list[P.SymbolState]) -> None:
         """HSET the symbols' names into the directory consumers resolve symbols with."""
@@ -494,10 +533,11 @@ class Publisher:
         present = {ring for _, ring in list_segments(self.instance)}
         for name in sorted(present - self.rings.keys()):
             head = name.split(".", 1)[0]
-            if head not in ("books", "trades"):
+            kind = _RING_KINDS.get(head) or ("candle" if head.startswith("candles_") else None)
+            if kind is None:
                 continue
             try:
-                reader = attach(self.instance, name, kind="book" if head == "books" else "trade")
+                reader = attach(self.instance, name, kind=kind)
                 exchange = read_status(self.instance, name).exchange
             except (NoSuchRingError, posix_ipc.ExistentialError):
                 continue  # removed between listing and attaching
@@ -511,7 +551,13 @@ class Publisher:
             key = ring_key(name)
             cursor_ix = self._counter_index(CURSOR + key)
             ring = _Ring(
-                name, reader, self.c, cursor_ix, is_book=head == "books", exchange=exchange
+                name,
+                reader,
+                self.c,
+                cursor_ix,
+                is_book=head == "books",
+                exchange=exchange,
+                kind=kind,
             )
             ring.lag_ix = self._counter_index("g_lag_" + key)
             self._load_symbols(ring)
@@ -570,6 +616,8 @@ class Publisher:
         n = ring.take_lost()
         if ring.is_book:
             self.c[BOOKS_LOST] += n
+        elif ring.kind != "trade":
+            self.c[TICKERS_LOST] += n
         else:
             self.c[TRADES_LOST] += n
             self.lost_unlogged += n

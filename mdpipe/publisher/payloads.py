@@ -23,6 +23,17 @@ market_data:{SYMBOL} {"symbol", "last_price", "bid_price", "ask_price", "mid_pri
     bid/ask from the newest synced book (null while the book is not exact), 24 h figures
     from publisher.rolling over the trades seen, volume in the base asset.
 
+funding:{SYMBOL}    {"symbol", "exchange", "mark_price", "index_price", "funding_rate",
+                     "next_funding_ts", "open_interest", "last_price", "bid_price", "bid_qty",
+                     "ask_price", "ask_qty", "open_24h", "high_24h", "low_24h", "volume_24h",
+                     "quote_volume_24h", "exchange_ts", "timestamp"}
+    the venue's newest ticker state; a field the venue does not send is null.
+candles:{SYMBOL}:{INTERVAL} {"symbol", "exchange", "interval", "open_ts", "open", "high",
+                     "low", "close", "volume", "quote_volume", "taker_buy_volume", "trades",
+                     "first_trade_id", "last_trade_id", "revision", "amended", "restart",
+                     "final", "timestamp"}
+    one message per closed candle (again, revision + 1, when a late trade amends it).
+
 Names are templates filled by mdpipe.redis_names (a venue segment, cluster hash tags). With
 Streams on, trades_stream:{SYMBOL} and orderbook_stream:{SYMBOL} entries hold the same JSON in
 field d and the entry's number in its stream in field n.
@@ -81,6 +92,9 @@ class SymbolState:
     last_price: float | None = None
     stats: Rolling24h | None = None  # created with the first trade (books-only symbols need none)
     md_sent: float = 0.0  # time.monotonic() of the last market_data publication
+    funding_pub: bytes = b""
+    funding_set: bytes = b""
+    candle_cmds: dict[str, tuple[bytes, bytes]] | None = None  # interval -> (publish, set)
 
 
 def newest_per_symbol(sids: np.ndarray) -> np.ndarray:
@@ -251,3 +265,65 @@ def market_data(st: SymbolState, now_ns: int) -> bytes:
             "updated_at": now_ns,
         }
     )
+
+
+_TICKER_NAMES = [n for n, _, _ in L.TICKER_VALUES if n != "next_funding_ts_ns"]
+
+
+def tickers(recs: np.ndarray, table: list[SymbolState], sink: Sink) -> int:
+    """Publish (and SET) each symbol's newest ticker of the batch on funding:; returns how many."""
+    sent = 0
+    for i in newest_per_symbol(recs["symbol_id"]).tolist():
+        rec = recs[i]
+        st = table[int(rec["symbol_id"])]
+        filled = int(rec["filled"])
+        body: dict[str, object] = {"symbol": st.symbol, "exchange": st.exchange}
+        for name in _TICKER_NAMES:
+            body[name] = float(rec[name]) if filled & L.TICKER_BITS[name] else None
+        has_next = filled & L.TICKER_BITS["next_funding_ts_ns"]
+        body["next_funding_ts"] = int(rec["next_funding_ts_ns"]) if has_next else None
+        body["exchange_ts"] = int(rec["exchange_ts_ns"])
+        body["timestamp"] = int(rec["commit_ts_ns"])
+        payload = _dumps(body)
+        sink.set(st.slot, st.funding_set, payload)
+        sink.publish(st.slot, st.funding_pub, payload)
+        sent += 1
+    return sent
+
+
+def candles(recs: np.ndarray, table: list[SymbolState], sink: Sink, interval: str) -> None:
+    """Publish every candle record (in order) on candles:<symbol>:<interval>, SET the newest."""
+    newest: dict[SymbolState, bytes] = {}
+    out = []
+    for rec in recs:
+        st = table[int(rec["symbol_id"])]
+        flags = int(rec["flags"])
+        payload = _dumps(
+            {
+                "symbol": st.symbol,
+                "exchange": st.exchange,
+                "interval": interval,
+                "open_ts": int(rec["open_ts_ns"]),
+                "open": float(rec["open"]),
+                "high": float(rec["high"]),
+                "low": float(rec["low"]),
+                "close": float(rec["close"]),
+                "volume": float(rec["volume"]),
+                "quote_volume": float(rec["quote_volume"]),
+                "taker_buy_volume": float(rec["taker_buy_volume"]),
+                "trades": int(rec["trades"]),
+                "first_trade_id": int(rec["first_trade_id"]),
+                "last_trade_id": int(rec["last_trade_id"]),
+                "revision": int(rec["revision"]),
+                "amended": bool(flags & L.FLAG_CANDLE_AMENDED),
+                "restart": bool(flags & L.FLAG_CANDLE_RESTART),
+                "final": not flags & L.FLAG_CANDLE_OPEN,
+                "timestamp": int(rec["commit_ts_ns"]),
+            }
+        )
+        out.append((st, payload))
+        newest[st] = payload
+    for st, payload in newest.items():
+        sink.set(st.slot, st.candle_cmds[interval][1], payload)
+    for st, payload in out:
+        sink.publish(st.slot, st.candle_cmds[interval][0], payload)

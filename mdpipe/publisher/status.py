@@ -28,6 +28,9 @@ COUNTERS = PUBLISHER.names  # declared with their meanings in mdpipe/counters.py
     G_LAG_NS,
     G_RINGS,
     STREAM_ENTRIES,
+    FUNDING_PUBLISHED,
+    CANDLES_PUBLISHED,
+    TICKERS_LOST,
 ) = range(len(COUNTERS))
 
 CURSOR = "g_cursor_"  # + ring key: the next record of that ring the publisher reads

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 MAGIC = int.from_bytes(b"MDPIPE\x00\x01", "little")
 CACHE_LINE = 64
 PAGE = 4096
@@ -43,7 +43,15 @@ PAGE = 4096
 KIND_BOOK = 1
 KIND_TRADE = 2
 KIND_STATUS = 3
-KIND_NAMES = {KIND_BOOK: "book", KIND_TRADE: "trade", KIND_STATUS: "status"}
+KIND_TICKER = 4
+KIND_CANDLE = 5
+KIND_NAMES = {
+    KIND_BOOK: "book",
+    KIND_TRADE: "trade",
+    KIND_STATUS: "status",
+    KIND_TICKER: "ticker",
+    KIND_CANDLE: "candle",
+}
 KIND_IDS = {name: kind for kind, name in KIND_NAMES.items()}
 
 # Sane maxima: a header claiming more is refused before anything is allocated or mapped.
@@ -92,7 +100,9 @@ H_MAGIC = _h.add(
     "magic", "u64", 8, '"MDPIPE\\0\\1" read as a little-endian u64; written last'
 ).offset
 H_VERSION = _h.add("layout_version", "u32", 4, f"{LAYOUT_VERSION}").offset
-H_KIND = _h.add("kind", "u32", 4, "1 book, 2 trade, 3 status (counters only, no slots)").offset
+H_KIND = _h.add(
+    "kind", "u32", 4, "1 book, 2 trade, 3 status (counters only, no slots), 4 ticker, 5 candle"
+).offset
 H_CAPACITY = _h.add("capacity", "u64", 8, "slots, a power of two <= 2^24 (0 for status)").offset
 H_RECORD_SIZE = _h.add("record_size", "u32", 4, "itemsize of the record dtype").offset
 H_DEPTH = _h.add("depth", "u32", 4, "levels per side of a book record (0 otherwise)").offset
@@ -152,7 +162,7 @@ H_DTYPE_DESCR = _h.add(
     "dtype_descr",
     f"char[{DTYPE_DESCR_BYTES}]",
     DTYPE_DESCR_BYTES,
-    'JSON {"itemsize", "fields": [{"name", "type", "shape", "offset"}]} of the record, NUL padded',
+    'JSON {"itemsize", "fields": [[name, type, shape, offset], ...]} of the record, NUL padded',
 ).offset
 HEADER_FIELDS: tuple[Field, ...] = tuple(_h.fields)
 if _h.offset > PAGE:
@@ -225,6 +235,72 @@ TRADE_FIELDS: list[tuple[str, str, str]] = [
 ]
 _TRADE_PAD = 7
 
+# Ticker record: the venue's derivatives and 24-hour statistics for one symbol, merged from
+# every stream that carries them. A field the venue never sent is NaN (0 for times) with its
+# bit clear in `filled`; never a guessed value.
+TICKER_VALUES: list[tuple[str, str, str]] = [
+    ("mark_price", "<f8", "mark price"),
+    ("index_price", "<f8", "index price"),
+    ("funding_rate", "<f8", "current (predicted) funding rate, e.g. 0.0001 = 0.01 %"),
+    ("next_funding_ts_ns", "<i8", "time of the next funding, ns since the epoch (0 if unsent)"),
+    ("open_interest", "<f8", "open interest, in contracts or base units as the venue counts"),
+    ("last_price", "<f8", "last traded price"),
+    ("bid_price", "<f8", "best bid, as the ticker stream sent it"),
+    ("bid_qty", "<f8", "best bid quantity"),
+    ("ask_price", "<f8", "best ask"),
+    ("ask_qty", "<f8", "best ask quantity"),
+    ("open_24h", "<f8", "price 24 h ago"),
+    ("high_24h", "<f8", "24 h high"),
+    ("low_24h", "<f8", "24 h low"),
+    ("volume_24h", "<f8", "24 h volume, base units (contracts where the venue counts so)"),
+    ("quote_volume_24h", "<f8", "24 h volume, quote units"),
+]
+TICKER_BITS = {name: 1 << i for i, (name, _, _) in enumerate(TICKER_VALUES)}
+TICKER_FIELDS: list[tuple[str, str, str]] = [
+    ("seq", "<u8", "seqlock word"),
+    ("symbol_id", "<u4", "index in the symbol table"),
+    ("flags", "<u4", "RESYNC 4: first record of this symbol since the writer started"),
+    ("exchange_ts_ns", "<i8", "event time of the venue message this record applies"),
+    ("recv_ts_ns", "<i8", "local receive time"),
+    ("commit_ts_ns", "<i8", "ring commit time"),
+    ("symbol_seq", "<u8", "per-symbol record number"),
+    ("filled", "<u8", "bit i set: value field i (below, from mark_price = bit 0) holds data"),
+    ("updated", "<u8", "bits of the value fields this record's venue message carried"),
+    *TICKER_VALUES,
+]
+
+# Candle record: OHLCV of one interval built from the trades ring by exchange trade time.
+FLAG_CANDLE_AMENDED = 1  # a late trade changed this candle after it was first published
+FLAG_CANDLE_RESTART = 2  # the writer (re)started inside this interval: trades may be missing
+FLAG_CANDLE_OPEN = 4  # the interval had not closed yet (published at writer shutdown)
+CANDLE_FLAGS = {
+    "AMENDED": (FLAG_CANDLE_AMENDED, "a late trade amended it; revision counts amendments"),
+    "RESTART": (FLAG_CANDLE_RESTART, "the writer (re)started inside the interval"),
+    "OPEN": (FLAG_CANDLE_OPEN, "published before the interval closed (writer stopping)"),
+}
+CANDLE_FIELDS: list[tuple[str, str, str]] = [
+    ("seq", "<u8", "seqlock word"),
+    ("symbol_id", "<u4", "index in the symbol table"),
+    ("flags", "<u4", "AMENDED 1, RESTART 2, OPEN 4"),
+    ("open_ts_ns", "<i8", "interval start (exchange trade time), ns since the epoch"),
+    ("interval_ns", "<i8", "interval length"),
+    ("recv_ts_ns", "<i8", "local receive time of the last trade in the candle"),
+    ("commit_ts_ns", "<i8", "ring commit time"),
+    ("symbol_seq", "<u8", "per-symbol record number"),
+    ("first_trade_id", "<u8", "first trade id in the candle"),
+    ("last_trade_id", "<u8", "last trade id in the candle"),
+    ("trades", "<u8", "trades in the candle (an aggregate counts its trades)"),
+    ("open", "<f8", "first trade price"),
+    ("high", "<f8", "highest trade price"),
+    ("low", "<f8", "lowest trade price"),
+    ("close", "<f8", "last trade price"),
+    ("volume", "<f8", "sum of quantities"),
+    ("quote_volume", "<f8", "sum of price x quantity"),
+    ("taker_buy_volume", "<f8", "sum of quantities where the aggressor bought"),
+    ("revision", "<u4", "0 when first published; +1 per amendment by a late trade"),
+    ("_pad0", "<u4", "zero"),
+]
+
 
 def _round_up(n: int, to: int) -> int:
     return (n + to - 1) // to * to
@@ -243,6 +319,9 @@ TRADE_DTYPE = np.dtype(
     [(n, t, (_TRADE_PAD,)) if n == "_pad0" else (n, t) for n, t, _ in TRADE_FIELDS], align=True
 )
 
+TICKER_DTYPE = np.dtype([(n, t) for n, t, _ in TICKER_FIELDS], align=True)
+CANDLE_DTYPE = np.dtype([(n, t) for n, t, _ in CANDLE_FIELDS], align=True)
+
 # Byte offsets of the book record's fields that the hot paths touch.
 _BOOK_PREFIX = book_dtype(1)
 BOOK_OFFSETS = {name: _BOOK_PREFIX.fields[name][1] for name, _, _ in BOOK_FIELDS_PREFIX}
@@ -256,6 +335,10 @@ def record_dtype(kind: int, depth: int) -> np.dtype | None:
         return book_dtype(depth)
     if kind == KIND_TRADE:
         return TRADE_DTYPE
+    if kind == KIND_TICKER:
+        return TICKER_DTYPE
+    if kind == KIND_CANDLE:
+        return CANDLE_DTYPE
     if kind == KIND_STATUS:
         return None
     raise ValueError(f"unknown record kind {kind}")
@@ -274,7 +357,7 @@ def describe_dtype(dtype: np.dtype | None) -> bytes:
     for name in dtype.names:
         sub, offset = dtype.fields[name][:2]
         base = sub.base.str if sub.shape else sub.str
-        fields.append({"name": name, "type": base, "shape": list(sub.shape), "offset": offset})
+        fields.append([name, base, list(sub.shape), offset])
     raw = json.dumps({"itemsize": dtype.itemsize, "fields": fields}, separators=(",", ":")).encode()
     if len(raw) > DTYPE_DESCR_BYTES:
         raise ValueError("record dtype description does not fit the header")
@@ -337,8 +420,20 @@ def markdown_tables() -> str:
     out += ["| offset | field | type | meaning |", "|---|---|---|---|"]
     trade_docs = {n: d for n, _, d in TRADE_FIELDS}
     out += [f"| {o} | {n} | {t} | {d} |" for o, n, t, d in _record_rows(TRADE_DTYPE, trade_docs)]
+    for title, dtype, fields in (
+        (f"Ticker record (kind {KIND_TICKER})", TICKER_DTYPE, TICKER_FIELDS),
+        (f"Candle record (kind {KIND_CANDLE})", CANDLE_DTYPE, CANDLE_FIELDS),
+    ):
+        out += ["", f"### {title}: {dtype.itemsize} bytes", ""]
+        out += ["| offset | field | type | meaning |", "|---|---|---|---|"]
+        docs = {n: d for n, _, d in fields}
+        out += [f"| {o} | {n} | {t} | {d} |" for o, n, t, d in _record_rows(dtype, docs)]
     out += ["", "### Book flags", "", "| bit | name | meaning |", "|---|---|---|"]
     out += [f"| {v} | {k} | {d} |" for k, (v, d) in BOOK_FLAGS.items()]
+    out += ["", "### Ticker `filled` / `updated` bits", "", "| bit | field |", "|---|---|"]
+    out += [f"| {v} | {k} |" for k, v in TICKER_BITS.items()]
+    out += ["", "### Candle flags", "", "| bit | name | meaning |", "|---|---|---|"]
+    out += [f"| {v} | {k} | {d} |" for k, (v, d) in CANDLE_FLAGS.items()]
     return "\n".join(out) + "\n"
 
 
@@ -361,6 +456,8 @@ def c_header() -> str:
         f"#define MDP_KIND_BOOK {KIND_BOOK}u",
         f"#define MDP_KIND_TRADE {KIND_TRADE}u",
         f"#define MDP_KIND_STATUS {KIND_STATUS}u",
+        f"#define MDP_KIND_TICKER {KIND_TICKER}u",
+        f"#define MDP_KIND_CANDLE {KIND_CANDLE}u",
         f"#define MDP_MAX_CAPACITY {MAX_CAPACITY}ULL",
         f"#define MDP_MAX_DEPTH {MAX_DEPTH}u",
         f"#define MDP_MAX_SYMBOLS {MAX_SYMBOLS}u",
@@ -375,7 +472,10 @@ def c_header() -> str:
     lines += [f"#define MDP_S_{f.name.upper()} {f.offset}" for f in SYMBOL_FIELDS]
     lines += [""]
     lines += [f"#define MDP_FLAG_{k} {v}u" for k, (v, _) in BOOK_FLAGS.items()]
-    lines += [f"#define MDP_FLAG_BUYER_MAKER {FLAG_BUYER_MAKER}u", ""]
+    lines += [f"#define MDP_FLAG_BUYER_MAKER {FLAG_BUYER_MAKER}u"]
+    lines += [f"#define MDP_CANDLE_{k} {v}u" for k, (v, _) in CANDLE_FLAGS.items()]
+    lines += [f"#define MDP_TICKER_HAS_{k.upper()} {v}ULL" for k, v in TICKER_BITS.items()]
+    lines += [""]
 
     def struct(cname: str, dtype: np.dtype, skip: tuple[str, ...] = ()) -> list[str]:
         body = ["typedef struct {"]
@@ -397,6 +497,10 @@ def c_header() -> str:
     lines += [f"#define MDP_BOOK_LEVELS_OFFSET {BOOK_LEVELS_OFFSET}", ""]
     lines += struct("mdp_trade_record", TRADE_DTYPE)
     lines += [f"#define MDP_TRADE_RECORD_SIZE {TRADE_DTYPE.itemsize}", ""]
+    lines += struct("mdp_ticker_record", TICKER_DTYPE)
+    lines += [f"#define MDP_TICKER_RECORD_SIZE {TICKER_DTYPE.itemsize}", ""]
+    lines += struct("mdp_candle_record", CANDLE_DTYPE)
+    lines += [f"#define MDP_CANDLE_RECORD_SIZE {CANDLE_DTYPE.itemsize}", ""]
     for name, off in BOOK_OFFSETS.items():
         lines.append(f"#define MDP_BOOK_{name.upper()} {off}")
     for name, off in TRADE_OFFSETS.items():

@@ -478,7 +478,13 @@ class Reader:
         return f"<Reader {self.describe()} lost={self.lost}>"
 
 
-_KIND_ARG = {"book": L.KIND_BOOK, "trade": L.KIND_TRADE, None: None}
+_KIND_ARG = {
+    "book": L.KIND_BOOK,
+    "trade": L.KIND_TRADE,
+    "ticker": L.KIND_TICKER,
+    "candle": L.KIND_CANDLE,
+    None: None,
+}
 
 
 def _rings_matching(instance: str, ring: str, owner: int | str | None) -> list[str]:
@@ -513,7 +519,7 @@ def attach(
     """Attach read-only to a ring of a running mdpipe instance.
 
     ring: an exact segment name ("books.usdm.0") or a prefix covering several ("books").
-    kind: "book" or "trade" to refuse a ring of the other kind.
+    kind: "book", "trade", "ticker" or "candle" to refuse a ring of another kind.
     wait: wait for the ring to appear, up to `timeout` seconds (forever when None); a
       timeout alone implies waiting.
     idle: how iteration waits for data: "spin" (lowest latency, one core busy), "yield"
@@ -523,7 +529,7 @@ def attach(
     """
     check_names(instance, ring)
     if kind not in _KIND_ARG:
-        raise ValueError(f"kind must be 'book', 'trade' or None, got {kind!r}")
+        raise ValueError(f"kind must be 'book', 'trade', 'ticker', 'candle' or None, got {kind!r}")
     _check_idle(idle)
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:

@@ -343,7 +343,7 @@ class HeaderView:
             )
         kind = self.kind
         if kind not in L.KIND_NAMES:
-            raise LayoutError(f"segment {name}: field kind is {kind}, not 1, 2 or 3")
+            raise LayoutError(f"segment {name}: field kind is {kind}, not one of 1..5")
         if expected_kind is not None and kind != expected_kind:
             have, want = L.KIND_NAMES[kind], L.KIND_NAMES[expected_kind]
             raise LayoutError(f"segment {name}: field kind: it holds {have} records, not {want}")

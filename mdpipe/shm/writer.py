@@ -331,7 +331,7 @@ class RingWriter(_Tables):
     ) -> RingWriter:
         """Create (or reclaim from a dead writer) the segment /dev/shm/mdpipe.<instance>.<ring>.
 
-        kind: "book" or "trade". instruments: the normalized instrument of each symbol.
+        kind: "book", "trade", "ticker" or "candle". instruments: the normalized instrument of each symbol.
         mode/group: permissions of a new segment (e.g. 0o640 and the group of the readers).
         A segment whose writer is still alive is refused with WriterAliveError; one left by a
         dead writer is reused in place (same geometry and mode: next generation, cursor kept,
@@ -339,13 +339,13 @@ class RingWriter(_Tables):
         """
         seqlock.check_memory_model()
         kind_id = L.KIND_IDS.get(kind)
-        if kind_id not in (L.KIND_BOOK, L.KIND_TRADE):
-            raise ValueError(f"kind must be 'book' or 'trade', got {kind!r}")
+        if kind_id not in (L.KIND_BOOK, L.KIND_TRADE, L.KIND_TICKER, L.KIND_CANDLE):
+            raise ValueError(f"kind must be 'book', 'trade', 'ticker' or 'candle', got {kind!r}")
         if capacity < 2 or capacity & (capacity - 1) or capacity > L.MAX_CAPACITY:
             raise ValueError(
                 f"capacity must be a power of two in 2..{L.MAX_CAPACITY}, got {capacity}"
             )
-        if kind_id == L.KIND_TRADE:
+        if kind_id != L.KIND_BOOK:
             depth = 0
         elif not 1 <= depth <= L.MAX_DEPTH:
             raise ValueError(f"depth must be 1..{L.MAX_DEPTH}, got {depth}")

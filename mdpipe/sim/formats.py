@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import orjson
 
-from mdpipe.sim.instruments import FUTURES, SymbolSpec
+from mdpipe.sim.instruments import FUTURES, SymbolSpec, fmt_units
 from mdpipe.sim.market import AggFill, Fill
 from mdpipe.sim.orderbook import Book
+from mdpipe.sim.rolling import DayStats, Kline
 
 Levels = list[list[str]]
 
@@ -192,6 +193,81 @@ class Encoder:
                 "P": price,
                 "r": "0.00010000",
                 "T": funding_ms,
+            }
+        )
+
+    def day_ticker(
+        self, symbol: str, st: DayStats, top: tuple[int, int, int, int], event_ms: int
+    ) -> bytes:
+        """A `24hrTicker` over the statistics so far (spot adds the previous close and top)."""
+        spec = self.specs[symbol]
+        px, qty = spec.price_str, spec.qty_str
+        quote_dec = spec.price_decimals + spec.qty_decimals
+        quote_units = st.quote * spec.tick * spec.step
+        change = st.last - st.open
+        pct = f"{change * 100 / st.open:.3f}" if st.open else "0.000"
+        avg = px(round(st.quote / st.volume)) if st.volume else px(st.last)
+        body: dict = {
+            "e": "24hrTicker",
+            "E": event_ms,
+            "s": symbol,
+            "p": ("-" if change < 0 else "") + px(abs(change)),
+            "P": pct,
+            "w": avg,
+        }
+        if not self.futures:
+            body["x"] = px(st.open)
+        body["c"] = px(st.last)
+        body["Q"] = qty(st.last_lots)
+        if not self.futures:
+            bid, bid_lots, ask, ask_lots = top
+            body.update({"b": px(bid), "B": qty(bid_lots), "a": px(ask), "A": qty(ask_lots)})
+        body.update(
+            {
+                "o": px(st.open),
+                "h": px(st.high),
+                "l": px(st.low),
+                "v": qty(st.volume),
+                "q": fmt_units(quote_units, quote_dec),
+                "O": st.open_ms,
+                "C": event_ms,
+                "F": st.first_id,
+                "L": st.last_id,
+                "n": st.count,
+            }
+        )
+        return orjson.dumps(body)
+
+    def kline(self, symbol: str, name: str, k: Kline, event_ms: int, closed: bool) -> bytes:
+        """A `kline` event for interval `name` ("1m"); `x` is true once the interval closed."""
+        spec = self.specs[symbol]
+        px, qty = spec.price_str, spec.qty_str
+        quote_dec = spec.price_decimals + spec.qty_decimals
+        scale = spec.tick * spec.step
+        return orjson.dumps(
+            {
+                "e": "kline",
+                "E": event_ms,
+                "s": symbol,
+                "k": {
+                    "t": k.start_ms,
+                    "T": k.start_ms + k.interval_ms - 1,
+                    "s": symbol,
+                    "i": name,
+                    "f": k.first_id,
+                    "L": k.last_id,
+                    "o": px(k.open),
+                    "c": px(k.close),
+                    "h": px(k.high),
+                    "l": px(k.low),
+                    "v": qty(k.volume),
+                    "n": k.count,
+                    "x": closed,
+                    "q": fmt_units(k.quote * scale, quote_dec),
+                    "V": qty(k.taker_volume),
+                    "Q": fmt_units(k.taker_quote * scale, quote_dec),
+                    "B": "0",
+                },
             }
         )
 

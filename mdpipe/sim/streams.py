@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from mdpipe.sim.instruments import FUTURES
+from mdpipe.sim.rolling import KLINE_INTERVALS_MS
 
 MAX_STREAMS = 1024
 
@@ -22,6 +23,10 @@ BOOK_TICKER = "bookTicker"
 TRADE = "trade"
 AGG_TRADE = "aggTrade"
 MARK_PRICE = "markPrice"
+DAY_TICKER = "ticker"
+KLINE = "kline"
+DAY_TICKER_MS = 1000  # `<s>@ticker` pushes once a second
+KLINE_PUSH_MS = 250  # an open kline is pushed every 250 ms (futures; spot 1-2 s)
 
 # Update speed of each depth stream suffix, in ms; 0 is the per-event futures stream.
 _DEPTH_SPEEDS = {
@@ -33,6 +38,7 @@ _PARTIAL_SPEEDS = {
     "spot": {"": 1000, "@100ms": 100},
 }
 _MARK_SPEEDS = {"": 3000, "@1s": 1000}
+_KLINE = re.compile(r"^([a-z0-9_]+)@kline_(\w+)$")
 _NAME = re.compile(r"^([a-z0-9_]+)@([A-Za-z]+)(\d*)(@\w+)?$")
 
 
@@ -45,10 +51,17 @@ class StreamKey:
     kind: str
     interval_ms: int = 0
     levels: int = 0
+    kline: str = ""  # a kline stream's interval, e.g. "1m"
 
 
 def parse_stream(name: str, market: str) -> StreamKey | None:
     """Parse a stream name valid on `market`, or None if the exchange has no such stream."""
+    k = _KLINE.match(name)
+    if k:
+        interval = k.group(2)
+        if interval not in KLINE_INTERVALS_MS or (market == FUTURES and interval == "1s"):
+            return None
+        return StreamKey(name, k.group(1).upper(), KLINE, KLINE_PUSH_MS, 0, interval)
     m = _NAME.match(name)
     if not m:
         return None
@@ -64,6 +77,8 @@ def parse_stream(name: str, market: str) -> StreamKey | None:
         return None
     if kind in (BOOK_TICKER, TRADE, AGG_TRADE) and not suffix:
         return StreamKey(name, symbol, kind)
+    if kind == DAY_TICKER and not suffix:
+        return StreamKey(name, symbol, DAY_TICKER, DAY_TICKER_MS)
     if kind == MARK_PRICE and market == FUTURES and suffix in _MARK_SPEEDS:
         return StreamKey(name, symbol, MARK_PRICE, _MARK_SPEEDS[suffix])
     return None

@@ -12,8 +12,19 @@ from mdpipe.sim.formats import Encoder
 from mdpipe.sim.hub import Hub
 from mdpipe.sim.instruments import FUTURES
 from mdpipe.sim.market import BookEvent, MarketModel
+from mdpipe.sim.rolling import KLINE_INTERVALS_MS, DayStats, Kline
 from mdpipe.sim.source import Source
-from mdpipe.sim.streams import DEPTH, MARK_PRICE, PARTIAL, depth_stream_name, parse_stream
+from mdpipe.sim.streams import (
+    DAY_TICKER,
+    DAY_TICKER_MS,
+    DEPTH,
+    KLINE,
+    KLINE_PUSH_MS,
+    MARK_PRICE,
+    PARTIAL,
+    depth_stream_name,
+    parse_stream,
+)
 
 _MAX_BACKLOG_S = 1.0  # falling further behind than this drops the backlog instead of bursting
 _FUNDING_MS = 8 * 3600 * 1000
@@ -101,6 +112,9 @@ class SyntheticSource(Source):
         self._windows_by_interval: dict[int, list[_Window]] = {}
         self._symbol_windows: dict[str, list[_Window]] = {}
         self._marks: dict[int, set[str]] = {}
+        self._day = {s: DayStats() for s in self.symbols}  # since the market started
+        self._day_subs: set[str] = set()
+        self._klines: dict[str, dict[str, Kline | None]] = {}  # symbol -> interval -> open kline
         self._tickers: dict[int, asyncio.Task[None]] = {}
         self._gaps: dict[str, int] = {}
         self._silent_until = 0.0
@@ -124,6 +138,10 @@ class SyntheticSource(Source):
             self._symbol_windows.setdefault(key.symbol, []).append(window)
         elif key.kind == MARK_PRICE:
             self._marks.setdefault(key.interval_ms, set()).add(key.symbol)
+        elif key.kind == DAY_TICKER:
+            self._day_subs.add(key.symbol)
+        elif key.kind == KLINE:
+            self._klines.setdefault(key.symbol, {}).setdefault(key.kline, None)
         if key.interval_ms not in self._tickers:
             task = asyncio.get_running_loop().create_task(self._ticker(key.interval_ms))
             self._tickers[key.interval_ms] = task
@@ -190,6 +208,7 @@ class SyntheticSource(Source):
         sym = ev.symbol
         names = self._names[sym]
         if ev.fills:
+            self._count_fills(sym, ev, event_ms)
             if hub.wants(names.trade):
                 for fill in ev.fills:
                     hub.publish(names.trade, enc.trade(sym, fill, event_ms, event_ms))
@@ -213,6 +232,50 @@ class SyntheticSource(Source):
         for window in self._symbol_windows.get(sym, ()):
             window.add(ev)
 
+    def _count_fills(self, sym: str, ev: BookEvent, event_ms: int) -> None:
+        """Add the event's fills to the day statistics and the open klines (closing any
+        kline the fills' trade time has left, first)."""
+        day = self._day[sym]
+        for fill in ev.fills:
+            day.add(fill.price, fill.lots, fill.trade_id, event_ms)
+        klines = self._klines.get(sym)
+        if not klines:
+            return
+        for name, k in klines.items():
+            for fill in ev.fills:
+                if k is not None and not k.contains(event_ms):
+                    self._send_kline(sym, name, k, event_ms, True)
+                    k = None
+                buy = not fill.buyer_maker
+                if k is None:
+                    k = Kline.first(
+                        KLINE_INTERVALS_MS[name],
+                        fill.price,
+                        fill.lots,
+                        fill.trade_id,
+                        event_ms,
+                        buy,
+                    )
+                else:
+                    k.add(fill.price, fill.lots, fill.trade_id, buy)
+            klines[name] = k
+
+    def _send_kline(self, sym: str, name: str, k: Kline, event_ms: int, closed: bool) -> None:
+        stream = f"{sym.lower()}@kline_{name}"
+        if self.hub.wants(stream):
+            self.hub.publish(stream, self.encoder.kline(sym, name, k, event_ms, closed))
+
+    def _push_klines(self, event_ms: int) -> None:
+        """Every open kline: closed (x true) once its interval is over, else as it stands."""
+        for sym, klines in self._klines.items():
+            for name, k in klines.items():
+                if k is None:
+                    continue  # an interval without trades sends no kline
+                closed = not k.contains(event_ms)
+                self._send_kline(sym, name, k, event_ms, closed)
+                if closed:
+                    klines[name] = None
+
     async def _ticker(self, interval_ms: int) -> None:
         """Publish the windows and mark prices of one update speed, every interval."""
         loop = asyncio.get_running_loop()
@@ -227,6 +290,15 @@ class SyntheticSource(Source):
             event_ms = int(time.time() * 1000)
             for window in self._windows_by_interval.get(interval_ms, ()):
                 self._flush_window(window, event_ms)
+            if interval_ms == KLINE_PUSH_MS:
+                self._push_klines(event_ms)
+            if interval_ms == DAY_TICKER_MS:
+                for sym in self._day_subs:
+                    name = f"{sym.lower()}@ticker"
+                    day = self._day[sym]
+                    if day.count and self.hub.wants(name) and self._frozen.get(sym, 0.0) <= now:
+                        top = self.model.symbols[sym].top
+                        self.hub.publish(name, self.encoder.day_ticker(sym, day, top, event_ms))
             for sym in self._marks.get(interval_ms, ()):
                 name = f"{sym.lower()}@markPrice" + ("@1s" if interval_ms == 1000 else "")
                 if self.hub.wants(name) and self._frozen.get(sym, 0.0) <= now:

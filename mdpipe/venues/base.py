@@ -22,6 +22,8 @@ How the loop drives a venue (`Venue`, one instance per ingest shard):
    - `BookTicker`: the venue's own top of book; ingest ignores it, tests compare against it.
    - `Ack`: a reply to a request sent on the route; `ok=False` is reported as a stream fault
      (name a subscribe request after its stream, as req_id, and the fault names the stream).
+   - `Ticker`: some ticker fields (24 h statistics, funding, open interest), merged into
+     the symbol's ticker state (`mdpipe.ingest.tickers`); `MarkPrice` also carries them.
    - `Alive`: a frame that proves the route delivers (pong, mark price); nothing to do.
    - `ServerShutdown`: the server announced it is going away; the loop replaces the
      connection make-before-break (`overlap_diff` / `overlap_trade` then de-duplicate).
@@ -51,7 +53,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any, NamedTuple, Protocol
 
@@ -135,11 +137,24 @@ class BookTicker:
 
 @dataclass(slots=True)
 class MarkPrice:
-    """A mark price, pushed on a schedule whether or not anything trades."""
+    """A mark price, pushed on a schedule whether or not anything trades; `values` holds the
+    ticker fields it carries (see `Ticker`)."""
 
     symbol: str
     event_time: int
     mark_price: float
+    values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Ticker:
+    """Some ticker fields of one symbol as the venue sent them: `values` maps names of
+    mdpipe.shm.layout.TICKER_VALUES to numbers (times in ns); absent names were not sent."""
+
+    symbol: str
+    event_time: int  # ms
+    values: dict[str, float]
+    snapshot: bool = False  # a full state (Bybit `snapshot`), not a delta
 
 
 @dataclass(slots=True)
@@ -173,13 +188,14 @@ Event = (
     | Trades
     | BookTicker
     | MarkPrice
+    | Ticker
     | ServerShutdown
     | Ack
     | Alive
 )
 
 # Stream kinds of a route's streams: (SYMBOL, kind) -> the venue's stream name.
-DEPTH, TRADE, MARK = "depth", "trade", "mark"
+DEPTH, TRADE, MARK, TICKER = "depth", "trade", "mark", "ticker"
 StreamKey = tuple[str, str]
 
 

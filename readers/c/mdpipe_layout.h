@@ -4,13 +4,15 @@
 #define MDPIPE_LAYOUT_H
 #include <stdint.h>
 
-#define MDP_LAYOUT_VERSION 2u
+#define MDP_LAYOUT_VERSION 3u
 #define MDP_MAGIC 0x010045504950444DULL
 #define MDP_PAGE 4096
 #define MDP_CACHE_LINE 64
 #define MDP_KIND_BOOK 1u
 #define MDP_KIND_TRADE 2u
 #define MDP_KIND_STATUS 3u
+#define MDP_KIND_TICKER 4u
+#define MDP_KIND_CANDLE 5u
 #define MDP_MAX_CAPACITY 16777216ULL
 #define MDP_MAX_DEPTH 1000u
 #define MDP_MAX_SYMBOLS 65536u
@@ -57,6 +59,24 @@
 #define MDP_FLAG_CROSSED 8u
 #define MDP_FLAG_REPLAYED 16u
 #define MDP_FLAG_BUYER_MAKER 1u
+#define MDP_CANDLE_AMENDED 1u
+#define MDP_CANDLE_RESTART 2u
+#define MDP_CANDLE_OPEN 4u
+#define MDP_TICKER_HAS_MARK_PRICE 1ULL
+#define MDP_TICKER_HAS_INDEX_PRICE 2ULL
+#define MDP_TICKER_HAS_FUNDING_RATE 4ULL
+#define MDP_TICKER_HAS_NEXT_FUNDING_TS_NS 8ULL
+#define MDP_TICKER_HAS_OPEN_INTEREST 16ULL
+#define MDP_TICKER_HAS_LAST_PRICE 32ULL
+#define MDP_TICKER_HAS_BID_PRICE 64ULL
+#define MDP_TICKER_HAS_BID_QTY 128ULL
+#define MDP_TICKER_HAS_ASK_PRICE 256ULL
+#define MDP_TICKER_HAS_ASK_QTY 512ULL
+#define MDP_TICKER_HAS_OPEN_24H 1024ULL
+#define MDP_TICKER_HAS_HIGH_24H 2048ULL
+#define MDP_TICKER_HAS_LOW_24H 4096ULL
+#define MDP_TICKER_HAS_VOLUME_24H 8192ULL
+#define MDP_TICKER_HAS_QUOTE_VOLUME_24H 16384ULL
 
 /* Book record header; levels follow: bids[depth][2] then asks[depth][2] (doubles). */
 typedef struct {
@@ -94,6 +114,58 @@ typedef struct {
     uint8_t _pad0[7];
 } mdp_trade_record;
 #define MDP_TRADE_RECORD_SIZE 104
+
+typedef struct {
+    uint64_t seq;
+    uint32_t symbol_id;
+    uint32_t flags;
+    int64_t exchange_ts_ns;
+    int64_t recv_ts_ns;
+    int64_t commit_ts_ns;
+    uint64_t symbol_seq;
+    uint64_t filled;
+    uint64_t updated;
+    double mark_price;
+    double index_price;
+    double funding_rate;
+    int64_t next_funding_ts_ns;
+    double open_interest;
+    double last_price;
+    double bid_price;
+    double bid_qty;
+    double ask_price;
+    double ask_qty;
+    double open_24h;
+    double high_24h;
+    double low_24h;
+    double volume_24h;
+    double quote_volume_24h;
+} mdp_ticker_record;
+#define MDP_TICKER_RECORD_SIZE 184
+
+typedef struct {
+    uint64_t seq;
+    uint32_t symbol_id;
+    uint32_t flags;
+    int64_t open_ts_ns;
+    int64_t interval_ns;
+    int64_t recv_ts_ns;
+    int64_t commit_ts_ns;
+    uint64_t symbol_seq;
+    uint64_t first_trade_id;
+    uint64_t last_trade_id;
+    uint64_t trades;
+    double open;
+    double high;
+    double low;
+    double close;
+    double volume;
+    double quote_volume;
+    double taker_buy_volume;
+    uint32_t revision;
+    uint32_t _pad0;
+} mdp_candle_record;
+#define MDP_CANDLE_RECORD_SIZE 144
 
 #define MDP_BOOK_SEQ 0
 #define MDP_BOOK_SYMBOL_ID 8

@@ -124,8 +124,10 @@ static inline int mdp_validate_header(mdp_reader *r, const uint8_t *h, uint64_t 
     uint32_t kind = mdp_u32(h, MDP_H_KIND);
     if (kind == MDP_KIND_STATUS)
         MDP_FAIL(r, "%s: field kind is 3 (status): a status segment has no records", p);
-    if (kind != MDP_KIND_BOOK && kind != MDP_KIND_TRADE)
-        MDP_FAIL(r, "%s: field kind is %u, not 1 (book) or 2 (trade)", p, kind);
+    if (kind != MDP_KIND_BOOK && kind != MDP_KIND_TRADE && kind != MDP_KIND_TICKER &&
+        kind != MDP_KIND_CANDLE)
+        MDP_FAIL(r, "%s: field kind is %u, not 1 (book), 2 (trade), 4 (ticker) or 5 (candle)",
+                 p, kind);
     uint64_t capacity = mdp_u64(h, MDP_H_CAPACITY);
     if (capacity < 2 || capacity > MDP_MAX_CAPACITY || (capacity & (capacity - 1)))
         MDP_FAIL(r, "%s: field capacity is %llu, not a power of two in 2..%llu", p,
@@ -138,8 +140,10 @@ static inline int mdp_validate_header(mdp_reader *r, const uint8_t *h, uint64_t 
                      MDP_MAX_DEPTH);
         record_size = MDP_BOOK_LEVELS_OFFSET + depth * 2u * 2u * (uint32_t)sizeof(double);
     } else {
-        if (depth != 0) MDP_FAIL(r, "%s: field depth is %u, not 0 for a trade ring", p, depth);
-        record_size = MDP_TRADE_RECORD_SIZE;
+        if (depth != 0) MDP_FAIL(r, "%s: field depth is %u, not 0 for this kind", p, depth);
+        record_size = kind == MDP_KIND_TRADE    ? MDP_TRADE_RECORD_SIZE
+                      : kind == MDP_KIND_TICKER ? MDP_TICKER_RECORD_SIZE
+                                                : MDP_CANDLE_RECORD_SIZE;
     }
     if (mdp_u32(h, MDP_H_RECORD_SIZE) != record_size)
         MDP_FAIL(r, "%s: field record_size is %u, not %u for this kind and depth", p,

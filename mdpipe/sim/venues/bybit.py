@@ -4,8 +4,9 @@
 (spot: at most 10 args, else `"args size >10"`), unsubscribe, and `{"op":"ping"}`, answered
 as the v5 docs show. Topics: `orderbook.{1,50,200,1000}.<SYM>` (a snapshot at subscribe,
 then deltas every 10/20/100/200 ms; `orderbook.1` snapshots only, repeated after 3 s
-unchanged) and `publicTrade.<SYM>`. `u` is +1 per push of a topic; `seq` is the symbol's
-cross sequence, the same in every topic pushed from the same market state, so
+unchanged), `publicTrade.<SYM>` and `tickers.<SYM>` (linear: a snapshot at subscribe, then
+every 100 ms a delta of the changed fields; spot: snapshots every 50 ms). `u` is +1 per
+push of a topic; `seq` is the symbol's cross sequence, the same in every topic pushed from the same market state, so
 `orderbook.1` and deeper books pushed at one instant carry equal `seq`. No REST is served:
 Bybit books start from the stream.
 
@@ -44,11 +45,14 @@ from mdpipe.sim.instruments import FUTURES, SymbolSpec, symbol_spec
 from mdpipe.sim.market import BookEvent, MarketModel, SymbolMarket
 from mdpipe.sim.stats import ServerStats
 from mdpipe.sim.tape import TapeError
+from mdpipe.sim.venues._bybit_tickers import LINEAR_PUSH_MS, SPOT_PUSH_MS, TickerBook
+from mdpipe.sim.venues._bybit_tickers import message as ticker_message
 
 MARKETS = ("linear", "spot")
 DEPTHS = (1, 50, 200, 1000)
 INTERVAL_TICKS = {1: 1, 50: 2, 200: 10, 1000: 20}  # in 10 ms ticks
 TICK_S = 0.010
+TICKER_PUSH_MS = {"linear": LINEAR_PUSH_MS, "spot": SPOT_PUSH_MS}
 REPEAT_TOP_S = 3.0  # orderbook.1 repeats an unchanged snapshot after this long
 MAX_SPOT_ARGS = 10
 PING_CUTOFF_S = 600.0  # no ping and no data for this long: the connection is closed
@@ -223,6 +227,8 @@ class BybitSimulator:
         else:
             self.synthetic = SyntheticMarket(cfg, self.market)
             self.symbols = self.synthetic.symbols
+            linear = self.market == "linear"
+            self.tickers = {s: TickerBook(spec, linear) for s, spec in self.synthetic.specs.items()}
 
     # ----- serving --------------------------------------------------------------------------
 
@@ -364,6 +370,8 @@ class BybitSimulator:
                 snap = self._topic_snapshot(topic)
                 if snap is not None:
                     self.hub.send(client, snap)
+            elif topic.startswith("tickers."):
+                self._ticker_snapshot(client, topic.partition(".")[2])
         if client.id not in self._subscribers:
             self._subscribers.add(client.id)
             if len(self._subscribers) >= self.cfg.start_clients:
@@ -373,6 +381,8 @@ class BybitSimulator:
         kind, _, rest = topic.partition(".")
         if kind == "publicTrade":
             return rest in self.symbols
+        if kind == "tickers":
+            return rest in self.symbols and self.synthetic is not None
         if kind == "orderbook":
             depth, _, sym = rest.partition(".")
             return depth.isdigit() and int(depth) in DEPTHS and sym in self.symbols
@@ -482,13 +492,43 @@ class BybitSimulator:
             if now >= next_push:
                 tick += 1
                 self._push_books(tick)
+                if tick % (TICKER_PUSH_MS[self.market] // 10) == 0:
+                    self._push_tickers(_ms())
                 next_push += TICK_S
                 if next_push < now:
                     next_push = now + TICK_S
             self.hub.flush()
             await asyncio.sleep(min(0.002, max(0.0, next_push - loop.time())))
 
+    def _ticker_snapshot(self, client: Client, sym: str) -> None:
+        """A new subscriber's first tickers message: the whole state as of now."""
+        assert self.synthetic is not None
+        tb = self.tickers[sym]
+        ms = _ms()
+        data = tb.fields(ms)
+        if data:
+            cs = self.synthetic.seq[sym]
+            self.hub.send(client, ticker_message(sym, "snapshot", data, ms, cs, self.enc.linear))
+
+    def _push_tickers(self, ms: int) -> None:
+        """Linear: the changed fields of every symbol; spot: full snapshots."""
+        assert self.synthetic is not None
+        now = asyncio.get_running_loop().time()
+        for sym, tb in self.tickers.items():
+            name = f"tickers.{sym}"
+            if not self.hub.wants(name) or self._frozen.get(sym, 0.0) > now:
+                continue
+            cs = self.synthetic.seq[sym]
+            if self.enc.linear:
+                data = tb.changed(ms)
+                kind = "delta"
+            else:
+                data, kind = tb.fields(ms), "snapshot"
+            if data:
+                self.hub.publish(name, ticker_message(sym, kind, data, ms, cs, self.enc.linear))
+
     def _trades(self, sm: SymbolMarket, ev: BookEvent, seq: int) -> None:
+        self.tickers[sm.spec.symbol].on_event(ev, sm.top)
         if not ev.fills:
             return
         sym = sm.spec.symbol

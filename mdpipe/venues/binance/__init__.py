@@ -19,6 +19,7 @@ def make_venue(feed: Any, symbols: list[str]) -> BinanceVenue:
         trade_stream=feed.trade_stream,
         snapshot_limit=feed.snapshot_limit,
         slow_retry=feed.reconnect_max,
+        tickers=feed.tickers,
     )
 
 

@@ -17,6 +17,7 @@ from mdpipe.instrument import Instrument
 from mdpipe.venues.base import (
     DEPTH,
     MARK,
+    TICKER,
     TRADE,
     BookSync,
     DepthDiff,
@@ -48,10 +49,12 @@ NAME = "binance"
 
 def stream_key(stream: str) -> StreamKey:
     """'btcusdt@depth@0ms' -> ('BTCUSDT', 'depth'); 'btcusdt@aggTrade' -> ('BTCUSDT', 'trade');
-    'btcusdt@markPrice@1s' -> ('BTCUSDT', 'mark')."""
+    'btcusdt@markPrice@1s' -> ('BTCUSDT', 'mark'); 'btcusdt@ticker' -> ('BTCUSDT', 'ticker')."""
     name, _, kind = stream.partition("@")
     if kind.startswith("depth"):
         return name.upper(), DEPTH
+    if kind == "ticker":
+        return name.upper(), TICKER
     return name.upper(), MARK if kind.startswith("markPrice") else TRADE
 
 
@@ -71,6 +74,7 @@ class BinanceVenue:
         trade_stream: str = "aggTrade",
         snapshot_limit: int = 1000,
         slow_retry: float = 30.0,
+        tickers: bool = False,
     ) -> None:
         self.market = market
         self.exchange = f"{NAME}-{market}"
@@ -78,6 +82,7 @@ class BinanceVenue:
         self.parser = BinanceParser(market)
         self.ws_url, self.rest_url = ws_url, rest_url
         self.depth_stream, self.trade_stream = depth_stream, trade_stream
+        self.tickers = tickers
         self.slow_retry = slow_retry  # between requests while the REST API answers 451
         self.snapshot_limit = snapshot_limit
         self._snapshot_urls = {
@@ -98,6 +103,7 @@ class BinanceVenue:
             # market's connection from looking dead and proves the route delivers.
             mark_price=self.market == FUTURES,
             max_streams=limits.MAX_STREAMS,
+            ticker=self.tickers,
         )
         routes = []
         for i, (url, streams) in enumerate(planned):
@@ -123,6 +129,8 @@ class BinanceVenue:
         name = symbol.lower()
         depth = f"{name}@{self.depth_stream}"
         trades = [f"{name}@{self.trade_stream}"]
+        if self.tickers:
+            trades.append(f"{name}@ticker")
         if self.market != FUTURES:
             return {"stream": {stream_key(s): s for s in [depth, *trades]}}
         trades.append(f"{name}@markPrice@1s")

@@ -23,6 +23,7 @@ from mdpipe.venues.base import (
     Event,
     MarkPrice,
     ServerShutdown,
+    Ticker,
     Trade,
 )
 from mdpipe.venues.errors import (
@@ -132,6 +133,7 @@ def plan_connections(
     ws_base: str | None = None,
     max_streams: int = MAX_STREAMS_PER_CONNECTION,
     mark_price: bool = False,
+    ticker: bool = False,
 ) -> list[Connection]:
     """The combined-stream connections to open for these symbols, at most `max_streams` each.
 
@@ -139,7 +141,9 @@ def plan_connections(
     trades on /market (a stream on the wrong route is accepted and never delivers).
     Spot carries everything on /stream. mark_price adds `<sym>@markPrice@1s` on /market:
     it delivers every second even when nothing trades, so a quiet market is told from a
-    dead connection or a wrong route.
+    dead connection or a wrong route. ticker adds `<sym>@ticker` (24 h statistics) on
+    connections of their own (/market on futures, /stream on spot): the book and trade URLs
+    keep their length, and a slow ticker never delays a trade.
     """
     _check_market(market)
     if not _DEPTH_STREAM.fullmatch(depth):
@@ -162,7 +166,10 @@ def plan_connections(
             streams.extend(s for s in book_streams if s.startswith(f"{name}@"))
             if trade_streams:
                 streams.append(trade_streams[i])
-        return _chunks(base, "/stream", streams, max_streams)
+        tickers = [f"{name}@ticker" for name in names] if ticker else []
+        return _chunks(base, "/stream", streams, max_streams) + _chunks(
+            base, "/stream", tickers, max_streams
+        )
     base = (ws_base or FUTURES_WS_BASE).rstrip("/")
     market_streams = []
     for i, name in enumerate(names):
@@ -170,8 +177,11 @@ def plan_connections(
             market_streams.append(trade_streams[i])
         if mark_price:
             market_streams.append(f"{name}@markPrice@1s")
-    return _chunks(base, "/public/stream", book_streams, max_streams) + _chunks(
-        base, "/market/stream", market_streams, max_streams
+    tickers = [f"{name}@ticker" for name in names] if ticker else []
+    return (
+        _chunks(base, "/public/stream", book_streams, max_streams)
+        + _chunks(base, "/market/stream", market_streams, max_streams)
+        + _chunks(base, "/market/stream", tickers, max_streams)
     )
 
 
@@ -200,6 +210,30 @@ def snapshot_url(market: str, symbol: str, limit: int = 1000, rest_base: str | N
 
 
 _INT_ONLY = {int}
+
+# 24hrTicker keys -> ticker fields (every market), and the top of book spot adds.
+_TICKER_KEYS = (
+    ("c", "last_price"),
+    ("o", "open_24h"),
+    ("h", "high_24h"),
+    ("l", "low_24h"),
+    ("v", "volume_24h"),
+    ("q", "quote_volume_24h"),
+)
+_TICKER_TOP_KEYS = (("b", "bid_price"), ("B", "bid_qty"), ("a", "ask_price"), ("A", "ask_qty"))
+
+
+def _signed(value: Any, name: str) -> float:
+    """A decimal string that may be negative or zero (a funding rate)."""
+    if type(value) is not str:
+        raise FeedError(BAD_TYPE, f"{name} is {type(value).__name__}, not a decimal string")
+    try:
+        number = float(value)
+    except ValueError:
+        raise FeedError(BAD_NUMBER, f"{name}={value!r} is not a number") from None
+    if number != number or number in (inf, -inf):
+        raise FeedError(BAD_NUMBER, f"{name}={value!r} is out of range")
+    return number
 
 
 def _ints_ok(*values: Any) -> bool:
@@ -273,6 +307,7 @@ class BinanceParser:
             "aggTrade": self._agg_trade,
             "serverShutdown": self._server_shutdown,
             "markPriceUpdate": self._mark_price,
+            "24hrTicker": self._ticker,
         }
 
     def parse(self, raw: bytes | str) -> Event:
@@ -432,7 +467,36 @@ class BinanceParser:
             raise _missing("markPriceUpdate", exc) from None
         if not (_ints_ok(event_time) and type(symbol) is str):
             raise FeedError(BAD_TYPE, "markPriceUpdate E must be an integer, s a string")
-        return MarkPrice(symbol, event_time, _number(price, "p", False))
+        mark = _number(price, "p", False)
+        values = {"mark_price": mark}
+        index = d.get("i")
+        if index is not None:
+            values["index_price"] = _number(index, "i", False)
+        rate = d.get("r")
+        if rate is not None and rate != "":  # delivery contracts send "" (no funding)
+            values["funding_rate"] = _signed(rate, "r")
+        next_funding = d.get("T")
+        if next_funding is not None:
+            if not _ints_ok(next_funding):
+                raise FeedError(BAD_TYPE, "markPriceUpdate T must be an integer")
+            if next_funding > 0:
+                values["next_funding_ts_ns"] = next_funding * 1_000_000
+        return MarkPrice(symbol, event_time, mark, values)
+
+    def _ticker(self, d: dict) -> Ticker:
+        """A `24hrTicker`: last price and the rolling 24 h statistics (spot adds the top)."""
+        try:
+            symbol, event_time = d["s"], d["E"]
+            fields = {name: d[key] for key, name in _TICKER_KEYS}
+        except KeyError as exc:
+            raise _missing("24hrTicker", exc) from None
+        if not (_ints_ok(event_time) and type(symbol) is str):
+            raise FeedError(BAD_TYPE, "24hrTicker E must be an integer, s a string")
+        values = {name: _number(v, name, True) for name, v in fields.items()}
+        for key, name in _TICKER_TOP_KEYS:
+            if key in d:
+                values[name] = _number(d[key], key, True)
+        return Ticker(symbol, event_time, values)
 
     def _server_shutdown(self, d: dict) -> ServerShutdown:
         event_time = d.get("E", 0)

@@ -10,7 +10,13 @@ from mdpipe.venues.bybit.venue import BybitVenue
 
 def make_venue(feed: Any, symbols: list[str]) -> BybitVenue:
     """The venue of one ingest shard of a bybit `[[feeds]]` entry."""
-    return BybitVenue(feed.market, symbols, ws_url=feed.ws_url, depth_stream=feed.depth_stream)
+    return BybitVenue(
+        feed.market,
+        symbols,
+        ws_url=feed.ws_url,
+        depth_stream=feed.depth_stream,
+        tickers=getattr(feed, "tickers", False),
+    )
 
 
 __all__ = ["BybitVenue", "make_venue"]

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from mdpipe.instrument import Instrument
 from mdpipe.venues.base import (
     DEPTH,
+    TICKER,
     TRADE,
     BookSync,
     DepthDiff,
@@ -40,6 +41,7 @@ from mdpipe.venues.bybit.wire import (
     BybitParser,
     book_topic,
     request,
+    ticker_topic,
     trade_topic,
 )
 from mdpipe.venues.errors import UNKNOWN_EVENT, FeedError
@@ -61,6 +63,7 @@ class BybitVenue:
         *,
         ws_url: str,
         depth_stream: str = "orderbook.50",
+        tickers: bool = False,
     ) -> None:
         depth = book_depth(depth_stream)
         if depth is None:
@@ -71,6 +74,7 @@ class BybitVenue:
         self.parser = BybitParser(market)
         self.url = ws_url.rstrip("/") + WS_PATH.format(market=market)
         self.depth = depth
+        self.tickers = tickers
 
     def plan(self) -> list[RoutePlan]:
         """Routes of at most 21,000 characters of topics, one subscribe request per topic."""
@@ -79,6 +83,8 @@ class BybitVenue:
         chars = 0
         for sym in self.symbols:
             pair = {(sym, DEPTH): book_topic(self.depth, sym), (sym, TRADE): trade_topic(sym)}
+            if self.tickers:
+                pair[(sym, TICKER)] = ticker_topic(sym)
             size = sum(len(t) + 3 for t in pair.values())  # quotes and comma in the request
             if streams and chars + size > MAX_ARGS_CHARS:
                 routes.append(self._route(len(routes), streams))

@@ -29,6 +29,7 @@ from mdpipe.venues.base import (
     DepthDiff,
     DepthSnapshot,
     Event,
+    Ticker,
     Trade,
     Trades,
 )
@@ -64,6 +65,45 @@ def book_topic(depth: int, symbol: str) -> str:
 def trade_topic(symbol: str) -> str:
     """'publicTrade.BTCUSDT'."""
     return f"publicTrade.{symbol}"
+
+
+def ticker_topic(symbol: str) -> str:
+    """'tickers.BTCUSDT'."""
+    return f"tickers.{symbol}"
+
+
+# tickers.{symbol} keys -> ticker fields. Linear sends a snapshot, then deltas holding only
+# the fields that changed (merged into the last state by the ingest); spot sends snapshots
+# without bid/ask, funding or open interest. `usdIndexPrice` (spot) is the base asset's USD
+# index, not the pair's: not an index price of the symbol, so not used.
+_TICKER_KEYS = (
+    ("lastPrice", "last_price"),
+    ("markPrice", "mark_price"),
+    ("indexPrice", "index_price"),
+    ("openInterest", "open_interest"),
+    ("prevPrice24h", "open_24h"),
+    ("highPrice24h", "high_24h"),
+    ("lowPrice24h", "low_24h"),
+    ("volume24h", "volume_24h"),
+    ("turnover24h", "quote_volume_24h"),
+    ("bid1Price", "bid_price"),
+    ("bid1Size", "bid_qty"),
+    ("ask1Price", "ask_price"),
+    ("ask1Size", "ask_qty"),
+)
+
+
+def _signed(value: Any, name: str) -> float:
+    """A finite decimal string of any sign (a funding rate)."""
+    if type(value) is not str:
+        raise FeedError(BAD_TYPE, f"{name} is {type(value).__name__}, not a decimal string")
+    try:
+        number = float(value)
+    except ValueError:
+        raise FeedError(BAD_NUMBER, f"{name}={value!r} is not a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise FeedError(BAD_NUMBER, f"{name}={value!r} is out of range")
+    return number
 
 
 def request(op: str, req_id: str, args: list[str]) -> bytes:
@@ -134,7 +174,37 @@ class BybitParser:
             return self._book(msg, topic, None)
         if topic.startswith("publicTrade."):
             return self._trades(msg)
+        if topic.startswith("tickers."):
+            return self._ticker(msg)
         raise FeedError(UNKNOWN_STREAM, f"topic {topic!r}")
+
+    def _ticker(self, msg: dict) -> Ticker:
+        """A tickers.{symbol} snapshot or delta: the fields it holds (an empty string is a
+        field the venue has no value for: left out)."""
+        try:
+            kind, ts, data = msg["type"], msg["ts"], msg["data"]
+            symbol = data["symbol"]
+        except KeyError as exc:
+            raise _missing("tickers", exc) from None
+        except TypeError:
+            raise FeedError(BAD_TYPE, "tickers data is not an object") from None
+        if kind not in ("snapshot", "delta") or type(ts) is not _INT or type(symbol) is not str:
+            raise FeedError(BAD_TYPE, "tickers type/ts/symbol mistyped")
+        values: dict[str, float] = {}
+        for key, name in _TICKER_KEYS:
+            raw = data.get(key)
+            if raw is not None and raw != "":
+                values[name] = _number(raw, key)
+        rate = data.get("fundingRate")
+        if rate is not None and rate != "":
+            values["funding_rate"] = _signed(rate, "fundingRate")
+        due = data.get("nextFundingTime")
+        if due is not None and due != "":
+            if type(due) is not str or not due.isdigit():
+                raise FeedError(BAD_TYPE, "tickers nextFundingTime is not a ms timestamp string")
+            if int(due):
+                values["next_funding_ts_ns"] = int(due) * 1_000_000
+        return Ticker(symbol, ts, values, kind == "snapshot")
 
     def _op(self, msg: dict) -> Event:
         op = msg.get("op")

@@ -26,6 +26,7 @@ def make_venue(feed: Any, symbols: list[str]) -> OkxVenue:
         book_start=getattr(feed, "book_start", "snapshot"),
         snapshot_limit=feed.snapshot_limit,
         ping_interval=min(20.0, feed.silence_timeout / 2),
+        tickers=getattr(feed, "tickers", False),
     )
 
 

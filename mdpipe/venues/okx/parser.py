@@ -32,6 +32,7 @@ from mdpipe.venues.base import (
     DepthSnapshot,
     Event,
     ServerShutdown,
+    Ticker,
     Trade,
     Trades,
 )
@@ -48,6 +49,10 @@ from mdpipe.venues.okx.protocol import (
     BBO_TBT,
     BOOKS,
     BOOKS5,
+    FUNDING_RATE,
+    MARK_PRICE,
+    OPEN_INTEREST,
+    TICKERS,
     TRADES,
     UPGRADE_NOTICE,
     describe_error,
@@ -148,6 +153,40 @@ def _number(value: Any, name: str) -> float:
     if not 0.0 < number < inf:
         raise FeedError(BAD_NUMBER, f"{name}={value!r} is out of range")
     return number
+
+
+def _signed(value: Any, name: str) -> float:
+    """A finite decimal string of any sign (a funding rate)."""
+    if type(value) is not str or not value:
+        raise FeedError(BAD_NUMBER, f"{name}={value!r} is not a decimal string")
+    try:
+        number = float(value)
+    except ValueError:
+        raise FeedError(BAD_NUMBER, f"{name}={value!r} is not a number") from None
+    if number != number or number in (inf, -inf):
+        raise FeedError(BAD_NUMBER, f"{name}={value!r} is out of range")
+    return number
+
+
+# Ticker fields per channel. `tickers` volumes: vol24h is contracts (swap) or base (spot);
+# volCcy24h is base (swap) or quote (spot), so it is the quote volume on spot only; the
+# funding fields are read apart (signed rate; fundingTime is the next settlement).
+_TICKER_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    TICKERS: (
+        ("last", "last_price"),
+        ("bidPx", "bid_price"),
+        ("bidSz", "bid_qty"),
+        ("askPx", "ask_price"),
+        ("askSz", "ask_qty"),
+        ("open24h", "open_24h"),
+        ("high24h", "high_24h"),
+        ("low24h", "low_24h"),
+        ("vol24h", "volume_24h"),
+    ),
+    MARK_PRICE: (("markPx", "mark_price"),),
+    FUNDING_RATE: (),
+    OPEN_INTEREST: (("oi", "open_interest"),),
+}
 
 
 def _only_item(data: Any, what: str) -> dict:
@@ -299,6 +338,10 @@ class OkxParser:
             BBO_TBT: self._top,
             BOOKS5: self._top,
             TRADES: self._trades,
+            TICKERS: self._tickers,
+            MARK_PRICE: self._tickers,
+            FUNDING_RATE: self._tickers,
+            OPEN_INTEREST: self._tickers,
         }
 
     def parse(self, raw: bytes | str) -> Event:
@@ -393,6 +436,26 @@ class OkxParser:
             ts,
             0,
         )
+
+    def _tickers(self, msg: dict, inst_id: str) -> Ticker:
+        """tickers, mark-price, funding-rate or open-interest: the ticker fields it carries."""
+        channel = msg["arg"]["channel"]
+        d = _only_item(msg["data"], channel)
+        values: dict[str, float] = {}
+        try:
+            ts = _ms(d["ts"], "ts")
+            for key, name in _TICKER_KEYS[channel]:
+                raw = d[key]
+                if raw != "":
+                    values[name] = _number(raw, key) if raw != "0" else 0.0
+            if channel == TICKERS and not inst_id.endswith("-SWAP") and d["volCcy24h"] != "":
+                values["quote_volume_24h"] = _number(d["volCcy24h"], "volCcy24h")
+            if channel == FUNDING_RATE:
+                values["funding_rate"] = _signed(d["fundingRate"], "fundingRate")
+                values["next_funding_ts_ns"] = _ms(d["fundingTime"], "fundingTime") * 1_000_000
+        except KeyError as exc:
+            raise FeedError(MISSING_FIELD, f"{channel} data lacks {exc.args[0]!r}") from None
+        return Ticker(inst_id, ts, values)
 
     def _trades(self, msg: dict, inst_id: str) -> Trade | Trades:
         data = msg["data"]

@@ -30,6 +30,11 @@ BOOKS = "books"
 BBO_TBT = "bbo-tbt"
 BOOKS5 = "books5"
 TRADES = "trades"
+TICKERS = "tickers"
+MARK_PRICE = "mark-price"
+FUNDING_RATE = "funding-rate"
+OPEN_INTEREST = "open-interest"
+SWAP_TICKER_CHANNELS = (MARK_PRICE, FUNDING_RATE, OPEN_INTEREST)  # swaps only
 TOP_CHANNELS = (BBO_TBT, BOOKS5)
 
 MAX_SUBSCRIBE_BYTES = 64 * 1024  # channels in one subscribe message
@@ -158,8 +163,13 @@ def plan_connections(
     trades: bool = True,
     ws_base: str | None = None,
     max_books: int = MAX_DEEP_BOOKS_PER_CONNECTION,
+    tickers: bool = False,
 ) -> list[Connection]:
-    """The public connections for these instruments, at most `max_books` books each."""
+    """The public connections for these instruments, at most `max_books` books each.
+
+    tickers adds `tickers` and, on swaps, `mark-price`, `funding-rate` and `open-interest`
+    to each instrument's arguments (the same subscribe messages: no extra ops).
+    """
     check_market(market)
     if top_channel is not None and top_channel not in TOP_CHANNELS:
         raise ValueError(f"top_channel must be one of {TOP_CHANNELS} or None, got {top_channel!r}")
@@ -182,6 +192,10 @@ def plan_connections(
             args.append(Arg(BOOKS, inst_id))
             if trades:
                 args.append(Arg(TRADES, inst_id))
+            if tickers:
+                args.append(Arg(TICKERS, inst_id))
+                if market == SWAP:
+                    args.extend(Arg(ch, inst_id) for ch in SWAP_TICKER_CHANNELS)
         conns.append(Connection(url, tuple(args)))
     return conns
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from mdpipe.instrument import Instrument
 from mdpipe.venues.base import (
     DEPTH,
+    TICKER,
     TRADE,
     BookSync,
     DepthDiff,
@@ -39,6 +40,8 @@ from mdpipe.venues.okx.protocol import (
     BOOKS,
     PING_AFTER_S,
     SUBSCRIBE_OPS_PER_HOUR,
+    TICKERS,
+    TRADES,
     Arg,
     books_url,
     exchange_name,
@@ -54,6 +57,9 @@ log = logging.getLogger("mdpipe.venues.okx")
 
 def _rolling(route: RouteState) -> bool:
     return route.successor is not None or route.retiring is not None or bool(route.settle_until)
+
+
+_STREAM_KINDS = {BOOKS: DEPTH, TRADES: TRADE, TICKERS: TICKER}
 
 
 class OkxVenue:
@@ -72,6 +78,7 @@ class OkxVenue:
         snapshot_limit: int = 400,
         ping_interval: float = PING_AFTER_S,
         clock: Callable[[], float] = time.monotonic,
+        tickers: bool = False,
     ) -> None:
         self.market = market
         self.exchange = exchange_name(market)
@@ -80,7 +87,10 @@ class OkxVenue:
         self.book_start = book_start
         self.ping_interval = ping_interval
         self._clock = clock
-        self._conns = plan_connections(market, self.symbols, top_channel=None, ws_base=ws_url)
+        self.tickers = tickers
+        self._conns = plan_connections(
+            market, self.symbols, top_channel=None, ws_base=ws_url, tickers=tickers
+        )
         self._route = {inst: i for i, c in enumerate(self._conns) for inst in c.inst_ids}
         # What each route may still spend on resubscribes (its subscribe used the rest).
         ops = SUBSCRIBE_OPS_PER_HOUR
@@ -96,7 +106,11 @@ class OkxVenue:
         for i, conn in enumerate(self._conns):
             streams: dict[StreamKey, str] = {}
             for arg in conn.args:
-                kind = DEPTH if arg.channel == BOOKS else TRADE
+                kind = _STREAM_KINDS.get(arg.channel)
+                if kind is None:
+                    # mark-price, funding-rate (every 30-90 s), open-interest: watched by
+                    # the ticker staleness gauges, not by the never-delivered check.
+                    continue
                 streams[(arg.inst_id, kind)] = f"{arg.channel}:{arg.inst_id}"
             routes.append(
                 RoutePlan(

@@ -22,7 +22,19 @@ from mdpipe.sim.faults import FaultSchedule
 from mdpipe.sim.hub import Hub
 from mdpipe.sim.instruments import FUTURES
 from mdpipe.sim.market import BookEvent, SymbolMarket
+from mdpipe.sim.rolling import Kline
+from mdpipe.sim.venues._okx.tickers import (
+    CANDLE_PUSH_S,
+    FUNDING_S,
+    MARK_IDLE_S,
+    MARK_S,
+    OI_S,
+    TICKERS_S,
+    OkxTicker,
+    candle_push,
+)
 from mdpipe.sim.venues._okx.wire import (
+    CANDLE_CHANNELS,
     OkxInstrument,
     book_levels,
     books_push,
@@ -98,6 +110,10 @@ class OkxMarket:
             i.inst_id: _Inst(i, SymbolMarket(i.spec, FUTURES, seed, levels)) for i in instruments
         }
         self.symbols = set(self.insts)
+        self.tickers = {i: OkxTicker(st.inst) for i, st in self.insts.items()}
+        # (channel, instId) -> the open candle (None between intervals), once subscribed.
+        self.candles: dict[tuple[str, str], Kline | None] = {}
+        self._candles_pushed_at = 0.0
         self._order = list(self.insts.values())
         self._rng = random.Random(f"{seed}:okx:schedule")
         self._legacy_rng = random.Random(f"{seed}:okx:legacy")
@@ -195,6 +211,84 @@ class OkxMarket:
                         self._keepalive(st, now, now_ms)
             period = self.books_ms / 1000.0
             self._next_books = max(self._next_books + period, now) if period else now
+        self._push_tickers(now, now_ms)
+        if self.candles:
+            self._push_candles(now, now_ms)
+
+    def _candle_trades(self, st: _Inst, ev: BookEvent, now_ms: int) -> None:
+        """Add the event's trades to each subscribed candle, closing one the time has left."""
+        inst = st.inst
+        for channel, interval in CANDLE_CHANNELS.items():
+            key = (channel, inst.inst_id)
+            if key not in self.candles:
+                continue
+            k = self.candles[key]
+            for agg in ev.aggs:
+                if k is not None and not k.contains(now_ms):
+                    self.hub.publish(
+                        stream(channel, inst.inst_id), candle_push(channel, inst, k, True)
+                    )
+                    k = None
+                buy = not agg.buyer_maker
+                if k is None:
+                    k = Kline.first(interval, agg.price, agg.lots, agg.last_id, now_ms, buy)
+                else:
+                    k.add(agg.price, agg.lots, agg.last_id, buy)
+            self.candles[key] = k
+
+    def _push_candles(self, now: float, now_ms: int) -> None:
+        """Close the candles whose interval is over; push the open ones every half second."""
+        due = now - self._candles_pushed_at >= CANDLE_PUSH_S
+        if due:
+            self._candles_pushed_at = now
+        for (channel, inst_id), k in self.candles.items():
+            if k is None:
+                continue  # an interval without trades sends no candle
+            closed = not k.contains(now_ms)
+            if closed or due:
+                inst = self.insts[inst_id].inst
+                self.hub.publish(stream(channel, inst_id), candle_push(channel, inst, k, closed))
+            if closed:
+                self.candles[(channel, inst_id)] = None
+
+    def on_subscribe(self, channel: str, inst_id: str, now_ms: int) -> bytes | None:
+        """What OKX sends a new `funding-rate` subscriber at once: the current rate. A candle
+        subscription starts that candle's building."""
+        if channel in CANDLE_CHANNELS:
+            self.candles.setdefault((channel, inst_id), None)
+            return None
+        if channel != "funding-rate":
+            return None
+        return self.tickers[inst_id].funding_push(now_ms)
+
+    def _push_tickers(self, now: float, now_ms: int) -> None:
+        """tickers, mark-price, open-interest and funding-rate, each at its own pace."""
+        hub = self.hub
+        for inst_id, t in self.tickers.items():
+            if self.insts[inst_id].frozen_until > now or not t.first:
+                continue
+            name = stream("tickers", inst_id)
+            if t.changed and now >= t.next_at["tickers"] and hub.wants(name):
+                hub.publish(name, t.tickers(now_ms))
+                t.changed = False
+                t.next_at["tickers"] = now + TICKERS_S
+            if not t.inst.swap:
+                continue
+            name = stream("mark-price", inst_id)
+            if now >= t.next_at["mark-price"] and hub.wants(name):
+                mark = t.mark_price()
+                if mark != t.mark or now - t.mark_pushed_at >= MARK_IDLE_S:
+                    hub.publish(name, t.mark_push(mark, now_ms))
+                    t.mark, t.mark_pushed_at = mark, now
+                t.next_at["mark-price"] = now + MARK_S
+            name = stream("open-interest", inst_id)
+            if now >= t.next_at["open-interest"] and hub.wants(name):
+                hub.publish(name, t.oi_push(now_ms))
+                t.next_at["open-interest"] = now + OI_S
+            name = stream("funding-rate", inst_id)
+            if (not t.funding_at or now - t.funding_at >= FUNDING_S) and hub.wants(name):
+                hub.publish(name, t.funding_push(now_ms))
+                t.funding_at = now
 
     def _generate(self, n: int, now: float, now_ms: int) -> None:
         order = self._order
@@ -248,6 +342,9 @@ class OkxMarket:
         st.bids.update(ev.bids)
         st.asks.update(ev.asks)
         st.last_seq = seq
+        self.tickers[inst_id].on_event(ev, st.sm.top)
+        if self.candles and ev.aggs:
+            self._candle_trades(st, ev, now_ms)
 
     def _push_books(self, st: _Inst, now: float, now_ms: int) -> None:
         """Push the changes since the previous books push (one update, or none if unchanged)."""

@@ -378,6 +378,11 @@ class OkxSimulator:
                 snap = self.source.snapshot(arg["instId"], int(time.time() * 1000))
                 if snap is not None:
                     self.hub.send(client, snap)
+            on_subscribe = getattr(self.source, "on_subscribe", None)
+            if on_subscribe is not None and req.op == "subscribe":
+                first = on_subscribe(arg["channel"], arg["instId"], int(time.time() * 1000))
+                if first is not None and self.source.started.is_set():
+                    self.hub.send(client, first)
             client.subs.append(name)
             self.hub.attach(client, name)
         self._subscribers.add(client.id)

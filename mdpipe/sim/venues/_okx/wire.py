@@ -36,7 +36,18 @@ from mdpipe.venues.okx.protocol import MAX_SUBSCRIBE_BYTES, WS_PATH
 PUBLIC_PATH = WS_PATH
 BUSINESS_PATH = "/ws/v5/business"
 INSTRUMENTS_PATH = "/api/v5/public/instruments"
-CHANNELS = ("books", "bbo-tbt", "books5", "trades")
+CHANNELS = (
+    "books",
+    "bbo-tbt",
+    "books5",
+    "trades",
+    "tickers",
+    "mark-price",
+    "funding-rate",
+    "open-interest",
+)
+SWAP_ONLY_CHANNELS = ("mark-price", "funding-rate", "open-interest")
+CANDLE_CHANNELS = {"candle1s": 1000, "candle1m": 60_000}  # on /business: interval in ms
 VIP_CHANNELS = ("books-l2-tbt", "books50-l2-tbt", "books-elp")  # need login and a fee tier
 BUSINESS_CHANNELS_PREFIX = ("candle", "trades-all")
 
@@ -314,11 +325,15 @@ def check_arg(arg: dict[str, str], path: str, inst_ids: set[str]) -> tuple[str, 
     """The error (code, msg) for one subscribe argument on this URL path, or None if served."""
     channel, inst_id = arg.get("channel", ""), arg.get("instId")
     if path == BUSINESS_PATH:
+        if channel in CANDLE_CHANNELS and inst_id in inst_ids:
+            return None
         return "60018", f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist"
     if channel.startswith(BUSINESS_CHANNELS_PREFIX):
         return "64001", f"{channel} channel has moved to the /business URL"
     if channel in VIP_CHANNELS:
         return "64003", "Your trading fee tier doesn't meet the requirement to access this channel"
     if channel not in CHANNELS or inst_id not in inst_ids:
+        return "60018", f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist"
+    if channel in SWAP_ONLY_CHANNELS and not inst_id.endswith("-SWAP"):
         return "60018", f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist"
     return None
