@@ -276,7 +276,9 @@ def test_symbol_lists_must_fit_the_connection_limits() -> None:
     cfg = C.load(None, overrides=[f"feeds.0.symbols={_symbols(1700)}"], env={})
     routes = make_venue(cfg.feeds[0], cfg.feeds[0].symbols).plan()
     assert max(len(r.url) for r in routes) <= C.limits.WS_URL_MAX_BYTES
-    assert sum(len(r.streams) for r in routes) == 3 * 1700
+    one = C.load(None, overrides=["feeds.0.symbols=BTCUSDT"], env={})
+    per_symbol = sum(len(r.streams) for r in make_venue(one.feeds[0], ["BTCUSDT"]).plan())
+    assert sum(len(r.streams) for r in routes) == per_symbol * 1700  # every stream planned
     with pytest.raises(C.ConfigError, match="feeds\\[0\\].symbols: 5000 symbols, more than"):
         C.load(None, overrides=[f"feeds.0.symbols={_symbols(5000)}"], env={})
     # Spread over the cores there are, each process's share fits.

@@ -105,6 +105,7 @@ def test_start_replays_a_tape_through_its_simulator(tapes: Path) -> None:
     """`[sim] tape` runs `mdpipe sim --tape` with the speed settings, not synthetic options."""
     from mdpipe import config
     from mdpipe.supervisor import child_specs
+    from mdpipe.venues import make_venue
 
     tape = tapes / "usdm_btcusdt_20240808.gz"
     cfg = config.load(
@@ -115,6 +116,10 @@ def test_start_replays_a_tape_through_its_simulator(tapes: Path) -> None:
     assert argv[argv.index("--tape") + 1] == str(tape)
     assert argv[argv.index("--speed") + 1] == "4.0" and "--loop" in argv
     assert "--symbols" not in argv and "--rate" not in argv
-    assert argv[argv.index("--start-clients") + 1] == "2"  # /public and /market of one shard
+    # It waits for every connection the shard plans: /public, /market and the tickers route.
+    feed = cfg.feeds[0]
+    assert argv[argv.index("--start-clients") + 1] == str(
+        len(make_venue(feed, feed.symbols).plan())
+    )
     with pytest.raises(config.ConfigError, match="sim.tape: 'nope.gz' is not a file"):
         config.load(str(REPO / "config/demo.toml"), overrides=["sim.tape=nope.gz"])
