@@ -79,18 +79,19 @@ def test_commit_stream_latest_and_top_agree_on_both_paths(path: str) -> None:
 
 
 _STRESS = textwrap.dedent("""
-    import multiprocessing as mp, sys
+    import multiprocessing as mp, os, sys
     from mdpipe.shm import seqlock
     from mdpipe.shm.writer import RingWriter
     from mdpipe.readers import attach
 
     DEPTH = 20
 
-    def writer(instance, stop, ready):
+    def writer(instance, stop, ready, parent):
         w = RingWriter.create(instance, "books", "book", symbols=["S"], capacity=256, depth=DEPTH)
         ready.set()
         k = 0
-        while not stop.is_set():
+        # Ends with the stress run even when that was killed (a timeout must not leave it spinning).
+        while not stop.is_set() and (k & 4095 or os.getppid() == parent):
             # Every level is a function of k: any mix of two records is detectable.
             w.bids[:, 0] = k; w.bids[:, 1] = k + 0.5; w.asks[:, 0] = k + 1; w.asks[:, 1] = k + 1.5
             w.commit_book(0, 1, k, 0, k, k, 0, DEPTH, DEPTH)
@@ -112,7 +113,7 @@ _STRESS = textwrap.dedent("""
         instance, reads_wanted = sys.argv[1], int(sys.argv[2])
         ctx = mp.get_context("spawn")
         stop, ready = ctx.Event(), ctx.Event()
-        p = ctx.Process(target=writer, args=(instance, stop, ready))
+        p = ctx.Process(target=writer, args=(instance, stop, ready, os.getpid()))
         p.start()
         assert ready.wait(60)
         r = attach(instance, "books")
