@@ -218,8 +218,8 @@ def test_every_trade_in_order_every_book_without_gaps_exact_payloads(redis_serve
                 time.sleep(0.002)  # normal load: the publisher keeps up
         sub.pump(lambda m: len(m) >= 2 * n)
         # Counters move just after Redis confirms, gauges every 0.1 s.
-        wait_for(lambda: counters(instance)["trades_published"] == n)
-        wait_for(lambda: counters(instance)["g_lag_records"] == 0)
+        wait_for(lambda: counters(instance).get("trades_published") == n)
+        wait_for(lambda: counters(instance).get("g_lag_records") == 0)
         c = counters(instance)
         r = redis.Redis.from_url(redis_server.url)
         last_book = orjson.dumps(sub.on("orderbook:BTCUSDT")[-1])
@@ -374,7 +374,7 @@ def test_a_lapped_publisher_counts_exactly_the_trades_it_lost(redis_server, inst
     with publisher(cfg, rings=1):
         for i in range(n):  # no pause: the 256-slot ring laps the publisher
             tw.commit_trade(i % 2, 0, i, i, i, i, i, i, 1.0, 1.0, 1)
-        wait_for(lambda: counters(instance)["g_lag_records"] == 0)
+        wait_for(lambda: counters(instance).get("g_lag_records") == 0)
         wait_for(
             lambda: sum(counters(instance)[k] for k in ("trades_published", "trades_lost")) == n
         )
@@ -425,7 +425,7 @@ def test_redis_killed_and_restarted(redis_server, instance):
     with publisher(cfg, rings=0) as final:
         writer = subprocess.Popen([sys.executable, "-c", WRITER, instance], cwd=REPO)
         try:
-            wait_for(lambda: counters(instance)["g_rings"] == 2, what="the writer's rings")
+            wait_for(lambda: counters(instance).get("g_rings") == 2, what="the writer's rings")
             sub = Sub(redis_server.url, "trades:*")
             sub.pump(lambda m: len(m) >= 200)
             sub.close()
@@ -434,7 +434,7 @@ def test_redis_killed_and_restarted(redis_server, instance):
             before = (ring_cursor(instance, "trades.usdm.0") - c0) / (time.monotonic() - t0)
 
             redis_server.stop()
-            wait_for(lambda: counters(instance)["g_redis_up"] == 0, what="g_redis_up 0")
+            wait_for(lambda: counters(instance).get("g_redis_up") == 0, what="g_redis_up 0")
             t0, c0 = time.monotonic(), ring_cursor(instance, "trades.usdm.0")
             time.sleep(1.0)
             during_n = ring_cursor(instance, "trades.usdm.0") - c0
@@ -443,17 +443,19 @@ def test_redis_killed_and_restarted(redis_server, instance):
         finally:
             writer.send_signal(signal.SIGTERM)
             assert writer.wait(10) == 0
-        wait_for(lambda: counters(instance)["g_lag_books_usdm_0"] == 0, what="books drained")
+        wait_for(lambda: counters(instance).get("g_lag_books_usdm_0") == 0, what="books drained")
         stalled = counters(instance)
         published_before = stalled["books_published"]
         total = ring_cursor(instance, "trades.usdm.0")
 
         redis_server.start()
-        wait_for(lambda: counters(instance)["g_redis_up"] == 1, what="the reconnect")
+        wait_for(lambda: counters(instance).get("g_redis_up") == 1, what="the reconnect")
         # The newest book of each symbol is re-sent, counted apart: it was counted when read.
-        wait_for(lambda: counters(instance)["books_republished"] == 2)
+        wait_for(lambda: counters(instance).get("books_republished") == 2)
         assert counters(instance)["books_published"] == published_before
-        wait_for(lambda: counters(instance)["trades_published"] == total, what="trades caught up")
+        wait_for(
+            lambda: counters(instance).get("trades_published") == total, what="trades caught up"
+        )
         up = counters(instance)
         r = redis.Redis.from_url(redis_server.url)
         with attach(instance, "books.usdm.0") as reader:
@@ -547,7 +549,7 @@ def test_tls_url_and_password_from_the_environment(tmp_path, instance, monkeypat
         tw = trade_writer(instance)
         sub = Sub(url, "trades:*", password="tls-s3cret")
         with publisher(cfg, rings=1):
-            wait_for(lambda: counters(instance)["g_redis_up"] == 1)
+            wait_for(lambda: counters(instance).get("g_redis_up") == 1)
             sent = put_trade(tw, 1, 7)
             sub.pump(lambda m: len(m) == 1)
         assert without_ts(sub.msgs[0][1]) == sent
@@ -569,7 +571,7 @@ def test_password_from_the_environment_and_a_wrong_one(tmp_path, instance, monke
             assert counters(instance)["g_redis_up"] == 0
             waiting = put_trade(tw, 0, 1)
             # Kept in the ring, not dropped: the next publisher resumes at its cursor.
-            wait_for(lambda: counters(instance)["g_lag_trades_usdm_0"] == 1)
+            wait_for(lambda: counters(instance).get("g_lag_trades_usdm_0") == 1)
             assert counters(instance)["dropped_trades"] == 0
         monkeypatch.setenv("PUBTEST_REDIS_PW", "pw-1")
         sub = Sub(server.url, "trades:*", password="pw-1")
@@ -683,11 +685,11 @@ def test_an_outage_longer_than_the_trades_ring_loses_exactly_what_was_overwritte
     )
     with publisher(cfg, rings=1):
         put_trade(tw, 0, 0)
-        wait_for(lambda: counters(instance)["trades_published"] == 1)
+        wait_for(lambda: counters(instance).get("trades_published") == 1)
         redis_server.stop()
         for i in range(1, 6001):  # more than the ring holds
             put_trade(tw, 0, i)
-        wait_for(lambda: counters(instance)["g_redis_up"] == 0)
+        wait_for(lambda: counters(instance).get("g_redis_up") == 0)
         redis_server.start()
         wait_for(
             lambda: (
@@ -713,14 +715,14 @@ def test_trades_sent_again_after_a_refused_round_trip_count_once_in_the_24h_figu
     sub = Sub(redis_server.url, "trades:*", "market_data:*")
     with publisher(cfg, rings=1, market_data_interval=0.0):
         put_trade(tw, 0, 0)
-        wait_for(lambda: counters(instance)["trades_published"] == 1)
+        wait_for(lambda: counters(instance).get("trades_published") == 1)
         admin.config_set("maxmemory-policy", "noeviction")
         admin.config_set("maxmemory", "1")  # every SET refused (OOM); PUBLISH still works
         for i in range(1, 11):
             put_trade(tw, 0, i)
         wait_for(lambda: counters(instance)["redis_errors"] >= 2, what="refused round trips")
         admin.config_set("maxmemory", "0")
-        wait_for(lambda: counters(instance)["trades_published"] == 11, what="trades sent again")
+        wait_for(lambda: counters(instance).get("trades_published") == 11, what="trades sent again")
         px = put_trade(tw, 0, 11)["price"]  # its ticker counts every trade so far, each once
         sub.pump(lambda m: any(d.get("trade_id") == 1011 for _, d in m))
         sub.pump(lambda m: m[-1][0].startswith("market_data:") and m[-1][1]["last_price"] == px)
