@@ -17,6 +17,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from mdpipe.sim import clock
 from mdpipe.sim.config import (
     INCOMING_RATE,
     PING_INTERVAL,
@@ -202,7 +203,7 @@ class Simulator:
         return None
 
     async def _rest(self, path: str, query: str) -> Reply:
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         if path == PING_PATH[self.market]:
             return Reply(200, b"{}")
         if path == TIME_PATH[self.market]:

@@ -4,8 +4,9 @@
 (spot: at most 10 args, else `"args size >10"`), unsubscribe, and `{"op":"ping"}`, answered
 as the v5 docs show. Topics: `orderbook.{1,50,200,1000}.<SYM>` (a snapshot at subscribe,
 then deltas every 10/20/100/200 ms; `orderbook.1` snapshots only, repeated after 3 s
-unchanged), `publicTrade.<SYM>` and `tickers.<SYM>` (linear: a snapshot at subscribe, then
-every 100 ms a delta of the changed fields; spot: snapshots every 50 ms). `u` is +1 per
+unchanged), `publicTrade.<SYM>`, `tickers.<SYM>` (linear: a snapshot at subscribe, then
+every 100 ms a delta of the changed fields; spot: snapshots every 50 ms) and
+`kline.<interval>.<SYM>` (candles from the trades, `_bybit_klines.py`). `u` is +1 per
 push of a topic; `seq` is the symbol's cross sequence, the same in every topic pushed from the same market state, so
 `orderbook.1` and deeper books pushed at one instant carry equal `seq`. No REST is served:
 Bybit books start from the stream.
@@ -37,6 +38,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from mdpipe.sim import clock
 from mdpipe.sim.config import START_IMMEDIATELY, SimConfig
 from mdpipe.sim.connection import SimConnection, request_body, request_method
 from mdpipe.sim.faults import MALFORMED_VARIANTS, Fault, FaultError, FaultSchedule
@@ -45,6 +47,7 @@ from mdpipe.sim.instruments import FUTURES, SymbolSpec, symbol_spec
 from mdpipe.sim.market import BookEvent, MarketModel, SymbolMarket
 from mdpipe.sim.stats import ServerStats
 from mdpipe.sim.tape import TapeError
+from mdpipe.sim.venues import _bybit_klines as klines
 from mdpipe.sim.venues._bybit_tickers import LINEAR_PUSH_MS, SPOT_PUSH_MS, TickerBook
 from mdpipe.sim.venues._bybit_tickers import message as ticker_message
 
@@ -62,7 +65,8 @@ log = logging.getLogger("mdpipe.sim")
 
 
 def _ms() -> int:
-    return int(time.time() * 1000)
+    """The exchange's time now (ms), from the simulator's clock."""
+    return clock.now_ms()
 
 
 def _reply(status: int, body: Any) -> Response:
@@ -229,6 +233,8 @@ class BybitSimulator:
             self.symbols = self.synthetic.symbols
             linear = self.market == "linear"
             self.tickers = {s: TickerBook(spec, linear) for s, spec in self.synthetic.specs.items()}
+        # kline topics subscribed (built from the trades from then on), by symbol
+        self.klines: dict[str, dict[str, klines.OpenKline]] = {}
 
     # ----- serving --------------------------------------------------------------------------
 
@@ -372,6 +378,9 @@ class BybitSimulator:
                     self.hub.send(client, snap)
             elif topic.startswith("tickers."):
                 self._ticker_snapshot(client, topic.partition(".")[2])
+            elif topic.startswith("kline."):
+                interval, sym = klines.topic_interval(topic)
+                self.klines.setdefault(sym, {}).setdefault(interval, klines.OpenKline())
         if client.id not in self._subscribers:
             self._subscribers.add(client.id)
             if len(self._subscribers) >= self.cfg.start_clients:
@@ -383,6 +392,9 @@ class BybitSimulator:
             return rest in self.symbols
         if kind == "tickers":
             return rest in self.symbols and self.synthetic is not None
+        if kind == "kline":
+            found = klines.topic_interval(topic)
+            return found is not None and found[1] in self.symbols and self.synthetic is not None
         if kind == "orderbook":
             depth, _, sym = rest.partition(".")
             return depth.isdigit() and int(depth) in DEPTHS and sym in self.symbols
@@ -494,6 +506,8 @@ class BybitSimulator:
                 self._push_books(tick)
                 if tick % (TICKER_PUSH_MS[self.market] // 10) == 0:
                     self._push_tickers(_ms())
+                if tick % (klines.PUSH_MS // 10) == 0:
+                    self._push_klines(_ms())
                 next_push += TICK_S
                 if next_push < now:
                     next_push = now + TICK_S
@@ -527,16 +541,45 @@ class BybitSimulator:
             if data:
                 self.hub.publish(name, ticker_message(sym, kind, data, ms, cs, self.enc.linear))
 
+    def _push_klines(self, ms: int) -> None:
+        """Every open candle as it stands; confirmed (and done) once its interval is over."""
+        for sym, by_interval in self.klines.items():
+            spec = self.synthetic.specs[sym]
+            for interval, ok in by_interval.items():
+                k = ok.kline
+                if k is None:
+                    continue  # an interval without trades sends no candle
+                confirm = not k.contains(ms)
+                topic = f"kline.{interval}.{sym}"
+                self.hub.publish(topic, klines.message(topic, interval, spec, k, ok.last_ms, ms,
+                                                       confirm))  # fmt: skip
+                if confirm:
+                    ok.kline = None
+
+    def _kline_trades(self, sym: str, ev: BookEvent, ms: int) -> None:
+        """Add the event's trades to the symbol's candles, confirming one the time has left."""
+        spec = self.synthetic.specs[sym]
+        for interval, ok in self.klines[sym].items():
+            topic = f"kline.{interval}.{sym}"
+            for f in ev.fills:
+                last_ms = ok.last_ms
+                closed = klines.on_trade(ok, interval, f.price, f.lots, 0, ms, not f.buyer_maker)
+                if closed is not None:
+                    self.hub.publish(topic, klines.message(topic, interval, spec, closed, last_ms,
+                                                           ms, True))  # fmt: skip
+
     def _trades(self, sm: SymbolMarket, ev: BookEvent, seq: int) -> None:
         self.tickers[sm.spec.symbol].on_event(ev, sm.top)
         if not ev.fills:
             return
         sym = sm.spec.symbol
+        ms = _ms()  # the trades' T
+        if sym in self.klines:
+            self._kline_trades(sym, ev, ms)
         name = f"publicTrade.{sym}"
         if not self.hub.wants(name):
             return
         assert self.synthetic is not None
-        ms = _ms()
         spec = sm.spec
         rows = [
             (ms, "Sell" if f.buyer_maker else "Buy", spec.qty_str(f.lots), spec.price_str(f.price),

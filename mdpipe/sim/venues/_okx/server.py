@@ -15,7 +15,6 @@ import itertools
 import logging
 import random
 import signal
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from mdpipe.sim import clock
 from mdpipe.sim.connection import SimConnection, request_body, request_method
 from mdpipe.sim.faults import (
     MALFORMED_VARIANTS,
@@ -261,7 +261,7 @@ class OkxSimulator:
         if method != "GET":
             return 405, rest_error("405", f"Method {method} not allowed"), []
         params = parse_qs(query, keep_blank_values=True)
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         if path == INSTRUMENTS_PATH:
             kind = params.get("instType", [""])[0]
             if kind not in ("SWAP", "SPOT"):
@@ -375,12 +375,12 @@ class OkxSimulator:
             if name in client.subs:
                 continue
             if arg["channel"] == "books" and self.cfg.in_band_snapshot:
-                snap = self.source.snapshot(arg["instId"], int(time.time() * 1000))
+                snap = self.source.snapshot(arg["instId"], clock.now_ms())
                 if snap is not None:
                     self.hub.send(client, snap)
             on_subscribe = getattr(self.source, "on_subscribe", None)
             if on_subscribe is not None and req.op == "subscribe":
-                first = on_subscribe(arg["channel"], arg["instId"], int(time.time() * 1000))
+                first = on_subscribe(arg["channel"], arg["instId"], clock.now_ms())
                 if first is not None and self.source.started.is_set():
                     self.hub.send(client, first)
             client.subs.append(name)
@@ -535,7 +535,7 @@ def malformed_push(variant: str, inst_id: str, seq: int, oversized: int) -> byte
     data: dict[str, Any] = {
         "asks": [level],
         "bids": [],
-        "ts": str(int(time.time() * 1000)),
+        "ts": str(clock.now_ms()),
         "checksum": 0,
         "prevSeqId": seq,
         "seqId": seq + 1,
