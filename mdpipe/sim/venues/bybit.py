@@ -26,14 +26,12 @@ import http
 import itertools
 import logging
 import random
-import signal
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import orjson
-from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -45,6 +43,7 @@ from mdpipe.sim.faults import MALFORMED_VARIANTS, Fault, FaultError, FaultSchedu
 from mdpipe.sim.hub import Client, Hub
 from mdpipe.sim.instruments import FUTURES, SymbolSpec, symbol_spec
 from mdpipe.sim.market import BookEvent, MarketModel, SymbolMarket
+from mdpipe.sim.serving import serve_until_stopped
 from mdpipe.sim.stats import ServerStats
 from mdpipe.sim.tape import TapeError
 from mdpipe.sim.venues import _bybit_klines as klines
@@ -240,43 +239,22 @@ class BybitSimulator:
 
     async def serve(self, ready: Callable[[str, int], None]) -> None:
         """Listen, call `ready(host, port)`, and run until SIGINT/SIGTERM."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        server = await serve(
-            self._handle_ws,
-            self.cfg.host,
-            self.cfg.port,
+        await serve_until_stopped(
+            host=self.cfg.host,
+            port=self.cfg.port,
+            handler=self._handle_ws,
             process_request=self._process_request,
-            create_connection=SimConnection,
-            compression=None,
-            ping_interval=None,  # Bybit clients ping; the server only answers
+            ready=ready,
+            start_now=self.started.set if self.cfg.start == START_IMMEDIATELY else None,
+            market=self._run_tape if self.tape is not None else self._run_synthetic,
+            hub=self.hub,
             close_timeout=1.0,
-            server_header=None,
+            ping_interval=None,  # Bybit clients ping; the server only answers
         )
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            host, port = server.sockets[0].getsockname()[:2]
-            ready(host, port)
-            if self.cfg.start == START_IMMEDIATELY:
-                self.started.set()
-            run = self.tape.run(self) if self.tape is not None else self._run_synthetic()
-            tasks = [loop.create_task(run), loop.create_task(stop.wait())]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if tasks[0].done():
-                tasks[0].result()
-                await tasks[1]  # a finished tape keeps serving
-        finally:
-            for task in tasks:
-                task.cancel()
-            server.close()
-            try:
-                await asyncio.wait_for(asyncio.shield(server.wait_closed()), 1.0)
-            except TimeoutError:
-                for client in list(self.hub.clients):
-                    client.conn.transport.abort()
-                await server.wait_closed()
+
+    async def _run_tape(self) -> None:
+        assert self.tape is not None
+        await self.tape.run(self)
 
     async def _process_request(self, conn: SimConnection, request: Request) -> Response | None:
         path = request.path.partition("?")[0]

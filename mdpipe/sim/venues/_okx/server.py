@@ -14,7 +14,6 @@ import http
 import itertools
 import logging
 import random
-import signal
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
-from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -40,6 +38,7 @@ from mdpipe.sim.faults import (
     ScheduledFault,
 )
 from mdpipe.sim.hub import Client, Hub
+from mdpipe.sim.serving import serve_until_stopped
 from mdpipe.sim.venues._okx.market import OkxMarket, stream
 from mdpipe.sim.venues._okx.tape import OkxTapeSource, load_okx_tape
 from mdpipe.sim.venues._okx.wire import (
@@ -182,50 +181,20 @@ class OkxSimulator:
 
     async def serve(self, ready: Callable[[str, int], None]) -> None:
         """Listen, call `ready(host, port)`, run until SIGINT/SIGTERM."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        server = await serve(
-            self._handle_ws,
-            self.cfg.host,
-            self.cfg.port,
+        await serve_until_stopped(
+            host=self.cfg.host,
+            port=self.cfg.port,
+            handler=self._handle_ws,
             process_request=self._process_request,
-            create_connection=SimConnection,
-            compression=None,
-            ping_interval=None,  # OKX clients ping (text "ping"); the server does not
+            ready=ready,
+            start_now=self.source.started.set if self.cfg.start_immediately else None,
+            market=self.source.run,
+            hub=self.hub,
             close_timeout=_CLOSE_GRACE,
+            helpers=(self._idle_check,),
+            ping_interval=None,  # OKX clients ping (text "ping"); the server does not
             open_timeout=None,
-            server_header=None,
         )
-        tasks: list[asyncio.Task[Any]] = []
-        try:
-            host, port = server.sockets[0].getsockname()[:2]
-            ready(host, port)
-            if self.cfg.start_immediately:
-                self.source.started.set()
-            source_task = loop.create_task(self.source.run())
-            tasks = [
-                source_task,
-                loop.create_task(self._idle_check()),
-                loop.create_task(stop.wait()),
-            ]
-            await asyncio.wait({tasks[0], tasks[2]}, return_when=asyncio.FIRST_COMPLETED)
-            if source_task.done():
-                source_task.result()
-                await tasks[2]  # a finished tape keeps serving its last book
-        finally:
-            for task in tasks:
-                task.cancel()
-            server.close()
-            try:
-                await asyncio.wait_for(asyncio.shield(server.wait_closed()), _CLOSE_GRACE)
-            except TimeoutError:
-                for client in list(self.hub.clients):
-                    client.conn.transport.abort()
-                for task in list(server.handler_tasks):
-                    task.cancel()
-                await server.wait_closed()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
