@@ -1,4 +1,5 @@
-"""Malformed ticker frames of every venue, fed to an ingest shard's frame path (no sockets).
+"""Malformed ticker frames of every venue, fed to an ingest shard's frame path (no sockets),
+and the simulator's `malformed` fault on a Bybit and an OKX feed with tickers.
 
 Each of the simulator's seven `malformed` variants, shaped like each ticker stream (Binance
 `@ticker` and `@markPrice`, Bybit `tickers.*`, OKX `tickers`, `mark-price`, `funding-rate`,
@@ -17,13 +18,14 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import remove_segments
-from test_ingest_support import write_config
+from test_ingest_support import IngestProcess, write_config
 
 from mdpipe import config
 from mdpipe.ingest.shard import Shard, tickers_ring_name
 from mdpipe.shm.segment import read_status
 from mdpipe.sim.faults import MALFORMED_VARIANTS
 from mdpipe.sim.malformed import malformed_message
+from mdpipe.sim.process import SimProcess
 from mdpipe.sim.venues import _bybit_tickers
 from mdpipe.sim.venues._okx import tickers as okx_tickers
 
@@ -265,3 +267,54 @@ def test_depth_and_trade_frames_with_numbers_no_record_holds_are_counted_not_fat
         assert int(ctr.arr[ctr.parse_errors]) == before + 1, name
     assert int(ctr.arr[ctr.dead_lettered]) == len(bad)
     assert read_status(shard.cfg.instance, shard.trades_w.ring).write_cursor == 0
+
+
+LIVE = [
+    ("bybit", "linear", ["BTCUSDT", "ETHUSDT"],
+     {"depth_stream": "orderbook.50", "trade_stream": "publicTrade"}),
+    ("okx", "swap", ["BTC-USDT-SWAP", "ETH-USDT-SWAP"],
+     {"depth_stream": "books", "trade_stream": "trades", "snapshot_limit": 400}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("venue", "market", "symbols", "feed"), LIVE, ids=[c[0] for c in LIVE])
+def test_the_malformed_fault_on_a_feed_with_tickers_is_counted_frame_for_frame(
+    tmp_path: Path, instance: str, venue: str, market: str, symbols: list[str], feed: dict
+) -> None:
+    """Through the simulator: seven bad book frames and seven bad ticker frames on the one
+    connection, each counted and kept, the books still synced, the tickers still flowing."""
+    args = ["--venue", venue, "--market", market, "--symbols", ",".join(symbols), "--rate", "300"]
+    with SimProcess(args) as sim:
+        cfg = write_config(
+            tmp_path / "ingest.toml",
+            instance,
+            ws_url=sim.ws_url,
+            rest_url=sim.rest_url,
+            market=market,
+            symbols=symbols,
+            dead_letter_dir=tmp_path / "dead",
+            exchange=venue,
+            tickers=True,
+            **feed,
+        )
+        with IngestProcess(cfg, instance) as ingest:
+            c0 = ingest.wait_for(
+                "books synced and tickers flowing",
+                lambda c: c["g_books_synced"] == len(symbols) and c["tickers"] >= 10,
+                30,
+            )
+            done = sim.inject("malformed")
+            assert done["connections"] == 1 and done["frames"] == 14, done
+            c1 = ingest.wait_for(
+                "14 bad frames counted and kept, then more tickers",
+                lambda c: (
+                    c["dead_lettered"] >= c0["dead_lettered"] + 14
+                    and c["tickers"] >= c0["tickers"] + 10
+                    and c["g_books_synced"] == len(symbols)
+                ),
+                30,
+            )
+            assert c1["parse_errors"] - c0["parse_errors"] == 14
+            assert c1["dead_lettered"] - c0["dead_lettered"] == 14
+            assert c1["gaps"] == c0["gaps"] and c1["resyncs"] == c0["resyncs"]
+            assert ingest.stop() == 0

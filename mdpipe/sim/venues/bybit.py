@@ -48,6 +48,7 @@ from mdpipe.sim.stats import ServerStats
 from mdpipe.sim.tape import TapeError
 from mdpipe.sim.venues import _bybit_klines as klines
 from mdpipe.sim.venues._bybit_tickers import LINEAR_PUSH_MS, SPOT_PUSH_MS, TickerBook
+from mdpipe.sim.venues._bybit_tickers import malformed as ticker_malformed
 from mdpipe.sim.venues._bybit_tickers import message as ticker_message
 
 MARKETS = ("linear", "spot")
@@ -668,26 +669,38 @@ class BybitSimulator:
                 MALFORMED_VARIANTS[(start + i) % len(MALFORMED_VARIANTS)] for i in range(count)
             ]
             self._malformed_next = (start + count) % len(MALFORMED_VARIANTS)
-        reached = 0
+        reached = sent = 0
         for client in self._clients():
             books = [
                 s
                 for s in client.subs
                 if s.startswith("orderbook.") and not s.startswith("orderbook.1.")
             ]
+            tickers = [s for s in client.subs if s.startswith("tickers.")]
             if fault.symbol:
                 books = [s for s in books if s.endswith("." + fault.symbol)]
-            if not books:
+                tickers = [s for s in tickers if s.endswith("." + fault.symbol)]
+            if not books and not tickers:
                 continue
-            topic = self._topic(books[0]) if self.tape is None else None
-            u, seq = (topic.u + 1, topic.seq + 1) if topic is not None else (2, 2)
-            name = books[0]
-            for variant in variants:
-                self.hub.send(client, self._malformed(variant, name, u, seq))
+            if books:
+                topic = self._topic(books[0]) if self.tape is None else None
+                u, seq = (topic.u + 1, topic.seq + 1) if topic is not None else (2, 2)
+                for variant in variants:
+                    self.hub.send(client, self._malformed(variant, books[0], u, seq))
+                sent += len(variants)
+            if tickers:
+                sym = tickers[0].partition(".")[2]
+                cs = self.synthetic.seq[sym] if self.synthetic is not None else 0
+                for variant in variants:
+                    frame = ticker_malformed(
+                        variant, sym, _ms(), cs, self.enc.linear, self.cfg.oversized_bytes
+                    )
+                    self.hub.send(client, frame)
+                sent += len(variants)
             reached += 1
         self.hub.flush()
-        self.malformed_sent += reached * len(variants)
-        return {"connections": reached, "variants": variants}
+        self.malformed_sent += sent
+        return {"connections": reached, "variants": variants, "frames": sent}
 
     def _malformed(self, variant: str, topic: str, u: int, seq: int) -> bytes:
         """A bad message that claims the next u, so a client that rejects it keeps its sequence."""

@@ -41,6 +41,8 @@ from mdpipe.sim.hub import Client, Hub
 from mdpipe.sim.serving import serve_until_stopped
 from mdpipe.sim.venues._okx.market import OkxMarket, stream
 from mdpipe.sim.venues._okx.tape import OkxTapeSource, load_okx_tape
+from mdpipe.sim.venues._okx.tickers import CHANNELS as TICKER_CHANNELS
+from mdpipe.sim.venues._okx.tickers import malformed_push as ticker_malformed
 from mdpipe.sim.venues._okx.wire import (
     BUSINESS_PATH,
     INSTRUMENTS_PATH,
@@ -459,23 +461,32 @@ class OkxSimulator:
                 MALFORMED_VARIANTS[(start + i) % len(MALFORMED_VARIANTS)] for i in range(count)
             ]
             self._malformed_next = (start + count) % len(MALFORMED_VARIANTS)
-        reached = 0
+        reached = sent = 0
+        oversized = self.cfg.oversized_bytes
         for client in self._clients():
             books = [s for s in client.subs if s.startswith("books:")]
+            tickers = [s for s in client.subs if s.partition(":")[0] in TICKER_CHANNELS]
             if fault.symbol:
                 books = [s for s in books if s == stream("books", fault.symbol)]
-            if not books:
+                tickers = [s for s in tickers if s.partition(":")[2] == fault.symbol]
+            if not books and not tickers:
                 continue
-            inst_id = books[0].partition(":")[2]
-            seq = self.source.last_seq(inst_id)
-            for variant in variants:
-                self.hub.send(
-                    client, malformed_push(variant, inst_id, seq, self.cfg.oversized_bytes)
-                )
+            if books:
+                inst_id = books[0].partition(":")[2]
+                seq = self.source.last_seq(inst_id)
+                for variant in variants:
+                    self.hub.send(client, malformed_push(variant, inst_id, seq, oversized))
+                sent += len(variants)
+            if tickers:
+                channel, _, inst_id = tickers[0].partition(":")
+                for variant in variants:
+                    frame = ticker_malformed(variant, channel, inst_id, clock.now_ms(), oversized)
+                    self.hub.send(client, frame)
+                sent += len(variants)
             reached += 1
         self.hub.flush()
-        self.counts["malformed_sent"] += reached * len(variants)
-        return {"connections": reached, "variants": variants}
+        self.counts["malformed_sent"] += sent
+        return {"connections": reached, "variants": variants, "frames": sent}
 
     # ----- stats --------------------------------------------------------------------------
 
