@@ -183,6 +183,7 @@ class VenueRig:
     truth: Any  # the venue's Collector: its ground truth, read by the tests
     live: int  # books that are synced when all is well
     dead_letter: Path
+    connections: int = 1  # the feed's connections, all up when all is well
 
     def counters(self) -> dict[str, int]:
         return self.ingest.counters()
@@ -202,7 +203,7 @@ class VenueRig:
             self.trades.drain()
             return (
                 c["g_books_synced"] == self.live
-                and c["g_connections"] == 1
+                and c["g_connections"] == self.connections
                 and all(c.get(k, 0) >= base.get(k, 0) + n for k, n in more.items())
             )
 
@@ -220,10 +221,14 @@ def venue_rig(
     truth: Callable[[str], Collector],
     market: str,
     symbols: list[str],
+    *,
+    live: int | None = None,
+    connections: int = 1,
     **feed: Any,
 ) -> Iterator[VenueRig]:
     """Run a simulator (`sim_args`), `truth(ws_url)` and one ingest process of one feed on it,
-    synced; yield the rig; stop all and remove the segments (a module-scoped fixture's body)."""
+    synced (`live` books, every symbol's by default, on `connections`); yield the rig; stop
+    all and remove the segments (a module-scoped fixture's body)."""
     instance = unique_instance()
     sim = SimProcess(sim_args).start()
     collector: Collector | None = None
@@ -245,8 +250,9 @@ def venue_rig(
         ingest = IngestProcess(cfg, instance).start()
         books = RecordLog(instance, ingest.books_ring, "book")
         trades = RecordLog(instance, ingest.trades_ring, "trade")
-        rig = VenueRig(sim, ingest, books, trades, collector, len(symbols),
-                       dead / f"{instance}.f.0.jsonl")  # fmt: skip
+        live = len(symbols) if live is None else live
+        rig = VenueRig(sim, ingest, books, trades, collector, live,
+                       dead / f"{instance}.f.0.jsonl", connections)  # fmt: skip
         rig.wait_synced("the first sync")
         yield rig
         assert ingest.stop() == 0, ingest.log()[-4000:]
