@@ -28,6 +28,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from mdpipe.sim.faults import MALFORMED_VARIANTS, Fault, FaultError, FaultSchedu
 from mdpipe.sim.hub import Client, Hub
 from mdpipe.sim.instruments import FUTURES, SymbolSpec, symbol_spec
 from mdpipe.sim.market import BookEvent, MarketModel, SymbolMarket
+from mdpipe.sim.replay import replay_paced
 from mdpipe.sim.serving import serve_until_stopped
 from mdpipe.sim.stats import ServerStats
 from mdpipe.sim.tape import TapeError
@@ -225,7 +227,7 @@ class BybitSimulator:
         self._started_wall = time.time()
         self.tape: TapeFeed | None = None
         if cfg.tape is not None:
-            self.tape = TapeFeed(cfg.tape, cfg.speed, cfg.max_speed)
+            self.tape = TapeFeed(cfg.tape, cfg.speed, cfg.max_speed, cfg.tick)
             self.symbols = self.tape.symbols
             self.synthetic = None
         else:
@@ -760,6 +762,15 @@ def level_changes(old: dict[str, str], new: dict[str, str], reverse: bool) -> li
     return out
 
 
+@dataclass(slots=True)
+class TapeFrame:
+    """One recorded frame: receive time, topic ("" for a frame without one), exact bytes."""
+
+    ns: int
+    topic: str
+    raw: bytes
+
+
 class TapeFeed:
     """Replays a tape of `<receive ns> <raw frame>` lines to the topics' subscribers.
 
@@ -768,8 +779,8 @@ class TapeFeed:
     Frames that are not topic messages (acks, pongs) are skipped.
     """
 
-    def __init__(self, path: Path, speed: float, max_speed: bool) -> None:
-        self.frames: list[tuple[int, str, bytes]] = []
+    def __init__(self, path: Path, speed: float, max_speed: bool, tick: float) -> None:
+        self.frames: list[TapeFrame] = []
         self.symbols: set[str] = set()
         opener = gzip.open if path.suffix == ".gz" else open
         try:
@@ -784,14 +795,14 @@ class TapeFeed:
                         topic = None  # a recorded bad frame: replayed to every subscriber
                     if topic is None and raw.lstrip().startswith(b'{"success"'):
                         continue
-                    self.frames.append((int(stamp), topic or "", raw))
+                    self.frames.append(TapeFrame(int(stamp), topic or "", raw))
                     if topic and "." in topic:
                         self.symbols.add(topic.rsplit(".", 1)[1])
         except OSError as exc:
             raise TapeError(f"cannot read tape {path}: {exc}") from None
         if not self.frames:
             raise TapeError(f"{path}: no frames")
-        self.speed, self.max_speed = speed, max_speed
+        self.speed, self.max_speed, self.tick = speed, max_speed, tick
         self.books: dict[str, tuple[dict[str, str], dict[str, str], int, int]] = {}
         self.skip: dict[str, int] = {}
         self.sent = 0
@@ -825,24 +836,28 @@ class TapeFeed:
 
     async def run(self, sim: BybitSimulator) -> None:
         """Send every frame at its recorded pace (or as fast as clients read, with --max)."""
-        loop = asyncio.get_running_loop()
         await sim.started.wait()
-        t0 = loop.time()
-        first = self.frames[0][0]
+
+        def publish(i: int, j: int, now: float) -> int:
+            return self._publish(sim, i, j, now)
+
+        await replay_paced(
+            self.frames,
+            publish,
+            sim.hub,
+            speed=self.speed,
+            max_speed=self.max_speed,
+            tick=self.tick,
+            silent_until=lambda: sim._silent_until,
+        )
+
+    def _publish(self, sim: BybitSimulator, i: int, j: int, now: float) -> int:
+        """Send frames[i:j] (fewer if a fault silenced the feed); returns the next index."""
         hub = sim.hub
-        for stamp, topic, raw in self.frames:
-            at = t0 + (stamp - first) / 1e9 / self.speed
-            while loop.time() < sim._silent_until:
-                await asyncio.sleep(0.05)
-                t0 += 0.05
-            if self.max_speed:
-                if self.sent % 256 == 0:
-                    hub.flush()
-                    await hub.drain()
-                    await asyncio.sleep(0)
-            elif at > loop.time():
-                hub.flush()
-                await asyncio.sleep(at - loop.time())
+        while i < j and sim._silent_until <= now:
+            frame = self.frames[i]
+            i += 1
+            topic, raw = frame.topic, frame.raw
             book = topic.startswith("orderbook.") and not topic.startswith("orderbook.1.")
             if book:
                 self._apply(topic, raw)
@@ -856,7 +871,7 @@ class TapeFeed:
                 for client in list(hub.clients):
                     hub.send(client, raw)
             self.sent += 1
-        hub.flush()
+        return i
 
 
 def synthetic_frames(
