@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from mdpipe import config as config_mod
 from mdpipe.history.query import HistoryError, query_arrow
+from mdpipe.history.schema import LEVEL_COLUMNS
 
 TABLE_COLUMNS = {
     "trades": ["ts", "venue", "symbol", "price", "qty", "side", "trade_id"],
@@ -69,15 +70,17 @@ def archive_dir(config: str | None, directory: str | None) -> Path:
 
 def flat_levels(table: pa.Table) -> pa.Table:
     """Book level lists as one column per level (bid_price_0, ...), for CSV."""
-    for name in ("bid_price", "bid_qty", "ask_price", "ask_qty"):
+    for name in LEVEL_COLUMNS:
         if name not in table.column_names:
             continue
-        ix = table.column_names.index(name)
         col = table.column(name)
+        if not (pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type)):
+            continue  # a ticker's best bid and ask are plain numbers
         if pa.types.is_fixed_size_list(col.type):
             width = col.type.list_size
         else:
             width = pc.max(pc.list_value_length(col)).as_py() or 0 if len(col) else 0
+        ix = table.column_names.index(name)
         table = table.remove_column(ix)
         for level in reversed(range(width)):
             table = table.add_column(ix, f"{name}_{level}", pc.list_element(col, level))
@@ -98,7 +101,7 @@ def print_table(table: pa.Table, kind: str, limit: int) -> None:
     """Aligned text: the main columns (best level only for books), the first `limit` rows."""
     cols = [c for c in TABLE_COLUMNS[kind] if c in table.column_names]
     shown = table.select(cols).slice(0, limit).to_pylist()
-    heads = [c.replace("_price", "").replace("_qty", "_qty") for c in cols]
+    heads = [c.removesuffix("_price") if kind == "books" else c for c in cols]
     rows = [[_cell(r[c]) for c in cols] for r in shown]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(heads)]
     click.echo("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)))
