@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import posix_ipc
 import pytest
+from click.testing import CliRunner
 from conftest import REPO, RedisServer, free_port
 
 from mdpipe import history
+from mdpipe.cli import main as cli_main
 from mdpipe.history import schema
 from mdpipe.readers import LayoutError, NoSuchRingError, Reader, attach
 from mdpipe.shm.segment import read_status
@@ -124,13 +126,8 @@ def run_once(
                 break
             assert time.monotonic() < deadline, "too few trades, tickers or candles"
             time.sleep(0.05)
-        out = subprocess.run(
-            [sys.executable, "-m", "mdpipe.cli", "stats", "--instance", instance],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        )
-        assert "ARCHIVER" in out.stdout and "TICKERS" in out.stdout, out
+        out = CliRunner().invoke(cli_main, ["stats", "--instance", instance])  # in-process
+        assert "ARCHIVER" in out.stdout and "TICKERS" in out.stdout, out.output
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             text = resp.read().decode()
         assert "mdpipe_archiver_trades_archived_total" in text

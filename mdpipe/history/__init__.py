@@ -11,14 +11,26 @@ supervised process tailing the rings), query (DuckDB over the files), replay (ar
 records back into rings), command (`mdpipe history`, `mdpipe replay`).
 """
 
-from mdpipe.history.query import (
-    HistoryError,
-    books,
-    candles,
-    intervals,
-    symbols,
-    tickers,
-    trades,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mdpipe.history.query import (
+        HistoryError,
+        books,
+        candles,
+        intervals,
+        symbols,
+        tickers,
+        trades,
+    )
 
 __all__ = ["HistoryError", "books", "candles", "intervals", "symbols", "tickers", "trades"]
+
+
+def __getattr__(name: str) -> Any:
+    """The query API, imported on first use: the archiver process never loads DuckDB."""
+    if name in __all__:
+        from mdpipe.history import query
+
+        return getattr(query, name)
+    raise AttributeError(f"module 'mdpipe.history' has no attribute {name!r}")
