@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, remove_segments
+from conftest import REPO, remove_segments, unique_instance
 
 from mdpipe import history
 from mdpipe.cli import main as cli_main
@@ -352,7 +352,7 @@ N_TICKERS, N_CANDLES = 300, 60
 def archived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archiver]:
     """An archive holding 2000 trades (in at least two files per symbol), 200 books, 300
     tickers and 60 one-second candles (BTCUSDT's every 5th amended once); read-only."""
-    name = f"t{os.urandom(5).hex()}"
+    name = unique_instance()
     arch = Archiver(name, tmp_path_factory.mktemp("archived") / "history")
     writers = [make(name) for make in (trade_writer, book_writer, ticker_writer, candle_writer)]
     tw, bw, xw, cw = writers
@@ -614,7 +614,7 @@ def test_a_corrupt_file_is_skipped_and_named(archived_copy: Archiver) -> None:
 
 
 def test_replay_writes_archived_records_into_rings(archived: Archiver) -> None:
-    target = f"{archived.instance}r"
+    target = unique_instance()
     try:
         out = cli("replay", "--dir", str(archived.root), "--max", "--instance", target)
         assert out.returncode == 0, out.stderr
