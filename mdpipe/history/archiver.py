@@ -45,31 +45,16 @@ from mdpipe.tailer import RingTailer
 log = logging.getLogger("mdpipe.archiver")
 
 COUNTERS = ARCHIVER.names  # declared with their meanings in mdpipe/counters.py
-(
-    WRITE_ERRORS,
-    DAYS_EXPIRED,
-    DAYS_COMPACTED,
-    FILES_WRITTEN,
-    BYTES_WRITTEN,
-    G_LAG_RECORDS,
-    G_LAG_NS,
-    G_BUFFERED,
-    G_RINGS,
-) = (
-    COUNTERS.index(n)
-    for n in (
-        "write_errors",
-        "days_expired",
-        "days_compacted",
-        "files_written",
-        "bytes_written",
-        "g_lag_records",
-        "g_lag_ns",
-        "g_buffered",
-        "g_rings",
-    )
-)
-ARCHIVED = {k: f"{k}_archived" for k in ("trades", "books", "tickers", "candles")}
+WRITE_ERRORS = COUNTERS.index("write_errors")
+DAYS_EXPIRED = COUNTERS.index("days_expired")
+DAYS_COMPACTED = COUNTERS.index("days_compacted")
+FILES_WRITTEN = COUNTERS.index("files_written")
+BYTES_WRITTEN = COUNTERS.index("bytes_written")
+G_LAG_RECORDS = COUNTERS.index("g_lag_records")
+G_LAG_NS = COUNTERS.index("g_lag_ns")
+G_BUFFERED = COUNTERS.index("g_buffered")
+G_RINGS = COUNTERS.index("g_rings")
+ARCHIVED = {k: f"{k}_archived" for k in ("trades", "books", "tickers", "candles")}  # by kind
 LOST = {k: COUNTERS.index(f"{k}_lost") for k in ARCHIVED}
 TOTALS = [n for n in COUNTERS if not n.startswith("g_")]
 

@@ -219,7 +219,9 @@ def in_time_order(
 
 # A candle amended by a late trade is archived once per revision: the newest is the last
 # committed record of its interval (after a writer restart, the one of the newer run).
-_NEWEST = " QUALIFY row_number() OVER (PARTITION BY ts ORDER BY commit_ts_ns DESC) = 1"
+_NEWEST = (
+    " QUALIFY row_number() OVER (PARTITION BY ts ORDER BY commit_ts_ns DESC, symbol_seq DESC) = 1"
+)
 
 
 def _sql(
