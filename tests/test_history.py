@@ -295,6 +295,30 @@ def test_losses_are_counted_exactly_and_only_when_lapped(archive: Archiver) -> N
     assert sorted(archived_ticker_times(archive.root)) == [T0 + i * 1_000_000 for i in kept]
 
 
+def test_history_kinds_chooses_the_rings_archived(archive: Archiver) -> None:
+    from mdpipe import config
+
+    archive.settings = ("history.kinds=trades,candles",)
+    w, tw, cw = (make(archive.instance) for make in (trade_writer, ticker_writer, candle_writer))
+    write_trades(w, 0, 100)
+    write_tickers(tw, 0, 100)
+    sent = write_candles(cw, 0, 10)
+    archive.start()
+    wait_for(
+        lambda: archive.cursor("trades.t.0") == 100 and archive.cursor("candles_1s.t.0") > 0,
+        what="trades and candles archived",
+    )
+    archive.stop()
+    for writer in (w, tw, cw):
+        writer.close()
+    assert sorted(archived_trade_ids(archive.root)) == list(range(100))
+    assert sorted(archived_candles(archive.root)) == sorted(sent)
+    assert not (archive.root / "tickers").exists()
+    assert "tickers.t.0" not in archive.journal()["rings"]
+    with pytest.raises(config.ConfigError, match="history.kinds: 'quotes' is not one of"):
+        config.load(None, overrides=["history.kinds=trades,quotes"])
+
+
 def book_writer(instance: str) -> RingWriter:
     return RingWriter.create(
         instance, "books.t.0", "book", symbols=SYMBOLS, capacity=1 << 14, depth=20, exchange=VENUE

@@ -128,6 +128,7 @@ class Archiver:
         self.flush_interval = hist.flush_interval
         self.keep_days = hist.keep_days
         self.batch = hist.batch
+        self.kinds = set(hist.kinds)  # books, trades, tickers, candles: the rings to archive
         self.stop_timeout = cfg.supervisor.stop_timeout
         self.clock = clock
         self.journal = Journal.load(self.root, cfg.instance)
@@ -356,7 +357,7 @@ class Archiver:
         present = {ring for _, ring in list_segments(self.instance)}
         for name in sorted(present - self.rings.keys()):
             kind = archive_kind(name)
-            if kind is None:
+            if kind is None or schema.base_kind(kind) not in self.kinds:
                 continue
             try:
                 reader = attach(self.instance, name, kind=RING_KINDS.get(kind, "candle"))
