@@ -406,18 +406,13 @@ def archived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archiver]:
 
 
 @pytest.fixture
-def archived_copy(archived: Archiver, tmp_path: Path) -> Archiver:
+def archived_copy(archived: Archiver, tmp_path: Path) -> Iterator[Archiver]:
     """A copy of the module's archive (same instance, journal and files) a test may change."""
     copy = Archiver(archived.instance, tmp_path / "history")
     shutil.copytree(archived.root, copy.root)
-    return copy
-
-
-@pytest.fixture
-def copy_archiver(archived_copy: Archiver) -> Iterator[Archiver]:
-    yield archived_copy
-    if archived_copy.proc is not None and archived_copy.proc.poll() is None:
-        archived_copy.kill()
+    yield copy
+    if copy.proc is not None and copy.proc.poll() is None:
+        copy.kill()
 
 
 def mdpipe(*args: str) -> subprocess.CompletedProcess[str]:
@@ -694,8 +689,8 @@ def test_replay_writes_archived_records_into_rings(archived: Archiver) -> None:
         remove_segments(target)
 
 
-def test_finished_days_are_compacted_into_one_file(copy_archiver: Archiver) -> None:
-    archived = copy_archiver
+def test_finished_days_are_compacted_into_one_file(archived_copy: Archiver) -> None:
+    archived = archived_copy
     root = archived.root
     before = {s: history.trades(s, root=root) for s in SYMBOLS}
     ticks = {s: history.tickers(s, root=root, as_="numpy") for s in SYMBOLS}
