@@ -127,7 +127,8 @@ class IngestProcess:
             assert self.proc is not None and self.proc.poll() is None, (
                 f"ingest exited ({self.proc.returncode}) waiting for {what}:\n{self.log()[-4000:]}"
             )
-            with contextlib.suppress(OSError, posix_ipc.ExistentialError, LayoutError):
+            # KeyError: a process just started may not have named every counter yet.
+            with contextlib.suppress(OSError, posix_ipc.ExistentialError, LayoutError, KeyError):
                 counters = self.counters()
                 if pred(counters):
                     return counters
