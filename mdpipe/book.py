@@ -15,6 +15,7 @@ bench/ingest_throughput.py compares the whole ingest path with sortedcontainers 
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from math import inf
@@ -169,7 +170,7 @@ class _Bids(_Side):
             self.rebuild()
 
 
-class OrderBook:
+class PyOrderBook:
     """An L2 book of absolute quantities keyed by float price, built for unthrottled diffs."""
 
     __slots__ = ("_bids", "_asks")
@@ -276,3 +277,18 @@ class OrderBook:
         """Every ask level, best first (a full sort: for tests and tools, not the hot path)."""
         levels = self._asks.levels
         return [(p, levels[p]) for p in sorted(levels)]
+
+
+def _select() -> tuple[str, type[PyOrderBook]]:
+    if os.environ.get("MDPIPE_BOOK", "").lower() != "python":
+        try:
+            from mdpipe import _book
+        except ImportError:
+            pass
+        else:
+            return "c", _book.OrderBook
+    return "python", PyOrderBook
+
+
+# The C book (mdpipe/_book.c) when it is built, else PyOrderBook: same API, same results.
+IMPLEMENTATION, OrderBook = _select()

@@ -14,6 +14,8 @@ float() loop, np.fromstring on the text slower still); with the general path's c
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from itertools import chain
 from math import inf, isfinite
 from typing import Any, NamedTuple
@@ -58,7 +60,7 @@ class PlainLevels(NamedTuple):
     ask_qtys: Floats
 
 
-def plain_levels(raw: Any, layout: Layout) -> PlainLevels | None:
+def py_plain_levels(raw: Any, layout: Layout) -> PlainLevels | None:
     """The levels of a compact message whose every value is a decimal string with one dot.
 
     Deleting the digits from the text from `<bids>[` to the end must leave exactly
@@ -106,6 +108,30 @@ def plain_levels(raw: Any, layout: Layout) -> PlainLevels | None:
         return None
     rest = raw[:start] + bids_key + b"0," + asks_key + b"0" + raw[raw_end:]
     return PlainLevels(rest, bid_prices, values[1:split:2], ask_prices, values[split + 1 :: 2])
+
+
+def _select() -> tuple[str, Callable[[Any, Layout], PlainLevels | None]]:
+    if os.environ.get("MDPIPE_BOOK", "").lower() != "python":
+        try:
+            from mdpipe.venues import _levels
+        except ImportError:
+            pass
+        else:
+            read = _levels.plain_levels
+            new = tuple.__new__
+
+            def c_plain_levels(raw: Any, layout: Layout) -> PlainLevels | None:
+                """py_plain_levels in C (mdpipe/venues/_levels.c): same result, or None."""
+                found = read(raw, *layout)
+                return None if found is None else new(PlainLevels, found)
+
+            return "c", c_plain_levels
+    return "python", py_plain_levels
+
+
+# The C reader when it is built (MDPIPE_BOOK=python forces py_plain_levels): both return the
+# same levels, or None where the general path must say what is wrong.
+IMPLEMENTATION, plain_levels = _select()
 
 
 _KEY_BYTES: dict[Layout, bytes] = {}

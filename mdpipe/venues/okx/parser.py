@@ -17,6 +17,7 @@ orders]`: only px and sz are read (the third field is deprecated, the fourth an 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from itertools import chain
 from math import inf
@@ -242,7 +243,7 @@ class PlainBooks(NamedTuple):
     n_asks: int
 
 
-def plain_books(raw: Any) -> PlainBooks | None:
+def py_plain_books(raw: Any) -> PlainBooks | None:
     """(the message with empty level lists, bid prices, bid sizes, ask prices, ask sizes) of
     a compact books push in OKX's field order (asks, bids, ts, ...), or None.
 
@@ -284,7 +285,7 @@ def plain_books(raw: Any) -> PlainBooks | None:
     return PlainBooks(rest, bid_prices, bid_sizes, ask_prices, ask_sizes, inner, n_asks)
 
 
-def plain_text(plain: PlainBooks) -> tuple[list[str], list[str]]:
+def py_plain_text(plain: PlainBooks) -> tuple[list[str], list[str]]:
     """(bid texts, ask texts): each level's `px:sz` as received, for the checksum."""
     text = plain.inner.translate(None, _BRACKETS).replace(_BIDS_KEY, b"").strip(b",")
     strings = orjson.loads(b"[" + text + b"]")  # proven plain strings: it cannot fail
@@ -292,6 +293,36 @@ def plain_text(plain: PlainBooks) -> tuple[list[str], list[str]]:
     asks = [p + ":" + q for p, q in zip(strings[0:split:4], strings[1:split:4], strict=True)]
     bids = [p + ":" + q for p, q in zip(strings[split::4], strings[split + 1 :: 4], strict=True)]
     return bids, asks
+
+
+def _select() -> tuple[
+    str,
+    Callable[[Any], PlainBooks | None],
+    Callable[[PlainBooks], tuple[list[str], list[str]]],
+]:
+    if os.environ.get("MDPIPE_BOOK", "").lower() != "python":
+        try:
+            from mdpipe.venues import _levels
+        except ImportError:
+            pass
+        else:
+            read, texts, new = _levels.plain_books, _levels.plain_text, tuple.__new__
+
+            def c_plain_books(raw: Any) -> PlainBooks | None:
+                """py_plain_books in C (mdpipe/venues/_levels.c): the same levels (as floats)."""
+                found = read(raw)
+                return None if found is None else new(PlainBooks, found)
+
+            def c_plain_text(plain: PlainBooks) -> tuple[list[str], list[str]]:
+                """py_plain_text in C."""
+                return texts(plain.inner, plain.n_asks)
+
+            return "c", c_plain_books, c_plain_text
+    return "python", py_plain_books, py_plain_text
+
+
+# The C reader when it is built (MDPIPE_BOOK=python forces the Python one).
+IMPLEMENTATION, plain_books, plain_text = _select()
 
 
 def _trade(d: Any, inst_id: str) -> Trade:
