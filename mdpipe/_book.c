@@ -9,6 +9,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -427,14 +428,86 @@ static PyTypeObject BookType = {
     .tp_getset = Book_getset,
 };
 
+/* ---------------------------------------------------------------------------------------- */
+/* OKX's checksum over the top levels' text (mdpipe/venues/okx/checksum.py), without building
+   the string list: the standard CRC-32 (zlib's polynomial), table-driven. */
+
+static uint32_t crc_table[256];
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+static inline uint32_t crc_update(uint32_t crc, const char *buf, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) crc = crc_table[(crc ^ (uint8_t)buf[i]) & 0xFF] ^ (crc >> 8);
+    return crc;
+}
+
+/* crc into *crc of the text `texts[price]` of the i-th best level of a side. */
+static int crc_level(const Side *s, Py_ssize_t i, PyObject *texts, uint32_t *crc, int *first) {
+    PyObject *key = PyFloat_FromDouble(s->sign * s->lv[s->n - 1 - i].key);
+    if (key == NULL) return -1;
+    PyObject *text = PyDict_GetItemWithError(texts, key); /* borrowed */
+    if (text == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
+        Py_DECREF(key);
+        return -1;
+    }
+    Py_DECREF(key);
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n);
+    if (utf8 == NULL) return -1;
+    if (!*first) *crc = crc_update(*crc, ":", 1);
+    *first = 0;
+    *crc = crc_update(*crc, utf8, n);
+    return 0;
+}
+
+/* text_checksum(book, bid_text, ask_text, levels) -> the signed CRC32 of the best `levels`
+   levels' texts interleaved bid, ask, bid, ... joined by ':' (the longer side's levels
+   follow alone once the shorter runs out): book_checksum() of the same strings. */
+static PyObject *text_checksum(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || Py_TYPE(args[0]) != &BookType || !PyDict_Check(args[1]) ||
+        !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "text_checksum(book: OrderBook, bid_text: dict, ask_text: dict, levels)");
+        return NULL;
+    }
+    Book *book = (Book *)args[0];
+    Py_ssize_t levels = PyLong_AsSsize_t(args[3]);
+    if (levels == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t nb = book->bids.n < levels ? book->bids.n : levels;
+    Py_ssize_t na = book->asks.n < levels ? book->asks.n : levels;
+    uint32_t crc = 0xFFFFFFFFu;
+    int first = 1;
+    for (Py_ssize_t i = 0; i < nb || i < na; i++) {
+        if (i < nb && crc_level(&book->bids, i, args[1], &crc, &first) < 0) return NULL;
+        if (i < na && crc_level(&book->asks, i, args[2], &crc, &first) < 0) return NULL;
+    }
+    crc ^= 0xFFFFFFFFu;
+    return PyLong_FromLong(crc >= 0x80000000u ? (long)((int64_t)crc - 0x100000000LL) : (long)crc);
+}
+
+static PyMethodDef module_methods[] = {
+    {"text_checksum", (PyCFunction)(void (*)(void))text_checksum, METH_FASTCALL,
+     "OKX's signed CRC32 of the book's best levels' texts (see okx/checksum.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef book_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "mdpipe._book",
     .m_doc = "The L2 order book in C (see mdpipe/book.py).",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__book(void) {
+    crc_init();
     if (PyType_Ready(&BookType) < 0) return NULL;
     PyObject *m = PyModule_Create(&book_module);
     if (m == NULL) return NULL;

@@ -32,7 +32,7 @@ from collections import deque
 
 from mdpipe.book import OrderBook
 from mdpipe.venues.base import Action, DepthDiff, DepthSnapshot, SnapshotResult, SnapshotStatus
-from mdpipe.venues.okx.checksum import CHECKSUM_LEVELS, book_checksum
+from mdpipe.venues.okx.checksum import top_checksum
 from mdpipe.venues.okx.parser import NO_PREV, NO_SEQ_ID, OkxCheck
 
 DEFAULT_MAX_BUFFER = 4096
@@ -344,9 +344,7 @@ class OkxBookSync:
         return RESYNC
 
     def _checksum(self, book: OrderBook) -> int:
-        bids, asks = book.best_prices(CHECKSUM_LEVELS)
-        bid_text, ask_text = self._bid_text, self._ask_text
-        return book_checksum([bid_text[p] for p in bids], [ask_text[p] for p in asks])
+        return top_checksum(book, self._bid_text, self._ask_text)
 
 
 def _text_map(prices: list[float], qtys: list[float], texts: list[str]) -> dict[float, str]:
