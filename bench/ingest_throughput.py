@@ -43,7 +43,7 @@ import numpy as np
 import orjson
 from sortedcontainers import SortedDict, SortedList
 
-from mdpipe import book as book_module
+from mdpipe import hot_path as hot_path_module
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.counters import COUNTERS, Counters
 from mdpipe.ingest.symbolbook import SymbolBook
@@ -51,17 +51,12 @@ from mdpipe.shm.segment import unlink_instance
 from mdpipe.shm.writer import RingWriter
 from mdpipe.sim.venues._okx.record import book_frames
 from mdpipe.sim.venues.bybit import synthetic_frames
-from mdpipe.venues import levels as levels_module
-from mdpipe.venues import local_book as local_book_module
 from mdpipe.venues.base import BookSync
-from mdpipe.venues.binance import wire as binance_wire
 from mdpipe.venues.binance.sync import APPLY, book_sync
 from mdpipe.venues.binance.wire import FUTURES, BinanceParser, DepthDiff, parse_snapshot
-from mdpipe.venues.bybit import wire as bybit_wire
 from mdpipe.venues.bybit.sync import BybitBookSync
 from mdpipe.venues.bybit.wire import BybitParser
 from mdpipe.venues.local_book import LocalBook
-from mdpipe.venues.okx import parser as okx_parser
 from mdpipe.venues.okx.checksum import CHECKSUM_LEVELS, book_checksum
 from mdpipe.venues.okx.parser import OkxParser
 from mdpipe.venues.okx.sync import OkxBookSync
@@ -73,29 +68,13 @@ TARGETS = {"baseline 1": 2.5, "baseline 2": 2.0}  # the C path's least ratio to 
 Stage = Callable[[Any], Any]
 
 C_PATH, PY_PATH = "C", "Python"
-# Where the parsers and LocalBook find their hot path: (module, name, C object, Python object).
-HOT_PATH = [
-    (binance_wire, "plain_levels", levels_module.plain_levels, levels_module.py_plain_levels),
-    (bybit_wire, "plain_levels", levels_module.plain_levels, levels_module.py_plain_levels),
-    (okx_parser, "plain_books", okx_parser.plain_books, okx_parser.py_plain_books),
-    (okx_parser, "plain_text", okx_parser.plain_text, okx_parser.py_plain_text),
-    (local_book_module, "OrderBook", book_module.OrderBook, book_module.PyOrderBook),
-]
-C_BUILT = all(m.IMPLEMENTATION == "c" for m in (book_module, levels_module, okx_parser))
 
 
 @contextmanager
 def hot_path(path: str) -> Iterator[None]:
-    """Point the parsers and LocalBook at the C or the Python hot path, so both run in one
-    process with alternating runs (what MDPIPE_BOOK=python selects for a whole process)."""
-    saved = [getattr(module, name) for module, name, _, _ in HOT_PATH]
-    for module, name, c_obj, py_obj in HOT_PATH:
-        setattr(module, name, c_obj if path == C_PATH else py_obj)
-    try:
+    """Run the block on the C or the Python hot path (alternating runs in one process)."""
+    with hot_path_module.use(hot_path_module.C if path == C_PATH else hot_path_module.PYTHON):
         yield
-    finally:
-        for (module, name, _, _), obj in zip(HOT_PATH, saved, strict=True):
-            setattr(module, name, obj)
 
 
 class Pipeline(NamedTuple):
@@ -647,7 +626,7 @@ def main() -> None:
         f"python {platform.python_version()}, numpy {np.__version__}; {pinned}; "
         f"CPU time, best of {args.runs} runs"
     )
-    if not C_BUILT:
+    if hot_path_module.IMPLEMENTATION != hot_path_module.C:
         print("the C hot path is not built (or MDPIPE_BOOK=python): its rows ran Python code")
     print(f"\nbinance futures tape: {n} diffs after the snapshot, {levels / n:.1f} levels/diff")
     report(best, n)

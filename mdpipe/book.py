@@ -279,16 +279,22 @@ class PyOrderBook:
         return [(p, levels[p]) for p in sorted(levels)]
 
 
+def c_order_book() -> type[PyOrderBook]:
+    """The C book class (mdpipe/_book.c); ImportError when the extension is not built."""
+    from mdpipe import _book
+
+    return _book.OrderBook
+
+
 def _select() -> tuple[str, type[PyOrderBook]]:
     if os.environ.get("MDPIPE_BOOK", "").lower() != "python":
         try:
-            from mdpipe import _book
+            return "c", c_order_book()
         except ImportError:
             pass
-        else:
-            return "c", _book.OrderBook
     return "python", PyOrderBook
 
 
-# The C book (mdpipe/_book.c) when it is built, else PyOrderBook: same API, same results.
+# The C book when it is built, else PyOrderBook: same API, same results. MDPIPE_BOOK=python
+# forces the Python one (and the Python level readers: mdpipe/hot_path.py).
 IMPLEMENTATION, OrderBook = _select()

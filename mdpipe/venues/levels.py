@@ -110,22 +110,27 @@ def py_plain_levels(raw: Any, layout: Layout) -> PlainLevels | None:
     return PlainLevels(rest, bid_prices, values[1:split:2], ask_prices, values[split + 1 :: 2])
 
 
+def c_plain_levels_reader() -> Callable[[Any, Layout], PlainLevels | None]:
+    """plain_levels in C (mdpipe/venues/_levels.c); ImportError when it is not built."""
+    from mdpipe.venues import _levels
+
+    read, new = _levels.plain_levels, tuple.__new__
+
+    def c_plain_levels(raw: Any, layout: Layout) -> PlainLevels | None:
+        """py_plain_levels in C: the same levels, or None (it may decline more: it also
+        refuses digits outside the strings, which the text deletion would have joined)."""
+        found = read(raw, *layout)
+        return None if found is None else new(PlainLevels, found)
+
+    return c_plain_levels
+
+
 def _select() -> tuple[str, Callable[[Any, Layout], PlainLevels | None]]:
     if os.environ.get("MDPIPE_BOOK", "").lower() != "python":
         try:
-            from mdpipe.venues import _levels
+            return "c", c_plain_levels_reader()
         except ImportError:
             pass
-        else:
-            read = _levels.plain_levels
-            new = tuple.__new__
-
-            def c_plain_levels(raw: Any, layout: Layout) -> PlainLevels | None:
-                """py_plain_levels in C (mdpipe/venues/_levels.c): same result, or None."""
-                found = read(raw, *layout)
-                return None if found is None else new(PlainLevels, found)
-
-            return "c", c_plain_levels
     return "python", py_plain_levels
 
 

@@ -8,11 +8,11 @@ vs "64000.1") gives a different checksum.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from itertools import chain, zip_longest
 from zlib import crc32
 
-from mdpipe.book import OrderBook, PyOrderBook
+from mdpipe.book import PyOrderBook
 
 CHECKSUM_LEVELS = 25
 _SIGN = 1 << 31
@@ -55,22 +55,15 @@ def py_top_checksum(
     return book_checksum([bid_text[p] for p in bids], [ask_text[p] for p in asks])
 
 
-def _select() -> Callable[[PyOrderBook, dict[float, str], dict[float, str]], int]:
-    if OrderBook is PyOrderBook:
-        return py_top_checksum
-    from mdpipe import _book
-
-    c_book, text_checksum = _book.OrderBook, _book.text_checksum
-
-    def top_checksum(
-        book: PyOrderBook, bid_text: dict[float, str], ask_text: dict[float, str]
-    ) -> int:
-        """py_top_checksum, in C for the C book (no string list, no join)."""
-        if type(book) is c_book:
-            return text_checksum(book, bid_text, ask_text, CHECKSUM_LEVELS)
-        return py_top_checksum(book, bid_text, ask_text)
-
-    return top_checksum
+try:
+    from mdpipe._book import OrderBook as _COrderBook
+    from mdpipe._book import text_checksum as _text_checksum
+except ImportError:
+    _COrderBook = None
 
 
-top_checksum = _select()
+def top_checksum(book: PyOrderBook, bid_text: dict[float, str], ask_text: dict[float, str]) -> int:
+    """py_top_checksum, in C for a C book (mdpipe/_book.c: no string list, no join)."""
+    if type(book) is _COrderBook:
+        return _text_checksum(book, bid_text, ask_text, CHECKSUM_LEVELS)
+    return py_top_checksum(book, bid_text, ask_text)

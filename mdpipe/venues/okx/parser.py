@@ -295,33 +295,38 @@ def py_plain_text(plain: PlainBooks) -> tuple[list[str], list[str]]:
     return bids, asks
 
 
-def _select() -> tuple[
-    str,
-    Callable[[Any], PlainBooks | None],
-    Callable[[PlainBooks], tuple[list[str], list[str]]],
-]:
+PlainBooksReader = Callable[[Any], PlainBooks | None]
+PlainTextReader = Callable[[PlainBooks], tuple[list[str], list[str]]]
+
+
+def c_plain_books_readers() -> tuple[PlainBooksReader, PlainTextReader]:
+    """plain_books and plain_text in C (mdpipe/venues/_levels.c); ImportError when not built."""
+    from mdpipe.venues import _levels
+
+    read, texts, new = _levels.plain_books, _levels.plain_text, tuple.__new__
+
+    def c_plain_books(raw: Any) -> PlainBooks | None:
+        """py_plain_books in C: the same levels (all floats), or None."""
+        found = read(raw)
+        return None if found is None else new(PlainBooks, found)
+
+    def c_plain_text(plain: PlainBooks) -> tuple[list[str], list[str]]:
+        """py_plain_text in C."""
+        return texts(plain.inner, plain.n_asks)
+
+    return c_plain_books, c_plain_text
+
+
+def _select() -> tuple[str, PlainBooksReader, PlainTextReader]:
     if os.environ.get("MDPIPE_BOOK", "").lower() != "python":
         try:
-            from mdpipe.venues import _levels
+            return "c", *c_plain_books_readers()
         except ImportError:
             pass
-        else:
-            read, texts, new = _levels.plain_books, _levels.plain_text, tuple.__new__
-
-            def c_plain_books(raw: Any) -> PlainBooks | None:
-                """py_plain_books in C (mdpipe/venues/_levels.c): the same levels (as floats)."""
-                found = read(raw)
-                return None if found is None else new(PlainBooks, found)
-
-            def c_plain_text(plain: PlainBooks) -> tuple[list[str], list[str]]:
-                """py_plain_text in C."""
-                return texts(plain.inner, plain.n_asks)
-
-            return "c", c_plain_books, c_plain_text
     return "python", py_plain_books, py_plain_text
 
 
-# The C reader when it is built (MDPIPE_BOOK=python forces the Python one).
+# The C readers when they are built (MDPIPE_BOOK=python forces the Python ones).
 IMPLEMENTATION, plain_books, plain_text = _select()
 
 
