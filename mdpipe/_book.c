@@ -6,6 +6,8 @@
  * A level is found by galloping from the best end, then a binary search: updates near the
  * touch, the common case, cost a few comparisons and move only the levels above them.
  * Every value is converted before a diff touches the book, so a bad one changes nothing.
+ * A level may also hold its text as received (a str, set_texts), which dies with the level:
+ * OKX's checksum is computed from it (text_checksum).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -14,8 +16,9 @@
 #include <string.h>
 
 typedef struct {
-    double key; /* price for bids, -price for asks */
+    double key;     /* price for bids, -price for asks */
     double qty;
+    PyObject *text; /* the level's text as received (set_texts), or NULL */
 } Level;
 
 typedef struct {
@@ -70,6 +73,7 @@ static inline int side_set(Side *s, double k, double q) {
         if (q != 0.0) {
             lv[i].qty = q;
         } else {
+            Py_CLEAR(lv[i].text);
             memmove(lv + i, lv + i + 1, (size_t)(s->n - i - 1) * sizeof(Level));
             s->n--;
         }
@@ -83,8 +87,15 @@ static inline int side_set(Side *s, double k, double q) {
     memmove(lv + i + 1, lv + i, (size_t)(s->n - i) * sizeof(Level));
     lv[i].key = k;
     lv[i].qty = q;
+    lv[i].text = NULL;
     s->n++;
     return 0;
+}
+
+/* Remove every level (and its text). */
+static void side_clear(Side *s) {
+    for (Py_ssize_t i = 0; i < s->n; i++) Py_CLEAR(s->lv[i].text);
+    s->n = 0;
 }
 
 /* Prices and quantities as (key, qty) pairs in `out` (n of them), every value checked. */
@@ -124,6 +135,7 @@ static int read_pairs(PyObject *prices, PyObject *qtys, double sign, Level **out
         if (skip_zero && q == 0.0) continue;
         buf[m].key = sign * p;
         buf[m].qty = q;
+        buf[m].text = NULL;
         m++;
     }
     Py_DECREF(fp);
@@ -185,6 +197,7 @@ static int side_load(Side *s, PyObject *prices, PyObject *qtys) {
         PyMem_Free(idx);
         return -1;
     }
+    side_clear(s);
     Py_ssize_t m = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (m && s->lv[m - 1].key == idx[i].key) {
@@ -192,6 +205,7 @@ static int side_load(Side *s, PyObject *prices, PyObject *qtys) {
         } else {
             s->lv[m].key = idx[i].key;
             s->lv[m].qty = idx[i].qty;
+            s->lv[m].text = NULL;
             m++;
         }
     }
@@ -303,18 +317,73 @@ static int Book_init(Book *self, PyObject *args, PyObject *kwds) {
                      min_depth, window);
         return -1;
     }
-    self->bids.n = self->asks.n = 0;
+    side_clear(&self->bids);
+    side_clear(&self->asks);
     return 0;
 }
 
 static void Book_dealloc(Book *self) {
+    side_clear(&self->bids);
+    side_clear(&self->asks);
     PyMem_Free(self->bids.lv);
     PyMem_Free(self->asks.lv);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *Book_clear(Book *self, PyObject *Py_UNUSED(ignored)) {
-    self->bids.n = self->asks.n = 0;
+    side_clear(&self->bids);
+    side_clear(&self->asks);
+    Py_RETURN_NONE;
+}
+
+/* Give the levels at `prices` their texts (absent prices are skipped: removed levels). */
+static int side_set_texts(Side *s, PyObject *prices, PyObject *texts) {
+    PyObject *fp = PySequence_Fast(prices, "prices must be a sequence");
+    if (fp == NULL) return -1;
+    PyObject *ft = PySequence_Fast(texts, "texts must be a sequence");
+    if (ft == NULL) {
+        Py_DECREF(fp);
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fp), rc = 0;
+    if (n != PySequence_Fast_GET_SIZE(ft)) {
+        PyErr_Format(PyExc_ValueError, "%zd prices but %zd texts", n, PySequence_Fast_GET_SIZE(ft));
+        rc = -1;
+    }
+    PyObject **ip = PySequence_Fast_ITEMS(fp), **it = PySequence_Fast_ITEMS(ft);
+    for (Py_ssize_t j = 0; j < n && rc == 0; j++) {
+        PyObject *a = ip[j], *text = it[j];
+        double p = PyFloat_CheckExact(a) ? PyFloat_AS_DOUBLE(a) : PyFloat_AsDouble(a);
+        if (p == -1.0 && PyErr_Occurred()) {
+            rc = -1;
+            break;
+        }
+        if (!PyUnicode_Check(text)) {
+            PyErr_Format(PyExc_TypeError, "a level text must be str, not %.100s",
+                         Py_TYPE(text)->tp_name);
+            rc = -1;
+            break;
+        }
+        double k = s->sign * p;
+        Py_ssize_t i = side_find(s, k);
+        if (i < s->n && s->lv[i].key == k) {
+            Py_INCREF(text);
+            Py_XSETREF(s->lv[i].text, text);
+        }
+    }
+    Py_DECREF(fp);
+    Py_DECREF(ft);
+    return (int)rc;
+}
+
+static PyObject *Book_set_texts(Book *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "set_texts takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (side_set_texts(&self->bids, args[0], args[1]) < 0 ||
+        side_set_texts(&self->asks, args[2], args[3]) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -391,6 +460,63 @@ static PyObject *Book_bid_count(Book *self, void *closure) { return PyLong_FromS
 
 static PyObject *Book_ask_count(Book *self, void *closure) { return PyLong_FromSsize_t(self->asks.n); }
 
+/* ---------------------------------------------------------------------------------------- */
+/* OKX's checksum over the top levels' texts (mdpipe/venues/okx/checksum.py), straight from
+   the levels, with no string list: the standard CRC-32 (zlib's polynomial), table-driven. */
+
+static uint32_t crc_table[256];
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+static inline uint32_t crc_update(uint32_t crc, const char *buf, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) crc = crc_table[(crc ^ (uint8_t)buf[i]) & 0xFF] ^ (crc >> 8);
+    return crc;
+}
+
+/* crc into *crc of the text of the i-th best level of a side (KeyError: it has none). */
+static int crc_level(const Side *s, Py_ssize_t i, uint32_t *crc, int *first) {
+    const Level *lv = s->lv + s->n - 1 - i;
+    if (lv->text == NULL) {
+        PyObject *key = PyFloat_FromDouble(s->sign * lv->key);
+        if (key != NULL) {
+            PyErr_SetObject(PyExc_KeyError, key);
+            Py_DECREF(key);
+        }
+        return -1;
+    }
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(lv->text, &n);
+    if (utf8 == NULL) return -1;
+    if (!*first) *crc = crc_update(*crc, ":", 1);
+    *first = 0;
+    *crc = crc_update(*crc, utf8, n);
+    return 0;
+}
+
+/* text_checksum(levels): the signed CRC32 of the best `levels` levels' texts interleaved
+   bid, ask, bid, ... joined by ':' (the longer side's levels follow alone once the shorter
+   runs out): OKX's book checksum, as okx/checksum.py computes it from the same strings. */
+static PyObject *Book_text_checksum(Book *self, PyObject *arg) {
+    Py_ssize_t levels = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    if (levels == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t nb = self->bids.n < levels ? self->bids.n : levels;
+    Py_ssize_t na = self->asks.n < levels ? self->asks.n : levels;
+    uint32_t crc = 0xFFFFFFFFu;
+    int first = 1;
+    for (Py_ssize_t i = 0; i < nb || i < na; i++) {
+        if (i < nb && crc_level(&self->bids, i, &crc, &first) < 0) return NULL;
+        if (i < na && crc_level(&self->asks, i, &crc, &first) < 0) return NULL;
+    }
+    crc ^= 0xFFFFFFFFu;
+    return PyLong_FromLong(crc >= 0x80000000u ? (long)((int64_t)crc - 0x100000000LL) : (long)crc);
+}
+
 static PyMethodDef Book_methods[] = {
     {"clear", (PyCFunction)Book_clear, METH_NOARGS, "Remove every level."},
     {"apply_snapshot", (PyCFunction)Book_apply_snapshot, METH_VARARGS,
@@ -405,6 +531,10 @@ static PyMethodDef Book_methods[] = {
     {"best_ask", (PyCFunction)Book_best_ask, METH_NOARGS, "The lowest ask as (price, qty), or None."},
     {"is_crossed", (PyCFunction)Book_is_crossed, METH_NOARGS,
      "True when the best bid is at or above the best ask."},
+    {"set_texts", (PyCFunction)(void (*)(void))Book_set_texts, METH_FASTCALL,
+     "Keep each listed level's text as received (bid prices, texts, ask prices, texts)."},
+    {"text_checksum", (PyCFunction)Book_text_checksum, METH_O,
+     "OKX's signed CRC32 of the best `levels` levels' texts per side."},
     {"bids", (PyCFunction)Book_bids, METH_NOARGS, "Every bid level, best first."},
     {"asks", (PyCFunction)Book_asks, METH_NOARGS, "Every ask level, best first."},
     {NULL, NULL, 0, NULL},
@@ -428,82 +558,11 @@ static PyTypeObject BookType = {
     .tp_getset = Book_getset,
 };
 
-/* ---------------------------------------------------------------------------------------- */
-/* OKX's checksum over the top levels' text (mdpipe/venues/okx/checksum.py), without building
-   the string list: the standard CRC-32 (zlib's polynomial), table-driven. */
-
-static uint32_t crc_table[256];
-
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
-    }
-}
-
-static inline uint32_t crc_update(uint32_t crc, const char *buf, Py_ssize_t n) {
-    for (Py_ssize_t i = 0; i < n; i++) crc = crc_table[(crc ^ (uint8_t)buf[i]) & 0xFF] ^ (crc >> 8);
-    return crc;
-}
-
-/* crc into *crc of the text `texts[price]` of the i-th best level of a side. */
-static int crc_level(const Side *s, Py_ssize_t i, PyObject *texts, uint32_t *crc, int *first) {
-    PyObject *key = PyFloat_FromDouble(s->sign * s->lv[s->n - 1 - i].key);
-    if (key == NULL) return -1;
-    PyObject *text = PyDict_GetItemWithError(texts, key); /* borrowed */
-    if (text == NULL) {
-        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
-        Py_DECREF(key);
-        return -1;
-    }
-    Py_DECREF(key);
-    Py_ssize_t n;
-    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n);
-    if (utf8 == NULL) return -1;
-    if (!*first) *crc = crc_update(*crc, ":", 1);
-    *first = 0;
-    *crc = crc_update(*crc, utf8, n);
-    return 0;
-}
-
-/* text_checksum(book, bid_text, ask_text, levels) -> the signed CRC32 of the best `levels`
-   levels' texts interleaved bid, ask, bid, ... joined by ':' (the longer side's levels
-   follow alone once the shorter runs out): book_checksum() of the same strings. */
-static PyObject *text_checksum(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || Py_TYPE(args[0]) != &BookType || !PyDict_Check(args[1]) ||
-        !PyDict_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "text_checksum(book: OrderBook, bid_text: dict, ask_text: dict, levels)");
-        return NULL;
-    }
-    Book *book = (Book *)args[0];
-    Py_ssize_t levels = PyLong_AsSsize_t(args[3]);
-    if (levels == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t nb = book->bids.n < levels ? book->bids.n : levels;
-    Py_ssize_t na = book->asks.n < levels ? book->asks.n : levels;
-    uint32_t crc = 0xFFFFFFFFu;
-    int first = 1;
-    for (Py_ssize_t i = 0; i < nb || i < na; i++) {
-        if (i < nb && crc_level(&book->bids, i, args[1], &crc, &first) < 0) return NULL;
-        if (i < na && crc_level(&book->asks, i, args[2], &crc, &first) < 0) return NULL;
-    }
-    crc ^= 0xFFFFFFFFu;
-    return PyLong_FromLong(crc >= 0x80000000u ? (long)((int64_t)crc - 0x100000000LL) : (long)crc);
-}
-
-static PyMethodDef module_methods[] = {
-    {"text_checksum", (PyCFunction)(void (*)(void))text_checksum, METH_FASTCALL,
-     "OKX's signed CRC32 of the book's best levels' texts (see okx/checksum.py)."},
-    {NULL, NULL, 0, NULL},
-};
-
 static struct PyModuleDef book_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "mdpipe._book",
     .m_doc = "The L2 order book in C (see mdpipe/book.py).",
     .m_size = -1,
-    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__book(void) {

@@ -18,13 +18,17 @@ from __future__ import annotations
 import os
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
+from itertools import chain, zip_longest
 from math import inf
 from struct import Struct
+from zlib import crc32
 
 import numpy as np
 
 DEFAULT_WINDOW = 128
 DEFAULT_MIN_DEPTH = 20
+# Level texts kept (both sides) before those of levels no longer in the book are dropped.
+TEXT_PRUNE_AT = 8192
 _FLOAT64 = np.dtype("<f8")
 
 
@@ -173,7 +177,7 @@ class _Bids(_Side):
 class PyOrderBook:
     """An L2 book of absolute quantities keyed by float price, built for unthrottled diffs."""
 
-    __slots__ = ("_bids", "_asks")
+    __slots__ = ("_bids", "_asks", "_bid_text", "_ask_text")
 
     def __init__(self, window: int = DEFAULT_WINDOW, min_depth: int = DEFAULT_MIN_DEPTH) -> None:
         if min_depth < 1 or window < min_depth:
@@ -187,6 +191,8 @@ class PyOrderBook:
         for side in (self._bids, self._asks):
             side.levels.clear()
             side.rebuild()
+        self._bid_text: dict[float, str] = {}
+        self._ask_text: dict[float, str] = {}
 
     def apply_snapshot(
         self,
@@ -202,6 +208,8 @@ class PyOrderBook:
         ):
             side.levels = {p: q for p, q in zip(prices, qtys, strict=True) if q}
             side.rebuild()
+        self._bid_text = {}
+        self._ask_text = {}
 
     def apply(
         self,
@@ -242,6 +250,41 @@ class PyOrderBook:
                 prices = side.best_prices(depth)
             out.append(prices)
         return out[0], out[1]
+
+    def set_texts(
+        self,
+        bid_prices: Sequence[float],
+        bid_texts: Sequence[str],
+        ask_prices: Sequence[float],
+        ask_texts: Sequence[str],
+    ) -> None:
+        """Keep each listed level's text as received (OKX's `px:sz`, for text_checksum).
+
+        Call it after applying the levels; a snapshot or clear() drops every text. Here a
+        removed level's text may stay until pruned (text_checksum only reads the book's own
+        levels); the C book drops it with the level.
+        """
+        self._bid_text.update(zip(bid_prices, bid_texts, strict=True))
+        self._ask_text.update(zip(ask_prices, ask_texts, strict=True))
+        if len(self._bid_text) + len(self._ask_text) > TEXT_PRUNE_AT:
+            bids, asks = self._bids.levels, self._asks.levels
+            self._bid_text = {p: t for p, t in self._bid_text.items() if p in bids}
+            self._ask_text = {p: t for p, t in self._ask_text.items() if p in asks}
+
+    def text_checksum(self, levels: int) -> int:
+        """OKX's book checksum: the signed CRC32 of the best `levels` levels' texts per side,
+        interleaved bid, ask, bid, ... and joined by ':' (once the shorter side runs out the
+        longer one's follow alone). KeyError for a level without a text."""
+        bid_prices, ask_prices = self.best_prices(levels)
+        bids = [self._bid_text[p] for p in bid_prices]
+        asks = [self._ask_text[p] for p in ask_prices]
+        if len(bids) == len(asks):
+            text = ":".join(chain.from_iterable(zip(bids, asks, strict=True)))
+        else:
+            pairs = chain.from_iterable(zip_longest(bids, asks))
+            text = ":".join(p for p in pairs if p is not None)
+        crc = crc32(text.encode())
+        return crc - (1 << 32) if crc >= 1 << 31 else crc
 
     def best_bid(self) -> tuple[float, float] | None:
         """The highest bid as (price, qty), or None when the side is empty."""

@@ -28,7 +28,7 @@ from mdpipe.venues.bybit.wire import BybitParser
 from mdpipe.venues.errors import FeedError
 from mdpipe.venues.levels import DIFF_IN_ENVELOPE
 from mdpipe.venues.local_book import LocalBook
-from mdpipe.venues.okx.checksum import py_top_checksum, top_checksum
+from mdpipe.venues.okx.checksum import CHECKSUM_LEVELS, book_checksum
 from mdpipe.venues.okx.parser import OkxParser
 from mdpipe.venues.okx.sync import OkxBookSync
 from mdpipe.venues.tapes import FUTURES_TAPE, SPOT_TAPE, is_snapshot, load_tape, tape_path
@@ -313,7 +313,7 @@ def test_malformed_levels_fail_alike_on_both_paths(bad: Any) -> None:
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_okx_checksum_in_c_equals_the_python_one(seed: int) -> None:
+def test_okx_checksum_from_level_texts_is_the_same_in_both_books(seed: int) -> None:
     rng = random.Random(seed)
     for _ in range(200):
         sides = []
@@ -321,19 +321,28 @@ def test_okx_checksum_in_c_equals_the_python_one(seed: int) -> None:
             n = rng.choice((0, 1, 10, 24, 25, 26, 60))
             prices = [round(1000 + sign * (1 + i) * 0.1, 1) for i in range(n)]
             qtys = [round(rng.uniform(0.001, 9), 3) for _ in range(n)]
-            texts = {
-                p: f"{p}:{q}" + "0" * rng.randint(0, 2) for p, q in zip(prices, qtys, strict=True)
-            }
+            texts = [
+                f"{p}:{q}" + "0" * rng.randint(0, 2) for p, q in zip(prices, qtys, strict=True)
+            ]
             sides.append((prices, qtys, texts))
         (bp, bq, bt), (ap, aq, at) = sides
         c, py = COrderBook(), PyOrderBook()
         for book in (c, py):
             book.apply_snapshot(bp, bq, ap, aq)
-        want = py_top_checksum(py, bt, at)
-        assert top_checksum(c, bt, at) == want == top_checksum(py, bt, at)
-        assert -(2**31) <= want < 2**31
-    bt.pop(next(iter(bt)), None) if bt else at.pop(next(iter(at)))
-    with pytest.raises(KeyError):
-        top_checksum(c, bt, at)
-    with pytest.raises(KeyError):
-        py_top_checksum(py, bt, at)
+            book.set_texts(bp, bt, ap, at)
+        want = book_checksum(bt, at)  # best first already: bids descend, asks ascend
+        assert c.text_checksum(CHECKSUM_LEVELS) == py.text_checksum(CHECKSUM_LEVELS) == want
+        # An update: new texts for changed levels, removed levels lose theirs.
+        if bp:
+            for book in (c, py):
+                book.apply([bp[0], bp[-1]], [0.0, 7.5], [], [])
+                book.set_texts([bp[0], bp[-1]], ["gone", f"{bp[-1]}:7.5"], [], [])
+            bt = (bt[1:-1] if len(bp) > 1 else []) + [f"{bp[-1]}:7.5"]
+            assert c.text_checksum(CHECKSUM_LEVELS) == py.text_checksum(CHECKSUM_LEVELS)
+            assert c.text_checksum(CHECKSUM_LEVELS) == book_checksum(bt, at)
+    for book in (c, py):
+        book.apply([], [], [5000.0], [1.0])  # a level without a text
+        with pytest.raises(KeyError):
+            book.text_checksum(10_000)
+        book.clear()
+        assert book.text_checksum(CHECKSUM_LEVELS) == book_checksum([], [])

@@ -8,11 +8,9 @@ vs "64000.1") gives a different checksum.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from itertools import chain, zip_longest
 from zlib import crc32
-
-from mdpipe.book import PyOrderBook
 
 CHECKSUM_LEVELS = 25
 _SIGN = 1 << 31
@@ -45,25 +43,3 @@ def level_checksum(bids: Sequence[Sequence[str]], asks: Sequence[Sequence[str]])
         [f"{b[0]}:{b[1]}" for b in bids[:CHECKSUM_LEVELS]],
         [f"{a[0]}:{a[1]}" for a in asks[:CHECKSUM_LEVELS]],
     )
-
-
-def py_top_checksum(
-    book: PyOrderBook, bid_text: Mapping[float, str], ask_text: Mapping[float, str]
-) -> int:
-    """The checksum of a book's top 25 levels per side, each level's text looked up by price."""
-    bids, asks = book.best_prices(CHECKSUM_LEVELS)
-    return book_checksum([bid_text[p] for p in bids], [ask_text[p] for p in asks])
-
-
-try:
-    from mdpipe._book import OrderBook as _COrderBook
-    from mdpipe._book import text_checksum as _text_checksum
-except ImportError:
-    _COrderBook = None
-
-
-def top_checksum(book: PyOrderBook, bid_text: dict[float, str], ask_text: dict[float, str]) -> int:
-    """py_top_checksum, in C for a C book (mdpipe/_book.c: no string list, no join)."""
-    if type(book) is _COrderBook:
-        return _text_checksum(book, bid_text, ask_text, CHECKSUM_LEVELS)
-    return py_top_checksum(book, bid_text, ask_text)
