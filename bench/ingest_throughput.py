@@ -3,16 +3,18 @@ tape, and a synthetic Bybit linear book of comparable size (orderbook.200, ~60 l
 
 Each diff goes through the same stages an ingest process runs: parse, sync rules, book
 update, top-20 extraction into a book record. mdpipe (levels read from the raw text, the
-sync machine, the dict-and-window book) is measured against what a user would otherwise
-write with orjson and sortedcontainers, with the same pu check and top-20 copy: (1) a SortedDict per side
-read with islice over its items, the common way; (2) a dict plus a SortedList per side
-read by slicing the SortedList, a tuned version. Runs alternate in one process pinned to
-one core; each figure is the best of N runs, in CPU time. After the runs, every pipeline's
-last record must hold the same top 20 levels.
+sync machine, the book) runs on both hot paths, C (mdpipe/_book.c, mdpipe/venues/_levels.c)
+and pure Python (mdpipe.hot_path.use switches them), against what a user would otherwise
+write with orjson and sortedcontainers, with the same pu check and top-20 copy: (1) a
+SortedDict per side read with islice over its items, the common way; (2) a dict plus a
+SortedList per side read by slicing the SortedList, a tuned version. Runs alternate in one
+process pinned to one core; each figure is the best of N runs, in CPU time. After the runs,
+every pipeline's last record must hold the same top 20 levels. The targets: the C path's
+full rows at least 2.5x baseline 1 and 2x baseline 2 on every venue and form.
 
-A pipeline is a list of stage functions, each taking the previous stage's output. The last
-row runs the ingest process's own code after the parser: its per-symbol book (sync rules,
-book, top 20, flags) committing every record into a real shared-memory ring.
+A pipeline is a list of stage functions, each taking the previous stage's output. The
+"ring commit" rows run the ingest process's own code after the parser: its per-symbol book
+(sync rules, book, top 20, flags) committing every record into a real shared-memory ring.
 
 The Bybit table runs the same stages on the Bybit simulator's own frames (snapshot, then
 deltas): mdpipe's Bybit parser and sync rules against orjson plus the same books, with the

@@ -208,8 +208,9 @@ def _book_fields(d: dict, what: str) -> tuple[Any, Any, int, int]:
 
 
 # The fast path: a books push whose levels are all plain decimal strings is read with byte
-# translations and one orjson call per side, with no string object per value. It declines
-# (None) whenever it cannot prove the text is plain; the general path then says what is wrong.
+# translations and one orjson call per side, with no string object per value (in C, when
+# mdpipe/venues/_levels.c is built: one pass over the bytes). It declines (None) whenever it
+# cannot prove the text is plain; the general path then says what is wrong.
 _LEVEL4 = b'["","","",""]'
 _DIGITS_DOT = b"0123456789."
 _NOT_NUMBERS = b'"[]bids:'  # what separates the numbers in `...],"bids":[...`
