@@ -179,10 +179,28 @@ def remove_segments(instance: str) -> None:
             posix_ipc.unlink_shared_memory(shm_name(inst, ring))
 
 
+_INSTANCES: list[str] = []
+
+
+def unique_instance() -> str:
+    """A fresh instance name; its segments are removed at the end of the session at the latest,
+    so a test that kills a writer or fails midway does not leave rings in /dev/shm."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    _INSTANCES.append(name)
+    return name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_segments() -> Iterator[None]:
+    yield
+    for name in _INSTANCES:
+        remove_segments(name)
+
+
 @pytest.fixture
 def instance() -> Iterator[str]:
     """A unique instance name; its segments are removed afterwards."""
-    name = f"t{uuid.uuid4().hex[:10]}"
+    name = unique_instance()
     yield name
     remove_segments(name)
 

@@ -8,11 +8,11 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import unique_instance
 
 from mdpipe.runtime import RuntimeStateError
 from mdpipe.shm import layout as L
@@ -155,7 +155,7 @@ def _busy_port() -> tuple[socket.socket, int]:
 def test_every_command_fails_in_one_style(tmp_path: Path) -> None:
     """`mdpipe <command>: <message>`, one line on stderr, exit 2 for usage/config, 1 for state."""
     busy, port = _busy_port()
-    missing = f"t{uuid.uuid4().hex[:10]}"
+    missing = unique_instance()
     cases = [
         (["stats", "--instance", ""], 2, "mdpipe stats: "),
         (["tail", "BTCUSDT", "--instance", ""], 2, "mdpipe tail: "),

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-from conftest import RedisServer, remove_segments
+from conftest import RedisServer, remove_segments, unique_instance
 from prometheus_client.parser import text_string_to_metric_families
 from test_supervisor import REPO, Running, poll
 
@@ -40,7 +40,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     tmp = tmp_path_factory.mktemp("dashboard")
     server = RedisServer(tmp)
     server.start()
-    name = f"t{uuid.uuid4().hex[:10]}"
+    name = unique_instance()
     run = Running(name, server.url, tmp, extra=["--set", f"http.dashboard_streams={STREAMS}"])
     try:
         run.start().wait_ready()

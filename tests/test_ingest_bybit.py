@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import orjson
 import pytest
 import websocket
-from conftest import remove_segments
+from conftest import remove_segments, unique_instance
 from test_ingest_support import (
     IngestProcess,
     RecordLog,
@@ -127,7 +126,7 @@ class Rig:
 def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     market = request.param
     tmp = tmp_path_factory.mktemp(f"ingest-bybit-{market}")
-    instance = f"t{uuid.uuid4().hex[:10]}"
+    instance = unique_instance()
     sim = SimProcess(["--venue", "bybit", "--market", market, "--symbols", ",".join(SYMBOLS),
                       "--rate", "400", "--start-clients", "2"])  # fmt: skip
     sim.start()

@@ -11,7 +11,6 @@ bid and ask must equal the ticker's.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from conftest import remove_segments
+from conftest import remove_segments, unique_instance
 from test_ingest_support import (
     CORE,
     IngestProcess,
@@ -82,7 +81,7 @@ class Rig:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     tmp = tmp_path_factory.mktemp("ingest-faults")
-    instance = f"t{uuid.uuid4().hex[:10]}"
+    instance = unique_instance()
     sim = SimProcess(["--market", "futures", "--symbols", "BTCUSDT,ETHUSDT", "--rate", "1000"])
     sim.start()
     tickers = TickerCollector(sim.ws_url, ["BTCUSDT", "ETHUSDT"]).start()
@@ -258,7 +257,7 @@ def test_no_synced_record_ever_disagrees_with_the_exchange(rig: Rig) -> None:
 
 def test_spot_gap_and_disconnect_resync_exactly(tmp_path: Path) -> None:
     """Spot: one connection carries depth and trades; its own sync rules (U <= id+1 <= u)."""
-    instance = f"t{uuid.uuid4().hex[:10]}"
+    instance = unique_instance()
     symbols = ["BTCUSDT", "ETHUSDT"]
     with SimProcess(["--market", "spot", "--symbols", ",".join(symbols), "--rate", "1000"]) as sim:
         tickers = TickerCollector(sim.ws_url, symbols, "spot").start()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import orjson
 import pytest
 import websocket
-from conftest import remove_segments
+from conftest import remove_segments, unique_instance
 from test_ingest_support import (
     IngestProcess,
     RecordLog,
@@ -188,7 +187,7 @@ class Rig:
 
 
 def make_rig(tmp: Path, sim_args: list[str], **feed: object) -> Iterator[Rig]:
-    instance = f"t{uuid.uuid4().hex[:10]}"
+    instance = unique_instance()
     sim = SimProcess(["--venue", "okx", "--symbols", ",".join(SYMBOLS), "--rate", "400", *sim_args])
     sim.start()
     bbo = BboCollector(sim.ws_url, SYMBOLS).start()
@@ -391,7 +390,7 @@ def test_legacy_checksums_verified_and_gaps_still_caught(legacy_rig: Rig) -> Non
 
 def test_a_refused_instrument_is_reported_and_the_others_sync(tmp_path: Path) -> None:
     """An instId the venue does not serve gets 60018 for its own subscribe message only."""
-    instance = f"t{uuid.uuid4().hex[:10]}"
+    instance = unique_instance()
     with SimProcess(["--venue", "okx", "--symbols", SYMBOLS[0], "--rate", "200"]) as sim:
         cfg = write_config(
             tmp_path / "ingest.toml",
@@ -424,7 +423,7 @@ def test_a_refused_instrument_is_reported_and_the_others_sync(tmp_path: Path) ->
 
 def test_spot_books_sync_and_agree_with_bbo_tbt(tmp_path: Path) -> None:
     spot = ["BTC-USDT", "ETH-USDT"]
-    instance = f"t{uuid.uuid4().hex[:10]}"
+    instance = unique_instance()
     args = ["--venue", "okx", "--market", "spot", "--symbols", ",".join(spot)]
     with SimProcess([*args, "--rate", "400", "--okx-books-ms", "20"]) as sim:
         bbo = BboCollector(sim.ws_url, spot).start()

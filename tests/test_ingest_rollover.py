@@ -10,12 +10,11 @@ A serverShutdown event takes the same path (tests/test_ingest_faults.py).
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import remove_segments
+from conftest import remove_segments, unique_instance
 from test_ingest_support import (
     IngestProcess,
     RecordLog,
@@ -47,7 +46,7 @@ def start_ingest(
     tmp: Path, sim: SimProcess, market: str, symbols: list[str], **feed: float
 ) -> IngestProcess:
     """An ingest process of a fresh instance on the simulator (remove_segments when done)."""
-    instance = f"t{uuid.uuid4().hex[:10]}"
+    instance = unique_instance()
     cfg = write_config(
         tmp / "ingest.toml",
         instance,

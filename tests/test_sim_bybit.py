@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import gzip
 import time
-import uuid
 from pathlib import Path
 
 import orjson
 import pytest
 import websocket
-from conftest import remove_segments
+from conftest import remove_segments, unique_instance
 from test_ingest_support import IngestProcess, RecordLog, write_config
 
 from mdpipe.shm import layout as L
@@ -140,7 +139,7 @@ def test_a_tape_replays_into_exact_books_and_every_trade(tmp_path: Path) -> None
         elif isinstance(ev, Trades):
             trades += len(ev.trades)
     deltas = sum(b'"delta"' in raw for _, raw in frames)
-    instance = f"t{uuid.uuid4().hex[:10]}"
+    instance = unique_instance()
     try:
         with SimProcess(["--venue", "bybit", "--tape", str(tape), "--speed", "20"]) as sim:
             cfg = write_config(tmp_path / "i.toml", instance, ws_url=sim.ws_url,
@@ -174,7 +173,7 @@ def test_a_tape_replays_into_exact_books_and_every_trade(tmp_path: Path) -> None
 
 def test_a_refused_topic_is_a_stream_fault_and_the_others_sync(tmp_path: Path) -> None:
     """XRPUSDT is not on this simulator: its three subscriptions are refused, named, counted."""
-    instance = f"t{uuid.uuid4().hex[:10]}"
+    instance = unique_instance()
     try:
         with SimProcess(["--venue", "bybit", "--symbols", "BTCUSDT", "--rate", "300"]) as sim:
             cfg = write_config(tmp_path / "i.toml", instance, ws_url=sim.ws_url,

@@ -29,13 +29,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from conftest import RedisServer, remove_segments
+from conftest import RedisServer, remove_segments, unique_instance
 from test_supervisor import PY, REPO, mdpipe
 
 from mdpipe.readers import attach
@@ -198,7 +197,7 @@ class Scene:
 def scene(attacker_ok: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     tmp = tmp_path_factory.mktemp("hostile")
     tmp.chmod(0o755)
-    instance = f"t{uuid.uuid4().hex[:10]}"
+    instance = unique_instance()
     server = RedisServer(tmp)
     server.start()
     # A file of ours that planted symlinks point at, and a process of the attacker's.
