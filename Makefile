@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml setup.py $(C_SOURCES) readers/c/mdpipe_seqlock.h reader
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	@$(BIN)/python -c 'from mdpipe.shm import seqlock; print("seqlock:", seqlock.IMPLEMENTATION)'
+	@$(BIN)/python -c 'from mdpipe import hot_path; print("book and level readers:", hot_path.IMPLEMENTATION)'
 	touch $(STAMP)
 
 system-deps:
