@@ -1,10 +1,11 @@
 /*
  * mdpipe._book - the L2 order book in C: the same API and results as mdpipe/book.py.
  *
- * Each side is one array of (key, qty) levels sorted ascending by key, the best level last:
- * bids keyed by price, asks by -price (negation is exact, so prices come back unchanged).
- * A level is found by galloping from the best end, then a binary search: updates near the
- * touch, the common case, cost a few comparisons and move only the levels above them.
+ * Each side keeps its (key, qty) levels sorted ascending by key in blocks of at most 128, the
+ * best level last: bids keyed by price, asks by -price (negation is exact, so prices come
+ * back unchanged). A level's block is found by galloping down the blocks' last keys from the
+ * best end, then a binary search in the block: an insert or delete moves at most one block's
+ * levels however deep the book (a full block splits in two, an empty one is dropped).
  * Every value is converted before a diff touches the book, so a bad one changes nothing.
  * A level may also hold its text as received (a str, set_texts), which dies with the level:
  * OKX's checksum is computed from it (text_checksum).
@@ -21,10 +22,21 @@ typedef struct {
     PyObject *text; /* the level's text as received (set_texts), or NULL */
 } Level;
 
+/* A side is a list of blocks, each a short sorted array: a level is found among the blocks'
+   last keys, then inside its block, and an insert or delete moves at most one block's
+   levels (a full block splits in two), however deep the book. */
+#define BLOCK 128
+
 typedef struct {
-    Level *lv;
-    Py_ssize_t n, cap;
-    double sign; /* +1 bids, -1 asks: price = sign * key */
+    int n;
+    Level lv[BLOCK];
+} Block;
+
+typedef struct {
+    Block **blk; /* ascending keys across blocks: the best level is the last block's last */
+    Py_ssize_t nblk, cap;
+    Py_ssize_t n; /* levels in all blocks */
+    double sign;  /* +1 bids, -1 asks: price = sign * key */
 } Side;
 
 typedef struct {
@@ -32,32 +44,66 @@ typedef struct {
     Side bids, asks;
 } Book;
 
-static int side_reserve(Side *s, Py_ssize_t need) {
-    if (need <= s->cap) return 0;
-    Py_ssize_t cap = s->cap ? s->cap : 64;
-    while (cap < need) cap *= 2;
-    Level *lv = PyMem_Realloc(s->lv, (size_t)cap * sizeof(Level));
-    if (lv == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    s->lv = lv;
-    s->cap = cap;
-    return 0;
+static inline double last_key(const Side *s, Py_ssize_t b) {
+    const Block *B = s->blk[b];
+    return B->lv[B->n - 1].key;
 }
 
-/* The first index whose key is >= k (n when none): gallop down from the best end. */
-static inline Py_ssize_t side_find(const Side *s, double k) {
-    const Level *lv = s->lv;
-    Py_ssize_t n = s->n, hi = n, lo, b = 1;
-    while (b <= n && lv[n - b].key >= k) {
+/* A new empty block at position b (blocks from b on move up one). */
+static Block *insert_block(Side *s, Py_ssize_t b) {
+    if (s->nblk == s->cap) {
+        Py_ssize_t cap = s->cap ? 2 * s->cap : 16;
+        Block **blk = PyMem_Realloc(s->blk, (size_t)cap * sizeof(Block *));
+        if (blk == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        s->blk = blk;
+        s->cap = cap;
+    }
+    Block *B = PyMem_Malloc(sizeof(Block));
+    if (B == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    B->n = 0;
+    memmove(s->blk + b + 1, s->blk + b, (size_t)(s->nblk - b) * sizeof(Block *));
+    s->blk[b] = B;
+    s->nblk++;
+    return B;
+}
+
+static void remove_block(Side *s, Py_ssize_t b) {
+    PyMem_Free(s->blk[b]);
+    memmove(s->blk + b, s->blk + b + 1, (size_t)(s->nblk - b - 1) * sizeof(Block *));
+    s->nblk--;
+}
+
+/* The block where key k is or belongs: the first whose last key is >= k, else the last
+   block. Gallops down from the best end. Needs nblk > 0. */
+static inline Py_ssize_t find_block(const Side *s, double k) {
+    Py_ssize_t n = s->nblk, hi = n, lo, b = 1;
+    while (b <= n && last_key(s, n - b) >= k) {
         hi = n - b;
         b <<= 1;
     }
     lo = b <= n ? n - b + 1 : 0;
     while (lo < hi) {
         Py_ssize_t mid = lo + ((hi - lo) >> 1);
-        if (lv[mid].key < k)
+        if (last_key(s, mid) < k)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo == n ? n - 1 : lo;
+}
+
+/* The first index in a block whose key is >= k (n when none). */
+static inline int find_in_block(const Block *B, double k) {
+    int lo = 0, hi = B->n;
+    while (lo < hi) {
+        int mid = (lo + hi) >> 1;
+        if (B->lv[mid].key < k)
             lo = mid + 1;
         else
             hi = mid;
@@ -65,37 +111,92 @@ static inline Py_ssize_t side_find(const Side *s, double k) {
     return lo;
 }
 
+/* The level with key k, or NULL. */
+static inline Level *side_get(const Side *s, double k) {
+    if (s->nblk == 0) return NULL;
+    Block *B = s->blk[find_block(s, k)];
+    int i = find_in_block(B, k);
+    return i < B->n && B->lv[i].key == k ? &B->lv[i] : NULL;
+}
+
 /* Set one level: qty 0 removes it (absent levels are fine). */
 static inline int side_set(Side *s, double k, double q) {
-    Py_ssize_t i = side_find(s, k);
-    Level *lv = s->lv;
-    if (i < s->n && lv[i].key == k) {
-        if (q != 0.0) {
-            lv[i].qty = q;
-        } else {
-            Py_CLEAR(lv[i].text);
-            memmove(lv + i, lv + i + 1, (size_t)(s->n - i - 1) * sizeof(Level));
-            s->n--;
+    Py_ssize_t b;
+    Block *B;
+    int i;
+    if (s->nblk == 0) {
+        if (q == 0.0) return 0;
+        if ((B = insert_block(s, 0)) == NULL) return -1;
+        b = 0;
+        i = 0;
+    } else {
+        b = find_block(s, k);
+        B = s->blk[b];
+        i = find_in_block(B, k);
+        if (i < B->n && B->lv[i].key == k) {
+            if (q != 0.0) {
+                B->lv[i].qty = q;
+            } else {
+                Py_CLEAR(B->lv[i].text);
+                memmove(B->lv + i, B->lv + i + 1, (size_t)(B->n - i - 1) * sizeof(Level));
+                s->n--;
+                if (--B->n == 0) remove_block(s, b);
+            }
+            return 0;
         }
-        return 0;
+        if (q == 0.0) return 0;
+        if (B->n == BLOCK) { /* split: the upper half moves to a new block after this one */
+            Block *upper = insert_block(s, b + 1);
+            if (upper == NULL) return -1;
+            B = s->blk[b];
+            upper->n = BLOCK / 2;
+            B->n = BLOCK / 2;
+            memcpy(upper->lv, B->lv + BLOCK / 2, (BLOCK / 2) * sizeof(Level));
+            if (i > BLOCK / 2) {
+                B = upper;
+                i -= BLOCK / 2;
+            }
+        }
     }
-    if (q == 0.0) return 0;
-    if (s->n == s->cap) {
-        if (side_reserve(s, s->n + 1) < 0) return -1;
-        lv = s->lv;
-    }
-    memmove(lv + i + 1, lv + i, (size_t)(s->n - i) * sizeof(Level));
-    lv[i].key = k;
-    lv[i].qty = q;
-    lv[i].text = NULL;
+    memmove(B->lv + i + 1, B->lv + i, (size_t)(B->n - i) * sizeof(Level));
+    B->lv[i].key = k;
+    B->lv[i].qty = q;
+    B->lv[i].text = NULL;
+    B->n++;
     s->n++;
     return 0;
 }
 
 /* Remove every level (and its text). */
 static void side_clear(Side *s) {
-    for (Py_ssize_t i = 0; i < s->n; i++) Py_CLEAR(s->lv[i].text);
+    for (Py_ssize_t b = 0; b < s->nblk; b++) {
+        Block *B = s->blk[b];
+        for (int i = 0; i < B->n; i++) Py_CLEAR(B->lv[i].text);
+        PyMem_Free(B);
+    }
+    s->nblk = 0;
     s->n = 0;
+}
+
+/* Walks a side's levels best first. */
+typedef struct {
+    const Side *s;
+    Py_ssize_t b;
+    int i;
+} Best;
+
+static inline void best_start(Best *it, const Side *s) {
+    it->s = s;
+    it->b = s->nblk - 1;
+    it->i = it->b >= 0 ? s->blk[it->b]->n - 1 : -1;
+}
+
+static inline const Level *best_next(Best *it) {
+    while (it->i < 0) {
+        if (--it->b < 0) return NULL;
+        it->i = it->s->blk[it->b]->n - 1;
+    }
+    return &it->s->blk[it->b]->lv[it->i--];
 }
 
 /* Prices and quantities as (key, qty) pairs in `out` (n of them), every value checked. */
@@ -193,23 +294,29 @@ static int side_load(Side *s, PyObject *prices, PyObject *qtys) {
     }
     PyMem_Free(pairs);
     qsort(idx, (size_t)n, sizeof(Indexed), by_key_then_position);
-    if (side_reserve(s, n) < 0) {
-        PyMem_Free(idx);
-        return -1;
-    }
     side_clear(s);
+    /* Unique keys (a repeated one keeps its last quantity), into half-full blocks. */
     Py_ssize_t m = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (m && s->lv[m - 1].key == idx[i].key) {
-            s->lv[m - 1].qty = idx[i].qty;
-        } else {
-            s->lv[m].key = idx[i].key;
-            s->lv[m].qty = idx[i].qty;
-            s->lv[m].text = NULL;
-            m++;
-        }
+        if (m && idx[m - 1].key == idx[i].key)
+            idx[m - 1].qty = idx[i].qty;
+        else
+            idx[m++] = idx[i];
     }
-    s->n = m;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        Block *B = s->nblk ? s->blk[s->nblk - 1] : NULL;
+        if (B == NULL || B->n == BLOCK / 2) {
+            if ((B = insert_block(s, s->nblk)) == NULL) {
+                PyMem_Free(idx);
+                return -1;
+            }
+        }
+        B->lv[B->n].key = idx[i].key;
+        B->lv[B->n].qty = idx[i].qty;
+        B->lv[B->n].text = NULL;
+        B->n++;
+        s->n++;
+    }
     PyMem_Free(idx);
     return 0;
 }
@@ -250,10 +357,12 @@ static Py_ssize_t side_write_top(const Side *s, PyObject *out) {
     }
     Py_ssize_t depth = v.shape[0], n = s->n < depth ? s->n : depth;
     double *row = v.buf, sign = s->sign;
-    const Level *best = s->lv + s->n - 1;
+    Best it;
+    best_start(&it, s);
     for (Py_ssize_t i = 0; i < n; i++) {
-        row[2 * i] = sign * best[-i].key;
-        row[2 * i + 1] = best[-i].qty;
+        const Level *lv = best_next(&it);
+        row[2 * i] = sign * lv->key;
+        row[2 * i + 1] = lv->qty;
     }
     if (n < depth) memset(row + 2 * n, 0, (size_t)(depth - n) * 2 * sizeof(double));
     PyBuffer_Release(&v);
@@ -265,9 +374,10 @@ static PyObject *side_prices(const Side *s, Py_ssize_t depth) {
     if (n < 0) n = 0;
     PyObject *list = PyList_New(n);
     if (list == NULL) return NULL;
-    const Level *best = s->lv + s->n - 1;
+    Best it;
+    best_start(&it, s);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *p = PyFloat_FromDouble(s->sign * best[-i].key);
+        PyObject *p = PyFloat_FromDouble(s->sign * best_next(&it)->key);
         if (p == NULL) {
             Py_DECREF(list);
             return NULL;
@@ -280,9 +390,11 @@ static PyObject *side_prices(const Side *s, Py_ssize_t depth) {
 static PyObject *side_levels(const Side *s) {
     PyObject *list = PyList_New(s->n);
     if (list == NULL) return NULL;
-    const Level *best = s->lv + s->n - 1;
+    Best it;
+    best_start(&it, s);
     for (Py_ssize_t i = 0; i < s->n; i++) {
-        PyObject *t = Py_BuildValue("(dd)", s->sign * best[-i].key, best[-i].qty);
+        const Level *lv = best_next(&it);
+        PyObject *t = Py_BuildValue("(dd)", s->sign * lv->key, lv->qty);
         if (t == NULL) {
             Py_DECREF(list);
             return NULL;
@@ -294,7 +406,8 @@ static PyObject *side_levels(const Side *s) {
 
 static PyObject *side_best(const Side *s) {
     if (s->n == 0) Py_RETURN_NONE;
-    const Level *best = s->lv + s->n - 1;
+    const Block *B = s->blk[s->nblk - 1];
+    const Level *best = &B->lv[B->n - 1];
     return Py_BuildValue("(dd)", s->sign * best->key, best->qty);
 }
 
@@ -325,8 +438,8 @@ static int Book_init(Book *self, PyObject *args, PyObject *kwds) {
 static void Book_dealloc(Book *self) {
     side_clear(&self->bids);
     side_clear(&self->asks);
-    PyMem_Free(self->bids.lv);
-    PyMem_Free(self->asks.lv);
+    PyMem_Free(self->bids.blk);
+    PyMem_Free(self->asks.blk);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -364,11 +477,10 @@ static int side_set_texts(Side *s, PyObject *prices, PyObject *texts) {
             rc = -1;
             break;
         }
-        double k = s->sign * p;
-        Py_ssize_t i = side_find(s, k);
-        if (i < s->n && s->lv[i].key == k) {
+        Level *lv = side_get(s, s->sign * p);
+        if (lv != NULL) {
             Py_INCREF(text);
-            Py_XSETREF(s->lv[i].text, text);
+            Py_XSETREF(lv->text, text);
         }
     }
     Py_DECREF(fp);
@@ -445,7 +557,7 @@ static PyObject *Book_best_ask(Book *self, PyObject *Py_UNUSED(ignored)) {
 
 static PyObject *Book_is_crossed(Book *self, PyObject *Py_UNUSED(ignored)) {
     const Side *b = &self->bids, *a = &self->asks;
-    return PyBool_FromLong(b->n && a->n && b->lv[b->n - 1].key >= -a->lv[a->n - 1].key);
+    return PyBool_FromLong(b->n && a->n && last_key(b, b->nblk - 1) >= -last_key(a, a->nblk - 1));
 }
 
 static PyObject *Book_bids(Book *self, PyObject *Py_UNUSED(ignored)) {
@@ -479,9 +591,8 @@ static inline uint32_t crc_update(uint32_t crc, const char *buf, Py_ssize_t n) {
     return crc;
 }
 
-/* crc into *crc of the text of the i-th best level of a side (KeyError: it has none). */
-static int crc_level(const Side *s, Py_ssize_t i, uint32_t *crc, int *first) {
-    const Level *lv = s->lv + s->n - 1 - i;
+/* crc into *crc of one level's text (KeyError: it has none). */
+static int crc_level(const Side *s, const Level *lv, uint32_t *crc, int *first) {
     if (lv->text == NULL) {
         PyObject *key = PyFloat_FromDouble(s->sign * lv->key);
         if (key != NULL) {
@@ -509,9 +620,12 @@ static PyObject *Book_text_checksum(Book *self, PyObject *arg) {
     Py_ssize_t na = self->asks.n < levels ? self->asks.n : levels;
     uint32_t crc = 0xFFFFFFFFu;
     int first = 1;
+    Best bit, ait;
+    best_start(&bit, &self->bids);
+    best_start(&ait, &self->asks);
     for (Py_ssize_t i = 0; i < nb || i < na; i++) {
-        if (i < nb && crc_level(&self->bids, i, &crc, &first) < 0) return NULL;
-        if (i < na && crc_level(&self->asks, i, &crc, &first) < 0) return NULL;
+        if (i < nb && crc_level(&self->bids, best_next(&bit), &crc, &first) < 0) return NULL;
+        if (i < na && crc_level(&self->asks, best_next(&ait), &crc, &first) < 0) return NULL;
     }
     crc ^= 0xFFFFFFFFu;
     return PyLong_FromLong(crc >= 0x80000000u ? (long)((int64_t)crc - 0x100000000LL) : (long)crc);

@@ -3,9 +3,10 @@
 Two implementations with one API and the same results (tests/test_hot_path.py replays every
 tape and simulator feed through both and fuzzes them against each other): `OrderBook` is the
 C book (mdpipe/_book.c) when it is built, else `PyOrderBook`; MDPIPE_BOOK=python forces the
-Python one. The C book keeps each side as one array of (price, qty, text) levels sorted with
-the best level last: a level is found by galloping from the best end then a binary search,
-and an insert or delete moves only the levels better than it.
+Python one. The C book keeps each side's (price, qty, text) levels sorted in blocks of at
+most 128, the best level last: a level's block is found by galloping down the blocks' last
+prices from the best end, then a binary search, and an insert or delete moves at most one
+block's levels however deep the book (one flat array moved up to 5,000 levels: twice slower).
 
 PyOrderBook keeps every level of a side in a dict (price -> quantity) and the best levels in
 a short sorted list, the "top window". Updates below the window touch only the dict, so a
@@ -16,10 +17,10 @@ deletions shrink the window below the depth readers need, it is rebuilt with one
 
 Measured on the futures tape (about 68 levels per diff, books growing to ~5,000 levels per
 side), per diff, CPU time, best of 7, both in one run on a machine loaded ~5 jobs on 2 cores:
-apply C 11.9 µs, Python 24.9 µs (~11 µs on a quiet machine); write_top of 20 levels a side
-C 0.56 µs, Python 6.5 µs. Half of the C apply is memmove for inserts and deletes deep in the
-book. Earlier: a numpy book of sorted price arrays took ~180 µs (np.insert/np.delete copy
-the whole array and allocate); a 128-level window beat 32, 64 and 256 for the Python book.
+apply C 6.9 µs, Python 23.5 µs (~11 µs on a quiet machine); write_top of 20 levels a side
+C 0.36 µs, Python 6.3 µs. Earlier: a numpy book of sorted price arrays took ~180 µs
+(np.insert/np.delete copy the whole array); a 128-level window beat 32, 64 and 256 for the
+Python book.
 bench/ingest_throughput.py compares the whole ingest path with sortedcontainers books.
 """
 
