@@ -79,36 +79,55 @@ static inline int expect(const char **pp, const char *end, const char *lit, Py_s
     return 0;
 }
 
-/* Parsed values land here first: (price, qty) pairs of one side at a time, so each list is
-   made once at its final size. One buffer per process: every call holds the GIL. */
-static double *g_vals = NULL;
-static Py_ssize_t g_cap = 0;
+/* Parsed values land here first, (price, qty) pairs, so each list is made once at its final
+   size: on the stack for a diff, on the heap for a big snapshot. Per call, not shared: making
+   a list may run a garbage collection, and with it any Python code. */
+#define STACK_VALS 1024
 
-static int reserve_vals(Py_ssize_t need) {
-    if (need <= g_cap) return 0;
-    Py_ssize_t cap = g_cap ? g_cap : 1024;
+typedef struct {
+    double *v;
+    Py_ssize_t n, cap;
+    double stack[STACK_VALS];
+} Vals;
+
+static void vals_init(Vals *vals) {
+    vals->v = vals->stack;
+    vals->n = 0;
+    vals->cap = STACK_VALS;
+}
+
+static void vals_free(Vals *vals) {
+    if (vals->v != vals->stack) PyMem_Free(vals->v);
+}
+
+static int vals_reserve(Vals *vals, Py_ssize_t need) {
+    if (need <= vals->cap) return 0;
+    Py_ssize_t cap = 2 * vals->cap;
     while (cap < need) cap *= 2;
-    double *v = PyMem_Realloc(g_vals, (size_t)cap * sizeof(double));
+    double *v = PyMem_Malloc((size_t)cap * sizeof(double));
     if (v == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    g_vals = v;
-    g_cap = cap;
+    memcpy(v, vals->v, (size_t)vals->n * sizeof(double));
+    vals_free(vals);
+    vals->v = v;
+    vals->cap = cap;
     return 0;
 }
 
-/* Lists of the even (prices) and odd (qtys) values at g_vals[from:to]. */
-static int make_lists(Py_ssize_t from, Py_ssize_t to, PyObject **prices, PyObject **qtys) {
+/* Lists of the even (prices) and odd (qtys) values at v[from:to]. */
+static int make_lists(const double *v, Py_ssize_t from, Py_ssize_t to, PyObject **prices,
+                      PyObject **qtys) {
     Py_ssize_t n = (to - from) / 2;
     *prices = PyList_New(n);
     *qtys = PyList_New(n);
     if (*prices == NULL || *qtys == NULL) goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *p = PyFloat_FromDouble(g_vals[from + 2 * i]);
+        PyObject *p = PyFloat_FromDouble(v[from + 2 * i]);
         if (p == NULL) goto fail;
         PyList_SET_ITEM(*prices, i, p);
-        PyObject *q = PyFloat_FromDouble(g_vals[from + 2 * i + 1]);
+        PyObject *q = PyFloat_FromDouble(v[from + 2 * i + 1]);
         if (q == NULL) goto fail;
         PyList_SET_ITEM(*qtys, i, q);
     }
@@ -120,8 +139,8 @@ fail:
 }
 
 /* One level list `[...]` at *pp of `fields` quoted numbers per level: (price, qty) pairs
-   appended to g_vals from *nv on. Returns 0, 1 to decline, -1 on a Python error. */
-static int level_list(const char **pp, const char *end, int fields, Py_ssize_t *nv) {
+   appended to vals. Returns 0, 1 to decline, -1 on a Python error. */
+static int level_list(const char **pp, const char *end, int fields, Vals *vals) {
     const char *p = *pp;
     if (p >= end || *p != '[') return 1;
     p++;
@@ -129,7 +148,6 @@ static int level_list(const char **pp, const char *end, int fields, Py_ssize_t *
         *pp = p + 1;
         return 0;
     }
-    Py_ssize_t k = *nv;
     for (;;) {
         double px, qty, other;
         if (p >= end || *p != '[') return 1;
@@ -145,10 +163,9 @@ static int level_list(const char **pp, const char *end, int fields, Py_ssize_t *
         }
         if (p >= end || *p != ']') return 1;
         p++;
-        if (k + 2 > g_cap && reserve_vals(k + 2) < 0) return -1;
-        g_vals[k++] = px;
-        g_vals[k++] = qty;
-        *nv = k;
+        if (vals->n + 2 > vals->cap && vals_reserve(vals, vals->n + 2) < 0) return -1;
+        vals->v[vals->n++] = px;
+        vals->v[vals->n++] = qty;
         if (p < end && *p == ',') {
             p++;
             continue;
@@ -194,11 +211,11 @@ static PyObject *concat(const char *a, Py_ssize_t na, const char *b, Py_ssize_t 
     return out;
 }
 
-/* The (prices, qtys) lists of both sides: g_vals[0:split] bids, g_vals[split:nv] asks, into
-   l[0..3] = bid prices, bid qtys, ask prices, ask qtys. */
-static int side_lists(Py_ssize_t split, Py_ssize_t nv, PyObject **l) {
-    if (make_lists(0, split, &l[0], &l[1]) < 0) return -1;
-    if (make_lists(split, nv, &l[2], &l[3]) < 0) {
+/* The (prices, qtys) lists of both sides: v[0:split] the first side, v[split:n] the other,
+   into l[0..3] = first prices, first qtys, other prices, other qtys. */
+static int side_lists(const Vals *vals, Py_ssize_t split, PyObject **l) {
+    if (make_lists(vals->v, 0, split, &l[0], &l[1]) < 0) return -1;
+    if (make_lists(vals->v, split, vals->n, &l[2], &l[3]) < 0) {
         Py_CLEAR(l[0]);
         Py_CLEAR(l[1]);
         return -1;
@@ -208,12 +225,22 @@ static int side_lists(Py_ssize_t split, Py_ssize_t nv, PyObject **l) {
 
 /* plain_levels(raw, bids_key, asks_key, tail) -> (rest, bid_prices, bid_qtys, ask_prices,
    ask_qtys) or None: see mdpipe/venues/levels.py. */
+static PyObject *read_plain_levels(PyObject *const *args, Vals *vals);
+
 static PyObject *plain_levels(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4 || !PyBytes_Check(args[1]) || !PyBytes_Check(args[2]) ||
         !PyBytes_Check(args[3])) {
         PyErr_SetString(PyExc_TypeError, "plain_levels(raw, bids_key, asks_key, tail: bytes)");
         return NULL;
     }
+    Vals vals;
+    vals_init(&vals);
+    PyObject *found = read_plain_levels(args, &vals);
+    vals_free(&vals);
+    return found;
+}
+
+static PyObject *read_plain_levels(PyObject *const *args, Vals *vals) {
     const char *raw, *bk = PyBytes_AS_STRING(args[1]), *ak = PyBytes_AS_STRING(args[2]),
                      *tail = PyBytes_AS_STRING(args[3]);
     Py_ssize_t len, nbk = PyBytes_GET_SIZE(args[1]), nak = PyBytes_GET_SIZE(args[2]),
@@ -232,11 +259,10 @@ static PyObject *plain_levels(PyObject *mod, PyObject *const *args, Py_ssize_t n
     }
     if (start < 0) Py_RETURN_NONE;
     const char *end = raw + len, *p = raw + start + nbk;
-    Py_ssize_t nv = 0, split = 0;
-    int rc = level_list(&p, end, 2, &nv);
-    split = nv;
+    int rc = level_list(&p, end, 2, vals);
+    Py_ssize_t split = vals->n;
     if (rc == 0 && (expect(&p, end, ",", 1) < 0 || expect(&p, end, ak, nak) < 0)) rc = 1;
-    if (rc == 0) rc = level_list(&p, end, 2, &nv);
+    if (rc == 0) rc = level_list(&p, end, 2, vals);
     if (rc == 0) {
         /* The tail: its part before the first ':' literally, then all of it digits aside. */
         const char *colon = memchr(tail, ':', (size_t)ntail);
@@ -261,7 +287,7 @@ static PyObject *plain_levels(PyObject *mod, PyObject *const *args, Py_ssize_t n
     }
     PyObject *l[4];
     if (rest == NULL) return NULL;
-    if (side_lists(split, nv, l) < 0) {
+    if (side_lists(vals, split, l) < 0) {
         Py_DECREF(rest);
         return NULL;
     }
@@ -275,18 +301,27 @@ static const char EMPTY_LEVELS[] = "\"asks\":[],\"bids\":[]";
 
 /* plain_books(raw) -> (rest, bid_prices, bid_sizes, ask_prices, ask_sizes, inner, n_asks) or
    None: see plain_books in mdpipe/venues/okx/parser.py. */
+static PyObject *read_plain_books(PyObject *raw_obj, Vals *vals);
+
 static PyObject *plain_books(PyObject *mod, PyObject *raw_obj) {
+    Vals vals;
+    vals_init(&vals);
+    PyObject *found = read_plain_books(raw_obj, &vals);
+    vals_free(&vals);
+    return found;
+}
+
+static PyObject *read_plain_books(PyObject *raw_obj, Vals *vals) {
     const char *raw;
     Py_ssize_t len;
     if (raw_bytes(raw_obj, &raw, &len, 0) < 0) Py_RETURN_NONE;
     Py_ssize_t start = find(raw, 0, len < 256 ? len : 256, ASKS_AT, sizeof ASKS_AT - 1);
     if (start < 0) Py_RETURN_NONE;
     const char *end = raw + len, *p = raw + start + sizeof ASKS_AT - 2; /* at the '[' */
-    Py_ssize_t nv = 0, split;
-    int rc = level_list(&p, end, 4, &nv); /* asks first here */
-    split = nv;
+    int rc = level_list(&p, end, 4, vals); /* asks first here */
+    Py_ssize_t split = vals->n;
     if (rc == 0 && expect(&p, end, BIDS_AT, sizeof BIDS_AT - 1) < 0) rc = 1;
-    if (rc == 0) rc = level_list(&p, end, 4, &nv);
+    if (rc == 0) rc = level_list(&p, end, 4, vals);
     if (rc == 0 && (end - p < (Py_ssize_t)sizeof TS_AT - 1 || memcmp(p, TS_AT, sizeof TS_AT - 1)))
         rc = 1;
     if (rc < 0) return NULL;
@@ -297,7 +332,7 @@ static PyObject *plain_books(PyObject *mod, PyObject *raw_obj) {
     Py_ssize_t inner_at = start + sizeof ASKS_AT - 1;
     PyObject *inner = PyBytes_FromStringAndSize(raw + inner_at, ts_at - 1 - inner_at);
     PyObject *l[4]; /* asks were parsed first: l[0..1] asks, l[2..3] bids */
-    if (rest == NULL || inner == NULL || side_lists(split, nv, l) < 0) {
+    if (rest == NULL || inner == NULL || side_lists(vals, split, l) < 0) {
         Py_XDECREF(rest);
         Py_XDECREF(inner);
         return NULL;
