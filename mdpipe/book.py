@@ -6,7 +6,8 @@ C book (mdpipe/_book.c) when it is built, else `PyOrderBook`; MDPIPE_BOOK=python
 Python one. The C book keeps each side's (price, qty, text) levels sorted in blocks of at
 most 128, the best level last: a level's block is found by galloping down the blocks' last
 prices from the best end, then a binary search, and an insert or delete moves at most one
-block's levels however deep the book (one flat array moved up to 5,000 levels: twice slower).
+block's levels however deep the book (one flat array, moving up to 5,000 levels, was twice
+slower). It reads any depth with no window: `window` and `min_depth` are only checked.
 
 PyOrderBook keeps every level of a side in a dict (price -> quantity) and the best levels in
 a short sorted list, the "top window". Updates below the window touch only the dict, so a
