@@ -10,7 +10,11 @@ In one run:
 4. bytes on disk per million book records (10 levels kept) and per million trades;
 5. one symbol's day of 5 M trades in the files a day of flushes leaves: `mdpipe.history.trades`
    (DuckDB) against reading the same files with pyarrow.dataset and sorting;
-6. `mdpipe replay --max` from the archive of (2): records committed per second.
+6. `mdpipe replay --max` from the archive of (2): records committed per second;
+7. one symbol's day of ticker records (2 a second: mark price and 24 h ticker, as Binance
+   futures sends them) and of 1 s candles (every 50th amended once), compacted: bytes per
+   million records, and `history.tickers` / `history.candles` (newest revision per interval,
+   DuckDB) against pyarrow.dataset + sort (every revision, so it does less).
 
 Run: .venv/bin/python bench/history.py [--quick]
 """
@@ -251,6 +255,73 @@ def time_query(
     return best[0], best[1], alt, rows
 
 
+def day_of_derived(root: Path, n_tickers: int) -> tuple[int, int]:
+    """A compacted day of BTCUSDT tickers (n_tickers) and 1 s candles; (tickers, candles)."""
+    rng = np.random.default_rng(3)
+    j = Journal(root, "bench")
+    t = np.zeros(n_tickers, L.TICKER_DTYPE)
+    t["exchange_ts_ns"] = T0 + np.sort(rng.integers(0, 86_400 * 10**9, n_tickers))
+    t["recv_ts_ns"] = t["commit_ts_ns"] = t["exchange_ts_ns"] + 900_000
+    t["symbol_seq"] = np.arange(1, n_tickers + 1)
+    walk = np.round(60000 + np.cumsum(rng.normal(0, 2, n_tickers)), 1)
+    for name in ("mark_price", "index_price", "last_price", "bid_price", "ask_price"):
+        t[name] = walk
+    t["funding_rate"] = np.round(rng.normal(1e-4, 5e-5, n_tickers), 8)
+    t["next_funding_ts_ns"] = T0 + 8 * 3_600_000_000_000
+    for name in ("open_interest", "bid_qty", "ask_qty", "volume_24h", "quote_volume_24h"):
+        t[name] = np.round(rng.exponential(1000, n_tickers), 3)
+    t["filled"] = t["updated"] = (1 << len(L.TICKER_VALUES)) - 1
+    n = 86_400
+    amended = np.arange(0, n, 50)
+    c = np.zeros(n + len(amended), L.CANDLE_DTYPE)
+    slot = np.r_[np.arange(n), amended]
+    c["open_ts_ns"] = T0 + slot * 10**9
+    c["interval_ns"] = 10**9
+    c["recv_ts_ns"] = c["commit_ts_ns"] = (
+        c["open_ts_ns"] + 10**9 + np.r_[np.zeros(n), 2e9 * np.ones(len(amended))].astype(np.int64)
+    )
+    c["revision"] = np.r_[np.zeros(n), np.ones(len(amended))]
+    c["symbol_seq"] = np.arange(1, len(c) + 1)
+    price = np.round(60000 + np.cumsum(rng.normal(0, 3, n)), 1)[slot]
+    c["open"], c["close"], c["high"], c["low"] = price, price + 0.5, price + 2, price - 2
+    c["volume"] = np.round(rng.exponential(5, len(c)), 3)
+    c["trades"] = rng.integers(1, 200, len(c))
+    c = c[np.argsort(c["commit_ts_ns"], kind="stable")]  # as the ring carried them
+    for kind, recs in (("tickers", t), ("candles_1s", c)):
+        final = j.file_name(kind, "binance-futures", "BTCUSDT", "2026-12-01", j.flush_no + 1)
+        j.flush_no += 1
+        write_temp(schema.table_of(kind, recs, 1), final)
+        j.commit([final])
+    return len(t), len(c)
+
+
+def time_derived(root: Path, runs: int) -> dict[str, tuple[float, float, float, int]]:
+    """kind -> (best wall s, its CPU s, pyarrow.dataset + sort wall s, rows) for the day."""
+    out = {}
+    for kind, query in (
+        ("tickers", lambda: history.tickers("BTCUSDT", "2026-12-01", "2026-12-01", root=root)),
+        (
+            "candles_1s",
+            lambda: history.candles(
+                "BTCUSDT", "2026-12-01", "2026-12-01", interval="1s", root=root
+            ),
+        ),
+    ):
+        best, rows = (float("inf"), 0.0), 0
+        for _ in range(runs):
+            c0, w0 = time.process_time(), time.perf_counter()
+            rows = query().num_rows
+            best = min(best, (time.perf_counter() - w0, time.process_time() - c0))
+        alt = float("inf")
+        for _ in range(runs):
+            w0 = time.perf_counter()
+            d = ds.dataset(root / kind / "venue=binance-futures" / "symbol=BTCUSDT")
+            d.to_table().sort_by("ts")
+            alt = min(alt, time.perf_counter() - w0)
+        out[kind] = (*best, alt, rows)
+    return out
+
+
 def replay_rate(instance: str, root: Path) -> tuple[float, int]:
     found = replay.load(None, None, root=root)
     streams = replay.build_streams(instance, found, None)
@@ -289,6 +360,10 @@ def main() -> None:
             compact_s = compact_day(day)
             q_wall, q_cpu, alt, rows = time_query(day, 3)
             c_wall, c_cpu, c_alt, _ = time_query(day, 3, ["price", "qty", "side"])
+            derived = Path(tmp) / "derived"
+            n_tick, n_candle = day_of_derived(derived, 20_000 if args.quick else 172_800)
+            derived_q = time_derived(derived, 3)
+            tick_b, candle_b = size_of(derived / "tickers"), size_of(derived / "candles_1s")
         finally:
             unlink_instance(inst)
             unlink_instance(f"{inst}r")
@@ -327,6 +402,15 @@ def main() -> None:
         f"{f'  the same day before compaction ({n_files} files), wall s':58s} {f_wall:14.3f}  "
         f"CPU {f_cpu:.3f} s; pyarrow.dataset + sort {f_alt:.3f} s; compaction {compact_s:.1f} s"
     )
+    print(f"{'bytes per million ticker records (every field)':58s} {tick_b / n_tick * 1e6:14,.0f}")
+    print(f"{'bytes per million 1 s candle records':58s} {candle_b / n_candle * 1e6:14,.0f}")
+    for kind, what in (("tickers", "ticker records"), ("candles_1s", "1 s candles, newest rev.")):
+        wall, cpu, alt_s, rows = derived_q[kind]
+        print(
+            f"{f'query a day of {rows:,} {what}, wall s':58s} {wall:14.3f}  "
+            f"target < 1 s: {'met' if wall < 1 else 'NOT met'}; CPU {cpu:.3f} s; "
+            f"pyarrow.dataset + sort {alt_s:.3f} s ({alt_s / wall:.1f}x)"
+        )
     print(
         f"{f'replay --max, records/s ({rn:,} records)':58s} {rrate:14,.0f}  "
         f"target >= 500,000: {'met' if rrate >= 500_000 else 'NOT met'}"

@@ -15,7 +15,10 @@ batching, the socket, ingest) that over-states by up to 1 ms.
 
 With tickers and candles on (the mark price and 24 h ticker streams on a connection of
 their own, 1 s and 1 m candles built on every trade) the book path must stay within 10 %
-of its p99 with them off: the runs alternate off / on against the same simulator.
+of its p99 with them off. On a shared machine one run's p99 moves by more than 10 % with
+the load, so the runs are interleaved rounds (off then on, on then off, ... against the
+same simulator) and the verdict compares the median of the rounds' book p99 with them on to the
+median with them off; every round's figures are printed beside it.
 
 Run: .venv/bin/python bench/wire_to_ring.py [--rate N] [--seconds S] [--rounds R]
 """
@@ -208,8 +211,8 @@ def main() -> None:
     ap.add_argument(
         "--rounds",
         type=int,
-        default=2,
-        help="runs with tickers and candles off, then on, alternated this many times",
+        default=5,
+        help="rounds of one run with tickers and candles off, then one with them on",
     )
     args = ap.parse_args()
 
@@ -221,13 +224,13 @@ def main() -> None:
     with SimProcess(sim_args) as sim:
         pin_all_threads(sim.proc.pid, sim_core)
         os.sched_setaffinity(0, {sim_core})  # this process only sleeps until the read-back
-        for _ in range(args.rounds):
-            for derived in (False, True):
+        for r in range(args.rounds):
+            # off, on then on, off: a load that drifts during the run favours neither
+            for derived in (False, True) if r % 2 == 0 else (True, False):
                 runs[derived].append(measure(sim, tmp, ingest_core, sim_core, derived, args))
 
     print(f"# wire-to-ring latency, {platform_line()}")
     print(f"# simulator on core {sim_core}, ingest pinned to core {ingest_core}")
-    p99 = {}
     for derived, label in (
         (False, "books and trades only (tickers = false, candles = [])"),
         (True, "with tickers (markPrice@1s, ticker) and 1 s + 1 m candles"),
@@ -237,15 +240,57 @@ def main() -> None:
             merged[key] = sum(m[key] for m in runs[derived])
         for key in ("books", "trades"):
             merged[key] = np.concatenate([m[key] for m in runs[derived]])
-        p99[derived] = report(merged, label)
-    ratio = p99[True] / p99[False]
-    verdict = "met" if p99[False] <= TARGET_P99_US else "MISSED"
-    print(f"# target: book p99 <= {TARGET_P99_US:.0f} us: {verdict} ({p99[False]:.1f} us)")
-    cost = "met" if ratio <= 1.10 else "MISSED"
-    print(
-        f"# tickers + candles cost: book p99 {p99[True]:.1f} us with them vs {p99[False]:.1f} us "
-        f"without, x{ratio:.3f} (target <= x1.10: {cost})"
+        report(merged, label)
+    print_targets(runs)
+
+
+def book_percentile_us(m: dict, q: float = 99) -> float:
+    """A percentile of the book path (frame received -> committed, synced books) of one run, us."""
+    books = m["books"]
+    synced = books[(books["flags"] & L.FLAG_SYNCED) != 0]
+    return float(np.percentile((synced["commit_ts_ns"] - synced["recv_ts_ns"]) / 1e3, q))
+
+
+def print_targets(runs: dict[bool, list[dict]]) -> None:
+    """The target table: book p99 off, and on / off as the ratio of the rounds' medians."""
+    off = [book_percentile_us(m) for m in runs[False]]
+    on = [book_percentile_us(m) for m in runs[True]]
+    n = len(off)
+    med_off, med_on = float(np.median(off)), float(np.median(on))
+    ratio = med_on / med_off
+    per_round = ", ".join(f"{b / a:.2f}" for a, b in zip(off, on, strict=True))
+    print()
+    print("# book p99 per round (off / on, us): "
+          + ", ".join(f"{a:.1f} / {b:.1f}" for a, b in zip(off, on, strict=True)))  # fmt: skip
+    paired = float(np.median([b / a for a, b in zip(off, on, strict=True)]))
+    print(f"# on / off per round: x{per_round.replace(', ', ', x')}; their median x{paired:.3f}")
+    rows = [
+        (
+            f"book p99 <= {TARGET_P99_US:.0f} us (tickers, candles off)",
+            f"{med_off:.1f} us (median of {n} runs)",
+            "met" if med_off <= TARGET_P99_US else "MISSED",
+        ),
+        (
+            "book p99 with tickers + candles on / off <= x1.10",
+            f"x{ratio:.3f}: {med_on:.1f} / {med_off:.1f} us, medians of {n} interleaved rounds",
+            "met" if ratio <= 1.10 else "MISSED",
+        ),
+    ]
+    # The median of the book path (not a target): what the streams cost per book when the
+    # tail is the machine's scheduling, not the code.
+    p50_off = float(np.median([book_percentile_us(m, 50) for m in runs[False]]))
+    p50_on = float(np.median([book_percentile_us(m, 50) for m in runs[True]]))
+    rows.append(
+        (
+            "(context) book p50 with them on / off",
+            f"x{p50_on / p50_off:.3f}: {p50_on:.1f} / {p50_off:.1f} us, medians of {n} rounds",
+            "",
+        )
     )
+    w0, w1 = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+    print(f"{'target':<{w0}}  {'measured':<{w1}}  verdict")
+    for target, measured, verdict in rows:
+        print(f"{target:<{w0}}  {measured:<{w1}}  {verdict}")
     print("# * E has 1 ms resolution: that row over-states by up to 1 ms (0.5 ms on average)")
 
 

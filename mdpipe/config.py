@@ -131,6 +131,8 @@ class HistoryConfig:
 
     enabled: bool = False
     dir: str = "var/history"
+    # which rings to archive: books, trades, tickers, candles (every candle interval)
+    kinds: list[str] = field(default_factory=lambda: ["books", "trades", "tickers", "candles"])
     book_depth: int = 10  # levels per side kept in archived books
     book_interval_ms: int = 0  # 0: every book record; N: the first book of each N ms per symbol
     flush_interval: float = 10.0  # seconds between finalized files
@@ -738,6 +740,12 @@ def _validate_history(cfg: Config, cores: set[int]) -> None:
         raise ConfigError("history.batch: must be at least 1")
     if not hist.dir:
         raise ConfigError("history.dir: must name a directory")
+    known = ("books", "trades", "tickers", "candles")
+    for kind in hist.kinds:
+        if kind not in known:
+            raise ConfigError(f"history.kinds: {kind!r} is not one of {', '.join(known)}")
+    if len(set(hist.kinds)) != len(hist.kinds):
+        raise ConfigError("history.kinds: a kind is listed twice")
     if hist.enabled and hist.core >= 0:
         _check_core("history.core", hist.core, cores)
     rec = cfg.record

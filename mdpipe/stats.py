@@ -418,12 +418,13 @@ def render(snap: dict) -> str:
     arch = snap["archiver"]
     if arch:
         c = arch["counters"]
-        heads = ["ARCHIVER", "ALIVE", "TRADES", "BOOKS", "FILES", "MB", "LAG RECORDS", "LAG S"]
-        heads += ["LOST", "WRITE ERRORS"]
-        row = [_pid(arch["pid"]), arch["alive"], c.get("trades_archived", 0)]
-        row += [c.get("books_archived", 0), c.get("files_written", 0)]
-        row += [round(c.get("bytes_written", 0) / 1e6, 2), arch["lag_records"], arch["lag_s"]]
-        row += [c.get("trades_lost", 0) + c.get("books_lost", 0), c.get("write_errors", 0)]
+        kinds = ("trades", "books", "tickers", "candles")
+        heads = ["ARCHIVER", "ALIVE", "TRADES", "BOOKS", "TICKERS", "CANDLES", "FILES", "MB"]
+        heads += ["LAG RECORDS", "LAG S", "LOST", "WRITE ERRORS"]
+        row = [_pid(arch["pid"]), arch["alive"], *(c.get(f"{k}_archived", 0) for k in kinds)]
+        row += [c.get("files_written", 0), round(c.get("bytes_written", 0) / 1e6, 2)]
+        row += [arch["lag_records"], arch["lag_s"]]
+        row += [sum(c.get(f"{k}_lost", 0) for k in kinds), c.get("write_errors", 0)]
         out += ["", table(heads, [row])]
     if snap["recorders"]:
         heads = ["RECORDER", "ALIVE", "FRAMES", "MB", "FILES", "DROPPED", "WRITE ERRORS", "QUEUE"]

@@ -12,25 +12,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 import websocket
-from conftest import remove_segments, unique_instance
 from test_ingest_support import (
-    IngestProcess,
-    RecordLog,
     Ticker,
+    VenueRig,
     check_record_invariants,
     compare_with_tickers,
-    write_config,
+    venue_rig,
 )
 
 from mdpipe.shm import layout as L
-from mdpipe.sim.process import SimProcess
 from mdpipe.venues.base import BookTicker, Trades
 from mdpipe.venues.bybit.wire import BybitParser
 from mdpipe.venues.errors import FeedError
@@ -92,55 +87,19 @@ class TopCollector:
         self._thread.join(5)
 
 
-@dataclass
-class Rig:
-    sim: SimProcess
-    ingest: IngestProcess
-    books: RecordLog
-    trades: RecordLog
-    truth: TopCollector
-    dead_letter: Path
-
-    def counters(self) -> dict[str, int]:
-        return self.ingest.counters()
-
-    def wait_synced(
-        self, what: str, more: dict[str, int] | None = None, base: dict[str, int] | None = None
-    ) -> dict[str, int]:
-        """Both books synced, the connection up, and counters grown by `more` since `base`."""
-        base, more = base or {}, more or {}
-
-        def done(c: dict[str, int]) -> bool:
-            self.books.drain()
-            self.trades.drain()
-            return (
-                c["g_books_synced"] == len(SYMBOLS)
-                and c["g_connections"] == 1
-                and all(c.get(k, 0) >= base.get(k, 0) + n for k, n in more.items())
-            )
-
-        return self.ingest.wait_for(what, done, 30.0)
-
-
 @pytest.fixture(scope="module", params=["linear", "spot"])
-def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+def rig(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VenueRig]:
     market = request.param
-    tmp = tmp_path_factory.mktemp(f"ingest-bybit-{market}")
-    instance = unique_instance()
-    sim = SimProcess(["--venue", "bybit", "--market", market, "--symbols", ",".join(SYMBOLS),
-                      "--rate", "400", "--start-clients", "2"])  # fmt: skip
-    sim.start()
-    truth = TopCollector(sim.ws_url, market).start()
-    dead = tmp / "dead"
-    cfg = write_config(
-        tmp / "ingest.toml",
-        instance,
-        ws_url=sim.ws_url,
-        rest_url=sim.rest_url,
-        market=market,
-        symbols=SYMBOLS,
-        dead_letter_dir=dead,
-        book_capacity=1 << 17,
+    args = ["--venue", "bybit", "--market", market, "--symbols", ",".join(SYMBOLS),
+            "--rate", "400", "--start-clients", "2"]  # fmt: skip
+    yield from venue_rig(
+        tmp_path_factory.mktemp(f"ingest-bybit-{market}"),
+        args,
+        lambda ws_url: TopCollector(ws_url, market).start(),
+        market,
+        SYMBOLS,
         exchange="bybit",
         depth_stream="orderbook.50",
         trade_stream="publicTrade",
@@ -148,24 +107,9 @@ def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         stream_timeout=3.0,
         reconnect_max=0.5,
     )
-    ingest = IngestProcess(cfg, instance).start()
-    try:
-        books = RecordLog(instance, ingest.books_ring, "book")
-        trades = RecordLog(instance, ingest.trades_ring, "trade")
-        r = Rig(sim, ingest, books, trades, truth, dead / f"{instance}.f.0.jsonl")
-        r.wait_synced("the first sync")
-        yield r
-        assert ingest.stop() == 0, ingest.log()[-4000:]
-        books.close()
-        trades.close()
-    finally:
-        ingest.__exit__()
-        truth.stop()
-        sim.stop()
-        remove_segments(instance)
 
 
-def test_the_segment_names_the_venue_and_the_books_sync_from_the_stream(rig: Rig) -> None:
+def test_the_segment_names_the_venue_and_the_books_sync_from_the_stream(rig: VenueRig) -> None:
     from mdpipe.shm.segment import read_status
 
     exchange = read_status(rig.ingest.instance, rig.ingest.books_ring).exchange
@@ -175,7 +119,7 @@ def test_the_segment_names_the_venue_and_the_books_sync_from_the_stream(rig: Rig
     assert c["stream_faults"] == 0 and c["g_connections_expected"] == 1
 
 
-def _rebuilt(rig: Rig, fault: str, more: dict[str, int], **fields: object) -> dict[str, int]:
+def _rebuilt(rig: VenueRig, fault: str, more: dict[str, int], **fields: object) -> dict[str, int]:
     base = rig.counters()
     mark = len(rig.books.drain())
     rig.sim.inject(fault, **fields)
@@ -186,12 +130,12 @@ def _rebuilt(rig: Rig, fault: str, more: dict[str, int], **fields: object) -> di
     return after
 
 
-def test_gap_resubscribes_and_rebuilds(rig: Rig) -> None:
+def test_gap_resubscribes_and_rebuilds(rig: VenueRig) -> None:
     _rebuilt(rig, "gap", {"gaps": 1, "resyncs": 1}, symbol="BTCUSDT")
     assert "asking" in rig.ingest.log()
 
 
-def test_mid_stream_snapshot_and_restart_rebuild_the_book(rig: Rig) -> None:
+def test_mid_stream_snapshot_and_restart_rebuild_the_book(rig: VenueRig) -> None:
     _rebuilt(rig, "snapshot", {"snapshot_resets": 2, "resyncs": 2})
     _rebuilt(
         rig,
@@ -201,27 +145,32 @@ def test_mid_stream_snapshot_and_restart_rebuild_the_book(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize("variant", ["abrupt", "close"])
-def test_disconnect_reconnects_and_rebuilds(rig: Rig, variant: str) -> None:
+def test_disconnect_reconnects_and_rebuilds(rig: VenueRig, variant: str) -> None:
     _rebuilt(rig, "disconnect", {"reconnects": 1, "resyncs": 2}, variant=variant)
 
 
-def test_shutdown_and_silence_reconnect(rig: Rig) -> None:
+def test_shutdown_and_silence_reconnect(rig: VenueRig) -> None:
     _rebuilt(rig, "shutdown", {"reconnects": 1}, seconds=0.2)
     _rebuilt(rig, "silence", {"silences": 1, "reconnects": 1}, seconds=2.0)
 
 
-def test_malformed_messages_are_counted_and_kept_without_breaking_the_book(rig: Rig) -> None:
+def test_malformed_messages_are_counted_and_kept_without_breaking_the_book(rig: VenueRig) -> None:
     base = rig.counters()
     rig.sim.inject("malformed", symbol="ETHUSDT")
+    # dead_lettered grows once a frame is in the file (parse_errors before it is written).
     after = rig.ingest.wait_for(
-        "7 bad frames counted", lambda c: c["parse_errors"] >= base["parse_errors"] + 7
+        "7 bad frames counted and kept",
+        lambda c: (
+            c["parse_errors"] >= base["parse_errors"] + 7
+            and c["dead_lettered"] >= base["dead_lettered"] + 7
+        ),
     )
     assert after["gaps"] == base["gaps"]  # bad frames claimed the next u and were refused
     kinds = {orjson.loads(line)["kind"] for line in rig.dead_letter.read_bytes().splitlines()}
     assert {"malformed_json", "bad_number", "missing_field", "bad_type"} <= kinds
 
 
-def test_every_exact_record_equals_orderbook_1_and_trades_come_once_in_order(rig: Rig) -> None:
+def test_every_exact_record_equals_orderbook_1_and_trades_come_once_in_order(rig: VenueRig) -> None:
     deadline = time.monotonic() + 30
     compared = 0
     while compared < 100 and time.monotonic() < deadline:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,11 @@ from test_ingest_support import (
     IngestProcess,
     RecordLog,
     TickerCollector,
+    VenueRig,
     check_continuity,
     check_record_invariants,
     compare_with_tickers,
+    venue_rig,
     write_config,
 )
 
@@ -38,85 +39,23 @@ LIVE = 2  # XRPUSDT never delivers
 BTC, ETH = 0, 1
 
 
-@dataclass
-class Rig:
-    sim: SimProcess
-    ingest: IngestProcess
-    books: RecordLog
-    trades: RecordLog
-    tickers: TickerCollector
-    dead_letter: Path
-
-    def counters(self) -> dict[str, int]:
-        return self.ingest.counters()
-
-    def wait_synced(
-        self,
-        what: str,
-        more: dict[str, int] | None = None,
-        base: dict[str, int] | None = None,
-        timeout: float = 20.0,
-    ) -> dict[str, int]:
-        """Wait until both live books are synced, both connections up, and counters grew
-        by `more` since `base`."""
-        base = base or {}
-        more = more or {}
-
-        def done(c: dict[str, int]) -> bool:
-            self.books.drain()
-            self.trades.drain()
-            return (
-                c["g_books_synced"] == LIVE
-                and c["g_connections"] == 2
-                and all(c.get(k, 0) >= base.get(k, 0) + n for k, n in more.items())
-            )
-
-        return self.ingest.wait_for(what, done, timeout)
-
-    def records_since(self, mark: int, sid: int) -> np.ndarray:
-        recs = self.books.drain()[mark:]
-        return recs[recs["symbol_id"] == sid]
-
-
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    tmp = tmp_path_factory.mktemp("ingest-faults")
-    instance = unique_instance()
-    sim = SimProcess(["--market", "futures", "--symbols", "BTCUSDT,ETHUSDT", "--rate", "1000"])
-    sim.start()
-    tickers = TickerCollector(sim.ws_url, ["BTCUSDT", "ETHUSDT"]).start()
-    dead = tmp / "dead"
-    cfg = write_config(
-        tmp / "ingest.toml",
-        instance,
-        ws_url=sim.ws_url,
-        rest_url=sim.rest_url,
-        market="futures",
-        symbols=SYMBOLS,
-        dead_letter_dir=dead,
-        book_capacity=1 << 17,
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VenueRig]:
+    yield from venue_rig(
+        tmp_path_factory.mktemp("ingest-faults"),
+        ["--market", "futures", "--symbols", "BTCUSDT,ETHUSDT", "--rate", "1000"],
+        lambda ws_url: TickerCollector(ws_url, ["BTCUSDT", "ETHUSDT"]).start(),
+        "futures",
+        SYMBOLS,
+        live=LIVE,
+        connections=2,
         silence_timeout=1.0,
         stream_timeout=2.0,
         reconnect_max=0.5,
     )
-    ingest = IngestProcess(cfg, instance).start()
-    try:
-        books = RecordLog(instance, ingest.books_ring, "book")
-        trades = RecordLog(instance, ingest.trades_ring, "trade")
-        r = Rig(sim, ingest, books, trades, tickers, dead / f"{instance}.f.0.jsonl")
-        r.wait_synced("the first sync")
-        yield r
-        assert ingest.stop() == 0, ingest.log()[-4000:]
-        books.close()
-        trades.close()
-    finally:
-        ingest.__exit__()
-        tickers.stop()
-        sim.stop()
-        remove_segments(instance)
 
 
-def test_syncs_and_reports_the_stream_that_never_delivers(rig: Rig) -> None:
+def test_syncs_and_reports_the_stream_that_never_delivers(rig: VenueRig) -> None:
     c = rig.ingest.wait_for("stream faults", lambda c: c["stream_faults"] >= 2, 10)
     assert c["g_books_total"] == 3 and c["g_connections_expected"] == 2
     assert c["g_core"] == CORE and c["g_pinned"] == 1
@@ -131,7 +70,7 @@ def test_syncs_and_reports_the_stream_that_never_delivers(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize("variant", ["abrupt", "close"])
-def test_disconnect_resyncs_every_book(rig: Rig, variant: str) -> None:
+def test_disconnect_resyncs_every_book(rig: VenueRig, variant: str) -> None:
     c0 = rig.wait_synced("steady state")
     mark = len(rig.books.drain())
     done = rig.sim.inject("disconnect", variant=variant)
@@ -143,7 +82,7 @@ def test_disconnect_resyncs_every_book(rig: Rig, variant: str) -> None:
         assert (flags & L.FLAG_RESYNC).any(), "the rebuilt book's first record lacks RESYNC"
 
 
-def test_gap_resyncs_only_that_symbol(rig: Rig) -> None:
+def test_gap_resyncs_only_that_symbol(rig: VenueRig) -> None:
     c0 = rig.wait_synced("steady state")
     mark = len(rig.books.drain())
     rig.sim.inject("gap", symbol="ETHUSDT")
@@ -154,7 +93,7 @@ def test_gap_resyncs_only_that_symbol(rig: Rig) -> None:
     assert len(btc) and (btc & L.FLAG_SYNCED).all() and not (btc & L.FLAG_RESYNC).any()
 
 
-def test_malformed_frames_are_counted_dead_lettered_and_skipped(rig: Rig) -> None:
+def test_malformed_frames_are_counted_dead_lettered_and_skipped(rig: VenueRig) -> None:
     c0 = rig.wait_synced("steady state")
     mark = len(rig.books.drain())
     done = rig.sim.inject("malformed")
@@ -180,7 +119,7 @@ def test_malformed_frames_are_counted_dead_lettered_and_skipped(rig: Rig) -> Non
     assert c["err_malformed_json"] >= 1 and c["err_bad_number"] >= 2
 
 
-def test_silent_feed_is_detected_and_reconnected(rig: Rig) -> None:
+def test_silent_feed_is_detected_and_reconnected(rig: VenueRig) -> None:
     c0 = rig.wait_synced("steady state")
     rig.sim.inject("silence", seconds=2.0)
     rig.wait_synced(
@@ -189,7 +128,7 @@ def test_silent_feed_is_detected_and_reconnected(rig: Rig) -> None:
     assert "(silent feed)" in rig.ingest.log()
 
 
-def test_server_shutdown_hands_over_without_a_resync(rig: Rig) -> None:
+def test_server_shutdown_hands_over_without_a_resync(rig: VenueRig) -> None:
     """Each announced shutdown opens a replacement first: no book goes stale, no trade is lost."""
     c0 = rig.wait_synced("steady state")
     mark, trade_mark = len(rig.books.drain()), len(rig.trades.drain())
@@ -204,7 +143,7 @@ def test_server_shutdown_hands_over_without_a_resync(rig: Rig) -> None:
         assert len(ids) and (np.diff(ids) == 1).all(), "a trade lost or repeated in the handover"
 
 
-def _eth_rebuild_seconds(rig: Rig, mark: int) -> float:
+def _eth_rebuild_seconds(rig: VenueRig, mark: int) -> float:
     """Seconds from ETHUSDT's stale record to its rebuilt book's first record."""
     eth = rig.records_since(mark, ETH)
     stale = eth[eth["flags"] == 0]
@@ -224,7 +163,7 @@ def _eth_rebuild_seconds(rig: Rig, mark: int) -> float:
     ],
 )
 def test_rest_faults_delay_the_resync_but_never_publish_an_unsynced_book(
-    rig: Rig, fault: str, fields: dict, counter: str, n: int, min_wait: float
+    rig: VenueRig, fault: str, fields: dict, counter: str, n: int, min_wait: float
 ) -> None:
     c0 = rig.wait_synced("steady state")
     mark = len(rig.books.drain())
@@ -239,13 +178,13 @@ def test_rest_faults_delay_the_resync_but_never_publish_an_unsynced_book(
         assert "geo-blocked" in rig.ingest.log()
 
 
-def test_no_synced_record_ever_disagrees_with_the_exchange(rig: Rig) -> None:
+def test_no_synced_record_ever_disagrees_with_the_exchange(rig: VenueRig) -> None:
     rig.wait_synced("steady state")
     records = rig.books.drain()
     check_record_invariants(records, depth=20)
     rebuilds = check_continuity(records, futures=True)
     assert rebuilds >= 2 + 2 * 2 + 1 + 5  # first syncs, disconnects, gaps, ...
-    comparable, wrong = compare_with_tickers(records, SYMBOLS, rig.tickers.tickers)
+    comparable, wrong = compare_with_tickers(records, SYMBOLS, rig.truth.tickers)
     assert not wrong, f"{len(wrong)} of {comparable} records disagree: {wrong[:5]}"
     assert comparable >= 500
     trades = rig.trades.drain()

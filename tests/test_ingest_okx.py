@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,9 @@ from conftest import remove_segments, unique_instance
 from test_ingest_support import (
     IngestProcess,
     RecordLog,
+    VenueRig,
     check_record_invariants,
+    venue_rig,
     write_config,
 )
 
@@ -148,58 +149,14 @@ def check_trades(trades: np.ndarray, n_symbols: int, contiguous: bool) -> None:
             assert (first[1:] == last[:-1] + 1).all(), "a trade lost"
 
 
-@dataclass
-class Rig:
-    sim: SimProcess
-    ingest: IngestProcess
-    books: RecordLog
-    trades: RecordLog
-    bbo: BboCollector
-    live: int
-
-    def counters(self) -> dict[str, int]:
-        return self.ingest.counters()
-
-    def wait_synced(
-        self,
-        what: str,
-        more: dict[str, int] | None = None,
-        base: dict[str, int] | None = None,
-        timeout: float = 30.0,
-    ) -> dict[str, int]:
-        """Wait until every book is synced, the connection up, and counters grew by `more`."""
-        base, more = base or {}, more or {}
-
-        def done(c: dict[str, int]) -> bool:
-            self.books.drain()
-            self.trades.drain()
-            return (
-                c["g_books_synced"] == self.live
-                and c["g_connections"] == 1
-                and all(c.get(k, 0) >= base.get(k, 0) + n for k, n in more.items())
-            )
-
-        return self.ingest.wait_for(what, done, timeout)
-
-    def records_since(self, mark: int, sid: int) -> np.ndarray:
-        recs = self.books.drain()[mark:]
-        return recs[recs["symbol_id"] == sid]
-
-
-def make_rig(tmp: Path, sim_args: list[str], **feed: object) -> Iterator[Rig]:
-    instance = unique_instance()
-    sim = SimProcess(["--venue", "okx", "--symbols", ",".join(SYMBOLS), "--rate", "400", *sim_args])
-    sim.start()
-    bbo = BboCollector(sim.ws_url, SYMBOLS).start()
-    cfg = write_config(
-        tmp / "ingest.toml",
-        instance,
-        ws_url=sim.ws_url,
-        rest_url=sim.rest_url,
-        market="swap",
-        symbols=SYMBOLS,
-        dead_letter_dir=tmp / "dead",
-        book_capacity=1 << 17,
+def make_rig(tmp: Path, sim_args: list[str], **feed: object) -> Iterator[VenueRig]:
+    args = ["--venue", "okx", "--symbols", ",".join(SYMBOLS), "--rate", "400", *sim_args]
+    yield from venue_rig(
+        tmp,
+        args,
+        lambda ws_url: BboCollector(ws_url, SYMBOLS).start(),
+        "swap",
+        SYMBOLS,
         exchange="okx",
         depth_stream="books",
         trade_stream="trades",
@@ -209,30 +166,15 @@ def make_rig(tmp: Path, sim_args: list[str], **feed: object) -> Iterator[Rig]:
         reconnect_max=0.5,
         **feed,
     )
-    ingest = IngestProcess(cfg, instance).start()
-    try:
-        books = RecordLog(instance, ingest.books_ring, "book")
-        trades = RecordLog(instance, ingest.trades_ring, "trade")
-        r = Rig(sim, ingest, books, trades, bbo, len(SYMBOLS))
-        r.wait_synced("the first sync")
-        yield r
-        assert ingest.stop() == 0, ingest.log()[-4000:]
-        books.close()
-        trades.close()
-    finally:
-        ingest.__exit__()
-        bbo.stop()
-        sim.stop()
-        remove_segments(instance)
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VenueRig]:
     """Current OKX data (checksum 0), books from the in-band snapshot, 20 ms pushes."""
     yield from make_rig(tmp_path_factory.mktemp("okx"), ["--okx-books-ms", "20"])
 
 
-def test_syncs_from_the_in_band_snapshot(rig: Rig) -> None:
+def test_syncs_from_the_in_band_snapshot(rig: VenueRig) -> None:
     c = rig.wait_synced("steady state", {"book_records": 50, "trades": 10})
     assert c["g_books_total"] == 2 and c["snapshots"] >= 2 and c["resyncs"] == 0
     assert rig.books.reader.top("BTC-USDT-SWAP") is not None
@@ -241,7 +183,7 @@ def test_syncs_from_the_in_band_snapshot(rig: Rig) -> None:
     assert stats["requests"].get("pings", 0) >= 0
 
 
-def test_gap_resubscribes_only_that_book(rig: Rig) -> None:
+def test_gap_resubscribes_only_that_book(rig: VenueRig) -> None:
     c0 = rig.wait_synced("steady state")
     mark = len(rig.books.drain())
     rig.sim.inject("gap", symbol="ETH-USDT-SWAP")
@@ -255,7 +197,7 @@ def test_gap_resubscribes_only_that_book(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize("variant", ["abrupt", "close"])
-def test_disconnect_rebuilds_every_book(rig: Rig, variant: str) -> None:
+def test_disconnect_rebuilds_every_book(rig: VenueRig, variant: str) -> None:
     c0 = rig.wait_synced("steady state")
     mark = len(rig.books.drain())
     assert rig.sim.inject("disconnect", variant=variant)["connections"] >= 1
@@ -265,7 +207,7 @@ def test_disconnect_rebuilds_every_book(rig: Rig, variant: str) -> None:
         assert (flags == 0).sum() >= 1 and (flags & L.FLAG_RESYNC).any()
 
 
-def test_malformed_frames_are_counted_and_skipped(rig: Rig) -> None:
+def test_malformed_frames_are_counted_and_skipped(rig: VenueRig) -> None:
     c0 = rig.wait_synced("steady state")
     mark = len(rig.books.drain())
     assert len(rig.sim.inject("malformed")["variants"]) == 7
@@ -276,14 +218,14 @@ def test_malformed_frames_are_counted_and_skipped(rig: Rig) -> None:
         assert (rig.records_since(mark, sid)["flags"] & L.FLAG_SYNCED).all()
 
 
-def test_silence_is_detected_and_the_books_rebuilt(rig: Rig) -> None:
+def test_silence_is_detected_and_the_books_rebuilt(rig: VenueRig) -> None:
     c0 = rig.wait_synced("steady state")
     rig.sim.inject("silence", seconds=3.0)
     rig.wait_synced("after the silence", {"silences": 1, "reconnects": 1, "resyncs": 2}, c0)
     assert "(silent feed)" in rig.ingest.log()
 
 
-def test_upgrade_notice_hands_over_make_before_break(rig: Rig) -> None:
+def test_upgrade_notice_hands_over_make_before_break(rig: VenueRig) -> None:
     """OKX's 64008 notice: a new connection first, the old one closed after; no book stale."""
     c0 = rig.wait_synced("steady state")
     mark, trade_mark = len(rig.books.drain()), len(rig.trades.drain())
@@ -297,12 +239,14 @@ def test_upgrade_notice_hands_over_make_before_break(rig: Rig) -> None:
     check_trades(rig.trades.drain()[trade_mark:], 2, contiguous=True)
 
 
-def test_no_exact_record_disagrees_with_bbo_tbt_and_trades_come_once_in_order(rig: Rig) -> None:
+def test_no_exact_record_disagrees_with_bbo_tbt_and_trades_come_once_in_order(
+    rig: VenueRig,
+) -> None:
     rig.wait_synced("more records to compare", {"book_records": 400}, rig.counters())
     records = rig.books.drain()
     check_record_invariants(records, depth=20)
     assert check_chain(records) >= 2 + 1 + 2 * 2 + 2
-    comparable, wrong = compare_with_bbo(records, SYMBOLS, rig.bbo.tops)
+    comparable, wrong = compare_with_bbo(records, SYMBOLS, rig.truth.tops)
     assert not wrong, f"{len(wrong)} of {comparable} records disagree: {wrong[:5]}"
     assert comparable >= 100
     trades = rig.trades.drain()
@@ -313,7 +257,7 @@ def test_no_exact_record_disagrees_with_bbo_tbt_and_trades_come_once_in_order(ri
 
 
 @pytest.fixture(scope="module")
-def rest_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+def rest_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VenueRig]:
     """No in-band snapshot (OKX's announced change): books start from REST + buffered updates."""
     yield from make_rig(
         tmp_path_factory.mktemp("okx-rest"),
@@ -322,7 +266,7 @@ def rest_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     )
 
 
-def test_rest_start_syncs_without_an_in_band_snapshot(rest_rig: Rig) -> None:
+def test_rest_start_syncs_without_an_in_band_snapshot(rest_rig: VenueRig) -> None:
     c = rest_rig.wait_synced("steady state", {"book_records": 50})
     assert c["snapshots"] >= 2 and c["snapshot_errors"] == 0
     assert rest_rig.sim.stats()["rest_by_status"]["200"] >= 2
@@ -337,7 +281,7 @@ def test_rest_start_syncs_without_an_in_band_snapshot(rest_rig: Rig) -> None:
     ],
 )
 def test_rest_faults_delay_the_rebuild_but_never_publish_a_wrong_book(
-    rest_rig: Rig, fault: str, fields: dict, counter: str, n: int
+    rest_rig: VenueRig, fault: str, fields: dict, counter: str, n: int
 ) -> None:
     c0 = rest_rig.wait_synced("steady state")
     mark = len(rest_rig.books.drain())
@@ -351,26 +295,26 @@ def test_rest_faults_delay_the_rebuild_but_never_publish_a_wrong_book(
     assert (eth == 0).sum() == 1 and ((eth & L.FLAG_RESYNC) != 0).sum() == 1
 
 
-def test_rest_started_books_agree_with_bbo_tbt(rest_rig: Rig) -> None:
+def test_rest_started_books_agree_with_bbo_tbt(rest_rig: VenueRig) -> None:
     rest_rig.wait_synced("more records", {"book_records": 400}, rest_rig.counters())
     records = rest_rig.books.drain()
     check_record_invariants(records, depth=20)
     check_chain(records)
-    comparable, wrong = compare_with_bbo(records, SYMBOLS, rest_rig.bbo.tops)
+    comparable, wrong = compare_with_bbo(records, SYMBOLS, rest_rig.truth.tops)
     assert not wrong, f"{len(wrong)} of {comparable} records disagree: {wrong[:5]}"
     assert comparable >= 30
     check_trades(rest_rig.trades.drain(), 2, contiguous=False)
 
 
 @pytest.fixture(scope="module")
-def legacy_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+def legacy_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VenueRig]:
     """Data as recorded before 2026: non-zero checksums, some updates without seqId."""
     yield from make_rig(
         tmp_path_factory.mktemp("okx-legacy"), ["--okx-books-ms", "20", "--okx-legacy"]
     )
 
 
-def test_legacy_checksums_verified_and_gaps_still_caught(legacy_rig: Rig) -> None:
+def test_legacy_checksums_verified_and_gaps_still_caught(legacy_rig: VenueRig) -> None:
     c0 = legacy_rig.wait_synced("steady state", {"book_records": 200})
     assert legacy_rig.sim.stats()["source"]["pushes_without_seq_id"] > 0
     assert c0["gaps"] == 0 and c0["resyncs"] == 0  # every checksum held
@@ -383,7 +327,7 @@ def test_legacy_checksums_verified_and_gaps_still_caught(legacy_rig: Rig) -> Non
     records = legacy_rig.books.drain()
     check_record_invariants(records, depth=20)
     check_chain(records)
-    comparable, wrong = compare_with_bbo(records, SYMBOLS, legacy_rig.bbo.tops)
+    comparable, wrong = compare_with_bbo(records, SYMBOLS, legacy_rig.truth.tops)
     assert not wrong, f"{len(wrong)} of {comparable} records disagree: {wrong[:5]}"
     assert comparable >= 30
 

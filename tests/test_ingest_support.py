@@ -15,18 +15,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
 import posix_ipc
 import websocket
+from conftest import remove_segments, unique_instance
 
 from mdpipe import readers
 from mdpipe.shm import layout as L
 from mdpipe.shm.segment import LayoutError, read_status
+from mdpipe.sim.process import SimProcess
 from mdpipe.venues.binance.wire import BinanceParser, BookTicker, FeedError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -161,6 +164,107 @@ class IngestProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+class Collector(Protocol):
+    """A ground-truth client on its own connection (started when made)."""
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class VenueRig:
+    """A simulator, one ingest process on it, its rings, and a ground-truth collector."""
+
+    sim: SimProcess
+    ingest: IngestProcess
+    books: RecordLog
+    trades: RecordLog
+    truth: Any  # the venue's Collector: its ground truth, read by the tests
+    live: int  # books that are synced when all is well
+    dead_letter: Path
+    connections: int = 1  # the feed's connections, all up when all is well
+
+    def counters(self) -> dict[str, int]:
+        return self.ingest.counters()
+
+    def wait_synced(
+        self,
+        what: str,
+        more: dict[str, int] | None = None,
+        base: dict[str, int] | None = None,
+        timeout: float = 30.0,
+    ) -> dict[str, int]:
+        """Every book synced, the connection up, and the counters grown by `more` since `base`."""
+        base, more = base or {}, more or {}
+
+        def done(c: dict[str, int]) -> bool:
+            self.books.drain()
+            self.trades.drain()
+            return (
+                c["g_books_synced"] == self.live
+                and c["g_connections"] == self.connections
+                and all(c.get(k, 0) >= base.get(k, 0) + n for k, n in more.items())
+            )
+
+        return self.ingest.wait_for(what, done, timeout)
+
+    def records_since(self, mark: int, sid: int) -> np.ndarray:
+        """Book records of symbol `sid` committed after the first `mark` drained."""
+        recs = self.books.drain()[mark:]
+        return recs[recs["symbol_id"] == sid]
+
+
+def venue_rig(
+    tmp: Path,
+    sim_args: list[str],
+    truth: Callable[[str], Collector],
+    market: str,
+    symbols: list[str],
+    *,
+    live: int | None = None,
+    connections: int = 1,
+    **feed: Any,
+) -> Iterator[VenueRig]:
+    """Run a simulator (`sim_args`), `truth(ws_url)` and one ingest process of one feed on it,
+    synced (`live` books, every symbol's by default, on `connections`); yield the rig; stop
+    all and remove the segments (a module-scoped fixture's body)."""
+    instance = unique_instance()
+    sim = SimProcess(sim_args).start()
+    collector: Collector | None = None
+    ingest: IngestProcess | None = None
+    try:
+        collector = truth(sim.ws_url)
+        dead = tmp / "dead"
+        cfg = write_config(
+            tmp / "ingest.toml",
+            instance,
+            ws_url=sim.ws_url,
+            rest_url=sim.rest_url,
+            market=market,
+            symbols=symbols,
+            dead_letter_dir=dead,
+            book_capacity=1 << 17,
+            **feed,
+        )
+        ingest = IngestProcess(cfg, instance).start()
+        books = RecordLog(instance, ingest.books_ring, "book")
+        trades = RecordLog(instance, ingest.trades_ring, "trade")
+        live = len(symbols) if live is None else live
+        rig = VenueRig(sim, ingest, books, trades, collector, live,
+                       dead / f"{instance}.f.0.jsonl", connections)  # fmt: skip
+        rig.wait_synced("the first sync")
+        yield rig
+        assert ingest.stop() == 0, ingest.log()[-4000:]
+        books.close()
+        trades.close()
+    finally:
+        if ingest is not None:
+            ingest.__exit__()
+        if collector is not None:
+            collector.stop()
+        sim.stop()
+        remove_segments(instance)
 
 
 class RecordLog:

@@ -1,11 +1,12 @@
-"""The archiver: tails every books and trades ring of an instance into Parquet files.
+"""The archiver: tails every books, trades, tickers and candles ring of an instance into Parquet.
 
 Each ring is read through mdpipe.tailer.RingTailer (exact loss counting when lapped). Records
 wait in memory until the next flush (every history.flush_interval seconds, or sooner when
 many are buffered), which writes one file per kind, venue, symbol and UTC day and commits the
 files together with every ring's cursor (mdpipe.history.store.Journal): after a kill -9 the
 archiver resumes at the committed cursors, so each record reaches exactly one finalized file.
-Every trade is kept; books at history.book_depth levels, every record or, with
+Every trade, ticker and candle record is kept (a candle amended by a late trade once per
+revision, as the ring carried it); books at history.book_depth levels, every record or, with
 history.book_interval_ms = N, the first record of each N ms of exchange time per symbol.
 On SIGTERM it waits for the ingest to stop (the supervisor stops it first), drains the rings
 and flushes, so a restarted instance (new rings) loses nothing either.
@@ -33,6 +34,7 @@ from mdpipe.history.store import (
     discard_temp,
     expire,
     finished_days,
+    is_kind_dir,
     write_temp,
 )
 from mdpipe.readers import LayoutError, NoSuchRingError, Reader, attach
@@ -43,23 +45,17 @@ from mdpipe.tailer import RingTailer
 log = logging.getLogger("mdpipe.archiver")
 
 COUNTERS = ARCHIVER.names  # declared with their meanings in mdpipe/counters.py
-(
-    TRADES_ARCHIVED,
-    BOOKS_ARCHIVED,
-    BOOKS_SKIPPED,
-    TRADES_LOST,
-    BOOKS_LOST,
-    FILES_WRITTEN,
-    BYTES_WRITTEN,
-    FLUSHES,
-    WRITE_ERRORS,
-    DAYS_EXPIRED,
-    DAYS_COMPACTED,
-    G_LAG_RECORDS,
-    G_LAG_NS,
-    G_BUFFERED,
-    G_RINGS,
-) = range(len(COUNTERS))
+WRITE_ERRORS = COUNTERS.index("write_errors")
+DAYS_EXPIRED = COUNTERS.index("days_expired")
+DAYS_COMPACTED = COUNTERS.index("days_compacted")
+FILES_WRITTEN = COUNTERS.index("files_written")
+BYTES_WRITTEN = COUNTERS.index("bytes_written")
+G_LAG_RECORDS = COUNTERS.index("g_lag_records")
+G_LAG_NS = COUNTERS.index("g_lag_ns")
+G_BUFFERED = COUNTERS.index("g_buffered")
+G_RINGS = COUNTERS.index("g_rings")
+ARCHIVED = {k: f"{k}_archived" for k in ("trades", "books", "tickers", "candles")}  # by kind
+LOST = {k: COUNTERS.index(f"{k}_lost") for k in ARCHIVED}
 TOTALS = [n for n in COUNTERS if not n.startswith("g_")]
 
 MAX_BUFFERED = 500_000  # records (at most ~200 MB of 10-level books): flush early past this
@@ -72,6 +68,15 @@ POLL = 0.02  # seconds between passes unless the last one read a full batch: his
 NS_PER_DAY = 86_400 * 10**9
 
 
+RING_KINDS = {"books": "book", "trades": "trade", "tickers": "ticker"}  # + candles_<interval>
+
+
+def archive_kind(ring: str) -> str | None:
+    """The kind directory a ring's records go to (candles_1m.usdm.0 -> candles_1m), or None."""
+    head = ring.split(".", 1)[0]
+    return head if is_kind_dir(head) else None
+
+
 def ring_key(ring: str) -> str:
     """A ring name as it appears in counter names (books.sim.0 -> books_sim_0)."""
     return "".join(c if c.isalnum() or c == "_" else "_" for c in ring)
@@ -80,13 +85,20 @@ def ring_key(ring: str) -> str:
 class _Ring(RingTailer):
     """A tailed ring: its kind, venue, symbol names and segment identity."""
 
-    __slots__ = ("kind", "venue", "symbols", "start_ns")
+    __slots__ = ("kind", "base", "venue", "symbols", "start_ns")
 
     def __init__(
-        self, name: str, reader: Reader, counters: np.ndarray, cursor_ix: int | None, venue: str
+        self,
+        name: str,
+        kind: str,
+        reader: Reader,
+        counters: np.ndarray,
+        cursor_ix: int | None,
+        venue: str,
     ) -> None:
         super().__init__(name, reader, counters, cursor_ix)
-        self.kind = "books" if name.startswith("books") else "trades"
+        self.kind = kind  # the kind directory: books, trades, tickers, candles_1m, ...
+        self.base = schema.base_kind(kind)
         self.venue = venue
         self.symbols: list[str] = []
         self.start_ns = 0
@@ -116,6 +128,7 @@ class Archiver:
         self.flush_interval = hist.flush_interval
         self.keep_days = hist.keep_days
         self.batch = hist.batch
+        self.kinds = set(hist.kinds)  # books, trades, tickers, candles: the rings to archive
         self.stop_timeout = cfg.supervisor.stop_timeout
         self.clock = clock
         self.journal = Journal.load(self.root, cfg.instance)
@@ -198,7 +211,7 @@ class Archiver:
             self.full_batch |= len(recs) == self.batch
             lost = ring.take_lost()
             if lost:
-                self.c[BOOKS_LOST if ring.kind == "books" else TRADES_LOST] += lost
+                self.c[LOST[ring.base]] += lost
                 log.warning(
                     "ring %s: %d records overwritten before the archiver read them", ring.name, lost
                 )
@@ -214,7 +227,7 @@ class Archiver:
         """Group records by symbol and UTC day (books through the cadence) into the buffers."""
         if int(recs["symbol_id"].max()) >= len(ring.symbols):
             self._load_symbols(ring)
-        ts = schema.event_ts(recs)
+        ts = schema.record_ts(ring.kind, recs)
         day_no = ts // NS_PER_DAY
         key = recs["symbol_id"].astype(np.int64) * 1_000_000 + day_no
         order = np.argsort(key, kind="stable")
@@ -271,22 +284,19 @@ class Archiver:
         j = self.journal
         flush_no = j.flush_no + 1
         written: list = []
-        nbytes = trades = books = 0
+        nbytes = 0
+        archived = dict.fromkeys(ARCHIVED, 0)
         try:
             for (kind, venue, symbol, day), parts in sorted(self.buffers.items()):
                 recs = parts[0] if len(parts) == 1 else np.concatenate(parts)
-                if kind == "trades":
-                    table = schema.trades_table(recs)
-                    trades += len(recs)
-                else:
-                    table = schema.books_table(recs, self.depth)
-                    books += len(recs)
+                table = schema.table_of(kind, recs, self.depth)
+                archived[schema.base_kind(kind)] += len(recs)
                 final = j.file_name(kind, venue, symbol, day, flush_no)
                 nbytes += write_temp(table, final)
                 written.append(final)
             totals = {n: int(self.c[COUNTERS.index(n)]) for n in TOTALS}
-            totals["trades_archived"] += trades
-            totals["books_archived"] += books
+            for base, n in archived.items():
+                totals[ARCHIVED[base]] += n
             totals["books_skipped"] += self.pending_skipped
             totals["files_written"] += len(written)
             totals["bytes_written"] += nbytes
@@ -342,14 +352,15 @@ class Archiver:
     # ----- rings --------------------------------------------------------------------------
 
     def _discover(self) -> None:
-        """Attach new books.* / trades.* rings (from the saved cursor or the oldest record)."""
+        """Attach new books, trades, tickers and candles rings (from the saved cursor or the
+        oldest record)."""
         present = {ring for _, ring in list_segments(self.instance)}
         for name in sorted(present - self.rings.keys()):
-            head = name.split(".", 1)[0]
-            if head not in ("books", "trades"):
+            kind = archive_kind(name)
+            if kind is None or schema.base_kind(kind) not in self.kinds:
                 continue
             try:
-                reader = attach(self.instance, name, kind="book" if head == "books" else "trade")
+                reader = attach(self.instance, name, kind=RING_KINDS.get(kind, "candle"))
                 st = read_status(self.instance, name)
             except (NoSuchRingError, posix_ipc.ExistentialError):
                 continue
@@ -358,7 +369,7 @@ class Archiver:
                     self.refused.add(name)
                     log.error("not archiving ring %s: %s", name, exc)
                 continue
-            if head == "books" and reader.dtype["bids"].shape[0] < self.depth:
+            if kind == "books" and reader.dtype["bids"].shape[0] < self.depth:
                 if name not in self.refused:
                     self.refused.add(name)
                     log.error(
@@ -370,7 +381,8 @@ class Archiver:
                 reader.close()
                 continue
             key = ring_key(name)
-            ring = _Ring(name, reader, self.c, self._counter_index("g_cursor_" + key), st.exchange)
+            cursor_ix = self._counter_index("g_cursor_" + key)
+            ring = _Ring(name, kind, reader, self.c, cursor_ix, st.exchange)
             ring.start_ns = st.start_time_ns
             ring.symbols = list(st.symbols)
             saved = self.journal.rings.get(name)

@@ -1,10 +1,12 @@
-"""`mdpipe history trades|books SYMBOL` and `mdpipe replay`: the archive from the command line."""
+"""`mdpipe history trades|books|tickers|candles SYMBOL` and `mdpipe replay`: the archive from
+the command line. Every query command shares one set of options and one code path."""
 
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import pyarrow as pa
@@ -12,6 +14,7 @@ import pyarrow.compute as pc
 
 from mdpipe import config as config_mod
 from mdpipe.history.query import HistoryError, query_arrow
+from mdpipe.history.schema import LEVEL_COLUMNS
 
 TABLE_COLUMNS = {
     "trades": ["ts", "venue", "symbol", "price", "qty", "side", "trade_id"],
@@ -25,6 +28,31 @@ TABLE_COLUMNS = {
         "bid_qty",
         "ask_price",
         "ask_qty",
+    ],
+    "tickers": [
+        "ts",
+        "venue",
+        "symbol",
+        "mark_price",
+        "index_price",
+        "funding_rate",
+        "next_funding_ts_ns",
+        "open_interest",
+        "last_price",
+        "volume_24h",
+    ],
+    "candles": [
+        "ts",
+        "venue",
+        "symbol",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "trades",
+        "revision",
+        "flags",
     ],
 }
 TABLE_ROWS = 50  # rows shown by --format table without --limit
@@ -42,15 +70,17 @@ def archive_dir(config: str | None, directory: str | None) -> Path:
 
 def flat_levels(table: pa.Table) -> pa.Table:
     """Book level lists as one column per level (bid_price_0, ...), for CSV."""
-    for name in ("bid_price", "bid_qty", "ask_price", "ask_qty"):
+    for name in LEVEL_COLUMNS:
         if name not in table.column_names:
             continue
-        ix = table.column_names.index(name)
         col = table.column(name)
+        if not (pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type)):
+            continue  # a ticker's best bid and ask are plain numbers
         if pa.types.is_fixed_size_list(col.type):
             width = col.type.list_size
         else:
             width = pc.max(pc.list_value_length(col)).as_py() or 0 if len(col) else 0
+        ix = table.column_names.index(name)
         table = table.remove_column(ix)
         for level in reversed(range(width)):
             table = table.add_column(ix, f"{name}_{level}", pc.list_element(col, level))
@@ -71,7 +101,7 @@ def print_table(table: pa.Table, kind: str, limit: int) -> None:
     """Aligned text: the main columns (best level only for books), the first `limit` rows."""
     cols = [c for c in TABLE_COLUMNS[kind] if c in table.column_names]
     shown = table.select(cols).slice(0, limit).to_pylist()
-    heads = [c.replace("_price", "").replace("_qty", "_qty") for c in cols]
+    heads = [c.removesuffix("_price") if kind == "books" else c for c in cols]
     rows = [[_cell(r[c]) for c in cols] for r in shown]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(heads)]
     click.echo("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)))
@@ -81,36 +111,29 @@ def print_table(table: pa.Table, kind: str, limit: int) -> None:
         click.echo(f"... {table.num_rows - limit} more rows (--limit N, or --format csv|parquet)")
 
 
-def _history_query(
-    kind: str,
-    symbol: str,
-    start: str | None,
-    end: str | None,
-    venue: str | None,
-    fmt: str,
-    output: str | None,
-    limit: int | None,
-    config: str | None,
-    directory: str | None,
-) -> None:
-    root = archive_dir(config, directory)
+def run_query(kind: str, symbol: str, fmt: str, output: str | None, **options: Any) -> None:
+    """One history query from the command line, any kind: the rows in the chosen format,
+    skipped files named on stderr, bad input one line (a ClickException)."""
+    limit = options.pop("limit")
+    root = archive_dir(options.pop("config"), options.pop("directory"))
+    if fmt == "parquet" and not output:
+        raise click.ClickException("--format parquet needs --output FILE")
     try:
-        table, sel = query_arrow(kind, symbol, start, end, venue=venue, root=root)
+        table, sel = query_arrow(kind, symbol, root=root, **options)
     except HistoryError as exc:
         raise click.ClickException(str(exc)) from None
     for path, why in sel.skipped.items():
         click.echo(f"skipped {path}: not a readable Parquet file ({why})", err=True)
     if limit is not None:
         table = table.slice(0, limit)
+    what = f"{options['interval']} candles" if kind == "candles" else kind
     if table.num_rows == 0:
-        click.echo(f"no {kind} of {symbol} in that range", err=True)
+        click.echo(f"no {what} of {symbol} in that range", err=True)
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        if not output:
-            raise click.ClickException("--format parquet needs --output FILE")
         pq.write_table(table, output, compression="zstd")
-        click.echo(f"wrote {table.num_rows} {kind} to {output}", err=True)
+        click.echo(f"wrote {table.num_rows} {what} to {output}", err=True)
     elif fmt == "csv":
         import pyarrow.csv as pcsv
 
@@ -124,24 +147,37 @@ def _history_query(
         print_table(table, kind, limit or TABLE_ROWS)
 
 
-def _query_options(f):  # noqa: ANN001, ANN202
-    f = click.option("--dir", "directory", help="The archive (default: history.dir of --config).")(
-        f
-    )
-    f = click.option("--config", help="TOML config whose history.dir to read.")(f)
-    f = click.option("--limit", type=click.IntRange(min=1), help="At most N rows.")(f)
-    f = click.option("--output", "-o", help="Write to FILE (needed for --format parquet).")(f)
-    f = click.option(
+QUERY_OPTIONS = (  # every history query command's options, outermost first
+    click.argument("symbol"),
+    click.option("--from", "start", help="Start, e.g. 2026-12-01 or 2026-12-01T10:30. UTC."),
+    click.option("--to", "end", help="End, exclusive (a bare date: through that day). UTC."),
+    click.option("--venue", help="Only this venue (e.g. binance-futures)."),
+    click.option(
         "--format",
         "fmt",
         type=click.Choice(["table", "csv", "parquet"]),
         default="table",
         show_default=True,
-    )(f)
-    f = click.option("--venue", help="Only this venue (e.g. binance-futures).")(f)
-    f = click.option("--to", "end", help="End, exclusive (a bare date: through that day). UTC.")(f)
-    f = click.option("--from", "start", help="Start, e.g. 2026-12-01 or 2026-12-01T10:30. UTC.")(f)
-    return click.argument("symbol")(f)
+    ),
+    click.option("--output", "-o", help="Write to FILE (needed for --format parquet)."),
+    click.option("--limit", type=click.IntRange(min=1), help="At most N rows."),
+    click.option("--config", help="TOML config whose history.dir to read."),
+    click.option("--dir", "directory", help="The archive (default: history.dir of --config)."),
+)
+CANDLE_OPTIONS = (
+    click.option(
+        "--interval",
+        default="1m",
+        show_default=True,
+        help="Candle interval, as in the feed's candles list (1s, 1m, ...).",
+    ),
+    click.option(
+        "--revisions",
+        is_flag=True,
+        help="Every record the ring carried (amended candles once per revision), not only "
+        "the newest revision of each interval.",
+    ),
+)
 
 
 @click.group("history")
@@ -149,38 +185,30 @@ def history_command() -> None:
     """Query the Parquet archive the archiver writes ([history] enabled)."""
 
 
-@history_command.command("trades")
-@_query_options
-def trades_command(
-    symbol: str,
-    start: str | None,
-    end: str | None,
-    venue: str | None,
-    fmt: str,
-    output: str | None,
-    limit: int | None,
-    config: str | None,
-    directory: str | None,
-) -> None:
-    """Archived trades of SYMBOL, oldest first."""
-    _history_query("trades", symbol, start, end, venue, fmt, output, limit, config, directory)
+def _query_command(kind: str, doc: str, extra: tuple = ()) -> None:
+    """Register `mdpipe history KIND SYMBOL ...`: the shared options, then the kind's own."""
+
+    def command(**options: Any) -> None:
+        run_query(kind, options.pop("symbol"), options.pop("fmt"), options.pop("output"), **options)
+
+    command.__doc__ = doc
+    for option in reversed(QUERY_OPTIONS + extra):
+        command = option(command)
+    history_command.command(kind)(command)
 
 
-@history_command.command("books")
-@_query_options
-def books_command(
-    symbol: str,
-    start: str | None,
-    end: str | None,
-    venue: str | None,
-    fmt: str,
-    output: str | None,
-    limit: int | None,
-    config: str | None,
-    directory: str | None,
-) -> None:
-    """Archived book records of SYMBOL, oldest first (table: best level only)."""
-    _history_query("books", symbol, start, end, venue, fmt, output, limit, config, directory)
+_query_command("trades", "Archived trades of SYMBOL, oldest first.")
+_query_command("books", "Archived book records of SYMBOL, oldest first (table: best level only).")
+_query_command(
+    "tickers",
+    "Archived ticker records of SYMBOL (mark/index price, funding, open interest, 24 h), "
+    "oldest first; NaN where the venue never sent a field.",
+)
+_query_command(
+    "candles",
+    "Archived candles of SYMBOL at --interval, by interval start, oldest first.",
+    CANDLE_OPTIONS,
+)
 
 
 @click.command("replay")
@@ -223,8 +251,8 @@ def replay_command(
 ) -> None:
     """Write archived records into the rings of a replay instance, FLAG_REPLAYED set.
 
-    Strategies read them with attach(INSTANCE, "books") / attach(INSTANCE, "trades"), the same
-    code as on a live instance.
+    Strategies read them with attach(INSTANCE, "books"), "trades", "tickers" and candles(
+    INSTANCE, SYMBOL, "1m"), the same code as on a live instance.
     """
     import signal
     import threading

@@ -1,8 +1,10 @@
 """Queries over the archive: DuckDB, embedded, reading the Parquet files of one symbol's days.
 
-Only the directories of the symbol (and venue) and of the days in the range are read. A file
-that is not valid Parquet is skipped and named (a HistoryWarning, and in `skipped`), never a
-traceback; an unknown symbol or venue and an empty range are a HistoryError saying so.
+Only the directories of the kind (a candle interval's own), the symbol (and venue) and the
+days in the range are read. A file that is not valid Parquet is skipped and named (a
+HistoryWarning, and in `skipped`), never a traceback; an unknown symbol, venue or candle
+interval and an empty range are a HistoryError saying so. Candles come at their newest
+revision per interval unless every revision is asked for (`revisions=True`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from mdpipe.history.store import KINDS, SORTED_KEY, safe_part
+from mdpipe.candles import parse_interval
+from mdpipe.history import schema
+from mdpipe.history.store import KINDS, SORTED_KEY, kind_dir, kind_dirs, safe_part
 
 log = logging.getLogger("mdpipe.history")
 
@@ -101,15 +105,30 @@ def _ts_range(meta: pq.FileMetaData) -> tuple[int, int] | None:
     return (lo, hi) if lo is not None else None
 
 
-def symbols(kind: str = "trades", root: str | Path | None = None) -> dict[str, list[str]]:
-    """Every archived symbol of a kind, with the venues it was archived from."""
+def symbols(
+    kind: str = "trades", root: str | Path | None = None, *, interval: str | None = None
+) -> dict[str, list[str]]:
+    """Every archived symbol of a kind, with the venues it was archived from (candles: of
+    that interval, or of any interval when interval is None)."""
     _check_kind(kind)
+    root = Path(root or DEFAULT_DIR)
+    if kind == "candles" and interval is None:
+        dirs = [d for d in kind_dirs(root) if d.startswith("candles_")]
+    else:
+        dirs = [kind_dir(kind, interval)]
     out: dict[str, list[str]] = {}
-    for sym_dir in sorted((Path(root or DEFAULT_DIR) / kind).glob("venue=*/symbol=*")):
-        out.setdefault(sym_dir.name[len("symbol=") :], []).append(
-            sym_dir.parent.name[len("venue=") :]
-        )
+    for d in dirs:
+        for sym_dir in sorted((root / d).glob("venue=*/symbol=*")):
+            venues = out.setdefault(sym_dir.name[len("symbol=") :], [])
+            if (v := sym_dir.parent.name[len("venue=") :]) not in venues:
+                venues.append(v)
     return out
+
+
+def intervals(root: str | Path | None = None) -> list[str]:
+    """The candle intervals in the archive, shortest first (e.g. ['1s', '1m'])."""
+    found = [d[len("candles_") :] for d in kind_dirs(Path(root or DEFAULT_DIR))]
+    return sorted((i for i in found if i[:1].isdigit()), key=parse_interval)
 
 
 def _check_kind(kind: str) -> None:
@@ -117,19 +136,44 @@ def _check_kind(kind: str) -> None:
         raise HistoryError(f"kind {kind!r}: use one of {', '.join(KINDS)}")
 
 
+def _check_interval(kind: str, interval: str | None, root: Path) -> str | None:
+    """The kind's interval (candles only), checked: a HistoryError naming what is archived."""
+    if kind != "candles":
+        if interval is not None:
+            raise HistoryError(f"interval: only candles have one, not {kind}")
+        return None
+    try:
+        parse_interval(interval)
+    except ValueError as exc:
+        raise HistoryError(str(exc)) from None
+    if root.is_dir() and not (root / kind_dir(kind, interval)).is_dir():
+        have = ", ".join(intervals(root)) or "none yet"
+        raise HistoryError(
+            f"interval {interval!r}: no {interval} candles archived (archived: {have})"
+        )
+    return interval
+
+
+def _what(kdir: str) -> str:
+    """How a kind directory reads in a message: trades, 1m candles."""
+    return f"{kdir[len('candles_') :]} candles" if kdir.startswith("candles_") else kdir
+
+
 def select(
     kind: str, symbol: str, start_ns: int, end_ns: int, venue: str | None, root: Path
 ) -> Selection:
-    """The Parquet files of symbol's days in [start_ns, end_ns), their footers checked."""
-    _check_kind(kind)
+    """The Parquet files of symbol's days in [start_ns, end_ns), their footers checked;
+    kind is the kind directory (trades, books, tickers, candles_1m, ...)."""
     if not root.is_dir():
         raise HistoryError(f"no history archive at {root} (is [history] enabled? history.dir)")
     sym = safe_part(symbol)
     sym_dirs = sorted((root / kind).glob(f"venue=*/symbol={sym}"))
     if not sym_dirs:
-        known = sorted(symbols(kind, root))
+        known = sorted({p.name[len("symbol=") :] for p in (root / kind).glob("venue=*/symbol=*")})
         listing = ", ".join(known[:30]) + (" ..." if len(known) > 30 else "") or "none yet"
-        raise HistoryError(f"unknown symbol {symbol!r}: no archived {kind} (archived: {listing})")
+        raise HistoryError(
+            f"unknown symbol {symbol!r}: no archived {_what(kind)} (archived: {listing})"
+        )
     if venue is not None:
         venues = [d.parent.name[len("venue=") :] for d in sym_dirs]
         sym_dirs = [d for d in sym_dirs if d.parent.name == f"venue={safe_part(venue)}"]
@@ -173,7 +217,20 @@ def in_time_order(
     return files, ordered
 
 
-def _sql(files: list[Path], where: str | None, in_order: bool, columns: list[str] | None) -> str:
+# A candle amended by a late trade is archived once per revision: the newest is the last
+# committed record of its interval (after a writer restart, the one of the newer run).
+_NEWEST = (
+    " QUALIFY row_number() OVER (PARTITION BY ts ORDER BY commit_ts_ns DESC, symbol_seq DESC) = 1"
+)
+
+
+def _sql(
+    files: list[Path],
+    where: str | None,
+    in_order: bool,
+    columns: list[str] | None,
+    newest_only: bool = False,
+) -> str:
     listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
     wanted = "*" if columns is None else ", ".join(f'"{c}"' for c in columns)
     # Files in ts order that do not overlap are read in order (DuckDB keeps insertion order).
@@ -181,7 +238,8 @@ def _sql(files: list[Path], where: str | None, in_order: bool, columns: list[str
     return (
         f"SELECT {wanted} FROM read_parquet([{listing}], hive_partitioning = false)"
         + (f" WHERE {where}" if where else "")
-        + ("" if in_order else " ORDER BY ts")
+        + (_NEWEST if newest_only else "")
+        + ("" if in_order and not newest_only else " ORDER BY ts")
     )
 
 
@@ -200,13 +258,14 @@ def _query_venue(
     start_ns: int,
     end_ns: int,
     columns: list[str] | None,
+    newest_only: bool,
 ) -> pa.Table:
     files, in_order = in_time_order(files, sel.ranges)
     inside = all(
         (r := sel.ranges.get(f)) is not None and r[0] >= start_ns and r[1] < end_ns for f in files
     )
     where = None if inside else f"epoch_ns(ts) >= {start_ns} AND epoch_ns(ts) < {end_ns}"
-    table = con.sql(_sql(files, where, in_order, columns)).to_arrow_table()
+    table = con.sql(_sql(files, where, in_order, columns, newest_only)).to_arrow_table()
     symbol = files[0].parent.parent.name[len("symbol=") :]
     table = table.append_column("symbol", _constant(symbol, table.num_rows))
     return table.append_column("venue", _constant(_venue_of(files[0]), table.num_rows))
@@ -218,12 +277,16 @@ def _read(
     start_ns: int,
     end_ns: int,
     columns: list[str] | None = None,
+    newest_only: bool = False,
 ) -> pa.Table:
     """Each venue's files with DuckDB, then one table in ts order."""
     by_venue: dict[str, list[Path]] = {}
     for f in sel.files:
         by_venue.setdefault(_venue_of(f), []).append(f)
-    tables = [_query_venue(con, sel, fs, start_ns, end_ns, columns) for fs in by_venue.values()]
+    tables = [
+        _query_venue(con, sel, fs, start_ns, end_ns, columns, newest_only)
+        for fs in by_venue.values()
+    ]
     if len(tables) == 1:
         return tables[0]
     table = pa.concat_tables(tables, promote_options="permissive")
@@ -247,9 +310,14 @@ def query_arrow(
     venue: str | None = None,
     root: str | Path | None = None,
     columns: list[str] | None = None,
+    interval: str | None = None,
+    revisions: bool = True,
 ) -> tuple[pa.Table, Selection]:
     """The records of a symbol in [start, end) as an Arrow table, and the files read/skipped;
-    columns: only these (and `ts`), in that order, plus symbol and venue."""
+    columns: only these (and `ts`), in that order, plus symbol and venue; interval: a
+    candle interval (candles only); revisions=False: each candle at its newest revision."""
+    _check_kind(kind)
+    root = Path(root or DEFAULT_DIR)
     start_ns = parse_time(start, "from") or 0
     end_ns = parse_time(end, "to", end=True)
     end_ns = 2**62 if end_ns is None else end_ns
@@ -259,26 +327,28 @@ def query_arrow(
             f"({_iso(end_ns)}, a bare date meaning the end of that day)"
         )
     columns = _check_columns(kind, columns)
-    sel = select(kind, symbol, start_ns, end_ns, venue, Path(root or DEFAULT_DIR))
+    kdir = kind_dir(kind, _check_interval(kind, interval, root))
+    newest_only = kind == "candles" and not revisions
+    sel = select(kdir, symbol, start_ns, end_ns, venue, root)
     con = duckdb.connect()
     try:
         for _ in range(_MAX_RETRIES):
             if not sel.files:
-                return _empty(kind, con), sel
+                return _empty(kind, columns), sel
             try:
-                return _read(con, sel, start_ns, end_ns, columns), sel
+                return _read(con, sel, start_ns, end_ns, columns, newest_only), sel
             except duckdb.Error as exc:
                 bad = _corrupt_file(str(exc), sel.files)
                 if bad is None:
-                    raise HistoryError(f"query of {symbol} {kind} failed: {exc}") from None
+                    raise HistoryError(f"query of {symbol} {_what(kdir)} failed: {exc}") from None
                 if not bad.exists():  # compacted meanwhile: its rows are in the merged file now
                     skipped = sel.skipped
-                    sel = select(kind, symbol, start_ns, end_ns, venue, Path(root or DEFAULT_DIR))
+                    sel = select(kdir, symbol, start_ns, end_ns, venue, root)
                     sel.skipped |= skipped
                     continue
                 sel.skipped[bad] = str(exc).splitlines()[0]
                 sel.files.remove(bad)
-        raise HistoryError(f"query of {symbol} {kind}: too many unreadable files")
+        raise HistoryError(f"query of {symbol} {_what(kdir)}: too many unreadable files")
     finally:
         con.close()
 
@@ -286,27 +356,19 @@ def query_arrow(
 def _check_columns(kind: str, columns: list[str] | None) -> list[str] | None:
     if columns is None:
         return None
-    from mdpipe.history import schema
-
-    known = ["ts", *(schema.TRADE_COLUMNS if kind == "trades" else schema.BOOK_COLUMNS)]
-    if kind == "books":
-        known += list(schema.LEVEL_COLUMNS)
+    known = ["ts", *schema.COLUMNS[kind]]
     bad = [c for c in columns if c not in known]
     if bad or isinstance(columns, str):
         raise HistoryError(f"columns: {bad or columns!r} unknown; {kind} have {', '.join(known)}")
     return ["ts", *(c for c in columns if c != "ts")]
 
 
-def _empty(kind: str, con: duckdb.DuckDBPyConnection) -> pa.Table:
-    from mdpipe.history import schema
-
-    cols = [pa.field("ts", schema.TS)]
-    names = schema.TRADE_COLUMNS if kind == "trades" else schema.BOOK_COLUMNS
-    cols += [pa.field(n, pa.int64()) for n in names]
-    if kind == "books":
-        cols += [pa.field(n, pa.list_(pa.float64())) for n in schema.LEVEL_COLUMNS]
-    cols += [pa.field("venue", pa.string()), pa.field("symbol", pa.string())]
-    return pa.schema(cols).empty_table()
+def _empty(kind: str, columns: list[str] | None) -> pa.Table:
+    table = schema.empty_table(kind)
+    if columns is not None:
+        table = table.select(columns)
+    table = table.append_column("symbol", pa.array([], pa.string()))
+    return table.append_column("venue", pa.array([], pa.string()))
 
 
 def _convert(table: pa.Table, as_: str) -> Any:
@@ -353,19 +415,10 @@ def to_numpy(table: pa.Table) -> np.ndarray:
     return out
 
 
-def _query(
-    kind: str,
-    symbol: str,
-    start: Any,
-    end: Any,
-    venue: str | None,
-    root: Any,
-    as_: str,
-    columns: list[str] | None,
-) -> Any:
+def _query(kind: str, symbol: str, start: Any, end: Any, as_: str, **options: Any) -> Any:
     if as_ not in FORMATS:
         raise HistoryError(f"as_={as_!r}: use one of {', '.join(FORMATS)}")
-    table, sel = query_arrow(kind, symbol, start, end, venue=venue, root=root, columns=columns)
+    table, sel = query_arrow(kind, symbol, start, end, **options)
     for path, why in sel.skipped.items():
         warnings.warn(f"skipped {path}: not a readable Parquet file ({why})", HistoryWarning, 3)
     return _convert(table, as_)
@@ -383,7 +436,7 @@ def trades(
 ) -> Any:
     """Archived trades of symbol in [start, end), oldest first: Arrow, pandas or numpy
     (columns: only these, e.g. ["price", "qty", "side"]; `ts`, symbol and venue always)."""
-    return _query("trades", symbol, start, end, venue, root, as_, columns)
+    return _query("trades", symbol, start, end, as_, venue=venue, root=root, columns=columns)
 
 
 def books(
@@ -397,4 +450,47 @@ def books(
     columns: list[str] | None = None,
 ) -> Any:
     """Archived book records of symbol in [start, end), oldest first: Arrow, pandas or numpy."""
-    return _query("books", symbol, start, end, venue, root, as_, columns)
+    return _query("books", symbol, start, end, as_, venue=venue, root=root, columns=columns)
+
+
+def tickers(
+    symbol: str,
+    start: Any = None,
+    end: Any = None,
+    *,
+    venue: str | None = None,
+    root: str | Path | None = None,
+    as_: str = "arrow",
+    columns: list[str] | None = None,
+) -> Any:
+    """Archived ticker records of symbol in [start, end), oldest first (mark and index price,
+    funding, open interest, 24 h figures; NaN where the venue never sent a field)."""
+    return _query("tickers", symbol, start, end, as_, venue=venue, root=root, columns=columns)
+
+
+def candles(
+    symbol: str,
+    start: Any = None,
+    end: Any = None,
+    *,
+    interval: str = "1m",
+    venue: str | None = None,
+    root: str | Path | None = None,
+    as_: str = "arrow",
+    columns: list[str] | None = None,
+    revisions: bool = False,
+) -> Any:
+    """Archived candles of symbol at interval whose interval starts in [start, end), oldest
+    first: each at its newest revision, or every record the ring carried (revisions=True)."""
+    return _query(
+        "candles",
+        symbol,
+        start,
+        end,
+        as_,
+        venue=venue,
+        root=root,
+        columns=columns,
+        interval=interval,
+        revisions=revisions,
+    )

@@ -1,9 +1,12 @@
 """Archived records back into rings: a replay instance the same `attach()` code reads.
 
 Records keep their exchange and receive times, carry FLAG_REPLAYED in their flags, and are
-written in exchange-time order across symbols and kinds, one books and one trades ring per
-venue (`books.<venue>`, `trades.<venue>`), at the original pace times `speed` or as fast as
-the rings take them (`speed=None`). Ring records are built column by column with numpy and
+written in exchange-time order across symbols and kinds, one ring per kind and venue
+(`books.<venue>`, `trades.<venue>`, `tickers.<venue>`, `candles_<interval>.<venue>`), at the
+original pace times `speed` or as fast as the rings take them (`speed=None`). A candle is
+written when it became known live, never before the trades in it: at its interval's end, or
+at the receive time of the late trade that amended it (every revision, as the ring carried
+them), so a strategy on history sees no candle ahead of its time. Ring records are built column by column with numpy and
 copied into the writer's staging record as bytes, so the per-record cost is one copy and one
 commit.
 """
@@ -23,7 +26,7 @@ import pyarrow as pa
 
 from mdpipe.history import schema
 from mdpipe.history.query import HistoryError, query_arrow, symbols
-from mdpipe.history.store import safe_part
+from mdpipe.history.store import kind_dirs, safe_part
 from mdpipe.shm import layout as L
 from mdpipe.shm.writer import RingWriter
 
@@ -56,13 +59,17 @@ def _levels(table: pa.Table, name: str, depth: int) -> np.ndarray:
     return flat.reshape(len(col), -1)[:, :depth] if len(col) else np.zeros((0, depth))
 
 
+RING_KIND = {"books": "book", "trades": "trade", "tickers": "ticker", "candles": "candle"}
+
+
 def ring_records(kind: str, table: pa.Table, dtype: np.dtype, sids: np.ndarray) -> np.ndarray:
-    """An archived table as ring records of dtype, flagged REPLAYED (seq is set at commit)."""
+    """An archived table as ring records of dtype, flagged REPLAYED (seq, commit time and
+    symbol_seq are the replay writer's, set at commit)."""
+    kind = schema.base_kind(kind)
     out = np.zeros(table.num_rows, dtype)
     out["symbol_id"] = sids
-    names = schema.TRADE_COLUMNS if kind == "trades" else schema.BOOK_COLUMNS
-    for name in names:
-        if name not in ("symbol_seq",):
+    for name in schema.COLUMNS[kind]:
+        if name not in ("symbol_seq", "commit_ts_ns", *schema.LEVEL_COLUMNS):
             out[name] = _column(table, name)
     out["flags"] |= L.FLAG_REPLAYED
     if kind == "books":
@@ -74,6 +81,26 @@ def ring_records(kind: str, table: pa.Table, dtype: np.dtype, sids: np.ndarray) 
     return out
 
 
+def replay_ts(kind: str, table: pa.Table) -> np.ndarray:
+    """When each record is written: its `ts`; a candle at its interval's end, or later at
+    the receive time of the trade that last changed it (an amendment)."""
+    if schema.base_kind(kind) != "candles":
+        return _column(table, "ts")
+    close = _column(table, "open_ts_ns") + _column(table, "interval_ns")
+    return np.maximum(close, _column(table, "recv_ts_ns"))
+
+
+def _query_kinds(root: str | Path) -> list[tuple[str, str, str | None]]:
+    """(kind, directory, candle interval) of every kind archived under root."""
+    out = []
+    for d in kind_dirs(Path(root)):
+        if d.startswith("candles_"):
+            out.append(("candles", d, d[len("candles_") :]))
+        else:
+            out.append((d, d, None))
+    return out
+
+
 def load(
     start: Any,
     end: Any,
@@ -82,17 +109,23 @@ def load(
     symbol_list: list[str] | None = None,
     venue: str | None = None,
 ) -> dict[tuple[str, str], list[pa.Table]]:
-    """(kind, venue) -> the archived tables of every selected symbol in [start, end)."""
+    """(kind directory, venue) -> the archived tables of every selected symbol in [start, end)
+    (every kind: books, trades, tickers, each candle interval with every revision)."""
     found: dict[tuple[str, str], list[pa.Table]] = {}
-    for kind in ("trades", "books"):
-        wanted = symbol_list or sorted(symbols(kind, root))
+    kinds = _query_kinds(root)
+    for kind, kdir, interval in kinds:
+        wanted = symbol_list or sorted(symbols(kind, root, interval=interval))
         for sym in wanted:
             try:
-                table, sel = query_arrow(kind, sym, start, end, venue=venue, root=root)
+                table, sel = query_arrow(
+                    kind, sym, start, end, venue=venue, root=root, interval=interval
+                )
             except HistoryError:
-                if symbol_list and not any(sym in symbols(k, root) for k in ("trades", "books")):
+                if symbol_list and not any(
+                    sym in symbols(k, root, interval=i) for k, _, i in kinds
+                ):
                     raise
-                continue  # archived as the other kind only
+                continue  # archived as another kind only
             for path, why in sel.skipped.items():
                 log.warning("skipped %s: not a readable Parquet file (%s)", path, why)
             if not table.num_rows:
@@ -100,7 +133,7 @@ def load(
             venues = table.column("venue").cast(pa.string())
             for v in pa.compute.unique(venues).to_pylist():
                 part = table.filter(pa.compute.equal(venues, v))
-                found.setdefault((kind, v), []).append(part)
+                found.setdefault((kdir, v), []).append(part)
     return found
 
 
@@ -126,7 +159,7 @@ def build_streams(
         writer = RingWriter.create(
             instance,
             f"{kind}.{safe_part(venue).replace(':', '_')}",
-            "book" if kind == "books" else "trade",
+            RING_KIND[schema.base_kind(kind)],
             symbols=syms,
             capacity=_capacity(table.num_rows, capacity),
             depth=depth or 1,
@@ -136,7 +169,7 @@ def build_streams(
         ids = writer.symbols
         sids = np.array([ids[s] for s in names], np.uint32)
         recs = ring_records(kind, table, writer.dtype, sids)
-        ts = _column(table, "ts")
+        ts = replay_ts(kind, table)
         order = np.argsort(ts, kind="stable")
         streams.append(_Stream(writer, recs[order], ts[order], sids[order].tolist()))
     return streams

@@ -2,8 +2,9 @@
 
     <dir>/<kind>/venue=<venue>/symbol=<symbol>/date=<YYYY-MM-DD>/part-<instance>-<n>.parquet
 
-kind is `trades` or `books`; venue is the ring segment's `exchange` header field; the date is
-the UTC day of the records' exchange time. A flush commits many files at once (one per kind,
+kind is `trades`, `books`, `tickers` or `candles_<interval>` (one directory per candle
+interval, e.g. `candles_1m`); venue is the ring segment's `exchange` header field; the date
+is the UTC day of the records' `ts` (exchange time; a candle's interval start). A flush commits many files at once (one per kind,
 venue, symbol and day it touched) together with the archiver's ring cursors, in three steps:
 
 1. every file is written under a hidden temporary name in its final directory and fsynced;
@@ -35,8 +36,27 @@ import pyarrow.parquet as pq
 
 from mdpipe.record.tapes import day_of  # noqa: F401  (one definition of a UTC day)
 
-KINDS = ("trades", "books")
+KINDS = ("trades", "books", "tickers", "candles")  # what a query asks for
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-:]")
+_CANDLE_DIR = re.compile(r"candles_[1-9][0-9]*[smh]")
+
+
+def kind_dir(kind: str, interval: str | None = None) -> str:
+    """The directory of a kind's files: the kind itself, `candles_<interval>` for candles."""
+    return f"candles_{interval}" if kind == "candles" else kind
+
+
+def is_kind_dir(name: str) -> bool:
+    """Whether a directory name under the archive root holds archived records."""
+    return name in KINDS[:3] or _CANDLE_DIR.fullmatch(name) is not None
+
+
+def kind_dirs(root: Path) -> list[str]:
+    """The kind directories present in the archive, sorted."""
+    try:
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and is_kind_dir(p.name))
+    except FileNotFoundError:
+        return []
 
 
 def safe_part(text: str) -> str:
@@ -191,10 +211,8 @@ class Journal:
         self._finish_renames()
         removed = []
         pattern = re.compile(rf"^\.(part|day)-{re.escape(self.instance)}-\d+\.parquet\.tmp$")
-        for kind in KINDS:
+        for kind in kind_dirs(self.root):
             base = self.root / kind
-            if not base.is_dir():
-                continue
             for dirpath, _dirs, names in os.walk(base):
                 for name in names:
                     if pattern.match(name):
@@ -209,7 +227,7 @@ def finished_days(root: Path, instance: str, today: date | None = None) -> list[
     """Day partitions before today (UTC) holding more than one file of the instance."""
     today = today or datetime.now(UTC).date()
     out = []
-    for kind in KINDS:
+    for kind in kind_dirs(root):
         for day_dir in (root / kind).glob("venue=*/symbol=*/date=*"):
             try:
                 day = date.fromisoformat(day_dir.name[len("date=") :])
@@ -226,7 +244,7 @@ def expire(root: Path, keep_days: int, today: date | None = None) -> list[Path]:
         return []
     today = today or datetime.now(UTC).date()
     removed = []
-    for kind in KINDS:
+    for kind in kind_dirs(root):
         for day_dir in (root / kind).glob("venue=*/symbol=*/date=*"):
             try:
                 day = date.fromisoformat(day_dir.name[len("date=") :])

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from mdpipe import logs
+from mdpipe.sim import clock
 from mdpipe.sim.config import START_IMMEDIATELY, START_ON_CONNECT, SimConfig
 from mdpipe.sim.faults import FaultError, parse_duration, parse_fault_spec
 from mdpipe.sim.instruments import universe as generated_universe
@@ -106,7 +107,9 @@ DURATION = Duration()
     type=click.FloatRange(min=0, min_open=True),
     default=1.0,
     show_default=True,
-    help="Tape mode: replay at this multiple of the recorded pace.",
+    help="Tape mode: replay at this multiple of the recorded pace. Synthetic mode: the "
+    "exchange clock (every E/T/ts sent) runs this many times as fast as the wall clock, so "
+    "1-minute klines close in seconds; the message rate stays per wall-clock second.",
 )
 @click.option(
     "--max", "max_speed", is_flag=True, help="Tape mode: replay as fast as the clients read."
@@ -292,6 +295,8 @@ def sim_command(
 
 
 async def _run(cfg: SimConfig) -> None:
+    if cfg.tape is None:
+        clock.set_speed(cfg.speed)  # a tape replays its own times
     simulator = build(cfg)
 
     def ready(host: str, port: int) -> None:

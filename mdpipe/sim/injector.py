@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 
+from mdpipe.sim import clock
 from mdpipe.sim.faults import MALFORMED_VARIANTS, REST_KINDS, Fault, FaultError, RestFaultWindows
 from mdpipe.sim.hub import Client, Hub
 from mdpipe.sim.malformed import malformed_message
@@ -100,7 +100,7 @@ class FaultInjector:
                 MALFORMED_VARIANTS[(start + i) % len(MALFORMED_VARIANTS)] for i in range(count)
             ]
             self._malformed_next = (start + count) % len(MALFORMED_VARIANTS)
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         reached = 0
         for client in self._clients():
             delivered = [s for s in client.subs if client in self.hub.receivers(s)]
@@ -129,7 +129,7 @@ class FaultInjector:
 
     def _shutdown(self, fault: Fault) -> dict[str, Any]:
         # Binance's market streams announce it unwrapped, even on combined connections.
-        event = orjson.dumps({"e": "serverShutdown", "E": int(time.time() * 1000)})
+        event = orjson.dumps({"e": "serverShutdown", "E": clock.now_ms()})
         clients = self._clients()
         for client in clients:
             client.close_reason = "fault_shutdown"

@@ -1,4 +1,5 @@
-"""Bad messages for the `malformed` fault, shaped like the stream they are injected into."""
+"""Bad messages for the `malformed` fault, shaped like the stream they are injected into
+(depth, trades, bookTicker, markPrice and the 24 h ticker)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,17 @@ def _base(kind: str, market: str, symbol: str, last_id: int, now_ms: int) -> dic
     if kind.startswith("aggTrade"):
         return {"e": "aggTrade", "E": now_ms, "s": symbol, "a": 1, "p": "1.00", "q": "1.000",
                 "f": 1, "l": 1, "T": now_ms, "m": False}  # fmt: skip
+    if kind == "ticker":
+        body = {"e": "24hrTicker", "E": now_ms, "s": symbol, "p": "-1.00", "P": "-0.500",
+                "w": "1.00"}  # fmt: skip
+        if not futures:
+            body["x"] = "1.00"
+        body.update({"c": "1.00", "Q": "1.000"})
+        if not futures:
+            body.update({"b": "1.00", "B": "1.000", "a": "2.00", "A": "1.000"})
+        body.update({"o": "2.00", "h": "2.00", "l": "1.00", "v": "1.000", "q": "1.00000",
+                     "O": now_ms - 86_400_000, "C": now_ms, "F": 1, "L": 1, "n": 1})  # fmt: skip
+        return body
     if kind.startswith("markPrice"):
         return {"e": "markPriceUpdate", "E": now_ms, "s": symbol, "p": "1.00", "i": "1.00",
                 "P": "1.00", "r": "0.00010000", "T": now_ms}  # fmt: skip
@@ -48,6 +60,9 @@ def _base(kind: str, market: str, symbol: str, last_id: int, now_ms: int) -> dic
 
 
 def _price_key(body: dict[str, Any]) -> str:
+    """The price a client reads: the last price of a ticker, a diff's bids, else `p`."""
+    if body.get("e") == "24hrTicker":
+        return "c"
     return "b" if "b" in body else "p"
 
 
@@ -60,7 +75,8 @@ def malformed_message(
     now_ms: int,
     oversized_bytes: int,
 ) -> bytes:
-    """One bad message for a client subscribed to `stream` (raw payload or envelope)."""
+    """One bad message for a client subscribed to `stream` (raw payload or envelope);
+    variant "none" gives the well-formed message the variants break."""
     symbol_lower, _, kind = stream.partition("@")
     symbol = symbol_lower.upper()
     body = _base(kind, market, symbol, last_id, now_ms)

@@ -6,17 +6,16 @@ import asyncio
 import http
 import itertools
 import logging
-import signal
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
-from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from mdpipe.sim import clock
 from mdpipe.sim.config import (
     INCOMING_RATE,
     PING_INTERVAL,
@@ -50,6 +49,7 @@ from mdpipe.sim.rest import (
     fault_reply,
     unavailable,
 )
+from mdpipe.sim.serving import serve_until_stopped
 from mdpipe.sim.source import SnapshotUnavailable, Source
 from mdpipe.sim.stats import ServerStats
 from mdpipe.sim.streams import MAX_STREAMS, parse_ws_path, route_delivers
@@ -124,51 +124,21 @@ class Simulator:
 
     async def serve(self, ready: Callable[[str, int], None]) -> None:
         """Listen, call `ready(host, port)`, and run until SIGINT/SIGTERM."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        server = await serve(
-            self._handle_ws,
-            self.cfg.host,
-            self.cfg.port,
+        await serve_until_stopped(
+            host=self.cfg.host,
+            port=self.cfg.port,
+            handler=self._handle_ws,
             process_request=self._process_request,
-            create_connection=SimConnection,
-            compression=None,
+            ready=ready,
+            start_now=self.source.started.set if self.cfg.start == START_IMMEDIATELY else None,
+            market=self.source.run,
+            hub=self.hub,
+            close_timeout=_CLOSE_GRACE,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
-            close_timeout=_CLOSE_GRACE,
             # REST answers may legitimately wait (rest_slow, a tape snapshot not reached yet).
             open_timeout=None,
-            server_header=None,
         )
-        source_task = stop_task = None
-        try:
-            host, port = server.sockets[0].getsockname()[:2]
-            ready(host, port)
-            if self.cfg.start == START_IMMEDIATELY:
-                self.source.started.set()
-            source_task = loop.create_task(self.source.run())
-            stop_task = loop.create_task(stop.wait())
-            await asyncio.wait({source_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-            if source_task.done():
-                source_task.result()  # a crashed source ends the process with its error
-                await stop_task  # a finished tape keeps serving its final book
-        finally:
-            for task in (source_task, stop_task):
-                if task is not None:
-                    task.cancel()
-            # Going away (1001) to every client; one that does not answer in time is cut off.
-            server.close()
-            try:
-                await asyncio.wait_for(asyncio.shield(server.wait_closed()), _CLOSE_GRACE)
-            except TimeoutError:
-                for client in list(self.hub.clients):
-                    client.conn.transport.abort()
-                # What still runs are REST calls waiting (on a tape snapshot, a rest_slow).
-                for task in list(server.handler_tasks):
-                    task.cancel()
-                await server.wait_closed()
 
     # HTTP side --------------------------------------------------------------------------
 
@@ -202,7 +172,7 @@ class Simulator:
         return None
 
     async def _rest(self, path: str, query: str) -> Reply:
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         if path == PING_PATH[self.market]:
             return Reply(200, b"{}")
         if path == TIME_PATH[self.market]:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
+from mdpipe.sim import clock
 from mdpipe.sim.faults import FaultSchedule
 from mdpipe.sim.formats import Encoder
 from mdpipe.sim.hub import Hub
@@ -175,7 +175,7 @@ class SyntheticSource(Source):
 
     def _generate(self, budget: float, now: float) -> None:
         frozen = {s for s, until in self._frozen.items() if until > now} if self._frozen else set()
-        event_ms = int(time.time() * 1000)
+        event_ms = clock.now_ms()
         model = self.model
         rate = self.rate
         cap = max(200, int(rate * 0.05))
@@ -287,7 +287,7 @@ class SyntheticSource(Source):
             next_at = max(next_at + period, now)
             if not self.started.is_set() or now < self._silent_until:
                 continue
-            event_ms = int(time.time() * 1000)
+            event_ms = clock.now_ms()
             for window in self._windows_by_interval.get(interval_ms, ()):
                 self._flush_window(window, event_ms)
             if interval_ms == KLINE_PUSH_MS:
@@ -337,7 +337,7 @@ class SyntheticSource(Source):
     async def snapshot(self, symbol: str, limit: int) -> bytes:
         sm = self.model.symbols[symbol]
         bids, asks = self.encoder.top_levels(symbol, sm.book, limit)
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         return self.encoder.snapshot(sm.last_id, bids, asks, now_ms, now_ms)
 
     def last_update_id(self, symbol: str) -> int:

@@ -16,13 +16,13 @@ import orjson
 from mdpipe.sim.faults import FaultSchedule
 from mdpipe.sim.hub import Hub
 from mdpipe.sim.instruments import FUTURES, SPOT
+from mdpipe.sim.replay import replay_paced
 from mdpipe.sim.source import SnapshotUnavailable, Source
 
 log = logging.getLogger("mdpipe.sim")
 
 _PREFIX = b'{"stream":"'
 _DIFF_STREAM = re.compile(r"^[a-z0-9_]+@depth(@\d+ms)?$")
-_MAX_BATCH = 2000  # lines published per tick at most, so the loop stays responsive
 
 
 @dataclass(slots=True)
@@ -280,39 +280,19 @@ class TapeSource(Source):
         log.info("tape finished after %d lines", self.replayed)
 
     async def _play_once(self) -> None:
-        loop = asyncio.get_running_loop()
-        lines = self.tape.lines
-        n = len(lines)
-        base = self._base_ns
-        scale = 1e-9 / self.speed
-        t0 = loop.time()
-        i = 0
-        while i < n:
-            now = loop.time()
-            if now < self._silent_until:
-                await asyncio.sleep(min(self._silent_until - now, 0.05))
-                t0 += loop.time() - now
-                continue
-            if self.max_speed:
-                j = min(n, i + 200)
-            else:
-                due_ns = base + (now - t0) / scale
-                j = i
-                limit = min(n, i + _MAX_BATCH)
-                while j < limit and lines[j].ns <= due_ns:
-                    j += 1
-            i = self._publish_lines(i, j, now)
-            self.hub.flush()
-            if self.max_speed:
-                await self.hub.drain()
-                await asyncio.sleep(0)
-            elif i < n:
-                wait = (lines[i].ns - base) * scale - (loop.time() - t0)
-                await asyncio.sleep(min(max(wait, 0.0), self.tick * 50))
-            self.position = i
+        await replay_paced(
+            self.tape.lines,
+            self._publish_lines,
+            self.hub,
+            speed=self.speed,
+            max_speed=self.max_speed,
+            tick=self.tick,
+            silent_until=lambda: self._silent_until,
+        )
 
     def _publish_lines(self, i: int, j: int, now: float) -> int:
-        """Publish lines[i:j]; stops early if a fault silenced the feed. Returns the next index."""
+        """Publish lines[i:j]; stops early if a fault silenced the feed. Returns (and keeps as
+        the position) the next index."""
         lines = self.tape.lines
         hub = self.hub
         base = self._base_ns
@@ -339,6 +319,7 @@ class TapeSource(Source):
                 hub.publish(stream, line.raw[line.data_at : -1], line.raw)
             if self._market_time >= self.schedule.next_due:
                 self.on_due(self._market_time)
+        self.position = i
         return i
 
     async def snapshot(self, symbol: str, limit: int) -> bytes:

@@ -10,6 +10,12 @@ UNKNOWN_EVENT = "unknown_event"
 UNKNOWN_STREAM = "unknown_stream"
 ERROR_KINDS = (MALFORMED_JSON, MISSING_FIELD, BAD_TYPE, BAD_NUMBER, UNKNOWN_EVENT, UNKNOWN_STREAM)
 
+# What a ring record can hold: a venue time in milliseconds becomes int64 nanoseconds, and ids
+# are stored in 64 bits (kept below 2**63 so they read the same signed or not). A value past
+# these is a bad number, refused by the parser before anything is written.
+MAX_MS = (1 << 63) // 1_000_000
+MAX_ID = 1 << 63
+
 
 class FeedError(ValueError):
     """A message that cannot be trusted; `kind` is one of ERROR_KINDS, `detail` says why."""

@@ -12,14 +12,20 @@ Report = Callable[[str, str, "float | None", str], None]
 
 
 @pytest.fixture
-def report() -> Report:
+def report(request: pytest.FixtureRequest) -> Report:
     """report(fault, what the system did, recovery seconds or None, what was lost)."""
 
     def add(fault: str, outcome: str, recovery: float | None, lost: str) -> None:
         took = "-" if recovery is None else f"{recovery:.2f} s"
-        ROWS.append((fault, outcome, took, lost))
+        # Rows ride the test's report, so they reach the table from pytest-xdist workers too.
+        request.node.user_properties.append(("chaos", (fault, outcome, took, lost)))
 
     return add
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        ROWS.extend(tuple(row) for key, row in report.user_properties if key == "chaos")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

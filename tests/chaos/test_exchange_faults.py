@@ -25,12 +25,8 @@ def _delta(before: dict[str, int], after: dict[str, int], *keys: str) -> dict[st
 
 def test_exchange_faults_on_a_live_instance(instance, redis_server, tmp_path, report: Report):
     tap = RedisTap(redis_server.url).start()
-    # The counts below are those of the depth and trade connections: tickers ride a third.
-    sets = (
-        f"feeds.0.silence_timeout={SILENCE_TIMEOUT}",
-        "feeds.0.reconnect_max=2.0",
-        "feeds.0.tickers=false",
-    )
+    # Every count covers the depth, trade and ticker connections alike.
+    sets = (f"feeds.0.silence_timeout={SILENCE_TIMEOUT}", "feeds.0.reconnect_max=2.0")
     live = Live(instance, redis_server.url, tmp_path, sets=sets)
     n = len(SYMBOLS)
     try:
@@ -98,13 +94,14 @@ def test_exchange_faults_on_a_live_instance(instance, redis_server, tmp_path, re
             "nothing (gapped book flagged unsynced until rebuilt)",
         )
         assert res["got"]["gaps"] == n
+        conns = live.ingest()["g_connections_expected"]  # depth, trades and tickers routes
+        assert conns == 3
         fault(
             f"silent feed for {SILENCE_TIMEOUT + 1} s",
             [{"kind": "silence", "seconds": SILENCE_TIMEOUT + 1}],
-            {"silences": 2, "reconnects": 2, "resyncs": n},
+            {"silences": conns, "reconnects": conns, "resyncs": n},
             "nothing (the exchange sent nothing)",
         )
-        conns = live.ingest()["g_connections_expected"]  # depth, trades and tickers routes
         res = fault(
             "serverShutdown event",
             [{"kind": "shutdown", "seconds": 0.5}],
@@ -115,13 +112,18 @@ def test_exchange_faults_on_a_live_instance(instance, redis_server, tmp_path, re
             res["got"]["rollovers"] == conns
             and not _delta(res["c0"], live.ingest(), "resyncs")["resyncs"]
         )
+        # Seven kinds on each connection, each shaped like the connection's first stream (the
+        # ticker connection's as a 24hrTicker); the bookTicker collector gets its own seven.
+        bad = 7 * conns
         res = fault(
             "malformed frames (7 kinds)",
             [{"kind": "malformed"}],
-            {"parse_errors": 14, "dead_lettered": 14},
+            {"parse_errors": bad, "dead_lettered": bad},
             "nothing (bad frames dead-lettered, books stay synced)",
         )
-        assert res["got"]["parse_errors"] == res["got"]["dead_lettered"] == 14
+        assert res["got"]["parse_errors"] == res["got"]["dead_lettered"] == bad
+        # Sent to the ingest's connections and (when it is connected) the collector's.
+        assert res["done"][0]["connections"] >= conns
         for kind, fields, counter, k in [
             ("rest_500", {"count": 2}, "rest_5xx", 2),
             ("rest_429", {"count": 1, "retry_after": 1}, "rest_429", 1),

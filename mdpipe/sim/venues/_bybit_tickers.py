@@ -8,6 +8,8 @@ has no bid/ask, mark, funding or open interest. `cs` is the symbol's cross seque
 
 from __future__ import annotations
 
+import orjson
+
 from mdpipe.sim.instruments import SymbolSpec, fmt_units
 from mdpipe.sim.market import BookEvent
 
@@ -96,3 +98,26 @@ def message(symbol: str, kind: str, data: dict[str, str], ts: int, cs: int, line
     return (
         f'{{"topic":"tickers.{symbol}","ts":{ts},"type":"snapshot","cs":{cs},"data":{{{body}}}}}'
     ).encode()
+
+
+def malformed(variant: str, symbol: str, ts: int, cs: int, linear: bool, oversized: int) -> bytes:
+    """A bad `tickers.{symbol}` message of one `malformed` fault variant, shaped like the topic;
+    variant "none" gives the well-formed message the variants break."""
+    data = {"symbol": symbol, "lastPrice": "100.0", "volume24h": "1.0"}
+    topic = f"tickers.{symbol}"
+    if variant == "oversized":
+        return orjson.dumps({"topic": topic, "pad": "x" * max(oversized - 100, 0)})
+    if variant == "missing_field":
+        del data["symbol"]
+    good = message(symbol, "snapshot", data, ts, cs, linear)
+    if variant == "truncated":
+        return good[: len(good) // 2]
+    if variant == "nan_price":
+        return good.replace(b'"100.0"', b'"NaN"')
+    if variant == "negative_price":
+        return good.replace(b'"100.0"', b'"-100.0"')
+    if variant == "wrong_type":
+        return good.replace(b'"100.0"', b"100.0")
+    if variant == "unknown_stream":
+        return good.replace(topic.encode(), f"tickers7.{symbol}".encode())
+    return good

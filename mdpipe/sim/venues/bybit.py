@@ -4,8 +4,9 @@
 (spot: at most 10 args, else `"args size >10"`), unsubscribe, and `{"op":"ping"}`, answered
 as the v5 docs show. Topics: `orderbook.{1,50,200,1000}.<SYM>` (a snapshot at subscribe,
 then deltas every 10/20/100/200 ms; `orderbook.1` snapshots only, repeated after 3 s
-unchanged), `publicTrade.<SYM>` and `tickers.<SYM>` (linear: a snapshot at subscribe, then
-every 100 ms a delta of the changed fields; spot: snapshots every 50 ms). `u` is +1 per
+unchanged), `publicTrade.<SYM>`, `tickers.<SYM>` (linear: a snapshot at subscribe, then
+every 100 ms a delta of the changed fields; spot: snapshots every 50 ms) and
+`kline.<interval>.<SYM>` (candles from the trades, `_bybit_klines.py`). `u` is +1 per
 push of a topic; `seq` is the symbol's cross sequence, the same in every topic pushed from the same market state, so
 `orderbook.1` and deeper books pushed at one instant carry equal `seq`. No REST is served:
 Bybit books start from the stream.
@@ -25,27 +26,31 @@ import http
 import itertools
 import logging
 import random
-import signal
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from mdpipe.sim import clock
 from mdpipe.sim.config import START_IMMEDIATELY, SimConfig
 from mdpipe.sim.connection import SimConnection, request_body, request_method
 from mdpipe.sim.faults import MALFORMED_VARIANTS, Fault, FaultError, FaultSchedule
 from mdpipe.sim.hub import Client, Hub
 from mdpipe.sim.instruments import FUTURES, SymbolSpec, symbol_spec
 from mdpipe.sim.market import BookEvent, MarketModel, SymbolMarket
+from mdpipe.sim.replay import replay_paced
+from mdpipe.sim.serving import serve_until_stopped
 from mdpipe.sim.stats import ServerStats
 from mdpipe.sim.tape import TapeError
+from mdpipe.sim.venues import _bybit_klines as klines
 from mdpipe.sim.venues._bybit_tickers import LINEAR_PUSH_MS, SPOT_PUSH_MS, TickerBook
+from mdpipe.sim.venues._bybit_tickers import malformed as ticker_malformed
 from mdpipe.sim.venues._bybit_tickers import message as ticker_message
 
 MARKETS = ("linear", "spot")
@@ -62,7 +67,8 @@ log = logging.getLogger("mdpipe.sim")
 
 
 def _ms() -> int:
-    return int(time.time() * 1000)
+    """The exchange's time now (ms), from the simulator's clock."""
+    return clock.now_ms()
 
 
 def _reply(status: int, body: Any) -> Response:
@@ -221,7 +227,7 @@ class BybitSimulator:
         self._started_wall = time.time()
         self.tape: TapeFeed | None = None
         if cfg.tape is not None:
-            self.tape = TapeFeed(cfg.tape, cfg.speed, cfg.max_speed)
+            self.tape = TapeFeed(cfg.tape, cfg.speed, cfg.max_speed, cfg.tick)
             self.symbols = self.tape.symbols
             self.synthetic = None
         else:
@@ -229,48 +235,29 @@ class BybitSimulator:
             self.symbols = self.synthetic.symbols
             linear = self.market == "linear"
             self.tickers = {s: TickerBook(spec, linear) for s, spec in self.synthetic.specs.items()}
+        # kline topics subscribed (built from the trades from then on), by symbol
+        self.klines: dict[str, dict[str, klines.OpenKline]] = {}
 
     # ----- serving --------------------------------------------------------------------------
 
     async def serve(self, ready: Callable[[str, int], None]) -> None:
         """Listen, call `ready(host, port)`, and run until SIGINT/SIGTERM."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        server = await serve(
-            self._handle_ws,
-            self.cfg.host,
-            self.cfg.port,
+        await serve_until_stopped(
+            host=self.cfg.host,
+            port=self.cfg.port,
+            handler=self._handle_ws,
             process_request=self._process_request,
-            create_connection=SimConnection,
-            compression=None,
-            ping_interval=None,  # Bybit clients ping; the server only answers
+            ready=ready,
+            start_now=self.started.set if self.cfg.start == START_IMMEDIATELY else None,
+            market=self._run_tape if self.tape is not None else self._run_synthetic,
+            hub=self.hub,
             close_timeout=1.0,
-            server_header=None,
+            ping_interval=None,  # Bybit clients ping; the server only answers
         )
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            host, port = server.sockets[0].getsockname()[:2]
-            ready(host, port)
-            if self.cfg.start == START_IMMEDIATELY:
-                self.started.set()
-            run = self.tape.run(self) if self.tape is not None else self._run_synthetic()
-            tasks = [loop.create_task(run), loop.create_task(stop.wait())]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if tasks[0].done():
-                tasks[0].result()
-                await tasks[1]  # a finished tape keeps serving
-        finally:
-            for task in tasks:
-                task.cancel()
-            server.close()
-            try:
-                await asyncio.wait_for(asyncio.shield(server.wait_closed()), 1.0)
-            except TimeoutError:
-                for client in list(self.hub.clients):
-                    client.conn.transport.abort()
-                await server.wait_closed()
+
+    async def _run_tape(self) -> None:
+        assert self.tape is not None
+        await self.tape.run(self)
 
     async def _process_request(self, conn: SimConnection, request: Request) -> Response | None:
         path = request.path.partition("?")[0]
@@ -372,6 +359,9 @@ class BybitSimulator:
                     self.hub.send(client, snap)
             elif topic.startswith("tickers."):
                 self._ticker_snapshot(client, topic.partition(".")[2])
+            elif topic.startswith("kline."):
+                interval, sym = klines.topic_interval(topic)
+                self.klines.setdefault(sym, {}).setdefault(interval, klines.OpenKline())
         if client.id not in self._subscribers:
             self._subscribers.add(client.id)
             if len(self._subscribers) >= self.cfg.start_clients:
@@ -383,6 +373,9 @@ class BybitSimulator:
             return rest in self.symbols
         if kind == "tickers":
             return rest in self.symbols and self.synthetic is not None
+        if kind == "kline":
+            found = klines.topic_interval(topic)
+            return found is not None and found[1] in self.symbols and self.synthetic is not None
         if kind == "orderbook":
             depth, _, sym = rest.partition(".")
             return depth.isdigit() and int(depth) in DEPTHS and sym in self.symbols
@@ -494,6 +487,8 @@ class BybitSimulator:
                 self._push_books(tick)
                 if tick % (TICKER_PUSH_MS[self.market] // 10) == 0:
                     self._push_tickers(_ms())
+                if tick % (klines.PUSH_MS // 10) == 0:
+                    self._push_klines(_ms())
                 next_push += TICK_S
                 if next_push < now:
                     next_push = now + TICK_S
@@ -527,16 +522,45 @@ class BybitSimulator:
             if data:
                 self.hub.publish(name, ticker_message(sym, kind, data, ms, cs, self.enc.linear))
 
+    def _push_klines(self, ms: int) -> None:
+        """Every open candle as it stands; confirmed (and done) once its interval is over."""
+        for sym, by_interval in self.klines.items():
+            spec = self.synthetic.specs[sym]
+            for interval, ok in by_interval.items():
+                k = ok.kline
+                if k is None:
+                    continue  # an interval without trades sends no candle
+                confirm = not k.contains(ms)
+                topic = f"kline.{interval}.{sym}"
+                self.hub.publish(topic, klines.message(topic, interval, spec, k, ok.last_ms, ms,
+                                                       confirm))  # fmt: skip
+                if confirm:
+                    ok.kline = None
+
+    def _kline_trades(self, sym: str, ev: BookEvent, ms: int) -> None:
+        """Add the event's trades to the symbol's candles, confirming one the time has left."""
+        spec = self.synthetic.specs[sym]
+        for interval, ok in self.klines[sym].items():
+            topic = f"kline.{interval}.{sym}"
+            for f in ev.fills:
+                last_ms = ok.last_ms
+                closed = klines.on_trade(ok, interval, f.price, f.lots, 0, ms, not f.buyer_maker)
+                if closed is not None:
+                    self.hub.publish(topic, klines.message(topic, interval, spec, closed, last_ms,
+                                                           ms, True))  # fmt: skip
+
     def _trades(self, sm: SymbolMarket, ev: BookEvent, seq: int) -> None:
         self.tickers[sm.spec.symbol].on_event(ev, sm.top)
         if not ev.fills:
             return
         sym = sm.spec.symbol
+        ms = _ms()  # the trades' T
+        if sym in self.klines:
+            self._kline_trades(sym, ev, ms)
         name = f"publicTrade.{sym}"
         if not self.hub.wants(name):
             return
         assert self.synthetic is not None
-        ms = _ms()
         spec = sm.spec
         rows = [
             (ms, "Sell" if f.buyer_maker else "Buy", spec.qty_str(f.lots), spec.price_str(f.price),
@@ -647,26 +671,38 @@ class BybitSimulator:
                 MALFORMED_VARIANTS[(start + i) % len(MALFORMED_VARIANTS)] for i in range(count)
             ]
             self._malformed_next = (start + count) % len(MALFORMED_VARIANTS)
-        reached = 0
+        reached = sent = 0
         for client in self._clients():
             books = [
                 s
                 for s in client.subs
                 if s.startswith("orderbook.") and not s.startswith("orderbook.1.")
             ]
+            tickers = [s for s in client.subs if s.startswith("tickers.")]
             if fault.symbol:
                 books = [s for s in books if s.endswith("." + fault.symbol)]
-            if not books:
+                tickers = [s for s in tickers if s.endswith("." + fault.symbol)]
+            if not books and not tickers:
                 continue
-            topic = self._topic(books[0]) if self.tape is None else None
-            u, seq = (topic.u + 1, topic.seq + 1) if topic is not None else (2, 2)
-            name = books[0]
-            for variant in variants:
-                self.hub.send(client, self._malformed(variant, name, u, seq))
+            if books:
+                topic = self._topic(books[0]) if self.tape is None else None
+                u, seq = (topic.u + 1, topic.seq + 1) if topic is not None else (2, 2)
+                for variant in variants:
+                    self.hub.send(client, self._malformed(variant, books[0], u, seq))
+                sent += len(variants)
+            if tickers:
+                sym = tickers[0].partition(".")[2]
+                cs = self.synthetic.seq[sym] if self.synthetic is not None else 0
+                for variant in variants:
+                    frame = ticker_malformed(
+                        variant, sym, _ms(), cs, self.enc.linear, self.cfg.oversized_bytes
+                    )
+                    self.hub.send(client, frame)
+                sent += len(variants)
             reached += 1
         self.hub.flush()
-        self.malformed_sent += reached * len(variants)
-        return {"connections": reached, "variants": variants}
+        self.malformed_sent += sent
+        return {"connections": reached, "variants": variants, "frames": sent}
 
     def _malformed(self, variant: str, topic: str, u: int, seq: int) -> bytes:
         """A bad message that claims the next u, so a client that rejects it keeps its sequence."""
@@ -726,6 +762,15 @@ def level_changes(old: dict[str, str], new: dict[str, str], reverse: bool) -> li
     return out
 
 
+@dataclass(slots=True)
+class TapeFrame:
+    """One recorded frame: receive time, topic ("" for a frame without one), exact bytes."""
+
+    ns: int
+    topic: str
+    raw: bytes
+
+
 class TapeFeed:
     """Replays a tape of `<receive ns> <raw frame>` lines to the topics' subscribers.
 
@@ -734,8 +779,8 @@ class TapeFeed:
     Frames that are not topic messages (acks, pongs) are skipped.
     """
 
-    def __init__(self, path: Path, speed: float, max_speed: bool) -> None:
-        self.frames: list[tuple[int, str, bytes]] = []
+    def __init__(self, path: Path, speed: float, max_speed: bool, tick: float) -> None:
+        self.frames: list[TapeFrame] = []
         self.symbols: set[str] = set()
         opener = gzip.open if path.suffix == ".gz" else open
         try:
@@ -750,14 +795,14 @@ class TapeFeed:
                         topic = None  # a recorded bad frame: replayed to every subscriber
                     if topic is None and raw.lstrip().startswith(b'{"success"'):
                         continue
-                    self.frames.append((int(stamp), topic or "", raw))
+                    self.frames.append(TapeFrame(int(stamp), topic or "", raw))
                     if topic and "." in topic:
                         self.symbols.add(topic.rsplit(".", 1)[1])
         except OSError as exc:
             raise TapeError(f"cannot read tape {path}: {exc}") from None
         if not self.frames:
             raise TapeError(f"{path}: no frames")
-        self.speed, self.max_speed = speed, max_speed
+        self.speed, self.max_speed, self.tick = speed, max_speed, tick
         self.books: dict[str, tuple[dict[str, str], dict[str, str], int, int]] = {}
         self.skip: dict[str, int] = {}
         self.sent = 0
@@ -791,24 +836,28 @@ class TapeFeed:
 
     async def run(self, sim: BybitSimulator) -> None:
         """Send every frame at its recorded pace (or as fast as clients read, with --max)."""
-        loop = asyncio.get_running_loop()
         await sim.started.wait()
-        t0 = loop.time()
-        first = self.frames[0][0]
+
+        def publish(i: int, j: int, now: float) -> int:
+            return self._publish(sim, i, j, now)
+
+        await replay_paced(
+            self.frames,
+            publish,
+            sim.hub,
+            speed=self.speed,
+            max_speed=self.max_speed,
+            tick=self.tick,
+            silent_until=lambda: sim._silent_until,
+        )
+
+    def _publish(self, sim: BybitSimulator, i: int, j: int, now: float) -> int:
+        """Send frames[i:j] (fewer if a fault silenced the feed); returns the next index."""
         hub = sim.hub
-        for stamp, topic, raw in self.frames:
-            at = t0 + (stamp - first) / 1e9 / self.speed
-            while loop.time() < sim._silent_until:
-                await asyncio.sleep(0.05)
-                t0 += 0.05
-            if self.max_speed:
-                if self.sent % 256 == 0:
-                    hub.flush()
-                    await hub.drain()
-                    await asyncio.sleep(0)
-            elif at > loop.time():
-                hub.flush()
-                await asyncio.sleep(at - loop.time())
+        while i < j and sim._silent_until <= now:
+            frame = self.frames[i]
+            i += 1
+            topic, raw = frame.topic, frame.raw
             book = topic.startswith("orderbook.") and not topic.startswith("orderbook.1.")
             if book:
                 self._apply(topic, raw)
@@ -822,7 +871,7 @@ class TapeFeed:
                 for client in list(hub.clients):
                     hub.send(client, raw)
             self.sent += 1
-        hub.flush()
+        return i
 
 
 def synthetic_frames(

@@ -31,6 +31,8 @@ from mdpipe.venues.errors import (
     BAD_TYPE,
     ERROR_KINDS,
     MALFORMED_JSON,
+    MAX_ID,
+    MAX_MS,
     MISSING_FIELD,
     UNKNOWN_EVENT,
     UNKNOWN_STREAM,
@@ -221,6 +223,12 @@ _TICKER_KEYS = (
     ("q", "quote_volume_24h"),
 )
 _TICKER_TOP_KEYS = (("b", "bid_price"), ("B", "bid_qty"), ("a", "ask_price"), ("A", "ask_qty"))
+# 24hrTicker fields not kept, checked all the same: a frame with a broken field is a bad frame,
+# whichever field it is. Price change and its percent are signed; spot adds `x`.
+_TICKER_SIGNED = ("p", "P")
+_TICKER_UNSIGNED = ("w", "Q", "x")
+_TICKER_INTS = ("F", "L", "n")
+_TICKER_TIMES = ("O", "C")
 
 
 def _signed(value: Any, name: str) -> float:
@@ -234,6 +242,24 @@ def _signed(value: Any, name: str) -> float:
     if number != number or number in (inf, -inf):
         raise FeedError(BAD_NUMBER, f"{name}={value!r} is out of range")
     return number
+
+
+def _time_ms(value: Any, name: str) -> int:
+    """A millisecond time that the rings can hold in int64 nanoseconds."""
+    if type(value) is not int:
+        raise FeedError(BAD_TYPE, f"{name} is {type(value).__name__}, not an integer")
+    if not 0 <= value < MAX_MS:
+        raise FeedError(BAD_NUMBER, f"{name}={value} ms is out of range")
+    return value
+
+
+def _check_trade_range(event: str, event_time: int, trade_time: int, *ids: int) -> None:
+    """BAD_NUMBER unless the times and ids fit a trade record."""
+    if not (0 <= event_time < MAX_MS and 0 <= trade_time < MAX_MS):
+        raise FeedError(BAD_NUMBER, f"{event} E/T out of range")
+    for i in ids:
+        if not 0 <= i < MAX_ID:
+            raise FeedError(BAD_NUMBER, f"{event} id {i} out of range")
 
 
 def _ints_ok(*values: Any) -> bool:
@@ -286,6 +312,14 @@ def _depth_diff(
         raise FeedError(BAD_TYPE, "depthUpdate ids/times must be integers, s a string")
     if first > last:
         raise FeedError(BAD_NUMBER, f"depthUpdate U={first} > u={last}")
+    if not (
+        first >= 0
+        and last < MAX_ID
+        and -1 <= prev < MAX_ID
+        and 0 <= event_time < MAX_MS
+        and 0 <= tx_time < MAX_MS
+    ):
+        raise FeedError(BAD_NUMBER, "depthUpdate ids/times out of range")
     if plain is None:
         return DepthDiff(symbol, event_time, tx_time, first, last, prev, *_levels(bids, asks))
     return DepthDiff(symbol, event_time, tx_time, first, last, prev, *plain[1:])
@@ -422,6 +456,7 @@ class BinanceParser:
             raise FeedError(BAD_TYPE, "trade E/T/t must be integers, s a string")
         if type(maker) is not bool or type(order_type) is not str:
             raise FeedError(BAD_TYPE, "trade m must be a boolean, X a string")
+        _check_trade_range("trade", event_time, trade_time, trade_id, trade_id)
         return Trade(
             symbol,
             event_time,
@@ -446,6 +481,7 @@ class BinanceParser:
             raise FeedError(BAD_TYPE, "aggTrade E/T/a/f/l must be integers, s a string")
         if type(maker) is not bool:
             raise FeedError(BAD_TYPE, "aggTrade m must be a boolean")
+        _check_trade_range("aggTrade", event_time, trade_time, agg_id, first, last)
         return Trade(
             symbol,
             event_time,
@@ -465,9 +501,13 @@ class BinanceParser:
             symbol, event_time, price = d["s"], d["E"], d["p"]
         except KeyError as exc:
             raise _missing("markPriceUpdate", exc) from None
-        if not (_ints_ok(event_time) and type(symbol) is str):
-            raise FeedError(BAD_TYPE, "markPriceUpdate E must be an integer, s a string")
+        if type(symbol) is not str:
+            raise FeedError(BAD_TYPE, "markPriceUpdate s must be a string")
+        _time_ms(event_time, "E")
         mark = _number(price, "p", False)
+        settle = d.get("P")
+        if settle is not None:
+            _number(settle, "P", True)
         values = {"mark_price": mark}
         index = d.get("i")
         if index is not None:
@@ -476,11 +516,8 @@ class BinanceParser:
         if rate is not None and rate != "":  # delivery contracts send "" (no funding)
             values["funding_rate"] = _signed(rate, "r")
         next_funding = d.get("T")
-        if next_funding is not None:
-            if not _ints_ok(next_funding):
-                raise FeedError(BAD_TYPE, "markPriceUpdate T must be an integer")
-            if next_funding > 0:
-                values["next_funding_ts_ns"] = next_funding * 1_000_000
+        if next_funding is not None and _time_ms(next_funding, "T") > 0:
+            values["next_funding_ts_ns"] = next_funding * 1_000_000
         return MarkPrice(symbol, event_time, mark, values)
 
     def _ticker(self, d: dict) -> Ticker:
@@ -490,12 +527,27 @@ class BinanceParser:
             fields = {name: d[key] for key, name in _TICKER_KEYS}
         except KeyError as exc:
             raise _missing("24hrTicker", exc) from None
-        if not (_ints_ok(event_time) and type(symbol) is str):
-            raise FeedError(BAD_TYPE, "24hrTicker E must be an integer, s a string")
+        if type(symbol) is not str:
+            raise FeedError(BAD_TYPE, "24hrTicker s must be a string")
+        _time_ms(event_time, "E")
         values = {name: _number(v, name, True) for name, v in fields.items()}
         for key, name in _TICKER_TOP_KEYS:
             if key in d:
                 values[name] = _number(d[key], key, True)
+        for key in _TICKER_SIGNED:
+            if key in d:
+                _signed(d[key], key)
+        for key in _TICKER_UNSIGNED:
+            if key in d:
+                _number(d[key], key, True)
+        for key in _TICKER_TIMES:
+            if key in d:
+                _time_ms(d[key], key)
+        for key in _TICKER_INTS:
+            if key in d and type(d[key]) is not int:
+                raise FeedError(
+                    BAD_TYPE, f"24hrTicker {key} is {type(d[key]).__name__}, not an integer"
+                )
         return Ticker(symbol, event_time, values)
 
     def _server_shutdown(self, d: dict) -> ServerShutdown:
@@ -531,6 +583,8 @@ def parse_snapshot(raw: bytes | str) -> DepthSnapshot:
     event_time, tx_time = msg.get("E", 0), msg.get("T", 0)
     if not _ints_ok(last_update_id, event_time, tx_time):
         raise FeedError(BAD_TYPE, "snapshot lastUpdateId/E/T must be integers")
+    if not (0 <= last_update_id < MAX_ID and 0 <= event_time < MAX_MS and 0 <= tx_time < MAX_MS):
+        raise FeedError(BAD_NUMBER, "snapshot lastUpdateId/E/T out of range")
     if plain is None:
         bid_prices, bid_qtys = parse_levels(bids, "bids")
         ask_prices, ask_qtys = parse_levels(asks, "asks")

@@ -37,6 +37,8 @@ from mdpipe.venues.errors import (
     BAD_NUMBER,
     BAD_TYPE,
     MALFORMED_JSON,
+    MAX_ID,
+    MAX_MS,
     MISSING_FIELD,
     UNKNOWN_EVENT,
     UNKNOWN_STREAM,
@@ -90,6 +92,21 @@ _TICKER_KEYS = (
     ("bid1Size", "bid_qty"),
     ("ask1Price", "ask_price"),
     ("ask1Size", "ask_qty"),
+)
+
+
+# tickers.{symbol} numeric keys not kept, checked all the same: a frame with a broken field is
+# a bad frame, whichever field it is ("" stands for no value).
+_TICKER_SIGNED = ("price24hPcnt", "basisRate", "basis")
+_TICKER_UNSIGNED = (
+    "prevPrice1h",
+    "openInterestValue",
+    "usdIndexPrice",
+    "predictedDeliveryPrice",
+    "deliveryFeeRate",
+    "preOpenPrice",
+    "preQty",
+    "fundingCap",
 )
 
 
@@ -190,18 +207,30 @@ class BybitParser:
             raise FeedError(BAD_TYPE, "tickers data is not an object") from None
         if kind not in ("snapshot", "delta") or type(ts) is not _INT or type(symbol) is not str:
             raise FeedError(BAD_TYPE, "tickers type/ts/symbol mistyped")
+        if not 0 <= ts < MAX_MS:
+            raise FeedError(BAD_NUMBER, f"tickers ts={ts} ms is out of range")
         values: dict[str, float] = {}
         for key, name in _TICKER_KEYS:
             raw = data.get(key)
             if raw is not None and raw != "":
                 values[name] = _number(raw, key)
+        for key in _TICKER_UNSIGNED:
+            raw = data.get(key)
+            if raw is not None and raw != "":
+                _number(raw, key)
+        for key in _TICKER_SIGNED:
+            raw = data.get(key)
+            if raw is not None and raw != "":
+                _signed(raw, key)
         rate = data.get("fundingRate")
         if rate is not None and rate != "":
             values["funding_rate"] = _signed(rate, "fundingRate")
         due = data.get("nextFundingTime")
         if due is not None and due != "":
-            if type(due) is not str or not due.isdigit():
+            if type(due) is not str or not due.isdigit() or not due.isascii():
                 raise FeedError(BAD_TYPE, "tickers nextFundingTime is not a ms timestamp string")
+            if int(due) >= MAX_MS:
+                raise FeedError(BAD_NUMBER, f"tickers nextFundingTime={due} ms is out of range")
             if int(due):
                 values["next_funding_ts_ns"] = int(due) * 1_000_000
         return Ticker(symbol, ts, values, kind == "snapshot")
@@ -237,8 +266,8 @@ class BybitParser:
             and type(symbol) is str
         ):
             raise FeedError(BAD_TYPE, "orderbook ts/cts/u/seq must be integers, s a string")
-        if u < 1 or seq < 0:
-            raise FeedError(BAD_NUMBER, f"orderbook u={u} seq={seq} out of range")
+        if not (1 <= u < MAX_ID and 0 <= seq < MAX_ID and 0 <= ts < MAX_MS and 0 <= cts < MAX_MS):
+            raise FeedError(BAD_NUMBER, f"orderbook u={u} seq={seq} ts={ts} cts={cts} out of range")
         if topic.startswith("orderbook.1."):
             if plain is not None:
                 return self._top_plain(symbol, kind, plain, seq, ts, cts)
@@ -324,8 +353,8 @@ class BybitParser:
                 raise FeedError(BAD_TYPE, "publicTrade T/seq must be integers, s a string")
             if side not in ("Buy", "Sell"):
                 raise FeedError(BAD_TYPE, f"publicTrade S={side!r} is not Buy or Sell")
-            if seq < 0:
-                raise FeedError(BAD_NUMBER, f"publicTrade seq={seq} out of range")
+            if not (0 <= seq < MAX_ID // TRADE_ID_SPAN and 0 <= t < MAX_MS and 0 <= ts < MAX_MS):
+                raise FeedError(BAD_NUMBER, f"publicTrade seq={seq} T={t} ts={ts} out of range")
             p, q = _number(price, "p"), _number(size, "v")
             if p == 0.0 or q == 0.0:
                 raise FeedError(BAD_NUMBER, "publicTrade price and size must be > 0")

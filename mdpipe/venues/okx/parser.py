@@ -41,6 +41,8 @@ from mdpipe.venues.errors import (
     BAD_NUMBER,
     BAD_TYPE,
     MALFORMED_JSON,
+    MAX_ID,
+    MAX_MS,
     MISSING_FIELD,
     UNKNOWN_EVENT,
     UNKNOWN_STREAM,
@@ -132,7 +134,10 @@ def _ms(value: Any, name: str) -> int:
     """A millisecond timestamp or id sent as a decimal string."""
     if type(value) is not str or not value.isdigit() or not value.isascii():
         raise FeedError(BAD_TYPE, f"{name}={value!r} must be a string of digits")
-    return int(value)
+    number = int(value)
+    if number >= MAX_ID:
+        raise FeedError(BAD_NUMBER, f"{name}={value!r} is out of range")
+    return number
 
 
 def _seq(d: dict, key: str, absent: int) -> int:
@@ -141,6 +146,8 @@ def _seq(d: dict, key: str, absent: int) -> int:
         return absent
     if type(value) is not int:
         raise FeedError(BAD_TYPE, f"{key}={value!r} must be an integer")
+    if not -1 <= value < MAX_ID:
+        raise FeedError(BAD_NUMBER, f"{key}={value} is out of range")
     return value
 
 
@@ -190,6 +197,43 @@ _TICKER_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+# Numeric fields of each channel not kept, checked all the same when present: a frame with a
+# broken field is a bad frame, whichever field it is ("" stands for no value).
+_TICKER_UNSIGNED: dict[str, tuple[str, ...]] = {
+    TICKERS: ("lastSz", "volCcy24h", "sodUtc0", "sodUtc8"),
+    MARK_PRICE: (),
+    FUNDING_RATE: ("impactValue",),
+    OPEN_INTEREST: ("oiCcy", "oiUsd"),
+}
+_TICKER_SIGNED: dict[str, tuple[str, ...]] = {
+    TICKERS: (),
+    MARK_PRICE: (),
+    FUNDING_RATE: (
+        "interestRate",
+        "maxFundingRate",
+        "minFundingRate",
+        "nextFundingRate",
+        "premium",
+        "settFundingRate",
+    ),
+    OPEN_INTEREST: (),
+}
+_TICKER_TIMES: dict[str, tuple[str, ...]] = {
+    TICKERS: (),
+    MARK_PRICE: (),
+    FUNDING_RATE: ("nextFundingTime",),
+    OPEN_INTEREST: (),
+}
+
+
+def _time(value: Any, name: str) -> int:
+    """A millisecond time string that the rings can hold in int64 nanoseconds."""
+    ms = _ms(value, name)
+    if ms >= MAX_MS:
+        raise FeedError(BAD_NUMBER, f"{name}={value!r} ms is out of range")
+    return ms
+
+
 def _only_item(data: Any, what: str) -> dict:
     if type(data) is not list or len(data) != 1 or type(data[0]) is not dict:
         raise FeedError(BAD_TYPE, f"{what} data must be a list of one object")
@@ -204,7 +248,7 @@ def _book_fields(d: dict, what: str) -> tuple[Any, Any, int, int]:
     checksum = d.get("checksum", 0)
     if type(checksum) is not int:
         raise FeedError(BAD_TYPE, f"checksum={checksum!r} must be an integer")
-    return bids, asks, _ms(ts, "ts"), checksum
+    return bids, asks, _time(ts, "ts"), checksum
 
 
 # The fast path: a books push whose levels are all plain decimal strings is read with byte
@@ -348,7 +392,7 @@ def _trade(d: Any, inst_id: str) -> Trade:
     first = last - int(count) + 1
     if first < 1:
         raise FeedError(BAD_NUMBER, f"trade count={count} exceeds tradeId={last}")
-    time_ms = _ms(ts, "ts")
+    time_ms = _time(ts, "ts")
     return Trade(
         inst_id,
         time_ms,
@@ -362,6 +406,22 @@ def _trade(d: Any, inst_id: str) -> Trade:
         True,
         "",
     )
+
+
+def _check_unkept(d: dict, channel: str) -> None:
+    """FeedError if a numeric field the ticker does not keep is broken."""
+    for key in _TICKER_UNSIGNED[channel]:
+        raw = d.get(key, "")
+        if raw != "" and raw != "0":
+            _number(raw, key)
+    for key in _TICKER_SIGNED[channel]:
+        raw = d.get(key, "")
+        if raw != "":
+            _signed(raw, key)
+    for key in _TICKER_TIMES[channel]:
+        raw = d.get(key, "")
+        if raw != "":
+            _time(raw, key)
 
 
 class OkxParser:
@@ -480,7 +540,7 @@ class OkxParser:
         d = _only_item(msg["data"], channel)
         values: dict[str, float] = {}
         try:
-            ts = _ms(d["ts"], "ts")
+            ts = _time(d["ts"], "ts")
             for key, name in _TICKER_KEYS[channel]:
                 raw = d[key]
                 if raw != "":
@@ -489,9 +549,10 @@ class OkxParser:
                 values["quote_volume_24h"] = _number(d["volCcy24h"], "volCcy24h")
             if channel == FUNDING_RATE:
                 values["funding_rate"] = _signed(d["fundingRate"], "fundingRate")
-                values["next_funding_ts_ns"] = _ms(d["fundingTime"], "fundingTime") * 1_000_000
+                values["next_funding_ts_ns"] = _time(d["fundingTime"], "fundingTime") * 1_000_000
         except KeyError as exc:
             raise FeedError(MISSING_FIELD, f"{channel} data lacks {exc.args[0]!r}") from None
+        _check_unkept(d, channel)
         return Ticker(inst_id, ts, values)
 
     def _trades(self, msg: dict, inst_id: str) -> Trade | Trades:

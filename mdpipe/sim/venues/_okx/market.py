@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Callable
 from typing import Any
 
+from mdpipe.sim import clock
 from mdpipe.sim.faults import FaultSchedule
 from mdpipe.sim.hub import Hub
 from mdpipe.sim.instruments import FUTURES
@@ -185,7 +185,7 @@ class OkxMarket:
                 self._t0 += loop.time() - now  # market time stands still: no burst after
                 self._next_books = loop.time()
                 continue
-            self.advance(now, int(time.time() * 1000))
+            self.advance(now, clock.now_ms())
             self.hub.flush()
             await asyncio.sleep(self.tick)
 

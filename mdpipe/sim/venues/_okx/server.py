@@ -14,8 +14,6 @@ import http
 import itertools
 import logging
 import random
-import signal
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -24,11 +22,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
-from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from mdpipe.sim import clock
 from mdpipe.sim.connection import SimConnection, request_body, request_method
 from mdpipe.sim.faults import (
     MALFORMED_VARIANTS,
@@ -40,8 +38,11 @@ from mdpipe.sim.faults import (
     ScheduledFault,
 )
 from mdpipe.sim.hub import Client, Hub
+from mdpipe.sim.serving import serve_until_stopped
 from mdpipe.sim.venues._okx.market import OkxMarket, stream
 from mdpipe.sim.venues._okx.tape import OkxTapeSource, load_okx_tape
+from mdpipe.sim.venues._okx.tickers import CHANNELS as TICKER_CHANNELS
+from mdpipe.sim.venues._okx.tickers import malformed_push as ticker_malformed
 from mdpipe.sim.venues._okx.wire import (
     BUSINESS_PATH,
     INSTRUMENTS_PATH,
@@ -182,50 +183,20 @@ class OkxSimulator:
 
     async def serve(self, ready: Callable[[str, int], None]) -> None:
         """Listen, call `ready(host, port)`, run until SIGINT/SIGTERM."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        server = await serve(
-            self._handle_ws,
-            self.cfg.host,
-            self.cfg.port,
+        await serve_until_stopped(
+            host=self.cfg.host,
+            port=self.cfg.port,
+            handler=self._handle_ws,
             process_request=self._process_request,
-            create_connection=SimConnection,
-            compression=None,
-            ping_interval=None,  # OKX clients ping (text "ping"); the server does not
+            ready=ready,
+            start_now=self.source.started.set if self.cfg.start_immediately else None,
+            market=self.source.run,
+            hub=self.hub,
             close_timeout=_CLOSE_GRACE,
+            helpers=(self._idle_check,),
+            ping_interval=None,  # OKX clients ping (text "ping"); the server does not
             open_timeout=None,
-            server_header=None,
         )
-        tasks: list[asyncio.Task[Any]] = []
-        try:
-            host, port = server.sockets[0].getsockname()[:2]
-            ready(host, port)
-            if self.cfg.start_immediately:
-                self.source.started.set()
-            source_task = loop.create_task(self.source.run())
-            tasks = [
-                source_task,
-                loop.create_task(self._idle_check()),
-                loop.create_task(stop.wait()),
-            ]
-            await asyncio.wait({tasks[0], tasks[2]}, return_when=asyncio.FIRST_COMPLETED)
-            if source_task.done():
-                source_task.result()
-                await tasks[2]  # a finished tape keeps serving its last book
-        finally:
-            for task in tasks:
-                task.cancel()
-            server.close()
-            try:
-                await asyncio.wait_for(asyncio.shield(server.wait_closed()), _CLOSE_GRACE)
-            except TimeoutError:
-                for client in list(self.hub.clients):
-                    client.conn.transport.abort()
-                for task in list(server.handler_tasks):
-                    task.cancel()
-                await server.wait_closed()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -261,7 +232,7 @@ class OkxSimulator:
         if method != "GET":
             return 405, rest_error("405", f"Method {method} not allowed"), []
         params = parse_qs(query, keep_blank_values=True)
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         if path == INSTRUMENTS_PATH:
             kind = params.get("instType", [""])[0]
             if kind not in ("SWAP", "SPOT"):
@@ -375,12 +346,12 @@ class OkxSimulator:
             if name in client.subs:
                 continue
             if arg["channel"] == "books" and self.cfg.in_band_snapshot:
-                snap = self.source.snapshot(arg["instId"], int(time.time() * 1000))
+                snap = self.source.snapshot(arg["instId"], clock.now_ms())
                 if snap is not None:
                     self.hub.send(client, snap)
             on_subscribe = getattr(self.source, "on_subscribe", None)
             if on_subscribe is not None and req.op == "subscribe":
-                first = on_subscribe(arg["channel"], arg["instId"], int(time.time() * 1000))
+                first = on_subscribe(arg["channel"], arg["instId"], clock.now_ms())
                 if first is not None and self.source.started.is_set():
                     self.hub.send(client, first)
             client.subs.append(name)
@@ -490,23 +461,32 @@ class OkxSimulator:
                 MALFORMED_VARIANTS[(start + i) % len(MALFORMED_VARIANTS)] for i in range(count)
             ]
             self._malformed_next = (start + count) % len(MALFORMED_VARIANTS)
-        reached = 0
+        reached = sent = 0
+        oversized = self.cfg.oversized_bytes
         for client in self._clients():
             books = [s for s in client.subs if s.startswith("books:")]
+            tickers = [s for s in client.subs if s.partition(":")[0] in TICKER_CHANNELS]
             if fault.symbol:
                 books = [s for s in books if s == stream("books", fault.symbol)]
-            if not books:
+                tickers = [s for s in tickers if s.partition(":")[2] == fault.symbol]
+            if not books and not tickers:
                 continue
-            inst_id = books[0].partition(":")[2]
-            seq = self.source.last_seq(inst_id)
-            for variant in variants:
-                self.hub.send(
-                    client, malformed_push(variant, inst_id, seq, self.cfg.oversized_bytes)
-                )
+            if books:
+                inst_id = books[0].partition(":")[2]
+                seq = self.source.last_seq(inst_id)
+                for variant in variants:
+                    self.hub.send(client, malformed_push(variant, inst_id, seq, oversized))
+                sent += len(variants)
+            if tickers:
+                channel, _, inst_id = tickers[0].partition(":")
+                for variant in variants:
+                    frame = ticker_malformed(variant, channel, inst_id, clock.now_ms(), oversized)
+                    self.hub.send(client, frame)
+                sent += len(variants)
             reached += 1
         self.hub.flush()
-        self.counts["malformed_sent"] += reached * len(variants)
-        return {"connections": reached, "variants": variants}
+        self.counts["malformed_sent"] += sent
+        return {"connections": reached, "variants": variants, "frames": sent}
 
     # ----- stats --------------------------------------------------------------------------
 
@@ -535,7 +515,7 @@ def malformed_push(variant: str, inst_id: str, seq: int, oversized: int) -> byte
     data: dict[str, Any] = {
         "asks": [level],
         "bids": [],
-        "ts": str(int(time.time() * 1000)),
+        "ts": str(clock.now_ms()),
         "checksum": 0,
         "prevSeqId": seq,
         "seqId": seq + 1,

@@ -23,6 +23,7 @@ import orjson
 
 from mdpipe.sim.faults import FaultSchedule
 from mdpipe.sim.hub import Hub
+from mdpipe.sim.replay import replay_paced
 from mdpipe.sim.tape import TapeError as SimTapeError
 from mdpipe.sim.venues._okx.market import stream
 from mdpipe.sim.venues._okx.wire import books_push, rest_books
@@ -32,7 +33,6 @@ log = logging.getLogger("mdpipe.sim")
 
 _PUSH = b'{"arg":{"channel":"'
 _REST = b'{"code":'
-_MAX_BATCH = 2000
 
 
 class TapeError(SimTapeError):
@@ -232,40 +232,21 @@ class OkxTapeSource:
         log.info("tape finished after %d lines", self.position)
 
     async def _play_once(self) -> None:
-        loop = asyncio.get_running_loop()
-        lines = self.tape.lines
-        n = len(lines)
-        base = lines[0].ns
-        scale = 1e-9 / self.speed
-        t0 = loop.time()
-        i = 0
-        while i < n:
-            now = loop.time()
-            if now < self._silent_until:
-                await asyncio.sleep(min(self._silent_until - now, 0.05))
-                t0 += loop.time() - now
-                continue
-            if self.max_speed:
-                j = min(n, i + 200)
-            else:
-                due_ns = base + (now - t0) / scale
-                j = i
-                limit = min(n, i + _MAX_BATCH)
-                while j < limit and lines[j].ns <= due_ns:
-                    j += 1
-            i = self._publish(i, j, base, now)
-            self.position = i
-            self.hub.flush()
-            if self.max_speed:
-                await self.hub.drain()
-                await asyncio.sleep(0)
-            elif i < n:
-                wait = (lines[i].ns - base) * scale - (loop.time() - t0)
-                await asyncio.sleep(min(max(wait, 0.0), self.tick * 50))
+        await replay_paced(
+            self.tape.lines,
+            self._publish,
+            self.hub,
+            speed=self.speed,
+            max_speed=self.max_speed,
+            tick=self.tick,
+            silent_until=lambda: self._silent_until,
+        )
 
-    def _publish(self, i: int, j: int, base: int, now: float) -> int:
+    def _publish(self, i: int, j: int, now: float) -> int:
+        """Publish lines[i:j] (fewer if a fault silenced the feed); returns and keeps the position."""
         lines = self.tape.lines
         hub = self.hub
+        base = lines[0].ns
         while i < j and self._silent_until <= now:
             line = lines[i]
             i += 1
@@ -281,6 +262,7 @@ class OkxTapeSource:
                 hub.publish(line.stream, line.raw)
             if self._market_time >= self.schedule.next_due:
                 self.on_due(self._market_time)
+        self.position = i
         return i
 
     def stats(self) -> dict[str, Any]:

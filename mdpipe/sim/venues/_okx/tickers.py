@@ -136,6 +136,40 @@ class OkxTicker:
         )
 
 
+# The field each `malformed` variant breaks, per channel: one the client must read.
+_MALFORMED_KEY = {
+    "tickers": "last",
+    "mark-price": "markPx",
+    "funding-rate": "fundingTime",
+    "open-interest": "oi",
+}
+
+
+def malformed_push(variant: str, channel: str, inst_id: str, ts: int, oversized: int) -> bytes:
+    """A bad push of a ticker `channel` (tickers, mark-price, funding-rate, open-interest) of
+    one `malformed` fault variant; variant "none" gives the well-formed push they break."""
+    key = _MALFORMED_KEY[channel]
+    item: dict = {"instId": inst_id, key: "100", "ts": str(ts)}
+    if channel == "funding-rate":
+        item.update({"fundingRate": "0.0001", key: str(ts + FUNDING_MS)})
+    if variant == "nan_price":
+        item[key] = "NaN"
+    elif variant == "negative_price":
+        item[key] = "-1"
+    elif variant == "missing_field":
+        del item["ts"]
+    elif variant == "wrong_type":
+        item[key] = 1.5
+    elif variant == "unknown_stream":
+        channel += "-unknown"
+    elif variant == "oversized":
+        item = {"pad": "x" * max(oversized - 200, 0), "ts": item["ts"]}
+    body = _push(channel, inst_id, item)
+    if variant == "truncated":
+        return body[: len(body) // 2]
+    return body
+
+
 CANDLE_PUSH_S = 0.5  # an open candle is pushed at most this often
 
 
