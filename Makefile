@@ -9,13 +9,16 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# The C seqlock (mdpipe/shm/_seqlock.c) is built by the editable install: rebuild when it changes.
-$(STAMP): pyproject.toml setup.py mdpipe/shm/_seqlock.c readers/c/mdpipe_seqlock.h readers/c/mdpipe_layout.h
+# The C extensions (seqlock, book, level parser) are built by the editable install: rebuild
+# when one changes.
+C_SOURCES := mdpipe/shm/_seqlock.c mdpipe/_book.c mdpipe/venues/_levels.c
+$(STAMP): pyproject.toml setup.py $(C_SOURCES) readers/c/mdpipe_seqlock.h readers/c/mdpipe_layout.h
 	@PYTHON=$(PYTHON) scripts/ensure-system-deps.sh build
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	@$(BIN)/python -c 'from mdpipe.shm import seqlock; print("seqlock:", seqlock.IMPLEMENTATION)'
+	@$(BIN)/python -c 'from mdpipe import hot_path; print("book and level readers:", hot_path.IMPLEMENTATION)'
 	touch $(STAMP)
 
 system-deps:

@@ -1,7 +1,9 @@
-"""Builds the optional C extension mdpipe.shm._seqlock (everything else is in pyproject.toml).
+"""Builds the optional C extensions (everything else is in pyproject.toml): the seqlock
+mdpipe.shm._seqlock, the order book mdpipe._book and the level parser mdpipe.venues._levels.
 
 optional=True: without a compiler the package still installs and mdpipe falls back to its
-pure-Python seqlock (x86-64 only); `make setup` installs a compiler so this does not happen.
+pure-Python seqlock (x86-64 only), book and parser; `make setup` installs a compiler so this
+does not happen.
 """
 
 from setuptools import Extension, setup
@@ -14,6 +16,19 @@ setup(
             include_dirs=["readers/c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
-        )
+        ),
+        Extension(
+            "mdpipe._book",
+            sources=["mdpipe/_book.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
+        ),
+        Extension(
+            "mdpipe.venues._levels",
+            sources=["mdpipe/venues/_levels.c"],
+            define_macros=[("_GNU_SOURCE", "1")],  # memmem
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
+        ),
     ]
 )

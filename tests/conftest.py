@@ -17,6 +17,7 @@ import posix_ipc
 import pytest
 import redis
 
+from mdpipe import hot_path as hot_paths
 from mdpipe.shm.segment import list_segments, shm_name
 from mdpipe.venues.tapes import FUTURES_TAPE, tape_path
 
@@ -208,3 +209,10 @@ def instance() -> Iterator[str]:
 def tapes() -> Path:
     """The recorded tapes' directory (FileNotFoundError says where it looked)."""
     return tape_path(FUTURES_TAPE).parent
+
+
+@pytest.fixture(params=hot_paths.PATHS)
+def hot_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test on the C hot path, then on the pure-Python one (book and level readers)."""
+    with hot_paths.use(request.param):
+        yield request.param

@@ -1,4 +1,4 @@
-"""OrderBook: level operations, top-N extraction in place, and agreement with a reference book."""
+"""OrderBook, C and Python: level operations, top-N in place, agreement with a reference book."""
 
 from __future__ import annotations
 
@@ -7,23 +7,27 @@ import random
 import numpy as np
 import pytest
 
-from mdpipe.book import OrderBook
+from mdpipe import book as book_module
+from mdpipe.book import PyOrderBook
+
+# Every test here runs on both books: the C one (mdpipe/_book.c) and PyOrderBook.
+pytestmark = pytest.mark.usefixtures("hot_path")
 
 
-def loaded(bids: dict[float, float], asks: dict[float, float], **kw: int) -> OrderBook:
-    book = OrderBook(**kw)
+def loaded(bids: dict[float, float], asks: dict[float, float], **kw: int) -> PyOrderBook:
+    book = book_module.OrderBook(**kw)
     book.apply_snapshot(list(bids), list(bids.values()), list(asks), list(asks.values()))
     return book
 
 
-def top(book: OrderBook, depth: int = 5) -> tuple[np.ndarray, np.ndarray, int, int]:
+def top(book: PyOrderBook, depth: int = 5) -> tuple[np.ndarray, np.ndarray, int, int]:
     bids, asks = np.full((depth, 2), -1.0), np.full((depth, 2), -1.0)
     nb, na = book.write_top(bids, asks)
     return bids, asks, nb, na
 
 
 def test_empty_book() -> None:
-    book = OrderBook()
+    book = book_module.OrderBook()
     assert book.best_bid() is None and book.best_ask() is None
     assert (book.bid_count, book.ask_count) == (0, 0)
     assert not book.is_crossed()
@@ -131,9 +135,9 @@ def test_clear() -> None:
 
 def test_bad_window_settings_are_refused() -> None:
     with pytest.raises(ValueError):
-        OrderBook(window=4, min_depth=5)
+        book_module.OrderBook(window=4, min_depth=5)
     with pytest.raises(ValueError):
-        OrderBook(window=4, min_depth=0)
+        book_module.OrderBook(window=4, min_depth=0)
 
 
 def test_deeper_read_than_window_grows_it() -> None:

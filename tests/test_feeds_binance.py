@@ -8,6 +8,7 @@ import random
 import orjson
 import pytest
 
+from mdpipe.venues import levels
 from mdpipe.venues.base import Ticker
 from mdpipe.venues.binance.wire import (
     BAD_NUMBER,
@@ -32,8 +33,11 @@ from mdpipe.venues.binance.wire import (
     plan_connections,
     snapshot_url,
 )
-from mdpipe.venues.levels import DIFF_IN_ENVELOPE, SNAPSHOT, plain_levels
+from mdpipe.venues.levels import DIFF_IN_ENVELOPE, SNAPSHOT
 from mdpipe.venues.tapes import FUTURES_TAPE, SPOT_TAPE, is_snapshot, load_tape, tape_path
+
+# Every test here runs on both hot paths: the C book and level readers, and pure Python.
+pytestmark = pytest.mark.usefixtures("hot_path")
 
 # Real messages from the recorded tapes (2024-08-08), one per kind.
 FUTURES_DEPTH = (
@@ -646,7 +650,7 @@ def test_accepted_depth_values_are_always_usable(market: str) -> None:
 
 
 def test_plain_levels_reads_compact_messages() -> None:
-    plain = plain_levels(FUTURES_DEPTH, DIFF_IN_ENVELOPE)
+    plain = levels.plain_levels(FUTURES_DEPTH, DIFF_IN_ENVELOPE)
     assert plain is not None
     assert plain.rest.endswith(b'"pu":5123107831937,"b":0,"a":0}}')
     assert plain[1:] == (
@@ -655,14 +659,14 @@ def test_plain_levels_reads_compact_messages() -> None:
         [61800.3, 61814.9],
         [3.33, 0.0],
     )
-    assert plain_levels(bytearray(SPOT_DEPTH), DIFF_IN_ENVELOPE) is not None
-    assert plain_levels(SPOT_SNAPSHOT, SNAPSHOT) is not None
+    assert levels.plain_levels(bytearray(SPOT_DEPTH), DIFF_IN_ENVELOPE) is not None
+    assert levels.plain_levels(SPOT_SNAPSHOT, SNAPSHOT) is not None
     empty = envelope("x@depth", depth_data("spot") | {"b": [], "a": []})
-    assert plain_levels(empty, DIFF_IN_ENVELOPE)[1:] == ([], [], [], [])
+    assert levels.plain_levels(empty, DIFF_IN_ENVELOPE)[1:] == ([], [], [], [])
     no_bids = envelope("x@depth", depth_data("spot") | {"b": []})
-    assert plain_levels(no_bids, DIFF_IN_ENVELOPE)[1:] == ([], [], [61837.64], [1.54698])
+    assert levels.plain_levels(no_bids, DIFF_IN_ENVELOPE)[1:] == ([], [], [61837.64], [1.54698])
     no_asks = envelope("x@depth", depth_data("spot") | {"a": []})
-    assert plain_levels(no_asks, DIFF_IN_ENVELOPE)[1:] == (
+    assert levels.plain_levels(no_asks, DIFF_IN_ENVELOPE)[1:] == (
         [61737.63, 56854.58],
         [0.0, 0.0],
         [],
@@ -712,7 +716,7 @@ def test_plain_levels_declines_what_it_cannot_prove(market: str, variant: str) -
         "leading_dot": compact(data | {"a": [["61800.3", ".5"]]}),
         "huge": compact(data | {"a": [["1" + "0" * 400 + ".5", "1.0"]]}),
     }[variant]
-    assert plain_levels(raw, DIFF_IN_ENVELOPE) is None
+    assert levels.plain_levels(raw, DIFF_IN_ENVELOPE) is None
     parser = BinanceParser(market)
     general = orjson.loads(raw)
     expected_data = general.get("data", general)
@@ -742,12 +746,12 @@ def test_fast_and_general_paths_agree_on_every_tape_message(tapes_lines: dict) -
         for raw in lines:
             if is_snapshot(raw):
                 assert parse_snapshot(raw) == parse_snapshot(raw.decode())
-                assert plain_levels(raw, SNAPSHOT) is not None
+                assert levels.plain_levels(raw, SNAPSHOT) is not None
                 continue
             event = parser.parse(raw)
             assert event == parser.parse(raw.decode())
             if isinstance(event, DepthDiff):
-                assert plain_levels(raw, DIFF_IN_ENVELOPE) is not None
+                assert levels.plain_levels(raw, DIFF_IN_ENVELOPE) is not None
                 fast += 1
         assert fast > 3000
 

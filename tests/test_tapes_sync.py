@@ -39,6 +39,9 @@ from mdpipe.venues.tapes import (
     tapes_dir,
 )
 
+# Every test here runs on both hot paths: the C book and level readers, and pure Python.
+pytestmark = pytest.mark.usefixtures("hot_path")
+
 APPLY, BUFFERED, IGNORED, RESYNC = Action.APPLY, Action.BUFFERED, Action.IGNORED, Action.RESYNC
 SYNCED, WAITING, TOO_OLD, GAP, UNNEEDED = (
     SnapshotStatus.SYNCED,

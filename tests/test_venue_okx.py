@@ -42,6 +42,9 @@ from mdpipe.venues.okx.spec import check_feed, check_symbol
 from mdpipe.venues.okx.sync import SNAPSHOT_PATIENCE, START_REST, OkxBookSync
 from mdpipe.venues.okx.venue import OkxVenue
 
+# Every test here runs on both hot paths: the C book and level readers, and pure Python.
+pytestmark = pytest.mark.usefixtures("hot_path")
+
 APPLY, BUFFERED, IGNORED, RESYNC = Action.APPLY, Action.BUFFERED, Action.IGNORED, Action.RESYNC
 INST = "BTC-USDT-SWAP"
 PARSER = OkxParser()

@@ -16,6 +16,9 @@ from mdpipe.venues.binance import BinanceVenue
 from mdpipe.venues.binance.sync import book_sync
 from mdpipe.venues.binance.wire import DepthDiff, DepthSnapshot
 
+# Every test here runs on both hot paths: the C book and level readers, and pure Python.
+pytestmark = pytest.mark.usefixtures("hot_path")
+
 
 def _venue(market: str = "futures") -> BinanceVenue:
     return BinanceVenue(

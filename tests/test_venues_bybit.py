@@ -23,6 +23,9 @@ from mdpipe.venues.bybit.wire import TRADE_ID_SPAN, BybitParser
 from mdpipe.venues.errors import FeedError
 from mdpipe.venues.local_book import LocalBook
 
+# Every test here runs on both hot paths: the C book and level readers, and pure Python.
+pytestmark = pytest.mark.usefixtures("hot_path")
+
 # The documented examples (bybit v5 orderbook page), byte for byte.
 SNAPSHOT = (
     b'{"topic":"orderbook.50.BTCUSDT","type":"snapshot","ts":1750000000120,"data":{"s":"BTCUSDT",'

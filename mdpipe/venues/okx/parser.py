@@ -17,6 +17,7 @@ orders]`: only px and sz are read (the third field is deprecated, the fourth an 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from itertools import chain
 from math import inf
@@ -251,8 +252,9 @@ def _book_fields(d: dict, what: str) -> tuple[Any, Any, int, int]:
 
 
 # The fast path: a books push whose levels are all plain decimal strings is read with byte
-# translations and one orjson call per side, with no string object per value. It declines
-# (None) whenever it cannot prove the text is plain; the general path then says what is wrong.
+# translations and one orjson call per side, with no string object per value (in C, when
+# mdpipe/venues/_levels.c is built: one pass over the bytes). It declines (None) whenever it
+# cannot prove the text is plain; the general path then says what is wrong.
 _LEVEL4 = b'["","","",""]'
 _DIGITS_DOT = b"0123456789."
 _NOT_NUMBERS = b'"[]bids:'  # what separates the numbers in `...],"bids":[...`
@@ -286,7 +288,7 @@ class PlainBooks(NamedTuple):
     n_asks: int
 
 
-def plain_books(raw: Any) -> PlainBooks | None:
+def py_plain_books(raw: Any) -> PlainBooks | None:
     """(the message with empty level lists, bid prices, bid sizes, ask prices, ask sizes) of
     a compact books push in OKX's field order (asks, bids, ts, ...), or None.
 
@@ -328,7 +330,7 @@ def plain_books(raw: Any) -> PlainBooks | None:
     return PlainBooks(rest, bid_prices, bid_sizes, ask_prices, ask_sizes, inner, n_asks)
 
 
-def plain_text(plain: PlainBooks) -> tuple[list[str], list[str]]:
+def py_plain_text(plain: PlainBooks) -> tuple[list[str], list[str]]:
     """(bid texts, ask texts): each level's `px:sz` as received, for the checksum."""
     text = plain.inner.translate(None, _BRACKETS).replace(_BIDS_KEY, b"").strip(b",")
     strings = orjson.loads(b"[" + text + b"]")  # proven plain strings: it cannot fail
@@ -336,6 +338,41 @@ def plain_text(plain: PlainBooks) -> tuple[list[str], list[str]]:
     asks = [p + ":" + q for p, q in zip(strings[0:split:4], strings[1:split:4], strict=True)]
     bids = [p + ":" + q for p, q in zip(strings[split::4], strings[split + 1 :: 4], strict=True)]
     return bids, asks
+
+
+PlainBooksReader = Callable[[Any], PlainBooks | None]
+PlainTextReader = Callable[[PlainBooks], tuple[list[str], list[str]]]
+
+
+def c_plain_books_readers() -> tuple[PlainBooksReader, PlainTextReader]:
+    """plain_books and plain_text in C (mdpipe/venues/_levels.c); ImportError when not built."""
+    from mdpipe.venues import _levels
+
+    read, texts, new = _levels.plain_books, _levels.plain_text, tuple.__new__
+
+    def c_plain_books(raw: Any) -> PlainBooks | None:
+        """py_plain_books in C: the same levels (all floats), or None."""
+        found = read(raw)
+        return None if found is None else new(PlainBooks, found)
+
+    def c_plain_text(plain: PlainBooks) -> tuple[list[str], list[str]]:
+        """py_plain_text in C."""
+        return texts(plain.inner, plain.n_asks)
+
+    return c_plain_books, c_plain_text
+
+
+def _select() -> tuple[str, PlainBooksReader, PlainTextReader]:
+    if os.environ.get("MDPIPE_BOOK", "").lower() != "python":
+        try:
+            return "c", *c_plain_books_readers()
+        except ImportError:
+            pass
+    return "python", py_plain_books, py_plain_text
+
+
+# The C readers when they are built (MDPIPE_BOOK=python forces the Python ones).
+IMPLEMENTATION, plain_books, plain_text = _select()
 
 
 def _trade(d: Any, inst_id: str) -> Trade:

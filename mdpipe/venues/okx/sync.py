@@ -32,15 +32,13 @@ from collections import deque
 
 from mdpipe.book import OrderBook
 from mdpipe.venues.base import Action, DepthDiff, DepthSnapshot, SnapshotResult, SnapshotStatus
-from mdpipe.venues.okx.checksum import CHECKSUM_LEVELS, book_checksum
+from mdpipe.venues.okx.checksum import CHECKSUM_LEVELS
 from mdpipe.venues.okx.parser import NO_PREV, NO_SEQ_ID, OkxCheck
 
 DEFAULT_MAX_BUFFER = 4096
 RECENT_SEQ_IDS = 1024  # applied seqIds remembered, to recognise a rollover's duplicates
 # In-band start: updates buffered without a snapshot before the loop is asked to resubscribe.
 SNAPSHOT_PATIENCE = 50
-# Level texts kept (both sides) before those of levels no longer in the book are dropped.
-TEXT_PRUNE_AT = 8192
 
 START_SNAPSHOT = "snapshot"  # the in-band snapshot the server sends on subscribe
 START_REST = "rest"  # GET /api/v5/market/books plus the buffered updates
@@ -62,8 +60,6 @@ class OkxBookSync:
         "_broken",
         "_recent",
         "_recent_set",
-        "_bid_text",
-        "_ask_text",
         "_text_ok",
         "reason",
         "resyncs",
@@ -91,9 +87,7 @@ class OkxBookSync:
         self._broken = False  # dropped since the last snapshot: the loop must act
         self._recent: deque[int] = deque()
         self._recent_set: set[int] = set()
-        self._bid_text: dict[float, str] = {}
-        self._ask_text: dict[float, str] = {}
-        self._text_ok = False  # the text maps hold every level (checksums can be verified)
+        self._text_ok = False  # the book holds every level's text (checksums can be verified)
         self.reason = ""
         self.resyncs = 0  # times an exact book stopped being exact
         self.gaps = 0  # chain breaks of an exact book
@@ -305,19 +299,13 @@ class OkxBookSync:
             if check is None:
                 self._text_ok = False
                 return APPLY
-            self._bid_text = _text_map(ev.bid_prices, ev.bid_qtys, check.bid_text)
-            self._ask_text = _text_map(ev.ask_prices, ev.ask_qtys, check.ask_text)
+            book.set_texts(ev.bid_prices, check.bid_text, ev.ask_prices, check.ask_text)
             self._text_ok = True
         elif check is None:
             self._text_ok = False  # levels without their text: later checksums unverifiable
             return APPLY
         elif self._text_ok:
-            # A removed level's text may stay: the checksum only reads the book's own levels.
-            self._bid_text.update(zip(ev.bid_prices, check.bid_text, strict=True))
-            self._ask_text.update(zip(ev.ask_prices, check.ask_text, strict=True))
-            if len(self._bid_text) + len(self._ask_text) > TEXT_PRUNE_AT:
-                self._bid_text = {p: self._bid_text[p] for p, _ in book.bids()}
-                self._ask_text = {p: self._ask_text[p] for p, _ in book.asks()}
+            book.set_texts(ev.bid_prices, check.bid_text, ev.ask_prices, check.ask_text)
         elif ev.first_id == NO_SEQ_ID or self._seq is None:
             # Accepted on its checksum alone, and the checksum cannot be computed.
             self.unverifiable += 1
@@ -327,7 +315,7 @@ class OkxBookSync:
         else:
             return APPLY  # the chain proved it
         self.checksums_checked += 1
-        got = self._checksum(book)
+        got = book.text_checksum(CHECKSUM_LEVELS)
         if got == check.checksum:
             return APPLY
         return self._failed(
@@ -342,12 +330,3 @@ class OkxBookSync:
         self._buffer = []
         self.reason = reason
         return RESYNC
-
-    def _checksum(self, book: OrderBook) -> int:
-        bids, asks = book.best_prices(CHECKSUM_LEVELS)
-        bid_text, ask_text = self._bid_text, self._ask_text
-        return book_checksum([bid_text[p] for p in bids], [ask_text[p] for p in asks])
-
-
-def _text_map(prices: list[float], qtys: list[float], texts: list[str]) -> dict[float, str]:
-    return {p: t for p, q, t in zip(prices, qtys, texts, strict=True) if q}
