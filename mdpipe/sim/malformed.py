@@ -104,3 +104,15 @@ def malformed_message(
     if variant == "truncated":
         return message[: len(message) // 2]
     return message
+
+
+def break_price_text(good: bytes, variant: str, price: bytes = b'"100.0"') -> bytes | None:
+    """The text-level variants applied to a well-formed frame whose one price is `price`
+    (quoted): truncated, nan_price, negative_price; None for any other variant."""
+    if variant == "truncated":
+        return good[: len(good) // 2]
+    if variant == "nan_price":
+        return good.replace(price, b'"NaN"')
+    if variant == "negative_price":
+        return good.replace(price, b'"-' + price[1:])
+    return None

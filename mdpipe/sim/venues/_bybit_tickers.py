@@ -11,6 +11,7 @@ from __future__ import annotations
 import orjson
 
 from mdpipe.sim.instruments import SymbolSpec, fmt_units
+from mdpipe.sim.malformed import break_price_text
 from mdpipe.sim.market import BookEvent
 
 FUNDING_MS = 8 * 3600 * 1000
@@ -110,12 +111,9 @@ def malformed(variant: str, symbol: str, ts: int, cs: int, linear: bool, oversiz
     if variant == "missing_field":
         del data["symbol"]
     good = message(symbol, "snapshot", data, ts, cs, linear)
-    if variant == "truncated":
-        return good[: len(good) // 2]
-    if variant == "nan_price":
-        return good.replace(b'"100.0"', b'"NaN"')
-    if variant == "negative_price":
-        return good.replace(b'"100.0"', b'"-100.0"')
+    broken = break_price_text(good, variant)
+    if broken is not None:
+        return broken
     if variant == "wrong_type":
         return good.replace(b'"100.0"', b"100.0")
     if variant == "unknown_stream":

@@ -43,6 +43,7 @@ from mdpipe.sim.connection import SimConnection, request_body, request_method
 from mdpipe.sim.faults import MALFORMED_VARIANTS, Fault, FaultError, FaultSchedule
 from mdpipe.sim.hub import Client, Hub
 from mdpipe.sim.instruments import FUTURES, SymbolSpec, symbol_spec
+from mdpipe.sim.malformed import break_price_text
 from mdpipe.sim.market import BookEvent, MarketModel, SymbolMarket
 from mdpipe.sim.replay import replay_paced
 from mdpipe.sim.serving import serve_until_stopped
@@ -709,12 +710,9 @@ class BybitSimulator:
         sym = topic.rsplit(".", 1)[1]
         ms = _ms()
         good = self.enc.book(topic, "delta", ms, sym, [("100.0", "1.0")], [], u, seq, ms)
-        if variant == "truncated":
-            return good[: len(good) // 2]
-        if variant == "nan_price":
-            return good.replace(b'"100.0"', b'"NaN"')
-        if variant == "negative_price":
-            return good.replace(b'"100.0"', b'"-100.0"')
+        broken = break_price_text(good, variant)
+        if broken is not None:
+            return broken
         if variant == "missing_field":
             return good.replace(f',"seq":{seq}'.encode(), b"")
         if variant == "wrong_type":
