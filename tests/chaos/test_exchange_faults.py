@@ -42,6 +42,12 @@ def test_exchange_faults_on_a_live_instance(instance, redis_server, tmp_path, re
 
             `expect` may be computed from the simulator's answers (what it actually did).
             """
+            # Every connection up first: a fault sent while one is still reconnecting from the
+            # previous fault would not reach it (and the counts below would wait in vain).
+            deadline = time.monotonic() + 60
+            while (c := live.ingest()).get("g_connections") != c.get("g_connections_expected"):
+                assert time.monotonic() < deadline, (name, "connections", c)
+                time.sleep(0.02)
             c0 = live.ingest()
             done = []
             for i, f in enumerate(inject):
@@ -104,7 +110,9 @@ def test_exchange_faults_on_a_live_instance(instance, redis_server, tmp_path, re
         )
         res = fault(
             "serverShutdown event",
-            [{"kind": "shutdown", "seconds": 0.5}],
+            # The old connection closes 3 s after the notice: room for a starved machine to
+            # open and catch up the replacement (a late one is a counted resync instead).
+            [{"kind": "shutdown", "seconds": 3.0}],
             {"server_shutdowns": conns, "rollovers": conns},
             "nothing (replaced before the server closed: no book rebuilt, no trade lost)",
         )
