@@ -28,10 +28,11 @@ demo: setup
 	@MDPIPE_SKIP_PROMTOOL=1 MDPIPE_SKIP_CHROMIUM=1 scripts/ensure-system-deps.sh
 	$(BIN)/python scripts/demo.py
 
-# Most tests wait on real processes and sockets: one worker per core (at most 4), a test
-# file per worker so the instances a file's tests share start once.
+# Most tests wait on real processes and sockets: one worker more than cores (at most 5), a
+# test file per worker so the instances a file's tests share start once.
+TEST_WORKERS ?= $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$((n + 1)))
 test: setup system-deps
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup system-deps
 	@for f in $(filter-out bench/soak.py bench/scale.py,$(wildcard bench/*.py)); do echo "== $$f"; $(BIN)/python $$f || exit 1; done
