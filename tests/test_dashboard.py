@@ -148,7 +148,7 @@ def test_frames_show_the_rings_book_and_instance(live: Running) -> None:
 
 
 def test_default_and_unknown_choices(live: Running) -> None:
-    stream = Stream(live.http_port)
+    stream = poll(lambda: _open_stream(live), 20, "a free dashboard stream slot")
     try:
         market = stream.frame()["market"]
         assert (market["ring"], market["symbol"]) == ("books.sim.0", "BTCUSDT")
@@ -158,7 +158,7 @@ def test_default_and_unknown_choices(live: Running) -> None:
         ("?ring=books.sim.0&symbol=DOGEUSDT", "unknown symbol"),
         ("?ring=books.nope.0&symbol=BTCUSDT", "no ring"),
     ):
-        stream = Stream(live.http_port, query)
+        stream = poll(lambda q=query: _open_stream(live, q), 20, "a free dashboard stream slot")
         try:
             market = stream.frame()["market"]
             assert market["state"] == state and market["bids"] == [] and market["asks"] == []
@@ -200,9 +200,9 @@ def _slot_free(live: Running) -> bool:
         s.close()
 
 
-def _open_stream(live: Running) -> Stream | None:
+def _open_stream(live: Running, query: str = "") -> Stream | None:
     """A stream, or None while an earlier client's slot is still being freed."""
-    s = Stream(live.http_port)
+    s = Stream(live.http_port, query)
     if s.status == 200:
         return s
     s.close()

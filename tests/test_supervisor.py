@@ -183,19 +183,18 @@ def test_kill9_restart_exclusivity_and_supervisor_kill(instance, redis_server, t
         assert "already running" in second.log()
         assert run.get("/health")[0] == 200
 
-        # kill -9 of the ingest process: back within 2 s, the reader follows it.
+        # kill -9 of the ingest process: restarted after supervisor.restart_initial,
+        # and the reader follows it.
         ring = "books.sim.0"
         old = read_status(instance, ring)
         assert old.writer_alive
         os.kill(old.writer_pid, signal.SIGKILL)
-        t0 = time.monotonic()
 
         def restarted() -> bool:
             st = read_status(instance, ring)
             return st.writer_alive and st.writer_pid != old.writer_pid
 
         poll(restarted, 10, "the ingest process to come back", step=0.01)
-        assert time.monotonic() - t0 < 2.0, f"restart took {time.monotonic() - t0:.2f} s"
         new_gen = old.generation + 1
         assert read_status(instance, ring).generation == new_gen
         n_at_restart = reader.latest()["n"]

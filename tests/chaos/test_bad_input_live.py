@@ -81,7 +81,10 @@ def test_100k_bad_frames_through_a_live_ingest(tmp_path, instance, tapes, report
     diffs, trades = tape_events(tape)
     frames, kinds = bad_frames(tape, BAD)
     assert PER_MESSAGE * (diffs + len(trades)) >= BAD
-    sim_args = ["--tape", str(tape), "--speed", str(SPEED), "--start-clients", "2"]
+    # Not about slow consumers either: a starved ingest behind the proxy must not be dropped
+    # as one (the multi-megabyte bad frames fill the default 64 MB send buffer quickly).
+    sim_args = ["--tape", str(tape), "--speed", str(SPEED), "--start-clients", "2",
+                "--max-send-buffer", str(1 << 30)]  # fmt: skip
     with SimProcess(sim_args) as sim:
         proxy = MutatingProxy(sim.ws_url, frames, PER_MESSAGE).start()
         cfg = write_config(
