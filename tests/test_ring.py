@@ -294,7 +294,8 @@ print(w.generation, flush=True)
 k = start
 while True:
     w.bids[:, 0] = k
-    w.commit_book(0, 1, k, 0, k, k, 0, 1, 0)
+    w.asks[:, 0] = k + 1
+    w.commit_book(0, 1, k, 0, k, k, 0, 1, 1)
     k += 1
     time.sleep(0.001)
 """
@@ -329,6 +330,7 @@ def test_reader_follows_writer_restart(instance: str, same_geometry: bool) -> No
         r = attach(instance, "books", wait=True, timeout=10)
         _read_until(r, lambda rec: rec["last_update_id"] >= 5)
         assert r.writer_alive
+        assert r.top("S")[0] >= 5
         first.kill()
         first.wait()
         assert not r.writer_alive
@@ -339,6 +341,8 @@ def test_reader_follows_writer_restart(instance: str, same_geometry: bool) -> No
             rec = _read_until(r, lambda rec: rec["last_update_id"] >= 1_000_010)
             assert rec["bids"][0, 0] == rec["last_update_id"]
             assert r.writer_alive and r.generation == gen2 and r.restarts == 1
+            bid, _, ask, _ = r.top("S")  # the new writer's book, through the new mapping
+            assert bid >= 1_000_010 and ask == bid + 1
         finally:
             second.kill()
             second.wait()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from mdpipe.shm import layout as L
@@ -9,6 +11,9 @@ from mdpipe.shm import seqlock
 from mdpipe.shm.mapped import MappedRing
 
 TORN = -1
+
+# (slot offset, asks offset) -> (bid, bid qty, ask, ask qty), None, or False when torn.
+TopRead = Callable[[int, int], tuple[float, float, float, float] | None | bool]
 
 
 class LatestView:
@@ -60,6 +65,10 @@ class LatestView:
         rec["bid_count"] = min(int(rec["bid_count"]), levels)
         rec["ask_count"] = min(int(rec["ask_count"]), levels)
         return rec
+
+    def top_reader(self) -> TopRead:
+        """The seqlocked top read itself, for a caller that keeps the slot offset."""
+        return self._latest.top
 
     def top(self, symbol_id: int) -> tuple[float, float, float, float] | None | bool:
         """(bid, bid qty, ask, ask qty) of a synced book, None, or False when it stayed torn."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from mdpipe.instrument import Instrument
 from mdpipe.shm import layout as L
-from mdpipe.shm.conflated import LatestView
+from mdpipe.shm.conflated import LatestView, TopRead
 from mdpipe.shm.follow import WriterFollower
 from mdpipe.shm.mapped import MappedRing
 from mdpipe.shm.segment import (
@@ -149,6 +149,7 @@ class Reader:
             base += len(part.ring.symbols)
         self._by_name = by_name
         self._resolved: dict[str, tuple[_Part, int]] = {}
+        self._tops: dict[str, tuple[_Part, LatestView, TopRead, int, int]] = {}
 
     def _resolve(self, symbol: str) -> tuple[_Part, int]:
         hit = self._resolved.get(symbol)
@@ -335,15 +336,31 @@ class Reader:
 
         None also when the book is not synced or a side is empty: never a guessed price.
         """
-        part, sid = self._resolve(symbol)
-        if not part.view.asks_rel:
-            raise TypeError(f"top() needs a book ring; {part.ring.ring!r} holds trades")
+        hit = self._tops.get(symbol)
+        if hit is None or hit[0].view is not hit[1]:  # a new segment brings a new view
+            hit = self._top_entry(symbol)
+        part, _, read_top, offset, asks_rel = hit
         while True:
-            top = part.view.top(sid)
+            top = read_top(offset, asks_rel)
             if top is not False:
                 return top
             if not part.ring.h.writer_alive:
                 return None
+
+    def _top_entry(self, symbol: str) -> tuple[_Part, LatestView, TopRead, int, int]:
+        """What top() reads for a symbol, resolved once: it is the hottest call of a strategy."""
+        part, sid = self._resolve(symbol)
+        view = part.view
+        if not view.asks_rel:
+            raise TypeError(f"top() needs a book ring; {part.ring.ring!r} holds trades")
+        hit = self._tops[symbol] = (
+            part,
+            view,
+            view.top_reader(),
+            view.slot_offset(sid),
+            view.asks_rel,
+        )
+        return hit
 
     def tops(
         self, instrument: Instrument | str
@@ -463,6 +480,7 @@ class Reader:
             return
         self._closed = True
         self._resolved = {}
+        self._tops = {}
         self._by_name = {}
         for part in self._parts:
             part.release()
