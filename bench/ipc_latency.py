@@ -505,11 +505,13 @@ class IngestWriter:
 
 
 class ReaderImpact(NamedTuple):
-    """Writer rates (per CPU second) alone, beside 10 busy loops, and beside 10 ring readers."""
+    """Writer rates (per CPU second; medians over rounds) alone, beside 10 busy loops and
+    beside 10 ring readers, and the median over rounds of each round's readers / loops."""
 
     alone: float
     busy: float
     readers: float
+    readers_vs_busy: float
     reader_cores: set[int]
 
     def slowdown(self, of: float, against: float) -> float:
@@ -517,7 +519,7 @@ class ReaderImpact(NamedTuple):
 
 
 def measure_reader_impact(
-    n_readers: int = 10, rounds: int = 9, commits: int = 200_000, ingest: bool = False
+    n_readers: int = 10, rounds: int = 15, commits: int = 200_000, ingest: bool = False
 ) -> ReaderImpact:
     """The writer alone, with n busy loops spinning on the readers' core, and with n ring
     readers spinning there instead, in alternate windows.
@@ -528,7 +530,8 @@ def measure_reader_impact(
     second core costs the writer on this machine (shared caches, a physical core shared under
     the VM, power limits); the ring's own cost is what the readers add beyond that. Every
     process is started once and paused (blocked) outside its windows, so drifting load weighs
-    on all three figures alike; best of each is kept.
+    on all three figures alike; the medians are kept, and the median of each round's readers /
+    loops ratio is the ring's cost.
     """
     instance = f"bench{uuid.uuid4().hex[:8]}"
     w = RingWriter.create(
@@ -553,14 +556,19 @@ def measure_reader_impact(
                     raise RuntimeError("a spinning reader did not start")
                 reader_cores.update(cores.get(timeout=10))
                 procs.append(p)
-        best = {None: 0.0, True: 0.0, False: 0.0}
-        for _ in range(rounds):
-            for which in (None, False, True):
+        rates: dict[bool | None, list[float]] = {None: [], True: [], False: []}
+        for k in range(rounds):
+            # Alternate the order too, so a drift within a round favours neither.
+            for which in (None, False, True) if k % 2 else (True, False, None):
                 for key, event in spin.items():
                     event.set() if key == which else event.clear()
                 time.sleep(0.25)  # the others finish their batch and block; these spin
-                best[which] = max(best[which], rate(w, commits))
-        return ReaderImpact(best[None], best[False], best[True], reader_cores)
+                rates[which].append(rate(w, commits))
+        ratios = [r / b for r, b in zip(rates[True], rates[False], strict=True)]
+        med = {k: float(np.median(v)) for k, v in rates.items()}
+        return ReaderImpact(
+            med[None], med[False], med[True], float(np.median(ratios)), reader_cores
+        )
     finally:
         stop.set()
         for event in spin.values():
@@ -662,11 +670,12 @@ def main() -> None:
 
     ingest = measure_reader_impact(ingest=True)
     committer = measure_reader_impact()
-    slowdown = ingest.slowdown(ingest.readers, ingest.busy)
+    slowdown = (1 - ingest.readers_vs_busy) * 100
     cores = ",".join(map(str, sorted(ingest.reader_cores)))
     print(
         f"\nwriter on core {WRITER_CORE}; 10 ring readers or 10 busy loops (no ring) spinning on "
-        f"core(s) {cores}; rates per CPU second of the writer"
+        f"core(s) {cores}; rates per CPU second of the writer, medians of 15 rounds; "
+        f"readers vs loops: the median of each round's ratio"
     )
     print(f"{'writer':52} {'alone':>11} {'busy loops':>11} {'readers':>11}  readers vs loops")
     for name, m in (
@@ -675,7 +684,7 @@ def main() -> None:
     ):
         print(
             f"{name:52} {m.alone:11,.0f} {m.busy:11,.0f} {m.readers:11,.0f}  "
-            f"{m.slowdown(m.readers, m.busy):+.1f}% ({m.slowdown(m.busy, m.alone):+.1f}% for the "
+            f"{(1 - m.readers_vs_busy) * 100:+.1f}% ({m.slowdown(m.busy, m.alone):+.1f}% for the "
             f"loops, {m.slowdown(m.readers, m.alone):+.1f}% for the readers against alone)"
         )
     print(
