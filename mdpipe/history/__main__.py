@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
-from mdpipe import config as config_mod
-from mdpipe import logs
+from mdpipe import child
 from mdpipe.affinity import pin_to_core
 from mdpipe.history.archiver import Archiver
 from mdpipe.shm.writer import WriterAliveError
@@ -20,27 +16,11 @@ log = logging.getLogger("mdpipe.archiver")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The archiver process; exits 0 on SIGTERM/SIGINT after draining and flushing."""
-    ap = argparse.ArgumentParser(
-        prog="python -m mdpipe.history", description="Archive the rings of an instance to Parquet."
-    )
-    ap.add_argument("--config", help="TOML config file (default: built-in defaults)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
-    ap.add_argument("--instance", help="instance name (overrides the config)")
-    args = ap.parse_args(argv)
-    overrides = list(args.set) + ([f"instance={args.instance}"] if args.instance else [])
-    try:
-        cfg = config_mod.load(args.config, overrides=overrides)
-    except config_mod.ConfigError as exc:
-        print(f"mdpipe archiver: {exc}", file=sys.stderr)
+    args = child.parser("python -m mdpipe.history", "Archive the rings of an instance to Parquet.")
+    cfg = child.load_config(args.parse_args(argv), "archiver")
+    if cfg is None:
         return 2
-    logs.setup_child(cfg.supervisor.log_format, cfg.supervisor.log_level)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = child.stop_on_signals()
     try:
         archiver = Archiver(cfg)
     except WriterAliveError as exc:
