@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -24,11 +25,54 @@ from mdpipe.venues.tapes import FUTURES_TAPE, tape_path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _port_pool() -> range:
+    """Ports just below the kernel's ephemeral range: no connect() or bind(0) anywhere on the
+    machine takes one of them between our finding it free and a server binding it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12000), low)
+
+
+_PORT_POOL = _port_pool()
+_PORTS_GIVEN: set[int] = set()
+_PORT_RANDOM = random.SystemRandom()  # not the tests' seeded `random`: workers must differ
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
+    """A TCP port nobody listens on right now, for a server a test starts a moment later.
+
+    Drawn at random outside the ephemeral range and never twice in one process, so the only
+    way to lose it meanwhile is another xdist worker drawing the same one (1 in ~12,000).
+    """
+    for _ in range(200):
+        port = _PORT_RANDOM.choice(_PORT_POOL)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_REFUSING: list[socket.socket] = []
+
+
+def refused_port() -> int:
+    """A port bound here and never listened on, for the rest of the session: a connection to
+    it is refused, and no server of another test (another xdist worker's) can take it, as one
+    could a port that was merely free a moment ago."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _REFUSING.append(s)
+    return s.getsockname()[1]
 
 
 class RedisServer:
@@ -36,6 +80,7 @@ class RedisServer:
 
     def __init__(self, tmp: Path, port: int | None = None, password: str | None = None) -> None:
         self.tmp = tmp
+        self.fixed_port = port is not None
         self.port = port or free_port()
         self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
@@ -46,6 +91,17 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        """Start it; a port found free but taken meanwhile (by another xdist worker's server)
+        makes redis-server exit: a port of our choosing is then chosen again."""
+        for _ in range(5):
+            if self._start_once():
+                self.fixed_port = True  # a restart comes back where clients look for it
+                return
+            self.port = free_port()
+        raise RuntimeError("redis-server found no free port in 5 tries")
+
+    def _start_once(self) -> bool:
+        """Start redis-server; False if it exited (its port was taken), True once it answers."""
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
@@ -66,13 +122,21 @@ class RedisServer:
             args += ["--requirepass", self.password]
         args += self.extra
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                return
+            if self.proc.poll() is not None:
+                self.proc = None
+                if self.fixed_port:
+                    raise RuntimeError(f"redis-server could not listen on {self.port}")
+                return False
+            # The server answering is ours, not one of another test on the same port.
+            client = redis.Redis(port=self.port, password=self.password, socket_timeout=2)
+            try:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    if client.info("server")["process_id"] == self.proc.pid:
+                        return True
+            finally:
+                client.close()
             time.sleep(0.02)
         raise RuntimeError(f"redis-server did not listen on {self.port}")
 

@@ -182,11 +182,9 @@ def test_every_closed_candle_equals_the_venue_kline(
         cfg = write_config(
             tmp_path / "ingest.toml",
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market=case.market,
             symbols=list(case.symbols),
-            dead_letter_dir=tmp_path / "dead",
             candles=[case.interval],
             **case.feed,
         )

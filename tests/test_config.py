@@ -12,6 +12,7 @@ import typing
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from mdpipe import config as C
 from mdpipe.shm.segment import list_segments
@@ -90,12 +91,6 @@ def test_default_toml_documents_every_key() -> None:
         assert idx > 0 and lines[idx - 1].startswith("#"), f"{key} has no comment"
     # Defaults in the file equal the built-in defaults, apart from the deliberate choices.
     assert C.load(CONFIGS / "default.toml", env={}).supervisor == C.SupervisorConfig()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 BAD_TOML = [
@@ -196,7 +191,7 @@ def test_start_refuses_bad_configs_with_exit_2(tmp_path: Path, instance: str) ->
         (["--config", "config/demo.toml", "--set", f"http.port={port}"], {}, "is in use"),
         (
             ["--config", "config/demo.toml", "--set", f"sim.port={port}"]
-            + ["--set", f"http.port={_free_port()}"],
+            + ["--set", f"http.port={free_port()}"],
             {},
             "sim.port:",
         ),

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import refused_port
 from test_ingest_support import IngestProcess, write_config
 from test_publisher import SYMBOLS, book_writer, make_cfg, publisher, put_book
 
@@ -90,9 +91,7 @@ def test_dead_letters_never_go_through_a_link_or_into_a_foreign_file(tmp_path: P
 
 
 def test_every_failed_connection_attempt_is_counted(tmp_path: Path, instance: str) -> None:
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = refused_port()
     cfg = write_config(
         tmp_path / "ingest.toml",
         instance,
@@ -100,7 +99,6 @@ def test_every_failed_connection_attempt_is_counted(tmp_path: Path, instance: st
         rest_url=f"http://127.0.0.1:{port}",
         market="futures",
         symbols=["BTCUSDT"],
-        dead_letter_dir=tmp_path / "dead",
         reconnect_initial=0.01,
         reconnect_max=0.05,
     )

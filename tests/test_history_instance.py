@@ -38,7 +38,9 @@ def start(instance: str, root: Path, redis_url: str, http_port: int) -> subproce
         "history.flush_interval=0.2",
     ):
         argv += ["--set", kv]
-    return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Its log goes to a file: a pipe nobody reads until the end would stall a chatty run.
+    with open(root.parent / f"{instance}.log", "ab") as log:
+        return subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
 
 RINGS = {  # ring -> (query kind, candle interval)
@@ -62,7 +64,7 @@ def wait_attach(instance: str, ring: str, deadline: float) -> Reader:
     while True:
         try:
             reader = attach(instance, ring)
-        except NoSuchRingError:
+        except (NoSuchRingError, LayoutError):  # not there yet, or its header half written
             assert time.monotonic() < deadline, f"no ring {ring}"
             time.sleep(0.05)
             continue
@@ -137,8 +139,9 @@ def run_once(
         names.update(enumerate(reader.symbols))
     finally:
         proc.send_signal(signal.SIGINT)
-        log, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, log.decode()[-3000:]
+        proc.wait(60)
+    log = (root.parent / f"{instance}.log").read_text(errors="replace")
+    assert proc.returncode == 0, log[-3000:]
     collect(reader, seen)  # what the ingest committed until it stopped (mapping outlives unlink)
     reader.close()
     for ring, r in others.items():

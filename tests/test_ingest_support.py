@@ -33,24 +33,51 @@ from mdpipe.sim.process import SimProcess
 from mdpipe.venues.binance.wire import BinanceParser, BookTicker, FeedError
 
 REPO = Path(__file__).resolve().parent.parent
-CORE = max(os.sched_getaffinity(0))
+
+
+def _worker_core() -> int:
+    """The core this pytest-xdist worker pins its ingest processes to: workers take the cores
+    in turn, so the suite's ingest processes do not all queue on one core."""
+    cores = sorted(os.sched_getaffinity(0))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    return cores[-1 - (int(worker) if worker.isdigit() else 0) % len(cores)]
+
+
+CORE = _worker_core()
+
+
+class Endpoints(Protocol):
+    """Where a feed connects: a simulator (SimProcess) or a proxy in front of one."""
+
+    @property
+    def ws_url(self) -> str: ...
+
+    @property
+    def rest_url(self) -> str: ...
 
 
 def write_config(
     path: Path,
     instance: str,
+    sim: Endpoints | None = None,
     *,
-    ws_url: str,
-    rest_url: str,
     market: str,
     symbols: list[str],
-    dead_letter_dir: Path,
+    ws_url: str | None = None,
+    rest_url: str | None = None,
+    dead_letter_dir: Path | None = None,
     book_capacity: int = 1 << 16,
     trade_capacity: int = 1 << 16,
     depth: int = 20,
     **feed: Any,
 ) -> Path:
-    """A TOML config with one feed named `f` on one core, pointing at a simulator."""
+    """A TOML config with one feed named `f` on one core, pointing at the simulator `sim`
+    (or at ws_url and rest_url where given); dead letters go to `dead` beside the file."""
+    ws_url = ws_url or (sim.ws_url if sim else None)
+    rest_url = rest_url or (sim.rest_url if sim else None)
+    if ws_url is None or rest_url is None:
+        raise TypeError("write_config: give the simulator, or ws_url and rest_url")
+    dead_letter_dir = dead_letter_dir or path.parent / "dead"
     values = {
         "depth_stream": "depth@0ms" if market == "futures" else "depth@100ms",
         "trade_stream": "trade",
@@ -196,7 +223,11 @@ class VenueRig:
         base: dict[str, int] | None = None,
         timeout: float = 30.0,
     ) -> dict[str, int]:
-        """Every book synced, the connection up, and the counters grown by `more` since `base`."""
+        """Every book synced, the connection up, and the counters grown by `more` since `base`.
+
+        Synced in the ring too: the ingest counts a book synced a moment before it commits
+        the book's first synced record.
+        """
         base, more = base or {}, more or {}
 
         def done(c: dict[str, int]) -> bool:
@@ -206,6 +237,7 @@ class VenueRig:
                 c["g_books_synced"] == self.live
                 and c["g_connections"] == self.connections
                 and all(c.get(k, 0) >= base.get(k, 0) + n for k, n in more.items())
+                and synced_in_ring(self.books) == self.live
             )
 
         return self.ingest.wait_for(what, done, timeout)
@@ -214,6 +246,13 @@ class VenueRig:
         """Book records of symbol `sid` committed after the first `mark` drained."""
         recs = self.books.drain()[mark:]
         return recs[recs["symbol_id"] == sid]
+
+
+def synced_in_ring(books: RecordLog, symbols: list[str] | None = None) -> int:
+    """Books (of `symbols`, by default those the reader knows) whose newest record in the
+    ring says they are exact."""
+    reader = books.reader
+    return sum(reader.top(symbol) is not None for symbol in symbols or reader.symbols)
 
 
 def venue_rig(
@@ -240,8 +279,7 @@ def venue_rig(
         cfg = write_config(
             tmp / "ingest.toml",
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market=market,
             symbols=symbols,
             dead_letter_dir=dead,

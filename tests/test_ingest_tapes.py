@@ -53,11 +53,9 @@ def replay(tmp_path: Path, instance: str, tape: Path, market: str, sim_args: lis
         cfg = write_config(
             tmp_path / "ingest.toml",
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market=market,
             symbols=["BTCUSDT"],
-            dead_letter_dir=tmp_path / "dead",
         )
         with IngestProcess(cfg, instance) as ingest:
             books = RecordLog(instance, ingest.books_ring, "book")
@@ -130,11 +128,9 @@ def test_without_a_snapshot_no_record_is_ever_synced(
         cfg = write_config(
             tmp_path / "ingest.toml",
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market="futures",
             symbols=["BTCUSDT"],
-            dead_letter_dir=tmp_path / "dead",
             reconnect_max=0.2,
         )
         with IngestProcess(cfg, instance) as ingest:
@@ -160,7 +156,9 @@ def test_tls_feed_delivers_every_frame_at_once(tmp_path: Path, instance: str, ta
     tape = tapes / FUTURES_TAPE
     diffs, trades = tape_events(tape)
     cert, key = self_signed_cert(tmp_path)
-    args = ["--tape", str(tape), "--speed", "100", "--start-clients", "2"]
+    # The replay runs while the ingest fetches its snapshot over TLS: the diffs before it
+    # cannot be exact. At 40x a loaded machine's slower handshake costs a few pairs, not 100.
+    args = ["--tape", str(tape), "--speed", "40", "--start-clients", "2"]
     with SimProcess(args) as sim:
         proxy = TlsProxy(sim.port, cert, key).start()
         try:
@@ -171,7 +169,6 @@ def test_tls_feed_delivers_every_frame_at_once(tmp_path: Path, instance: str, ta
                 rest_url=f"https://127.0.0.1:{proxy.port}",
                 market="futures",
                 symbols=["BTCUSDT"],
-                dead_letter_dir=tmp_path / "dead",
                 silence_timeout=30.0,
             )
             ingest = IngestProcess(cfg, instance)

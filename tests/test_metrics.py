@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -12,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from mdpipe import config as C
@@ -42,12 +42,6 @@ PUBLISHER_COUNTERS = [
     "g_lag_books_f_0",
     "g_lag_trades_f_0",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str) -> tuple[int, bytes]:

@@ -5,21 +5,19 @@ two feeds, and the two books never mix: not in rings, readers, `mdpipe tail`, st
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import urllib.request
 from pathlib import Path
 
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from test_ingest_support import CORE
 from test_supervisor import PY, REPO, free_port, mdpipe, poll
 
 from mdpipe import readers
 from mdpipe.redis_names import DIRECTORY_KEY, SymbolNames
 from mdpipe.shm.segment import read_status
 from mdpipe.sim.process import SimProcess
-
-CORE = max(os.sched_getaffinity(0))
 
 
 def _config(path: Path, binance: SimProcess, bybit: SimProcess, redis_url: str, port: int) -> Path:
@@ -89,6 +87,12 @@ def test_btcusdt_on_binance_and_bybit_in_one_instance(instance, redis_server, tm
             b = readers.attach(instance, "books.binance.0", kind="book")
             y = readers.attach(instance, "books.bybit.0", kind="book")
             try:
+                # /ready counts a book synced a moment before its first synced record lands.
+                poll(
+                    lambda: b.top("BTCUSDT") is not None and y.top("BTCUSDT") is not None,
+                    10,
+                    "BTCUSDT's first synced books in the rings",
+                )
                 top_b, top_y = b.top("BTCUSDT"), y.top("BTCUSDT")
                 assert top_b is not None and top_y is not None
                 assert top_b[0] < top_b[2] and top_y[0] < top_y[2]

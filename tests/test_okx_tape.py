@@ -10,7 +10,6 @@ exact at once and rebuilt from the tape's next snapshot, never published as exac
 from __future__ import annotations
 
 import gzip
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import orjson
 import pytest
 from test_ingest_okx import check_chain, compare_with_bbo
-from test_ingest_support import RecordLog, check_record_invariants
+from test_ingest_support import CORE, RecordLog, check_record_invariants
 from test_supervisor import PY, REPO, mdpipe
 
 from mdpipe.shm import layout as L
@@ -31,7 +30,6 @@ from mdpipe.venues.okx.checksum import CHECKSUM_LEVELS
 
 TAPE = REPO / "data" / "tapes" / "okx_swap_legacy_synthetic.gz"
 SYMBOLS = ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]
-CORE = max(os.sched_getaffinity(0))
 Top = tuple[float, float, float, float]
 
 
@@ -128,11 +126,24 @@ dead_letter_dir = "{tmp / "dead"}"
     )
 
 
+def bytes_in_flight(port: int) -> int:
+    """Bytes sent on this machine's TCP connections to or from `port` and not yet read."""
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        ports = {int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)}
+        if port in ports:
+            total += sum(int(q, 16) for q in fields[4].split(":"))
+    return total
+
+
 def replay(tmp: Path, instance: str, tape: Path) -> tuple[dict[str, int], np.ndarray]:
     """Replay the whole tape through `mdpipe start`; (ingest counters, book records).
 
     Done when the simulator has sent the last line and the ingest has taken every frame it
-    was sent (a resubscribe may miss the lines replayed between its two requests)."""
+    was sent (a resubscribe may miss the lines replayed between its two requests): nothing
+    left in the sockets, and its frame count still over half a second (a loaded machine can
+    leave it unscheduled that long with frames waiting)."""
     with SimProcess(["--venue", "okx", "--tape", str(tape), "--max"]) as sim:
         proc = start_pipeline(tmp, instance, sim)
         try:
@@ -151,7 +162,7 @@ def replay(tmp: Path, instance: str, tape: Path) -> tuple[dict[str, int], np.nda
                 sent = stats["messages"]["total"] + stats["requests"].get("subscribe", 0)
                 c = read_status(instance, "books.okx.0").counters
                 now = (stats["source"]["finished"], sent, c["frames"])
-                if now[0] and now == settled:
+                if now[0] and now == settled and not bytes_in_flight(sim.port):
                     break
                 settled = now
                 time.sleep(0.5)

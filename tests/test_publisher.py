@@ -217,8 +217,10 @@ def test_every_trade_in_order_every_book_without_gaps_exact_payloads(redis_serve
             if i % 10 == 9:
                 time.sleep(0.002)  # normal load: the publisher keeps up
         sub.pump(lambda m: len(m) >= 2 * n)
-        # Counters move just after Redis confirms, gauges every 0.1 s.
+        # Counters move just after Redis confirms (books and trades each their own), gauges
+        # every 0.1 s.
         wait_for(lambda: counters(instance).get("trades_published") == n)
+        wait_for(lambda: counters(instance).get("books_published") == n)
         wait_for(lambda: counters(instance).get("g_lag_records") == 0)
         c = counters(instance)
         r = redis.Redis.from_url(redis_server.url)

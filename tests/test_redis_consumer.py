@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pytest
 import redis
-from conftest import REPO, free_port
+from conftest import REPO, refused_port
 from test_publisher import (
     EXCHANGE,
     SYMBOLS,
@@ -168,7 +168,8 @@ def test_streams_consumer_away_5_s_resumes_with_every_trade(redis_server, instan
         reader.close()  # away: the trades go on
         t0 = time.monotonic()
         i = 101
-        while time.monotonic() - t0 < 5.0:
+        # 5 s and at least 1000 trades (a loaded machine writes fewer in 5 s).
+        while time.monotonic() - t0 < 5.0 or i <= 1100:
             put_trade(tw, 0, i)
             i += 1
             time.sleep(0.002)
@@ -180,7 +181,6 @@ def test_streams_consumer_away_5_s_resumes_with_every_trade(redis_server, instan
     assert not any(e.kind != "entry" for e in events) and reader.missed == 0
     got += [e.data["trade_id"] for e in events]
     assert got == list(range(1001, 1000 + i))  # every trade, in order, once
-    assert i > 500
 
 
 def test_streams_consumer_beyond_maxlen_is_told_how_many_it_missed(redis_server, instance):
@@ -263,7 +263,7 @@ def test_a_config_of_two_venues_puts_every_venue_in_the_names(redis_server, inst
 
 
 def test_bad_input_is_one_clear_line(redis_server, instance):
-    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    nowhere = f"redis://127.0.0.1:{refused_port()}/0"
     with pytest.raises(ConsumerError, match=f"cannot reach Redis at {nowhere}"):
         Subscriber(nowhere, ["BTCUSDT"])
     with pytest.raises(ConsumerError, match="no mdpipe publisher writes there"):
@@ -320,7 +320,7 @@ def test_books_stream_at_its_cadence(redis_server, instance):
         reader = StreamReader(redis_server.url, ["BTCUSDT"], kind="books", from_oldest=True)
         t0 = time.monotonic()
         i = 1
-        while time.monotonic() - t0 < 2.0:
+        while time.monotonic() - t0 < 3.0:
             put_book(bw, 0, i)
             i += 1
             time.sleep(0.005)
@@ -328,10 +328,12 @@ def test_books_stream_at_its_cadence(redis_server, instance):
         events: list = []
         while not events or events[-1].data["first_update_id"] != 10 * final:
             events += reader.read(0.5)
+        span = time.monotonic() - t0  # as long as the publisher could have been streaming
         reader.close()
     seqs = [e.data["seq"] for e in events]
     assert seqs == sorted(seqs) and seqs[0] == 1 and seqs[-1] == final + 1
-    assert 3 <= len(events) <= 2.0 / 0.5 + 3  # about one book per interval, the newest
+    # About one book per interval, the newest (of some 600 written).
+    assert 3 <= len(events) <= span / 0.5 + 2, (len(events), span)
     assert np.all(np.diff([e.n for e in events]) == 1)
 
 

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_ingest_support import IngestProcess, RecordLog, check_continuity, write_config
+from test_ingest_support import (
+    IngestProcess,
+    RecordLog,
+    check_continuity,
+    synced_in_ring,
+    write_config,
+)
 
 from mdpipe.shm import layout as L
 from mdpipe.sim.instruments import universe
@@ -50,11 +56,9 @@ def test_subscribe_and_unsubscribe_leave_the_other_books_alone(
         cfg = write_config(
             tmp_path / "c.toml",
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market="futures",
             symbols=STARTED,
-            dead_letter_dir=tmp_path / "dead",
             depth_stream="depth@100ms",
             trade_stream="aggTrade",
         )
@@ -70,7 +74,14 @@ def test_subscribe_and_unsubscribe_leave_the_other_books_alone(
             assert r.stdout.strip() == (
                 f"subscribed {' '.join(ADDED)} on feed f shard 0 (instance {instance})"
             )
-            ingest.wait_for("10 books synced", lambda c: c["g_books_synced"] == 10, timeout=60)
+            # Synced in the ring too: the gauge counts a book a moment before its first record.
+            ingest.wait_for(
+                "10 books synced",
+                lambda c: (
+                    c["g_books_synced"] == 10 and synced_in_ring(books, STARTED + ADDED) == 10
+                ),
+                timeout=60,
+            )
             # Readers attached before see the new symbols, at the next ids: by name, and in
             # the records they stream.
             assert books.reader.top(ADDED[0]) is not None
@@ -125,11 +136,9 @@ def test_bad_input_gets_one_line_and_changes_nothing(
         cfg = write_config(
             tmp_path / "c.toml",
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market="futures",
             symbols=SYMBOLS[:2],
-            dead_letter_dir=tmp_path / "dead",
         )
         with IngestProcess(cfg, instance) as ingest:
             ingest.wait_running()

@@ -26,11 +26,9 @@ def test_a_few_hundred_symbols_come_up_within_the_venues_limits(
         cfg = write_config(
             tmp_path / "c.toml",
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market="futures",
             symbols=symbols,
-            dead_letter_dir=tmp_path / "dead",
             depth_stream="depth@100ms",
             trade_stream="aggTrade",
             snapshot_limit=500,

@@ -155,7 +155,7 @@ def read_tape(path: Path) -> list[bytes]:
     return [raw for _, raw in tapes.read_tape(path)]
 
 
-def eventually(check: Callable[[], Any], timeout: float = 5.0) -> bool:
+def eventually(check: Callable[[], Any], timeout: float = 15.0) -> bool:
     """Poll `check` until true (server-side bookkeeping trails what the client sees)."""
     deadline = time.monotonic() + timeout
     while not check():
@@ -513,7 +513,8 @@ def test_malformed_fault_sends_every_kind_of_bad_message(fault_sim: SimProcess) 
 def test_silence_fault_keeps_the_connection_open(fault_sim: SimProcess) -> None:
     ws = connect(fault_sim.ws_url + "/public/stream?streams=btcusdt@bookTicker/btcusdt@depth@0ms")
     ws.recv()
-    fault_sim.inject("silence", seconds=2)
+    # Long enough to drain what was in flight (8000 messages/s) on a loaded machine first.
+    fault_sim.inject("silence", seconds=5)
     ws.settimeout(0.7)
     with pytest.raises(websocket.WebSocketTimeoutException):
         for _ in range(10000):  # drain what was in flight, then nothing comes
@@ -557,10 +558,9 @@ def test_rest_faults(fault_sim: SimProcess) -> None:
         if status in (429, 418):
             assert headers["Retry-After"] == "7"
         assert get_json(fault_sim, path)[0] == 200  # the window was one request
-    fault_sim.inject("rest_500", seconds=1)
+    fault_sim.inject("rest_500", seconds=3)
     assert [get_json(fault_sim, path)[0] for _ in range(3)] == [500, 500, 500]
-    time.sleep(1.2)
-    assert get_json(fault_sim, path)[0] == 200
+    assert eventually(lambda: get_json(fault_sim, path)[0] == 200, timeout=15)  # window over
     fault_sim.inject("rest_slow", delay=0.5)
     t0 = time.monotonic()
     assert get_json(fault_sim, path)[0] == 200
@@ -601,15 +601,25 @@ def test_command_line_fault_schedule_is_deterministic() -> None:
 
 
 def test_ping_timeout_and_connection_age() -> None:
-    with SimProcess(["--rate", "50", "--ping-interval", "0.25", "--ping-timeout", "1"]) as sim:
+    # The pong timeout leaves room for a test process that a loaded machine did not schedule.
+    with SimProcess(["--rate", "50", "--ping-interval", "0.25", "--ping-timeout", "3"]) as sim:
         silent = connect(sim.ws_url + "/public/stream?streams=btcusdt@bookTicker")
         live = connect(sim.ws_url + "/public/stream?streams=btcusdt@bookTicker")
-        pings = 0
-        deadline = time.time() + 1.5
-        while time.time() < deadline:  # reading answers pings (websocket-client pongs itself)
+
+        def ping_timeouts() -> int:
+            return sim.stats()["connections"]["closed"].get("ping_timeout", 0)
+
+        # Read `live` (reading answers pings: websocket-client pongs itself) until the server
+        # has dropped `silent`; reading `silent` before that would answer its pings too.
+        pings, dropped, asked = 0, 0, 0.0
+        deadline = time.monotonic() + 30
+        while pings < 2 or not dropped:
+            assert time.monotonic() < deadline, f"{pings} pings, silent still open"
             opcode, _ = live.recv_data(control_frame=True)
             pings += opcode == websocket.ABNF.OPCODE_PING
-        assert pings >= 2 and live.connected
+            if time.monotonic() - asked > 0.2:
+                dropped, asked = ping_timeouts(), time.monotonic()
+        assert live.connected
         assert close_code(silent) in (1011, None)  # never read, never ponged: closed
         assert eventually(lambda: sim.stats()["connections"]["closed"].get("ping_timeout") == 1)
         live.close()
@@ -743,14 +753,19 @@ def test_tape_faults_and_no_snapshot() -> None:
     with SimProcess(["--tape", str(FUTURES_TAPE), "--speed", "20", "--no-snapshot"]) as sim:
         ws = connect(sim.ws_url + "/public/stream?streams=btcusdt@depth@0ms")
         last = None
-        gaps = 0
-        for i, msg in enumerate(messages(ws, 400)):
+        gaps = after = 0
+        # The gap lands on what the server sends next, which can be thousands of diffs past
+        # what this client has read when a loaded machine lets it trail: read on to it.
+        for i, msg in enumerate(messages(ws, 6000)):
             if i == 100:
                 sim.inject("gap")
             d = msg["data"]
             gaps += last is not None and d["pu"] != last
             last = d["u"]
-        assert gaps == 1
+            after += gaps > 0
+            if after == 300:
+                break
+        assert gaps == 1 and after == 300
         assert [get_json(sim, "/fapi/v1/depth?symbol=BTCUSDT&limit=5")[0] for _ in range(2)] == [
             503,
             503,

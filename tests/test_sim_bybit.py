@@ -142,9 +142,8 @@ def test_a_tape_replays_into_exact_books_and_every_trade(tmp_path: Path) -> None
     instance = unique_instance()
     try:
         with SimProcess(["--venue", "bybit", "--tape", str(tape), "--speed", "20"]) as sim:
-            cfg = write_config(tmp_path / "i.toml", instance, ws_url=sim.ws_url,
-                               rest_url=sim.rest_url, market="linear", symbols=["BTCUSDT"],
-                               dead_letter_dir=tmp_path / "dead", exchange="bybit",
+            cfg = write_config(tmp_path / "i.toml", instance, sim, market="linear",
+                               symbols=["BTCUSDT"], exchange="bybit",
                                depth_stream="orderbook.50", trade_stream="publicTrade",
                                stream_timeout=60.0, silence_timeout=30.0)  # fmt: skip
             with IngestProcess(cfg, instance) as ingest:
@@ -176,9 +175,8 @@ def test_a_refused_topic_is_a_stream_fault_and_the_others_sync(tmp_path: Path) -
     instance = unique_instance()
     try:
         with SimProcess(["--venue", "bybit", "--symbols", "BTCUSDT", "--rate", "300"]) as sim:
-            cfg = write_config(tmp_path / "i.toml", instance, ws_url=sim.ws_url,
-                               rest_url=sim.rest_url, market="linear",
-                               symbols=["BTCUSDT", "XRPUSDT"], dead_letter_dir=tmp_path / "dead",
+            cfg = write_config(tmp_path / "i.toml", instance, sim, market="linear",
+                               symbols=["BTCUSDT", "XRPUSDT"],
                                exchange="bybit", depth_stream="orderbook.50",
                                trade_stream="publicTrade", stream_timeout=1.0,
                                tickers=True)  # fmt: skip

@@ -77,11 +77,9 @@ def _run(tmp_path: Path, instance: str, market: str, streams: list[str], wait) -
         cfg = write_config(
             tmp_path / "ingest.toml",
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market=market,
             symbols=SYMBOLS,
-            dead_letter_dir=tmp_path / "dead",
             tickers=True,
             trade_stream="aggTrade",
             candles=["1s"],
@@ -248,18 +246,19 @@ def test_funding_that_stops_is_detected(tmp_path: Path, instance: str) -> None:
         cfg = write_config(
             tmp_path / "ingest.toml",
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market="futures",
             symbols=SYMBOLS,
-            dead_letter_dir=tmp_path / "dead",
             tickers=True,
-            ticker_timeout=2.0,
+            ticker_timeout=3.0,  # three updates (one a second) missed, not one late
             silence_timeout=60.0,
         )
         with IngestProcess(cfg, instance) as ingest:
-            ingest.wait_for("mark prices", lambda c: c["tickers"] >= 4, timeout=60)
-            assert ingest.counters()["g_funding_stale"] == 0
+            ingest.wait_for(
+                "fresh mark prices",
+                lambda c: c["tickers"] >= 4 and c["g_funding_stale"] == 0,
+                timeout=60,
+            )
             sim.inject("silence", seconds=30)
             ingest.wait_for("stale funding", lambda c: c["g_funding_stale"] == 2, timeout=30)
             res = subprocess.run(

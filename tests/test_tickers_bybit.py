@@ -86,11 +86,9 @@ def test_every_ticker_field_is_the_merged_bybit_state(
         cfg = write_config(
             tmp_path / "ingest.toml",
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market=market,
             symbols=SYMBOLS,
-            dead_letter_dir=tmp_path / "dead",
             tickers=True,
             exchange="bybit",
             depth_stream="orderbook.50",

@@ -118,11 +118,9 @@ def test_every_ticker_field_is_what_okx_sent(tmp_path: Path, instance: str, mark
         cfg = write_config(
             tmp_path / "ingest.toml",
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market=market,
             symbols=symbols,
-            dead_letter_dir=tmp_path / "dead",
             tickers=True,
             exchange="okx",
             depth_stream="books",

@@ -110,9 +110,9 @@ def test_exchange_faults_on_a_live_instance(instance, redis_server, tmp_path, re
         )
         res = fault(
             "serverShutdown event",
-            # The old connection closes 3 s after the notice: room for a starved machine to
+            # The old connection closes 10 s after the notice: room for a starved machine to
             # open and catch up the replacement (a late one is a counted resync instead).
-            [{"kind": "shutdown", "seconds": 3.0}],
+            [{"kind": "shutdown", "seconds": 10.0}],
             {"server_shutdowns": conns, "rollovers": conns},
             "nothing (replaced before the server closed: no book rebuilt, no trade lost)",
         )

@@ -142,7 +142,8 @@ class Prober:
 
     def __init__(self, base: str) -> None:
         self.base = base
-        self.failures: list[tuple[float, str, str]] = []  # (monotonic time, path, why)
+        # (monotonic time sent, time answered, path, why): the server judged somewhere between
+        self.failures: list[tuple[float, float, str, str]] = []
         self.probes = 0
         self.not_ready_windows: list[tuple[float, float]] = []
         self.paths = ["/health", "/ready"]
@@ -156,6 +157,7 @@ class Prober:
     def _run(self) -> None:
         while not self._stop.wait(0.25):
             for path in list(self.paths):
+                sent = time.monotonic()
                 try:
                     with urllib.request.urlopen(self.base + path, timeout=5) as resp:
                         ok = resp.status == 200
@@ -166,7 +168,7 @@ class Prober:
                     ok, why = False, repr(exc)
                 self.probes += 1
                 if not ok:
-                    self.failures.append((time.monotonic(), path, why))
+                    self.failures.append((sent, time.monotonic(), path, why))
 
     def stop(self) -> None:
         self._stop.set()
@@ -295,7 +297,7 @@ def _healthy(scene: Scene) -> None:
     failures = [
         f
         for f in scene.prober.failures
-        if not (f[1] == "/ready" and any(t0 <= f[0] <= t1 for t0, t1 in excused))
+        if not (f[2] == "/ready" and any(f[0] <= t1 and t0 <= f[1] for t0, t1 in excused))
     ]
     assert not failures, f"/health or /ready failed {len(failures)} times: {failures[:5]}"
 
@@ -416,7 +418,7 @@ def test_planted_segments_are_never_mapped_published_or_shown(scene: Scene, repo
                 attach(instance, ring).close()
             # One typed error that names the file and why it is not trusted.
             assert f"ignored as untrusted: /dev/shm/mdpipe.{instance}.{ring} " in str(exc.value)
-            assert time.monotonic() - started < 2, f"attach({ring}) took too long"
+            assert time.monotonic() - started < 10, f"attach({ring}) took too long"
         # Our rings cannot be copied, written or truncated by them (SIGBUS needs write access).
         real = f"/dev/shm/mdpipe.{instance}.{BOOKS}"
         for argv in (["cp", real, "/tmp"], ["truncate", "-s", "0", real], ["dd", f"of={real}"]):

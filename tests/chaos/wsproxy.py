@@ -45,7 +45,12 @@ class MutatingProxy:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        async with serve(self._relay, "127.0.0.1", 0, compression=None, max_size=None) as server:
+        # No keepalive pings either way: a ping queued behind megabytes of frames that a loaded
+        # machine relays slowly is not answered in time, and websockets would then close a
+        # connection that is merely slow (and the tape's remaining bad frames never go out).
+        async with serve(
+            self._relay, "127.0.0.1", 0, compression=None, max_size=None, ping_interval=None
+        ) as server:
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()
             await self._stop.wait()
@@ -53,7 +58,7 @@ class MutatingProxy:
     async def _relay(self, conn: ServerConnection) -> None:
         url = self.upstream + conn.request.path
         try:
-            async with connect(url, compression=None, max_size=None) as up:
+            async with connect(url, compression=None, max_size=None, ping_interval=None) as up:
                 while True:
                     good = await up.recv(decode=False)
                     k = min(self.per_message, len(self.frames) - self.sent)
