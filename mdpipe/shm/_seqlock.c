@@ -432,6 +432,116 @@ static PyTypeObject CursorType = {
 };
 
 /* ---------------------------------------------------------------------------------------- */
+/* Records: a cursor's messages as a Python iterator, spinning in C                         */
+
+/* `for rec in reader` over one ring without a Python frame per record: __next__ spins up to
+ * `spins` polls, returns the cursor's record view on a copy, and otherwise calls
+ * on_idle(0 empty | 2 lapped). on_idle returns None to go on, a (cursor, record) pair to
+ * go on from a replacement segment, or raises (StopIteration ends the iteration). */
+typedef struct {
+    PyObject_HEAD
+    Cursor *cursor;
+    PyObject *record;
+    PyObject *on_idle;
+    long spins;
+} Records;
+
+static int Records_traverse(Records *self, visitproc visit, void *arg) {
+    Py_VISIT(self->cursor);
+    Py_VISIT(self->record);
+    Py_VISIT(self->on_idle);
+    return 0;
+}
+
+static int Records_clear(Records *self) {
+    Py_CLEAR(self->cursor);
+    Py_CLEAR(self->record);
+    Py_CLEAR(self->on_idle);
+    return 0;
+}
+
+static void Records_dealloc(Records *self) {
+    PyObject_GC_UnTrack(self);
+    Records_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Records_bind(Records *self, PyObject *cursor, PyObject *record) {
+    if (!PyObject_TypeCheck(cursor, &CursorType)) {
+        PyErr_SetString(PyExc_TypeError, "Records needs a Cursor");
+        return -1;
+    }
+    Py_INCREF(cursor);
+    Py_INCREF(record);
+    Py_XSETREF(self->cursor, (Cursor *)cursor);
+    Py_XSETREF(self->record, record);
+    return 0;
+}
+
+static int Records_init(Records *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"cursor", "record", "spins", "on_idle", NULL};
+    PyObject *cursor, *record, *on_idle;
+    long spins;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOlO", kwlist, &cursor, &record, &spins,
+                                     &on_idle))
+        return -1;
+    if (spins < 0 || !PyCallable_Check(on_idle)) {
+        PyErr_SetString(PyExc_ValueError, "spins must be >= 0 and on_idle callable");
+        return -1;
+    }
+    if (Records_bind(self, cursor, record) < 0) return -1;
+    Py_INCREF(on_idle);
+    Py_XSETREF(self->on_idle, on_idle);
+    self->spins = spins;
+    return 0;
+}
+
+static PyObject *Records_next(Records *self) {
+    if (!self->cursor) return NULL;
+    for (;;) {
+        Cursor *c = self->cursor;
+        if (!c->base) return NULL; /* released: the reader was closed */
+        int r = cursor_poll(c);
+        for (long spins = self->spins; r == 0 && spins > 0; spins--) {
+            MDP_PAUSE();
+            r = cursor_poll(c);
+        }
+        if (r == 1) return Py_NewRef(self->record);
+        PyObject *arg = PyLong_FromLong(r);
+        if (!arg) return NULL;
+        PyObject *res = PyObject_CallOneArg(self->on_idle, arg);
+        Py_DECREF(arg);
+        if (!res) return NULL;
+        if (res != Py_None) {
+            if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2) {
+                Py_DECREF(res);
+                PyErr_SetString(PyExc_TypeError, "on_idle must return None or (cursor, record)");
+                return NULL;
+            }
+            int bad = Records_bind(self, PyTuple_GET_ITEM(res, 0), PyTuple_GET_ITEM(res, 1));
+            Py_DECREF(res);
+            if (bad) return NULL;
+        } else {
+            Py_DECREF(res);
+        }
+    }
+}
+
+static PyTypeObject RecordsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mdpipe.shm._seqlock.Records",
+    .tp_basicsize = sizeof(Records),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A cursor's records as an iterator that spins in C between Python calls.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Records_init,
+    .tp_dealloc = (destructor)Records_dealloc,
+    .tp_traverse = (traverseproc)Records_traverse,
+    .tp_clear = (inquiry)Records_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)Records_next,
+};
+
+/* ---------------------------------------------------------------------------------------- */
 /* Conflated reads of the latest table                                                       */
 
 #define LATEST_TRIES 100000
@@ -592,15 +702,17 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__seqlock(void) {
     if (PyType_Ready(&WriterType) < 0 || PyType_Ready(&CursorType) < 0 ||
-        PyType_Ready(&LatestType) < 0)
+        PyType_Ready(&RecordsType) < 0 || PyType_Ready(&LatestType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     Py_INCREF(&WriterType);
     Py_INCREF(&CursorType);
+    Py_INCREF(&RecordsType);
     Py_INCREF(&LatestType);
     if (PyModule_AddObject(m, "Writer", (PyObject *)&WriterType) < 0 ||
         PyModule_AddObject(m, "Cursor", (PyObject *)&CursorType) < 0 ||
+        PyModule_AddObject(m, "Records", (PyObject *)&RecordsType) < 0 ||
         PyModule_AddObject(m, "Latest", (PyObject *)&LatestType) < 0) {
         Py_DECREF(m);
         return NULL;

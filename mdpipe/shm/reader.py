@@ -13,12 +13,13 @@ import functools
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from mdpipe.instrument import Instrument
 from mdpipe.shm import layout as L
+from mdpipe.shm import seqlock
 from mdpipe.shm.conflated import LatestView, TopRead
 from mdpipe.shm.follow import WriterFollower
 from mdpipe.shm.mapped import MappedRing
@@ -32,7 +33,7 @@ from mdpipe.shm.segment import (
     resolve_owner,
     shm_path,
 )
-from mdpipe.shm.stream import EMPTY, GOT, StreamCursor
+from mdpipe.shm.stream import EMPTY, StreamCursor
 
 __all__ = [
     "attach",
@@ -106,6 +107,27 @@ class _Part:
         self.view = LatestView(self.ring)
         self.follower.replaced_by_new_segment()
         return unread + self.cursor.next
+
+
+class _DeadWatch:
+    """Raises WriterGoneError when a reader's writers stay gone for `dead_timeout` seconds
+    with no record read meanwhile."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self.since: float | None = None
+        self.position = -1
+
+    def check(self, position: int) -> None:
+        r = self.reader
+        if position != self.position or all(p.follower.alive for p in r._parts):
+            self.since, self.position = None, position
+        elif self.since is None:
+            self.since = time.monotonic()
+        elif time.monotonic() - self.since > r.dead_timeout:
+            raise WriterGoneError(
+                f"the writer of {r.describe()} has been gone for {r.dead_timeout:.0f} s"
+            )
 
 
 class Reader:
@@ -263,52 +285,57 @@ class Reader:
 
     def __iter__(self) -> Iterator[np.void]:
         """Yield records as they arrive; spins, or yields the CPU per `idle` (see attach)."""
-        idle = self._idle
-        if idle == "spin":
-            wait = None
-        elif idle == "yield":
-            wait = os.sched_yield
-        else:
-            wait = functools.partial(time.sleep, float(idle))
-        dead_since = None
-        while not self._closed:
+        if self._one is not None:
+            return self._records_of_one()
+        return self._records_of_many()
+
+    def _idle_wait(self) -> Callable[[], object] | None:
+        """What an empty poll does before the next: nothing when spinning."""
+        if self._idle == "spin":
+            return None
+        if self._idle == "yield":
+            return os.sched_yield
+        return functools.partial(time.sleep, float(self._idle))
+
+    def _records_of_one(self) -> Iterator[np.void]:
+        """The hot loop of a single-ring strategy: C spins and hands back each record, and
+        Python runs only when the ring is empty (writer checks) or the reader was lapped."""
+        wait = self._idle_wait()
+        watch = _DeadWatch(self)
+        bound = self._one.cursor
+
+        def on_idle(result: int) -> tuple[object, np.void] | None:
+            nonlocal bound
+            if self._closed:
+                raise StopIteration
             one = self._one
-            if one is not None:
-                # The hot loop of a single-ring strategy: one C call per record.
-                c, rec, cur = one.cursor.c, one.cursor.record, one.cursor
-                spins = _SPINS if wait is None else 0
-                while True:
-                    r = c.wait(spins)
-                    if r == GOT:
-                        dead_since = None
-                        yield rec
-                        if self._closed:
-                            return
-                        continue
-                    if r != EMPTY:
-                        cur.skip_lapped()
-                        continue
-                    if wait is not None:
-                        wait()
-                    if time.monotonic_ns() >= self._next_check:
-                        break
+            if result != EMPTY:
+                one.cursor.skip_lapped()
+                return None
+            if wait is not None:
+                wait()
+            if time.monotonic_ns() >= self._next_check:
                 self._idle_tick()
-            else:
-                got = self.poll()
-                if got is not None:
-                    dead_since = None
-                    yield got
-                    continue
-                if wait is not None:
-                    wait()
-            if all(p.follower.alive for p in self._parts):
-                dead_since = None
-            elif dead_since is None:
-                dead_since = time.monotonic()
-            elif time.monotonic() - dead_since > self.dead_timeout:
-                raise WriterGoneError(
-                    f"the writer of {self.describe()} has been gone for {self.dead_timeout:.0f} s"
-                )
+                watch.check(one.cursor.next)
+            if one.cursor is not bound:  # the writer replaced its segment: a new cursor
+                bound = one.cursor
+                return bound.c, bound.record
+            return None
+
+        spins = _SPINS if wait is None else 0
+        return seqlock.Records(bound.c, bound.record, spins, on_idle)
+
+    def _records_of_many(self) -> Iterator[np.void]:
+        wait = self._idle_wait()
+        watch = _DeadWatch(self)
+        while not self._closed:
+            got = self.poll()
+            if got is not None:
+                yield got
+                continue
+            if wait is not None:
+                wait()
+            watch.check(sum(p.cursor.next for p in self._parts))
 
     # ----- conflated access ---------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """The seqlock primitive: the C extension when it is built, else a pure-Python fallback.
 
-Both implement the same three classes, so the writer and every reader use one code path:
+Both implement the same four classes, so the writer and every reader use one code path:
   Writer(segment, staging, ...)  commit / commit_book / commit_trade / heartbeat / cursor
   Cursor(segment, out, ...)      poll() -> 1 copied, 0 none yet, 2 lapped; wait(spins); next
+  Records(cursor, record, spins, on_idle)  iterator over a cursor's messages (see PyRecords)
   Latest(segment)                read(offset, out, ranges) -> seq; top(offset, asks_offset)
 
 The C extension (mdpipe/shm/_seqlock.c) orders its loads and stores with C11 acquire/release
@@ -160,6 +161,7 @@ class PyCursor:
             record_size,
         )
         self.next = next
+        self.released = False
 
     def poll(self) -> int:
         n = self.next
@@ -202,8 +204,34 @@ class PyCursor:
         return count, r == 2
 
     def release(self) -> None:
+        self.released = True
         for v in (self._out, self._q, self._mv):
             v.release()
+
+
+class PyRecords:
+    """A cursor's messages as an iterator: spins up to `spins` polls per call, returns the
+    cursor's record view on a copy, else calls on_idle(0 empty | 2 lapped), which returns
+    None, a (cursor, record) pair to go on from, or raises (StopIteration ends it)."""
+
+    def __init__(self, cursor: PyCursor, record: object, spins: int, on_idle) -> None:
+        if spins < 0 or not callable(on_idle):
+            raise ValueError("spins must be >= 0 and on_idle callable")
+        self._cursor, self._record, self._spins, self._on_idle = cursor, record, spins, on_idle
+
+    def __iter__(self) -> PyRecords:
+        return self
+
+    def __next__(self) -> object:
+        while True:
+            if self._cursor.released:
+                raise StopIteration
+            r = self._cursor.wait(self._spins)
+            if r == 1:
+                return self._record
+            swap = self._on_idle(r)
+            if swap is not None:
+                self._cursor, self._record = swap
 
 
 class PyLatest:
@@ -264,18 +292,18 @@ def _check_python_memory_model() -> None:
         )
 
 
-def _select() -> tuple[str, type, type, type]:
+def _select() -> tuple[str, type, type, type, type]:
     if os.environ.get("MDPIPE_SEQLOCK", "").lower() != "python":
         try:
             from mdpipe.shm import _seqlock
         except ImportError:
             pass
         else:
-            return "c", _seqlock.Writer, _seqlock.Cursor, _seqlock.Latest
-    return "python", PyWriter, PyCursor, PyLatest
+            return "c", _seqlock.Writer, _seqlock.Cursor, _seqlock.Records, _seqlock.Latest
+    return "python", PyWriter, PyCursor, PyRecords, PyLatest
 
 
-IMPLEMENTATION, Writer, Cursor, Latest = _select()
+IMPLEMENTATION, Writer, Cursor, Records, Latest = _select()
 
 
 def check_memory_model() -> None:

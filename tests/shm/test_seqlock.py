@@ -32,6 +32,14 @@ def _impl(path: str) -> tuple[type, type, type]:
     return seqlock.PyWriter, seqlock.PyCursor, seqlock.PyLatest
 
 
+def _records_impl(path: str) -> type:
+    if path == "c":
+        from mdpipe.shm import _seqlock
+
+        return _seqlock.Records
+    return seqlock.PyRecords
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_commit_stream_latest_and_top_agree_on_both_paths(path: str) -> None:
     Writer, Cursor, Latest = _impl(path)
@@ -75,6 +83,65 @@ def test_commit_stream_latest_and_top_agree_on_both_paths(path: str) -> None:
     count, lapped = c.read_many(many, 4)
     assert (count, lapped) == (4, False) and list(many["last_update_id"]) == [5, 6, 7, 8]
     for obj in (w, c, latest):
+        obj.release()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_records_iterates_and_calls_back_when_empty_lapped_or_replaced(path: str) -> None:
+    """The iterator behind `for rec in reader`: records in order, then on_idle with 0 (empty)
+    or 2 (lapped); a (cursor, record) pair it returns goes on from another segment."""
+    Writer, Cursor, _ = _impl(path)
+    Records = _records_impl(path)
+    depth, cap = 1, 4
+    geo = L.segment_geometry(L.KIND_BOOK, cap, depth, 1)
+    dtype = L.book_dtype(depth)
+
+    def ring() -> tuple[object, object, np.ndarray]:
+        seg = bytearray(geo["segment_size"])
+        stage = np.zeros(1, dtype)
+        w = Writer(
+            seg, stage, geo["slots_offset"], geo["latest_offset"], geo["slot_size"], cap,
+            dtype.itemsize, 1, dtype.fields["symbol_seq"][1], dtype.fields["commit_ts_ns"][1], 0,
+        )  # fmt: skip
+        out = np.zeros(1, dtype)
+        return (
+            w,
+            Cursor(seg, out, geo["slots_offset"], geo["slot_size"], cap, dtype.itemsize, 0),
+            out,
+        )
+
+    w1, c1, out1 = ring()
+    w2, c2, out2 = ring()
+    calls: list[int] = []
+    script = iter(["commit", "lap", "skip", "swap", "stop"])
+
+    def on_idle(result: int) -> tuple[object, object] | None:
+        calls.append(result)
+        step = next(script)
+        if step == "commit":
+            w1.commit_book(0, 0, 0, 0, 7, 7, 0, 0, 0)
+        elif step == "lap":
+            for k in range(8, 14):  # messages 3..8 into 4 slots: 3 and 4 are overwritten
+                w1.commit_book(0, 0, 0, 0, k, k, 0, 0, 0)
+        elif step == "skip":
+            c1.next = 5  # what the reader's skip_lapped does
+        elif step == "swap":
+            w2.commit_book(0, 0, 0, 0, 99, 99, 0, 0, 0)
+            return c2, out2[0]
+        else:
+            raise StopIteration
+        return None
+
+    for k in range(2):
+        w1.commit_book(0, 0, 0, 0, k, k, 0, 0, 0)
+    got = [int(rec["last_update_id"]) for rec in Records(c1, out1[0], 3, on_idle)]
+    assert got == [0, 1, 7, 10, 11, 12, 13, 99]
+    assert calls == [0, 0, 2, 0, 0]
+    c2.release()
+    assert list(Records(c2, out2[0], 3, on_idle)) == []  # a released cursor ends at once
+    with pytest.raises(ValueError):
+        Records(c1, out1[0], -1, on_idle)
+    for obj in (w1, c1, w2):
         obj.release()
 
 
