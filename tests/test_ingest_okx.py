@@ -227,6 +227,7 @@ def test_silence_is_detected_and_the_books_rebuilt(rig: VenueRig) -> None:
 
 def test_upgrade_notice_hands_over_make_before_break(rig: VenueRig) -> None:
     """OKX's 64008 notice: a new connection first, the old one closed after; no book stale."""
+    rig.ingest.wait_caught_up()  # the old socket has no backlog for the new one to wait on
     c0 = rig.wait_synced("steady state")
     mark, trade_mark = len(rig.books.drain()), len(rig.trades.drain())
     # The old connection closes 10 s after the notice: room for a loaded machine to open and
@@ -351,9 +352,14 @@ def test_a_refused_instrument_is_reported_and_the_others_sync(tmp_path: Path) ->
         )
         try:
             with IngestProcess(cfg, instance) as ingest:
+                # A refusal is counted a moment before it is logged.
                 c = ingest.wait_for(
-                    "one book synced and the refusal counted",
-                    lambda c: c["g_books_synced"] == 1 and c["stream_faults"] >= 1,
+                    "one book synced and the refusal counted and logged",
+                    lambda c: (
+                        c["g_books_synced"] == 1
+                        and c["stream_faults"] >= 1
+                        and "OKX 60018" in ingest.log()
+                    ),
                     30,
                 )
                 assert c["g_books_total"] == 2

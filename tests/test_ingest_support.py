@@ -114,6 +114,25 @@ def write_config(
     return path
 
 
+def unread_bytes(pid: int) -> int:
+    """Bytes waiting in the receive queues of a process's TCP sockets (sent to it, not read)."""
+    inodes = set()
+    with contextlib.suppress(FileNotFoundError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    total = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    total += int(fields[4].split(":")[1], 16)
+    return total
+
+
 class IngestProcess:
     """`python -m mdpipe.ingest` as a real subprocess; stderr kept in a log file."""
 
@@ -162,6 +181,15 @@ class IngestProcess:
             time.sleep(0.05)
         raise AssertionError(
             f"timed out waiting for {what}; counters {counters}\n{self.log()[-4000:]}"
+        )
+
+    def wait_caught_up(self, timeout: float = 30.0) -> dict[str, int]:
+        """Wait until the process has read everything sent to it (a loaded machine can leave
+        it seconds behind the feed: a handover then starts with that backlog to drain)."""
+        return self.wait_for(
+            "the ingest to read what it was sent",
+            lambda _: not unread_bytes(self.proc.pid),
+            timeout,
         )
 
     def wait_running(self, timeout: float = 20.0) -> dict[str, int]:

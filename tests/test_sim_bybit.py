@@ -178,17 +178,23 @@ def test_a_refused_topic_is_a_stream_fault_and_the_others_sync(tmp_path: Path) -
             cfg = write_config(tmp_path / "i.toml", instance, sim, market="linear",
                                symbols=["BTCUSDT", "XRPUSDT"],
                                exchange="bybit", depth_stream="orderbook.50",
-                               trade_stream="publicTrade", stream_timeout=1.0,
+                               trade_stream="publicTrade", stream_timeout=3.0,
                                tickers=True)  # fmt: skip
             with IngestProcess(cfg, instance) as ingest:
+                # A refusal counts as a stream fault a moment before err_request_rejected.
                 c = ingest.wait_for(
                     "BTCUSDT synced and XRPUSDT refused",
-                    lambda c: c["g_books_synced"] == 1 and c["stream_faults"] >= 3,
+                    lambda c: (
+                        c["g_books_synced"] == 1
+                        and c["stream_faults"] >= 3
+                        and c.get("err_request_rejected", 0) >= 3
+                    ),
                     30,
                 )
                 assert c["err_request_rejected"] == 3 and c["parse_errors"] == 0
-                # Refused streams are not reported again once stream_timeout (1 s) has passed.
-                later = time.monotonic() + 2.5
+                # Refused streams are not reported again once stream_timeout (3 s: BTCUSDT's
+                # streams deliver within it on a loaded machine too) has passed.
+                later = time.monotonic() + 4.0
                 c = ingest.wait_for("stream_timeout to pass", lambda c: time.monotonic() > later)
                 assert c["stream_faults"] == 3 and "delivered nothing" not in ingest.log()
                 log = ingest.log()
