@@ -219,8 +219,8 @@ def test_futures_event_formats(futures_sim: SimProcess) -> None:
         "btcusdt@depth5@100ms",
     }
     kinds = set()
-    deadline = time.time() + 10
-    while kinds != {"trade", "aggTrade", "markPriceUpdate"} and time.time() < deadline:
+    deadline = time.monotonic() + 10
+    while kinds != {"trade", "aggTrade", "markPriceUpdate"} and time.monotonic() < deadline:
         msg = orjson.loads(market.recv())
         kinds.add(check_event("futures", msg["data"]))
         if msg["stream"] == "btcusdt@trade":
