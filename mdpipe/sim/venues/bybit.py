@@ -21,7 +21,6 @@ snapshot (a snapshot pushed mid-stream).
 from __future__ import annotations
 
 import asyncio
-import gzip
 import http
 import itertools
 import logging
@@ -48,7 +47,7 @@ from mdpipe.sim.market import BookEvent, MarketModel, SymbolMarket
 from mdpipe.sim.replay import replay_paced
 from mdpipe.sim.serving import serve_until_stopped
 from mdpipe.sim.stats import ServerStats
-from mdpipe.sim.tape import TapeError
+from mdpipe.sim.tape_file import TapeError, read_tape_lines
 from mdpipe.sim.venues import _bybit_klines as klines
 from mdpipe.sim.venues._bybit_tickers import LINEAR_PUSH_MS, SPOT_PUSH_MS, TickerBook
 from mdpipe.sim.venues._bybit_tickers import malformed as ticker_malformed
@@ -780,24 +779,16 @@ class TapeFeed:
     def __init__(self, path: Path, speed: float, max_speed: bool, tick: float) -> None:
         self.frames: list[TapeFrame] = []
         self.symbols: set[str] = set()
-        opener = gzip.open if path.suffix == ".gz" else open
-        try:
-            with opener(path, "rb") as lines:
-                for number, line in enumerate(lines, 1):
-                    stamp, sep, raw = line.rstrip(b"\r\n").partition(b" ")
-                    if not sep or not stamp.isdigit() or not raw:
-                        raise TapeError(f"{path}:{number}: expected '<ns> <frame>'")
-                    try:
-                        topic = orjson.loads(raw).get("topic")
-                    except (orjson.JSONDecodeError, AttributeError):
-                        topic = None  # a recorded bad frame: replayed to every subscriber
-                    if topic is None and raw.lstrip().startswith(b'{"success"'):
-                        continue
-                    self.frames.append(TapeFrame(int(stamp), topic or "", raw))
-                    if topic and "." in topic:
-                        self.symbols.add(topic.rsplit(".", 1)[1])
-        except OSError as exc:
-            raise TapeError(f"cannot read tape {path}: {exc}") from None
+        for _, ns, raw in read_tape_lines(path, "frame"):
+            try:
+                topic = orjson.loads(raw).get("topic")
+            except (orjson.JSONDecodeError, AttributeError):
+                topic = None  # a recorded bad frame: replayed to every subscriber
+            if topic is None and raw.lstrip().startswith(b'{"success"'):
+                continue
+            self.frames.append(TapeFrame(ns, topic or "", raw))
+            if topic and "." in topic:
+                self.symbols.add(topic.rsplit(".", 1)[1])
         if not self.frames:
             raise TapeError(f"{path}: no frames")
         self.speed, self.max_speed, self.tick = speed, max_speed, tick
