@@ -17,6 +17,7 @@ from mdpipe.sim.instruments import FUTURES, SPOT
 from mdpipe.sim.source import SnapshotUnavailable, Source
 from mdpipe.sim.tape_file import TapeError, read_tape_lines
 from mdpipe.sim.tape_player import TapePlayer
+from mdpipe.sim.text_levels import best_first
 
 _PREFIX = b'{"stream":"'
 _DIFF_STREAM = re.compile(r"^[a-z0-9_]+@depth(@\d+ms)?$")
@@ -188,8 +189,7 @@ class TapeBook:
         """The REST answer: the recorded bytes while nothing changed since, else the rebuilt book."""
         if self.applied_since_snapshot == 0 and self.recorded and limit >= self.recorded_levels:
             return self.recorded
-        bids = sorted(self.bids.items(), key=lambda kv: float(kv[0]), reverse=True)[:limit]
-        asks = sorted(self.asks.items(), key=lambda kv: float(kv[0]))[:limit]
+        bids, asks = best_first(self.bids, self.asks, limit)
         bid_levels = [[p, q] for p, q in bids]
         ask_levels = [[p, q] for p, q in asks]
         if self.futures:

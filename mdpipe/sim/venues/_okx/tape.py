@@ -22,6 +22,7 @@ from mdpipe.sim.faults import FaultSchedule
 from mdpipe.sim.hub import Hub
 from mdpipe.sim.tape_file import TapeError, read_tape_lines
 from mdpipe.sim.tape_player import TapePlayer
+from mdpipe.sim.text_levels import best_first
 from mdpipe.sim.venues._okx.market import stream
 from mdpipe.sim.venues._okx.wire import books_push, rest_books
 from mdpipe.venues.okx.checksum import CHECKSUM_LEVELS, book_checksum
@@ -114,8 +115,7 @@ class TapeBook:
 
     def levels(self, limit: int) -> tuple[list[list[str]], list[list[str]]]:
         """Best-first (bids, asks) as OKX levels."""
-        bids = sorted(self.bids.items(), key=lambda kv: float(kv[0]), reverse=True)[:limit]
-        asks = sorted(self.asks.items(), key=lambda kv: float(kv[0]))[:limit]
+        bids, asks = best_first(self.bids, self.asks, limit)
         return [[p, q, "0", "1"] for p, q in bids], [[p, q, "0", "1"] for p, q in asks]
 
     def checksum(self) -> int:
