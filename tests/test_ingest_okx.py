@@ -22,8 +22,9 @@ from test_ingest_support import (
     RecordLog,
     VenueRig,
     check_record_invariants,
+    compare_with_tickers,
     venue_rig,
-    write_config,
+    write_sim_config,
 )
 
 from mdpipe.shm import layout as L
@@ -96,24 +97,7 @@ def compare_with_bbo(
     records: np.ndarray, symbols: list[str], tops: dict[tuple[str, int], Top]
 ) -> tuple[int, list[str]]:
     """(exact records whose seqId a bbo-tbt carries, those whose top differs from it)."""
-    comparable, wrong = 0, []
-    for rec in records:
-        if not rec["flags"] & L.FLAG_SYNCED:
-            continue
-        sym = symbols[int(rec["symbol_id"])]
-        t = tops.get((sym, int(rec["last_update_id"])))
-        if t is None:
-            continue
-        comparable += 1
-        top = (
-            float(rec["bids"][0, 0]),
-            float(rec["bids"][0, 1]),
-            float(rec["asks"][0, 0]),
-            float(rec["asks"][0, 1]),
-        )
-        if top != t:
-            wrong.append(f"{sym} seqId={int(rec['last_update_id'])}: book {top} != bbo {t}")
-    return comparable, wrong
+    return compare_with_tickers(records, symbols, tops, id_name="seqId", truth="bbo")
 
 
 def check_chain(records: np.ndarray) -> int:
@@ -336,14 +320,12 @@ def test_a_refused_instrument_is_reported_and_the_others_sync(tmp_path: Path) ->
     """An instId the venue does not serve gets 60018 for its own subscribe message only."""
     instance = unique_instance()
     with SimProcess(["--venue", "okx", "--symbols", SYMBOLS[0], "--rate", "200"]) as sim:
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market="swap",
             symbols=[SYMBOLS[0], "SOL-USDT-SWAP"],
-            dead_letter_dir=tmp_path / "dead",
             exchange="okx",
             depth_stream="books",
             trade_stream="trades",
@@ -371,14 +353,12 @@ def test_spot_books_sync_and_agree_with_bbo_tbt(tmp_path: Path) -> None:
     args = ["--venue", "okx", "--market", "spot", "--symbols", ",".join(spot)]
     with SimProcess([*args, "--rate", "400", "--okx-books-ms", "20"]) as sim:
         bbo = BboCollector(sim.ws_url, spot).start()
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market="spot",
             symbols=spot,
-            dead_letter_dir=tmp_path / "dead",
             exchange="okx",
             depth_stream="books",
             trade_stream="trades",

@@ -87,6 +87,22 @@ def write_config(
     return path
 
 
+def write_sim_config(
+    tmp: Path, instance: str, sim: SimProcess, *, market: str, symbols: list[str], **feed: Any
+) -> Path:
+    """write_config for one feed on the simulator `sim`: tmp/ingest.toml, dead letters in tmp/dead."""
+    return write_config(
+        tmp / "ingest.toml",
+        instance,
+        ws_url=sim.ws_url,
+        rest_url=sim.rest_url,
+        market=market,
+        symbols=symbols,
+        dead_letter_dir=tmp / "dead",
+        **feed,
+    )
+
+
 class IngestProcess:
     """`python -m mdpipe.ingest` as a real subprocess; stderr kept in a log file."""
 
@@ -322,9 +338,15 @@ def tape_book_tickers(path: Path) -> dict[tuple[str, int], Ticker]:
 
 
 def compare_with_tickers(
-    records: np.ndarray, symbols: list[str], tickers: dict[tuple[str, int], Ticker]
+    records: np.ndarray,
+    symbols: list[str],
+    tickers: dict[tuple[str, int], Ticker],
+    *,
+    id_name: str = "u",
+    truth: str = "ticker",
 ) -> tuple[int, list[str]]:
-    """(comparable SYNCED records, descriptions of those whose top differs from the ticker)."""
+    """(comparable SYNCED records, descriptions of those whose top differs from the ticker the
+    venue sent with the same update id; `id_name` and `truth` name them in the descriptions)."""
     comparable = 0
     wrong = []
     for rec in records:
@@ -342,7 +364,8 @@ def compare_with_tickers(
             float(rec["asks"][0, 1]),
         )
         if top != t:
-            wrong.append(f"{sym} u={int(rec['last_update_id'])}: book {top} != ticker {t}")
+            update_id = int(rec["last_update_id"])
+            wrong.append(f"{sym} {id_name}={update_id}: book {top} != {truth} {t}")
     return comparable, wrong
 
 
