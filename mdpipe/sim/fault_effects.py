@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, MutableMapping
 from typing import Any, Protocol
 
-from mdpipe.sim.faults import MALFORMED_VARIANTS, Fault, FaultError, FaultSchedule
+from mdpipe.sim.faults import (
+    MALFORMED_VARIANTS,
+    REST_KINDS,
+    Fault,
+    FaultError,
+    FaultSchedule,
+    RestFaultWindows,
+)
 from mdpipe.sim.hub import Client
 
 log = logging.getLogger("mdpipe.sim")
@@ -29,6 +36,35 @@ class BackgroundTasks:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def inject_fault(
+    fault: Fault,
+    *,
+    venue: str,
+    symbols: set[str],
+    handlers: object,
+    prefix: str,
+    rest_faults: RestFaultWindows | None,
+    counts: MutableMapping[str, int],
+) -> dict[str, Any]:
+    """Apply `fault` now: a REST kind opens a window in `rest_faults` (None: the venue serves no
+    REST), any other kind runs the `handlers` method `<prefix><kind>`; counts it and returns
+    what it did (the POST /_sim/fault answer). FaultError if the venue cannot apply it."""
+    if fault.symbol is not None and fault.symbol not in symbols:
+        raise FaultError(f"unknown symbol {fault.symbol}")
+    if fault.kind in REST_KINDS and rest_faults is not None:
+        rest_faults.add(fault, asyncio.get_running_loop().time())
+        done: dict[str, Any] = {}
+    else:
+        apply = getattr(handlers, f"{prefix}{fault.kind}", None)
+        if apply is None:
+            why = " (it serves no REST)" if fault.kind in REST_KINDS else ""
+            raise FaultError(f"{fault.kind} is not a fault of the {venue} simulator{why}")
+        done = apply(fault)
+    counts[fault.kind] = counts.get(fault.kind, 0) + 1
+    log.info("fault injected: %s %s", fault.to_dict(), done)
+    return {"ok": True, "fault": fault.to_dict(), **done}
 
 
 def fire_due(schedule: FaultSchedule, market_time: float, inject: Callable[[Fault], Any]) -> None:

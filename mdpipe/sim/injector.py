@@ -16,9 +16,10 @@ from mdpipe.sim.fault_effects import (
     Spawn,
     disconnect,
     gap_feed,
+    inject_fault,
     silence_feed,
 )
-from mdpipe.sim.faults import REST_KINDS, Fault, FaultError, RestFaultWindows
+from mdpipe.sim.faults import Fault, RestFaultWindows
 from mdpipe.sim.hub import Hub
 from mdpipe.sim.malformed import malformed_message
 from mdpipe.sim.source import Source
@@ -50,19 +51,15 @@ class FaultInjector:
 
     def inject(self, fault: Fault) -> dict[str, Any]:
         """Apply a fault now; returns what it did (the POST /_sim/fault answer)."""
-        if fault.symbol is not None and fault.symbol not in self.source.symbols:
-            raise FaultError(f"unknown symbol {fault.symbol}")
-        if fault.kind in REST_KINDS:
-            self.rest_faults.add(fault, asyncio.get_running_loop().time())
-            done: dict[str, Any] = {}
-        else:
-            apply = getattr(self, f"_{fault.kind}", None)
-            if apply is None:
-                raise FaultError(f"{fault.kind} is not a fault of the binance simulator")
-            done = apply(fault)
-        self.counts[fault.kind] = self.counts.get(fault.kind, 0) + 1
-        log.info("fault injected: %s %s", fault.to_dict(), done)
-        return {"ok": True, "fault": fault.to_dict(), **done}
+        return inject_fault(
+            fault,
+            venue="binance",
+            symbols=self.source.symbols,
+            handlers=self,
+            prefix="_",
+            rest_faults=self.rest_faults,
+            counts=self.counts,
+        )
 
     def _disconnect(self, fault: Fault) -> dict[str, Any]:
         clients = self.hub.open_clients()

@@ -46,6 +46,7 @@ from mdpipe.sim.fault_effects import (
     disconnect,
     fire_due,
     gap_feed,
+    inject_fault,
     silence_feed,
 )
 from mdpipe.sim.faults import Fault, FaultError, FaultSchedule
@@ -585,17 +586,15 @@ class BybitSimulator:
 
     def inject(self, fault: Fault) -> dict[str, Any]:
         """Apply a fault now; returns what it did."""
-        if fault.symbol is not None and fault.symbol not in self.symbols:
-            raise FaultError(f"unknown symbol {fault.symbol}")
-        apply = getattr(self, f"_fault_{fault.kind}", None)
-        if apply is None:
-            raise FaultError(
-                f"{fault.kind} is not a fault of the bybit simulator (it serves no REST)"
-            )
-        done = apply(fault)
-        self.fault_counts[fault.kind] = self.fault_counts.get(fault.kind, 0) + 1
-        log.info("fault injected: %s %s", fault.to_dict(), done)
-        return {"ok": True, "fault": fault.to_dict(), **done}
+        return inject_fault(
+            fault,
+            venue="bybit",
+            symbols=self.symbols,
+            handlers=self,
+            prefix="_fault_",
+            rest_faults=None,
+            counts=self.fault_counts,
+        )
 
     def _symbols_of(self, fault: Fault) -> list[str]:
         return [fault.symbol] if fault.symbol else sorted(self.symbols)

@@ -35,10 +35,10 @@ from mdpipe.sim.fault_effects import (
     disconnect,
     fire_due,
     gap_feed,
+    inject_fault,
     silence_feed,
 )
 from mdpipe.sim.faults import (
-    REST_KINDS,
     Fault,
     FaultError,
     FaultSchedule,
@@ -395,16 +395,15 @@ class OkxSimulator:
 
     def inject(self, fault: Fault) -> dict[str, Any]:
         """Apply a fault now; returns what it did."""
-        if fault.symbol is not None and fault.symbol not in self.source.symbols:
-            raise FaultError(f"unknown symbol {fault.symbol}")
-        if fault.kind in REST_KINDS:
-            self.rest_faults.add(fault, asyncio.get_running_loop().time())
-            done: dict[str, Any] = {}
-        else:
-            done = getattr(self, f"_fault_{fault.kind}")(fault)
-        self.faults[fault.kind] += 1
-        log.info("fault injected: %s %s", fault.to_dict(), done)
-        return {"ok": True, "fault": fault.to_dict(), **done}
+        return inject_fault(
+            fault,
+            venue="okx",
+            symbols=self.source.symbols,
+            handlers=self,
+            prefix="_fault_",
+            rest_faults=self.rest_faults,
+            counts=self.faults,
+        )
 
     def _fault_disconnect(self, fault: Fault) -> dict[str, Any]:
         clients = self.hub.open_clients()
