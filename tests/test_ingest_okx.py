@@ -7,18 +7,17 @@ kind gives a counted, flagged rebuild; trades arrive once each, in tradeId order
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import pytest
-import websocket
 from conftest import remove_segments, unique_instance
 from test_ingest_support import (
     IngestProcess,
+    ReconnectingCollector,
     RecordLog,
     VenueRig,
     check_record_invariants,
@@ -31,7 +30,6 @@ from mdpipe.shm import layout as L
 from mdpipe.shm.segment import read_status
 from mdpipe.sim.process import SimProcess
 from mdpipe.venues.base import BookTicker
-from mdpipe.venues.errors import FeedError
 from mdpipe.venues.okx.parser import OkxParser
 
 SYMBOLS = ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]
@@ -39,58 +37,29 @@ BTC, ETH = 0, 1
 Top = tuple[float, float, float, float]
 
 
-class BboCollector:
+class BboCollector(ReconnectingCollector):
     """The simulator's `bbo-tbt` per (instId, seqId), on its own connection (reconnects)."""
 
+    what = "bbo-tbt"
+    ping_every = 5.0
+
     def __init__(self, ws_url: str, symbols: list[str]) -> None:
-        self.url = f"{ws_url}/ws/v5/public"
+        super().__init__(f"{ws_url}/ws/v5/public")
         args = [{"channel": "bbo-tbt", "instId": s} for s in symbols]
-        self.subscribe = orjson.dumps({"id": "t1", "op": "subscribe", "args": args}).decode()
+        self._subscribe = orjson.dumps({"id": "t1", "op": "subscribe", "args": args}).decode()
         self.tops: dict[tuple[str, int], Top] = {}
         self._parser = OkxParser()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.connected = threading.Event()
 
-    def start(self) -> BboCollector:
-        self._thread.start()
-        assert self.connected.wait(10), "bbo-tbt collector could not connect"
-        return self
+    def subscribe(self) -> str:
+        return self._subscribe
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                ws = websocket.create_connection(self.url, timeout=1)
-                ws.send(self.subscribe)
-            except (OSError, websocket.WebSocketException):
-                time.sleep(0.05)
-                continue
-            self.connected.set()
-            last_ping = time.monotonic()
-            try:
-                while not self._stop.is_set():
-                    if time.monotonic() - last_ping > 5:
-                        ws.send("ping")
-                        last_ping = time.monotonic()
-                    try:
-                        raw = ws.recv()
-                    except websocket.WebSocketTimeoutException:
-                        continue
-                    try:
-                        t = self._parser.parse(raw)
-                    except FeedError:
-                        continue
-                    if isinstance(t, BookTicker):
-                        top = (t.bid_price, t.bid_qty, t.ask_price, t.ask_qty)
-                        self.tops[(t.symbol, t.update_id)] = top
-            except (websocket.WebSocketException, OSError):
-                pass
-            finally:
-                ws.close()
+    def parser(self) -> OkxParser:
+        return self._parser
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+    def take(self, event: Any) -> None:
+        if isinstance(event, BookTicker):
+            top = (event.bid_price, event.bid_qty, event.ask_price, event.ask_qty)
+            self.tops[(event.symbol, event.update_id)] = top
 
 
 def compare_with_bbo(
