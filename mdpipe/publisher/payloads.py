@@ -60,6 +60,7 @@ class Sink(Protocol):
     """What encoding needs of publisher.sink.RedisSink."""
 
     def publish(self, slot: int, prefix: bytes, payload: bytes) -> None: ...
+    def publish_many(self, targets: list[tuple[int, bytes]], payloads: list[bytes]) -> None: ...
     def set(self, slot: int, prefix: bytes, value: bytes) -> None: ...
     def xadd(self, slot: int, prefix: bytes, payload: bytes, n: int) -> None: ...
 
@@ -86,6 +87,7 @@ class SymbolState:
     stream_book_sent: float = 0.0  # time.monotonic() of the last book added to the stream
     stream_book_stale: bool = False  # the books stream is older than `book`
     book: bytes | None = None  # newest book payload (also the orderbook key's value)
+    book_head: bytes = b""  # its payload's start (book_head()), built on first use
     trade: bytes | None = None  # newest trade payload (the trades key's value)
     bid: float | None = None
     ask: float | None = None
@@ -116,61 +118,112 @@ def books(
     key, receives every later book on the channel (see DOCUMENTED_PROCEDURE in the consumer).
     Returns the symbols touched.
     """
-    lv = min(levels, recs.dtype["bids"].shape[0])
+    payloads = book_payloads(recs, table, levels)
     sids = recs["symbol_id"].tolist()
-    flags = recs["flags"].tolist()
-    bcs = np.minimum(recs["bid_count"], lv).tolist()
-    acs = np.minimum(recs["ask_count"], lv).tolist()
-    # Each record's levels are one contiguous (n, 2) block that orjson prints straight from
-    # the array, exactly as it prints the same floats from a list, at a third of the cost.
-    bids = recs["bids"]
-    asks = recs["asks"]
-    fus = recs["first_update_id"].tolist()
-    lus = recs["last_update_id"].tolist()
-    seqs = recs["symbol_seq"].tolist()
-    ets = recs["exchange_ts_ns"].tolist()
-    cts = recs["commit_ts_ns"].tolist()
+    newest = dict(zip(sids, range(len(sids)), strict=True))  # symbol id -> its last record
+    lv = min(levels, recs.dtype["bids"].shape[0])
+    last = np.fromiter(newest.values(), np.intp, len(newest))
+    tops = recs[last]
+    synced = (tops["flags"] & L.FLAG_SYNCED != 0) & (tops["bid_count"] > 0)
+    synced &= (tops["ask_count"] > 0) & (lv > 0)
+    best_bids = tops["bids"][:, 0, 0].tolist()
+    best_asks = tops["asks"][:, 0, 0].tolist()
     touched = set()
-    payloads = []
-    for i, sid in enumerate(sids):
+    for k, (sid, i) in enumerate(newest.items()):
         st = table[sid]
-        nb = bcs[i]
-        na = acs[i]
-        b = bids[i, :nb]
-        a = asks[i, :na]
-        synced = bool(flags[i] & L.FLAG_SYNCED)
-        payload = _dumps(
-            {
-                "symbol": st.symbol,
-                "exchange": st.exchange,
-                "bids": b,
-                "asks": a,
-                "first_update_id": fus[i],
-                "last_update_id": lus[i],
-                "seq": seqs[i],
-                "synced": synced,
-                "exchange_ts": ets[i],
-                "timestamp": cts[i],
-            },
-            option=_NUMPY,
-        )
-        payloads.append(payload)
-        st.book = payload
-        if synced and nb and na:
-            st.bid, st.ask = float(b[0, 0]), float(a[0, 0])
+        st.book = payloads[i]
+        if synced[k]:
+            st.bid, st.ask = best_bids[k], best_asks[k]
         else:
             st.bid = st.ask = None
-        touched.add(st)
-    for st in touched:
         st.stream_book_stale = True
+        touched.add(st)
     if sink is not None:
         for st in touched:
             sink.set(st.slot, st.book_set, st.book)
-        publish = sink.publish
-        for i, sid in enumerate(sids):
-            st = table[sid]
-            publish(st.slot, st.book_pub, payloads[i])
+        sink.publish_many([(st.slot, st.book_pub) for st in map(table.__getitem__, sids)], payloads)
     return touched
+
+
+# A book payload from its parts: exactly what orjson prints for the dict of the format above
+# (key order, no spaces), with each side's levels as orjson prints a (count, 2) float array.
+_BOOK_TAIL = (
+    b'%b%b]],"asks":[[%b]],"first_update_id":%d,"last_update_id":%d,"seq":%d,"synced":%b,'
+    b'"exchange_ts":%d,"timestamp":%d}'
+)
+_JSON_BOOL = (b"false", b"true")
+
+
+def book_head(st: SymbolState) -> bytes:
+    """A symbol's book payload up to its first bid price: `{"symbol":..,"exchange":..,"bids":[[`."""
+    return b'{"symbol":%b,"exchange":%b,"bids":[[' % (_dumps(st.symbol), _dumps(st.exchange))
+
+
+def _level_texts(side: np.ndarray) -> list[bytes]:
+    """Each record's levels as orjson prints them, without the outer `[[` and `]]`.
+
+    One orjson call prints the whole batch, `[[[p,q],...],[[p,q],...]]`; a record's text ends
+    where `]],[[` starts the next one (no number contains a bracket).
+    """
+    text = _dumps(np.ascontiguousarray(side), option=_NUMPY)
+    return text[3:-3].split(b"]],[[")
+
+
+def book_payloads(recs: np.ndarray, table: list[SymbolState], levels: int) -> list[bytes]:
+    """The orderbook JSON of each record, at most `levels` levels per side."""
+    n = len(recs)
+    if not n:
+        return []
+    lv = min(levels, recs.dtype["bids"].shape[0])
+    bcs = recs["bid_count"]
+    acs = recs["ask_count"]
+    short = np.flatnonzero((bcs < lv) | (acs < lv)) if lv else np.arange(n)
+    if len(short) == n:
+        return [_book_payload(recs[i], table, lv) for i in range(n)]
+    heads = []
+    for st in map(table.__getitem__, recs["symbol_id"].tolist()):
+        head = st.book_head
+        if not head:
+            head = st.book_head = book_head(st)
+        heads.append(head)
+    payloads = [
+        _BOOK_TAIL % parts
+        for parts in zip(
+            heads,
+            _level_texts(recs["bids"][:, :lv]),
+            _level_texts(recs["asks"][:, :lv]),
+            recs["first_update_id"].tolist(),
+            recs["last_update_id"].tolist(),
+            recs["symbol_seq"].tolist(),
+            map(_JSON_BOOL.__getitem__, (recs["flags"] & L.FLAG_SYNCED != 0).tolist()),
+            recs["exchange_ts_ns"].tolist(),
+            recs["commit_ts_ns"].tolist(),
+            strict=True,
+        )
+    ]
+    for i in short.tolist():  # fewer levels than `levels` on a side: the whole record's way
+        payloads[i] = _book_payload(recs[i], table, lv)
+    return payloads
+
+
+def _book_payload(rec: np.void, table: list[SymbolState], lv: int) -> bytes:
+    """One record's orderbook JSON through the dict of the format (any level counts)."""
+    st = table[int(rec["symbol_id"])]
+    return _dumps(
+        {
+            "symbol": st.symbol,
+            "exchange": st.exchange,
+            "bids": rec["bids"][: min(int(rec["bid_count"]), lv)],
+            "asks": rec["asks"][: min(int(rec["ask_count"]), lv)],
+            "first_update_id": int(rec["first_update_id"]),
+            "last_update_id": int(rec["last_update_id"]),
+            "seq": int(rec["symbol_seq"]),
+            "synced": bool(int(rec["flags"]) & L.FLAG_SYNCED),
+            "exchange_ts": int(rec["exchange_ts_ns"]),
+            "timestamp": int(rec["commit_ts_ns"]),
+        },
+        option=_NUMPY,
+    )
 
 
 def count_trades(recs: np.ndarray, table: list[SymbolState], now_ns: int) -> None:

@@ -15,8 +15,10 @@ import random
 import time
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
@@ -98,17 +100,45 @@ def xadd_prefix(stream: bytes, maxlen: int) -> bytes:
 
 
 _N = bulk(b"n")
+_RECV_BYTES = 1 << 18
 
 
 class _Node:
-    """One connection and the commands queued for it."""
+    """One connection, the commands queued for it and the reader of their replies."""
 
-    __slots__ = ("conn", "out", "pending", "addr")
+    __slots__ = ("conn", "out", "pending", "addr", "replies")
 
     def __init__(self, conn: redis.connection.AbstractConnection, addr: str) -> None:
         self.conn, self.addr = conn, addr
         self.out: list[bytes] = []
         self.pending = 0
+        self.replies = hiredis.Reader()
+
+    def read_replies(self) -> hiredis.ReplyError | None:
+        """Read the replies of the `pending` commands sent; the first error reply, if any.
+
+        Straight from the connection's socket into hiredis: redis-py's read_response() costs
+        ~3 us of Python per reply, more than the rest of a book's way through the publisher.
+        Nothing else is in flight on the connection then, so redis-py's own buffer is empty.
+        """
+        sock = self.conn._sock
+        reader = self.replies
+        gets = reader.gets
+        left = self.pending
+        first_error = None
+        while left:
+            reply = gets()
+            if reply is False:
+                data = sock.recv(_RECV_BYTES)
+                if not data:
+                    raise RedisConnectionError("Connection closed by server.")
+                reader.feed(data)
+            else:
+                left -= 1
+                if first_error is None and isinstance(reply, hiredis.ReplyError):
+                    first_error = reply
+        self.pending = 0
+        return first_error
 
 
 class RedisSink:
@@ -152,6 +182,19 @@ class RedisSink:
         node.pending += 1
         self.pending += 1
 
+    def publish_many(self, targets: list[tuple[int, bytes]], payloads: list[bytes]) -> None:
+        """Queue a PUBLISH or SPUBLISH of each payload to its target's (slot, prefix), in order."""
+        if self.cluster:
+            for (slot, prefix), payload in zip(targets, payloads, strict=True):
+                self.publish(slot, prefix, payload)
+            return
+        node = self.route[0]
+        out = node.out
+        for (_, prefix), payload in zip(targets, payloads, strict=True):
+            out += (prefix, b"$%d\r\n" % len(payload), payload, b"\r\n")
+        node.pending += len(payloads)
+        self.pending += len(payloads)
+
     def set(self, slot: int, prefix: bytes, value: bytes) -> None:
         """Queue a SET with the key TTL (prefix from set_prefix)."""
         node = self._node(slot)
@@ -194,13 +237,9 @@ class RedisSink:
                 node.out.clear()
                 node.conn.send_packed_command((data,), check_health=False)
             for node in busy:
-                read = node.conn.read_response
-                for _ in range(node.pending):
-                    try:
-                        read()
-                    except ResponseError as exc:  # the rest of the replies still follow
-                        refused = refused or exc
-                node.pending = 0
+                error = node.read_replies()
+                if error is not None:  # the other replies were read all the same
+                    refused = refused or ResponseError(str(error))
         except (RedisError, OSError) as exc:
             self._down(exc)
             return False
