@@ -71,10 +71,10 @@ def writer(instance: str, kind: str, n: int, rate: float, capacity: int, created
         max_symbols=len(symbols),
         exchange="binance-futures",
     )
-    if kind == "book":
-        w.bids[:, 0] = 61_800.2 - np.arange(DEPTH) * 0.1
+    if kind == "book":  # prices on the 0.1 tick, as a venue's decimal text parses to
+        w.bids[:, 0] = np.round(61_800.2 - np.arange(DEPTH) * 0.1, 1)
         w.bids[:, 1] = 1.5
-        w.asks[:, 0] = 61_800.3 + np.arange(DEPTH) * 0.1
+        w.asks[:, 0] = np.round(61_800.3 + np.arange(DEPTH) * 0.1, 1)
         w.asks[:, 1] = 0.75
     created.set()
     go.wait()
