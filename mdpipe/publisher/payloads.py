@@ -66,6 +66,8 @@ class Sink(Protocol):
 
     def publish(self, slot: int, prefix: bytes, payload: bytes) -> None: ...
     def publish_many(self, targets: list[tuple[int, bytes]], payloads: list[bytes]) -> None: ...
+    def set_many(self, items: list[tuple[int, bytes, bytes]]) -> None: ...
+    def push(self) -> None: ...
     def set(self, slot: int, prefix: bytes, value: bytes) -> None: ...
     def xadd(self, slot: int, prefix: bytes, payload: bytes, n: int) -> None: ...
 
@@ -113,41 +115,65 @@ def newest_per_symbol(sids: np.ndarray) -> np.ndarray:
     return idx
 
 
+BOOK_CHUNK = 128  # books encoded and sent at a time: Redis takes one while the next is encoded
+
+
 def books(
     recs: np.ndarray, table: list[SymbolState], levels: int, sink: Sink | None
 ) -> set[SymbolState]:
     """Encode book records, publish each (unless sink is None), keep the newest per symbol.
 
-    Each symbol's key is SET to its newest book of the batch before the batch's first PUBLISH
-    of it: the key is never behind the channel, so a subscriber that subscribes, then GETs the
-    key, receives every later book on the channel (see DOCUMENTED_PROCEDURE in the consumer).
-    Returns the symbols touched.
+    The records go out BOOK_CHUNK at a time (sink.push: sent, replies read by the round trip's
+    send). Each symbol's key is SET to its newest book of the chunk before the chunk's first
+    PUBLISH of it: the key is never behind the channel, so a subscriber that subscribes, then
+    GETs the key, receives every later book on the channel (see DOCUMENTED_PROCEDURE in the
+    consumer). Returns the symbols touched.
     """
-    payloads = book_payloads(recs, table, levels)
-    sids = recs["symbol_id"].tolist()
+    touched: set[SymbolState] = set()
+    for start in range(0, len(recs), BOOK_CHUNK):
+        part = recs[start : start + BOOK_CHUNK]
+        payloads = book_payloads(part, table, levels)
+        sids = part["symbol_id"].tolist()
+        newest = _newest_books(part, sids, table, levels, payloads)
+        touched.update(newest)
+        if sink is not None:
+            sink.set_many([(st.slot, st.book_set, st.book) for st in newest])
+            targets = [(st.slot, st.book_pub) for st in map(table.__getitem__, sids)]
+            sink.publish_many(targets, payloads)
+            sink.push()
+    return touched
+
+
+def _newest_books(
+    recs: np.ndarray,
+    sids: list[int],
+    table: list[SymbolState],
+    levels: int,
+    payloads: list[bytes],
+) -> list[SymbolState]:
+    """Keep each symbol's newest book (payload, best bid and ask); returns the symbols."""
     newest = dict(zip(sids, range(len(sids)), strict=True))  # symbol id -> its last record
-    lv = min(levels, recs.dtype["bids"].shape[0])
-    last = np.fromiter(newest.values(), np.intp, len(newest))
-    tops = recs[last]
-    synced = (tops["flags"] & L.FLAG_SYNCED != 0) & (tops["bid_count"] > 0)
-    synced &= (tops["ask_count"] > 0) & (lv > 0)
-    best_bids = tops["bids"][:, 0, 0].tolist()
-    best_asks = tops["asks"][:, 0, 0].tolist()
-    touched = set()
-    for k, (sid, i) in enumerate(newest.items()):
+    tops = recs[np.fromiter(newest.values(), np.intp, len(newest))]
+    exact = (tops["flags"] & L.FLAG_SYNCED != 0) & (tops["bid_count"] > 0)
+    exact &= (tops["ask_count"] > 0) & (min(levels, recs.dtype["bids"].shape[0]) > 0)
+    states = []
+    for sid, i, ok, bid, ask in zip(
+        newest,
+        newest.values(),
+        exact.tolist(),
+        tops["bids"][:, 0, 0].tolist(),
+        tops["asks"][:, 0, 0].tolist(),
+        strict=True,
+    ):
         st = table[sid]
         st.book = payloads[i]
-        if synced[k]:
-            st.bid, st.ask = best_bids[k], best_asks[k]
+        if ok:
+            st.bid, st.ask = bid, ask
         else:
             st.bid = st.ask = None
         st.stream_book_stale = True
-        touched.add(st)
-    if sink is not None:
-        for st in touched:
-            sink.set(st.slot, st.book_set, st.book)
-        sink.publish_many([(st.slot, st.book_pub) for st in map(table.__getitem__, sids)], payloads)
-    return touched
+        states.append(st)
+    return states
 
 
 # A book payload from its parts: exactly what orjson prints for the dict of the format above

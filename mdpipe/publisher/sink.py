@@ -170,6 +170,7 @@ class RedisSink:
         self.ever_up = False
         self.retry_at = 0.0  # time.monotonic() of the next reconnect attempt
         self.last_error = ""
+        self.broken: BaseException | None = None  # a push() failed: send() reports it
 
     def _node(self, slot: int) -> _Node:
         route = self.route
@@ -195,6 +196,15 @@ class RedisSink:
         node.pending += len(payloads)
         self.pending += len(payloads)
 
+    def set_many(self, items: list[tuple[int, bytes, bytes]]) -> None:
+        """Queue a SET with the key TTL of each (slot, prefix, value)."""
+        ex = self.ex
+        for slot, prefix, value in items:
+            node = self._node(slot)
+            node.out += (prefix, b"$%d\r\n" % len(value), value, b"\r\n", ex)
+            node.pending += 1
+        self.pending += len(items)
+
     def set(self, slot: int, prefix: bytes, value: bytes) -> None:
         """Queue a SET with the key TTL (prefix from set_prefix)."""
         node = self._node(slot)
@@ -216,6 +226,22 @@ class RedisSink:
         node.pending += 1
         self.pending += 1
 
+    def push(self) -> None:
+        """Send what is queued without waiting: Redis works on it while more is queued.
+
+        The replies are read by send(), which also reports a failure met here.
+        """
+        if not self.up or self.broken is not None:
+            return
+        try:
+            for node in self.nodes:
+                if node.out:
+                    data = b"".join(node.out)
+                    node.out.clear()
+                    node.conn.send_packed_command((data,), check_health=False)
+        except (RedisError, OSError) as exc:
+            self.broken = exc
+
     def send(self) -> bool:
         """Send the queued commands and read every reply; False (Redis marked down) on failure.
 
@@ -230,12 +256,16 @@ class RedisSink:
         if not self.up:
             self._down(ConnectionError("not connected"))
             return False
+        if self.broken is not None:
+            self._down(self.broken)
+            return False
         refused: ResponseError | None = None
         try:
             for node in busy:
-                data = b"".join(node.out)
-                node.out.clear()
-                node.conn.send_packed_command((data,), check_health=False)
+                if node.out:
+                    data = b"".join(node.out)
+                    node.out.clear()
+                    node.conn.send_packed_command((data,), check_health=False)
             for node in busy:
                 error = node.read_replies()
                 if error is not None:  # the other replies were read all the same
@@ -254,6 +284,8 @@ class RedisSink:
 
         Raises RedisError or OSError (the caller marks Redis down with `fail`).
         """
+        if self.pending:  # their replies would be read as these
+            raise RuntimeError("RedisSink.query() while commands are queued: send() them first")
         by_node: dict[int, list[int]] = {}
         nodes = {}
         for i, (slot, _) in enumerate(calls):
@@ -354,6 +386,7 @@ class RedisSink:
     def _down(self, exc: BaseException) -> None:
         was_up = self.up
         self.up = False
+        self.broken = None
         self.last_error = f"{type(exc).__name__}: {exc}"
         self.discard()
         # After a timeout or an error reply, replies may still be in flight on them.
