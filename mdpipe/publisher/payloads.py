@@ -51,10 +51,10 @@ from mdpipe.publisher.rolling import Rolling24h, Window
 from mdpipe.redis_names import SymbolNames
 from mdpipe.shm import layout as L
 
-try:  # the C level printer; without it, orjson prints every level
-    from mdpipe.publisher._json import levels as _c_levels
+try:  # the C payload printer; without it, orjson prints every level
+    from mdpipe.publisher._json import books as _c_books
 except ImportError:  # built without a compiler (setup.py: optional)
-    _c_levels = None
+    _c_books = None
 
 _dumps = orjson.dumps
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -153,16 +153,16 @@ def _newest_books(
 ) -> list[SymbolState]:
     """Keep each symbol's newest book (payload, best bid and ask); returns the symbols."""
     newest = dict(zip(sids, range(len(sids)), strict=True))  # symbol id -> its last record
-    tops = recs[np.fromiter(newest.values(), np.intp, len(newest))]
-    exact = (tops["flags"] & L.FLAG_SYNCED != 0) & (tops["bid_count"] > 0)
-    exact &= (tops["ask_count"] > 0) & (min(levels, recs.dtype["bids"].shape[0]) > 0)
+    last = np.fromiter(newest.values(), np.intp, len(newest))
+    exact = (recs["flags"][last] & L.FLAG_SYNCED != 0) & (recs["bid_count"][last] > 0)
+    exact &= (recs["ask_count"][last] > 0) & (min(levels, recs.dtype["bids"].shape[0]) > 0)
     states = []
     for sid, i, ok, bid, ask in zip(
         newest,
         newest.values(),
         exact.tolist(),
-        tops["bids"][:, 0, 0].tolist(),
-        tops["asks"][:, 0, 0].tolist(),
+        recs["bids"][last, 0, 0].tolist(),
+        recs["asks"][last, 0, 0].tolist(),
         strict=True,
     ):
         st = table[sid]
@@ -193,31 +193,24 @@ def book_head(st: SymbolState) -> bytes:
 def _level_texts(side: np.ndarray) -> list[bytes]:
     """Each record's levels as orjson prints them, without the outer `[[` and `]]`.
 
-    The C printer does decimal prices and sizes (what venues send) at a fraction of orjson's
-    cost; a batch holding any other number is printed by orjson where C declined.
+    One orjson call prints the whole batch, `[[[p,q],...],[[p,q],...]]`; a record's text ends
+    where `]],[[` starts the next one (no number contains a bracket).
     """
-    side = np.ascontiguousarray(side)
-    texts = _c_levels(side) if _c_levels is not None else None
-    if texts is not None and None not in texts:
-        return texts
-    # One orjson call prints the whole batch, `[[[p,q],...],[[p,q],...]]`; a record's text
-    # ends where `]],[[` starts the next one (no number contains a bracket).
-    printed = _dumps(side, option=_NUMPY)[3:-3].split(b"]],[[")
-    if texts is None:
-        return printed
-    return [p if t is None else t for t, p in zip(texts, printed, strict=True)]
+    return _dumps(side, option=_NUMPY)[3:-3].split(b"]],[[")
 
 
 def book_payloads(recs: np.ndarray, table: list[SymbolState], levels: int) -> list[bytes]:
-    """The orderbook JSON of each record, at most `levels` levels per side."""
+    """The orderbook JSON of each record, at most `levels` levels per side.
+
+    The C printer writes decimal prices and sizes (what venues send) at a fraction of orjson's
+    cost; a batch holding another number goes through orjson where C declined.
+    """
     n = len(recs)
     if not n:
         return []
     lv = min(levels, recs.dtype["bids"].shape[0])
-    bcs = recs["bid_count"]
-    acs = recs["ask_count"]
-    short = np.flatnonzero((bcs < lv) | (acs < lv)) if lv else np.arange(n)
-    if len(short) == n:
+    short = np.flatnonzero((recs["bid_count"] < lv) | (recs["ask_count"] < lv))
+    if not lv or len(short) == n:
         return [_book_payload(recs[i], table, lv) for i in range(n)]
     heads = []
     for st in map(table.__getitem__, recs["symbol_id"].tolist()):
@@ -225,21 +218,39 @@ def book_payloads(recs: np.ndarray, table: list[SymbolState], levels: int) -> li
         if not head:
             head = st.book_head = book_head(st)
         heads.append(head)
-    payloads = [
-        _BOOK_TAIL % parts
-        for parts in zip(
-            heads,
-            _level_texts(recs["bids"][:, :lv]),
-            _level_texts(recs["asks"][:, :lv]),
-            recs["first_update_id"].tolist(),
-            recs["last_update_id"].tolist(),
-            recs["symbol_seq"].tolist(),
-            map(_JSON_BOOL.__getitem__, (recs["flags"] & L.FLAG_SYNCED != 0).tolist()),
-            recs["exchange_ts_ns"].tolist(),
-            recs["commit_ts_ns"].tolist(),
-            strict=True,
+    bids = np.ascontiguousarray(recs["bids"][:, :lv])
+    asks = np.ascontiguousarray(recs["asks"][:, :lv])
+    columns = (
+        recs["first_update_id"].tolist(),
+        recs["last_update_id"].tolist(),
+        recs["symbol_seq"].tolist(),
+        (recs["flags"] & L.FLAG_SYNCED != 0).tolist(),
+        recs["exchange_ts_ns"].tolist(),
+        recs["commit_ts_ns"].tolist(),
+    )
+    payloads = _c_books(heads, bids, asks, *columns) if _c_books is not None else None
+    if payloads is None or None in payloads:
+        fu, lu, seq, synced, ets, cts = columns
+        printed = [
+            _BOOK_TAIL % parts
+            for parts in zip(
+                heads,
+                _level_texts(bids),
+                _level_texts(asks),
+                fu,
+                lu,
+                seq,
+                map(_JSON_BOOL.__getitem__, synced),
+                ets,
+                cts,
+                strict=True,
+            )
+        ]
+        payloads = (
+            printed
+            if payloads is None
+            else [p or q for p, q in zip(payloads, printed, strict=True)]
         )
-    ]
     for i in short.tolist():  # fewer levels than `levels` on a side: the whole record's way
         payloads[i] = _book_payload(recs[i], table, lv)
     return payloads

@@ -199,10 +199,17 @@ class RedisSink:
     def set_many(self, items: list[tuple[int, bytes, bytes]]) -> None:
         """Queue a SET with the key TTL of each (slot, prefix, value)."""
         ex = self.ex
-        for slot, prefix, value in items:
-            node = self._node(slot)
-            node.out += (prefix, b"$%d\r\n" % len(value), value, b"\r\n", ex)
-            node.pending += 1
+        if self.cluster:
+            for slot, prefix, value in items:
+                node = self.route[slot]
+                node.out += (prefix, b"$%d\r\n" % len(value), value, b"\r\n", ex)
+                node.pending += 1
+        else:
+            node = self.route[0]
+            out = node.out
+            for _, prefix, value in items:
+                out += (prefix, b"$%d\r\n" % len(value), value, b"\r\n", ex)
+            node.pending += len(items)
         self.pending += len(items)
 
     def set(self, slot: int, prefix: bytes, value: bytes) -> None:
