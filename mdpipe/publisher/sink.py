@@ -186,8 +186,12 @@ class RedisSink:
     def publish_many(self, targets: list[tuple[int, bytes]], payloads: list[bytes]) -> None:
         """Queue a PUBLISH or SPUBLISH of each payload to its target's (slot, prefix), in order."""
         if self.cluster:
+            route = self.route
             for (slot, prefix), payload in zip(targets, payloads, strict=True):
-                self.publish(slot, prefix, payload)
+                node = route[slot]
+                node.out += (prefix, b"$%d\r\n" % len(payload), payload, b"\r\n")
+                node.pending += 1
+            self.pending += len(payloads)
             return
         node = self.route[0]
         out = node.out
