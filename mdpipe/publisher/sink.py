@@ -295,8 +295,10 @@ class RedisSink:
 
         Raises RedisError or OSError (the caller marks Redis down with `fail`).
         """
-        if self.pending:  # their replies would be read as these
-            raise RuntimeError("RedisSink.query() while commands are queued: send() them first")
+        # Replies of pushed commands come first on the connections: read them before. (The
+        # loop never queries between a push and its send; this keeps the replies in step.)
+        if self.pending and not self.send():
+            raise RedisConnectionError(self.last_error)
         by_node: dict[int, list[int]] = {}
         nodes = {}
         for i, (slot, _) in enumerate(calls):
