@@ -155,6 +155,7 @@ class Reader:
         self._rr = 0
         self._lost_followed = 0
         self._next_check = 0
+        self._bases = np.zeros(len(self._parts), np.uint32)  # iteration reads them per record
         self._index_symbols()
 
     # ----- symbols ----------------------------------------------------------------------
@@ -163,8 +164,8 @@ class Reader:
         base = 0
         multi = len(self._parts) > 1
         by_name: dict[str, list[tuple[_Part, int]]] = {}
-        for part in self._parts:
-            part.cursor.symbol_base = base if multi else 0
+        for i, part in enumerate(self._parts):
+            part.cursor.symbol_base = self._bases[i] = base if multi else 0
             for sid, sym in enumerate(part.ring.symbols):
                 by_name.setdefault(sym, []).append((part, sid))
                 by_name.setdefault(f"{part.ring.exchange}:{sym}", []).append((part, sid))
@@ -284,10 +285,37 @@ class Reader:
         return out[0] if len(out) == 1 else np.concatenate(out)
 
     def __iter__(self) -> Iterator[np.void]:
-        """Yield records as they arrive; spins, or yields the CPU per `idle` (see attach)."""
-        if self._one is not None:
-            return self._records_of_one()
-        return self._records_of_many()
+        """Yield records as they arrive; spins, or yields the CPU per `idle` (see attach).
+
+        C polls the rings in turn and hands back each record without a Python frame per
+        record; Python runs only when every ring is empty (writer checks, the dead-writer
+        timeout) or one was lapped."""
+        wait = self._idle_wait()
+        watch = _DeadWatch(self)
+        bound = [p.cursor for p in self._parts]
+
+        def parts() -> list[tuple[object, np.void]]:
+            return [(c.c, c.record) for c in bound]
+
+        def on_idle(result: int, index: int) -> list[tuple[object, np.void]] | None:
+            nonlocal bound
+            if self._closed:
+                raise StopIteration
+            if result != EMPTY:
+                self._parts[index].cursor.skip_lapped()
+                return None
+            if wait is not None:
+                wait()
+            if time.monotonic_ns() >= self._next_check:
+                self._idle_tick()
+                watch.check(sum(p.cursor.next for p in self._parts))
+            now = [p.cursor for p in self._parts]
+            if any(a is not b for a, b in zip(now, bound, strict=True)):
+                bound = now  # a writer replaced its segment: new cursors
+                return parts()
+            return None
+
+        return seqlock.Records(parts(), self._bases, _SPINS if wait is None else 0, on_idle)
 
     def _idle_wait(self) -> Callable[[], object] | None:
         """What an empty poll does before the next: nothing when spinning."""
@@ -296,46 +324,6 @@ class Reader:
         if self._idle == "yield":
             return os.sched_yield
         return functools.partial(time.sleep, float(self._idle))
-
-    def _records_of_one(self) -> Iterator[np.void]:
-        """The hot loop of a single-ring strategy: C spins and hands back each record, and
-        Python runs only when the ring is empty (writer checks) or the reader was lapped."""
-        wait = self._idle_wait()
-        watch = _DeadWatch(self)
-        bound = self._one.cursor
-
-        def on_idle(result: int) -> tuple[object, np.void] | None:
-            nonlocal bound
-            if self._closed:
-                raise StopIteration
-            one = self._one
-            if result != EMPTY:
-                one.cursor.skip_lapped()
-                return None
-            if wait is not None:
-                wait()
-            if time.monotonic_ns() >= self._next_check:
-                self._idle_tick()
-                watch.check(one.cursor.next)
-            if one.cursor is not bound:  # the writer replaced its segment: a new cursor
-                bound = one.cursor
-                return bound.c, bound.record
-            return None
-
-        spins = _SPINS if wait is None else 0
-        return seqlock.Records(bound.c, bound.record, spins, on_idle)
-
-    def _records_of_many(self) -> Iterator[np.void]:
-        wait = self._idle_wait()
-        watch = _DeadWatch(self)
-        while not self._closed:
-            got = self.poll()
-            if got is not None:
-                yield got
-                continue
-            if wait is not None:
-                wait()
-            watch.check(sum(p.cursor.next for p in self._parts))
 
     # ----- conflated access ---------------------------------------------------------------
 

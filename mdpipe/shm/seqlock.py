@@ -3,7 +3,7 @@
 Both implement the same four classes, so the writer and every reader use one code path:
   Writer(segment, staging, ...)  commit / commit_book / commit_trade / heartbeat / cursor
   Cursor(segment, out, ...)      poll() -> 1 copied, 0 none yet, 2 lapped; wait(spins); next
-  Records(cursor, record, spins, on_idle)  iterator over a cursor's messages (see PyRecords)
+  Records(parts, bases, spins, on_idle)  iterator over the messages of (cursor, record) parts
   Latest(segment)                read(offset, out, ranges) -> seq; top(offset, asks_offset)
 
 The C extension (mdpipe/shm/_seqlock.c) orders its loads and stores with C11 acquire/release
@@ -210,28 +210,53 @@ class PyCursor:
 
 
 class PyRecords:
-    """A cursor's messages as an iterator: spins up to `spins` polls per call, returns the
-    cursor's record view on a copy, else calls on_idle(0 empty | 2 lapped), which returns
-    None, a (cursor, record) pair to go on from, or raises (StopIteration ends it)."""
+    """The messages of one or more cursors as an iterator (see the C Records): polls the
+    (cursor, record) parts in turn up to `spins` rounds and returns the record view of the
+    first that copied a message, bases[i] added to its symbol_id; else calls on_idle(0, -1)
+    when all stayed empty or on_idle(2, i) when cursor i was lapped. on_idle returns None,
+    new parts, or raises (StopIteration ends the iteration)."""
 
-    def __init__(self, cursor: PyCursor, record: object, spins: int, on_idle) -> None:
+    def __init__(self, parts, bases, spins: int, on_idle) -> None:
         if spins < 0 or not callable(on_idle):
             raise ValueError("spins must be >= 0 and on_idle callable")
-        self._cursor, self._record, self._spins, self._on_idle = cursor, record, spins, on_idle
+        self._bases = memoryview(bases).cast("B").cast("I")
+        self._bind(parts)
+        self._spins, self._on_idle = spins, on_idle
+
+    def _bind(self, parts) -> None:
+        parts = tuple(parts)
+        if not 1 <= len(parts) <= len(self._bases):
+            raise ValueError("Records needs 1 to len(bases) (cursor, record) parts")
+        self._parts = parts
+        self._rr = 0
 
     def __iter__(self) -> PyRecords:
         return self
 
     def __next__(self) -> object:
         while True:
-            if self._cursor.released:
-                raise StopIteration
-            r = self._cursor.wait(self._spins)
-            if r == 1:
-                return self._record
-            swap = self._on_idle(r)
+            parts, n, lapped = self._parts, len(self._parts), -1
+            for _ in range(self._spins + 1):
+                for k in range(n):
+                    i = (self._rr + k) % n
+                    cursor, record = parts[i]
+                    if cursor.released:
+                        raise StopIteration
+                    r = cursor.poll()
+                    if r == 1:
+                        base = self._bases[i]
+                        if base:
+                            record["symbol_id"] += base
+                        self._rr = (i + 1) % n
+                        return record
+                    if r == 2:
+                        lapped = i
+                        break
+                if lapped >= 0:
+                    break
+            swap = self._on_idle(2 if lapped >= 0 else 0, lapped)
             if swap is not None:
-                self._cursor, self._record = swap
+                self._bind(swap)
 
 
 class PyLatest:

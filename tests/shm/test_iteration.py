@@ -79,3 +79,32 @@ def test_close_inside_the_loop_ends_it(instance: str) -> None:
         assert got == [0, 1]
         assert list(r) == []  # a closed reader yields nothing
         w.close(unlink=True)
+
+
+def test_iteration_over_shards_names_every_record_even_after_a_ring_gains_a_symbol(
+    instance: str,
+) -> None:
+    w0 = RingWriter.create(instance, "books.f.0", "book", symbols=["A"], capacity=64)
+    w1 = RingWriter.create(instance, "books.f.1", "book", symbols=["C"], capacity=64)
+    try:
+        r = attach(instance, "books")
+        it = iter(r)
+        w0.commit_book(0, 1, 0, 0, 1, 1, 0, 0, 0)
+        w1.commit_book(0, 1, 0, 0, 2, 2, 0, 0, 0)
+        first = sorted((r.symbols[rec["symbol_id"]], int(rec["last_update_id"])) for rec in [
+            next(it).copy(), next(it).copy()
+        ])  # fmt: skip
+        assert first == [("A", 1), ("C", 2)]
+        # Ring 0 gains B: ring 1's ids move up by one once the reader looks B up.
+        sid_b = w0.add_symbol("B")
+        assert r.latest("B") is None and r.symbols == ["A", "B", "C"]
+        w0.commit_book(sid_b, 1, 0, 0, 3, 3, 0, 0, 0)
+        w1.commit_book(0, 1, 0, 0, 4, 4, 0, 0, 0)
+        later = sorted((r.symbols[rec["symbol_id"]], int(rec["last_update_id"])) for rec in [
+            next(it).copy(), next(it).copy()
+        ])  # fmt: skip
+        assert later == [("B", 3), ("C", 4)]
+        r.close()
+    finally:
+        w0.close(unlink=True)
+        w1.close(unlink=True)
