@@ -27,7 +27,7 @@ from test_ingest_support import (
     check_record_invariants,
     compare_with_tickers,
     venue_rig,
-    write_config,
+    write_sim_config,
 )
 
 from mdpipe.shm import layout as L
@@ -218,8 +218,8 @@ def test_spot_gap_and_disconnect_resync_exactly(tmp_path: Path) -> None:
     symbols = ["BTCUSDT", "ETHUSDT"]
     with SimProcess(["--market", "spot", "--symbols", ",".join(symbols), "--rate", "1000"]) as sim:
         tickers = TickerCollector(sim.ws_url, symbols, "spot").start()
-        cfg = write_config(
-            tmp_path / "spot.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
             sim,
             market="spot",

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 from conftest import refused_port
-from test_ingest_support import CORE, IngestProcess, RecordLog, synced_in_ring, write_config
+from test_ingest_support import (
+    CORE,
+    IngestProcess,
+    RecordLog,
+    synced_in_ring,
+    write_config,
+    write_sim_config,
+)
 
 from mdpipe.shm.segment import read_status
 from mdpipe.sim.process import SimProcess
@@ -89,8 +96,8 @@ def test_signal_stops_cleanly_and_marks_books_stale(
     with SimProcess(
         ["--market", "futures", "--symbols", "BTCUSDT,ETHUSDT", "--rate", "500"]
     ) as sim:
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
             sim,
             market="futures",
@@ -141,8 +148,8 @@ def test_server_pings_are_answered(tmp_path: Path, instance: str) -> None:
     """
     args = ["--market", "futures", "--symbols", "BTCUSDT", "--rate", "100"]
     with SimProcess([*args, "--ping-interval", "0.2s", "--ping-timeout", "2s"]) as sim:
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
             sim,
             market="futures",

@@ -18,7 +18,7 @@ from test_ingest_support import (
     RecordLog,
     check_continuity,
     synced_in_ring,
-    write_config,
+    write_sim_config,
 )
 
 from mdpipe.shm import layout as L
@@ -53,8 +53,8 @@ def test_subscribe_and_unsubscribe_leave_the_other_books_alone(
     tmp_path: Path, instance: str, runtime_dir: Path
 ) -> None:
     with SimProcess(["--universe", "12", "--rate", "400"]) as sim:
-        cfg = write_config(
-            tmp_path / "c.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
             sim,
             market="futures",
@@ -133,8 +133,8 @@ def test_bad_input_gets_one_line_and_changes_nothing(
     tmp_path: Path, instance: str, runtime_dir: Path
 ) -> None:
     with SimProcess(["--universe", "4", "--rate", "100"]) as sim:
-        cfg = write_config(
-            tmp_path / "c.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
             sim,
             market="futures",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_ingest_support import IngestProcess, write_config
+from test_ingest_support import IngestProcess, write_sim_config
 from test_runtime_subscriptions import mdpipe, runtime_dir  # noqa: F401 - a fixture
 
 from mdpipe.sim.instruments import universe
@@ -23,8 +23,8 @@ def test_a_few_hundred_symbols_come_up_within_the_venues_limits(
     symbols = universe(N)
     more = universe(N + 263)[N:]  # 526 more market streams: past 1,024 on that connection
     with SimProcess(["--universe", str(N + 263), "--levels", "100", "--rate", "1000"]) as sim:
-        cfg = write_config(
-            tmp_path / "c.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
             sim,
             market="futures",

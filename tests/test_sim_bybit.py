@@ -10,7 +10,7 @@ import orjson
 import pytest
 import websocket
 from conftest import remove_segments, unique_instance
-from test_ingest_support import IngestProcess, RecordLog, write_config
+from test_ingest_support import IngestProcess, RecordLog, write_sim_config
 
 from mdpipe.shm import layout as L
 from mdpipe.sim.process import SimProcess
@@ -142,7 +142,7 @@ def test_a_tape_replays_into_exact_books_and_every_trade(tmp_path: Path) -> None
     instance = unique_instance()
     try:
         with SimProcess(["--venue", "bybit", "--tape", str(tape), "--speed", "20"]) as sim:
-            cfg = write_config(tmp_path / "i.toml", instance, sim, market="linear",
+            cfg = write_sim_config(tmp_path, instance, sim, market="linear",
                                symbols=["BTCUSDT"], exchange="bybit",
                                depth_stream="orderbook.50", trade_stream="publicTrade",
                                stream_timeout=60.0, silence_timeout=30.0)  # fmt: skip
@@ -175,7 +175,7 @@ def test_a_refused_topic_is_a_stream_fault_and_the_others_sync(tmp_path: Path) -
     instance = unique_instance()
     try:
         with SimProcess(["--venue", "bybit", "--symbols", "BTCUSDT", "--rate", "300"]) as sim:
-            cfg = write_config(tmp_path / "i.toml", instance, sim, market="linear",
+            cfg = write_sim_config(tmp_path, instance, sim, market="linear",
                                symbols=["BTCUSDT", "XRPUSDT"],
                                exchange="bybit", depth_stream="orderbook.50",
                                trade_stream="publicTrade", stream_timeout=3.0,

@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import pytest
 import websocket
-from test_ingest_support import IngestProcess, RecordLog, write_config
+from test_ingest_support import IngestProcess, RecordLog, write_sim_config
 
 from mdpipe import readers
 from mdpipe.shm import layout as L
@@ -74,8 +74,8 @@ def _run(tmp_path: Path, instance: str, market: str, streams: list[str], wait) -
     clients = 4 if market == "futures" else 3
     args = ["--market", market, "--symbols", ",".join(SYMBOLS), "--rate", "400"]
     with SimProcess([*args, "--start-clients", str(clients)]) as sim:
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
             sim,
             market=market,
@@ -243,8 +243,8 @@ def test_funding_that_stops_is_detected(tmp_path: Path, instance: str) -> None:
     with SimProcess(
         ["--market", "futures", "--symbols", ",".join(SYMBOLS), "--rate", "200"]
     ) as sim:
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
             sim,
             market="futures",
