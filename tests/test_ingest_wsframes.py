@@ -73,6 +73,7 @@ def test_frames_come_out_whole_however_the_bytes_arrive(pair, chunk: int) -> Non
         frame(OP_TEXT, b'{"a":1}')
         + frame(OP_TEXT, b"")
         + frame(OP_BINARY, mid)
+        + frame(OP_TEXT, mid)
         + frame(OP_PING, b"hi")
         + frame(OP_TEXT, big)
         + frame(OP_TEXT, b"part1-", fin=False)
@@ -86,6 +87,7 @@ def test_frames_come_out_whole_however_the_bytes_arrive(pair, chunk: int) -> Non
         (OP_TEXT, b'{"a":1}'),
         (OP_TEXT, b""),
         (OP_BINARY, mid),
+        (OP_TEXT, mid),
         (OP_PING, b"hi"),
         (OP_TEXT, big),
         (OP_PONG, b""),
@@ -121,6 +123,7 @@ def test_end_of_stream_after_the_frames_before_it(pair) -> None:
         (bytes([0x80 | 0x3, 1]) + b"x", "invalid opcode 0x3"),
         (frame(OP_CONT, b"x"), "continuation frame outside"),
         (frame(OP_TEXT, b"a", fin=False) + frame(OP_TEXT, b"b"), "new message began"),
+        (frame(OP_TEXT, b"a", fin=False) + frame(OP_TEXT, b"b" * 200), "new message began"),
         (frame(OP_PING, b"p", fin=False), "fragmented or over 125"),
         (frame(OP_PING, b"p" * 126), "fragmented or over 125"),
         (bytes([0x80 | OP_TEXT, 127]) + struct.pack("!Q", MAX_MESSAGE + 1), "more than"),

@@ -14,6 +14,7 @@ import ssl
 
 OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
+_FIN_TEXT = 0x80 | OP_TEXT
 _OPCODES = frozenset((OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
 MAX_MESSAGE = 64 << 20  # bytes: a frame or message announcing more is refused, not allocated
 _INITIAL = 1 << 16
@@ -79,6 +80,13 @@ class FrameReader:
             if avail < 2:
                 return None
             b1, b2 = buf[start], buf[start + 1]
+            if b1 == _FIN_TEXT and b2 == 126 and avail >= 4:
+                # The usual frame (a whole unmasked text message of 126 bytes to 64 KiB)
+                # without the general path's steps.
+                stop = start + 4 + ((buf[start + 2] << 8) | buf[start + 3])
+                if stop <= self.end and self._op < 0:
+                    self.start = stop
+                    return OP_TEXT, bytes(self.view[start + 4 : stop])
             n = b2 & 0x7F
             at = start + 2
             if n == 126:
