@@ -48,6 +48,11 @@ def fuzz_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+# The geometry of good_segment: 16 slots, 4 symbols, depth 20.
+GOOD = L.segment_geometry(L.KIND_BOOK, 16, 20, 4)
+SIZE, SLOTS, LATEST = GOOD["segment_size"], GOOD["slots_offset"], GOOD["latest_offset"]
+
+
 @pytest.fixture(scope="module")
 def good_segment(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """The bytes of a small book segment that the writer filled with 40 records."""
@@ -136,6 +141,9 @@ def test_c_header_matches_the_layout(tmp_path: Path) -> None:
             "MAX_SYMBOLS",
             "MAX_COUNTERS",
             "MAX_SEGMENT_BYTES",
+            "COUNTERS_OFFSET",
+            "COUNTER_NAMES_OFFSET",
+            "TABLES_OFFSET",
         ]
     }
     header_fields["MDP_H_LAYOUT_VERSION"] = L.H_VERSION
@@ -337,7 +345,7 @@ def test_c_reader_follows_a_replaced_segment(
 @pytest.mark.parametrize(
     ("change", "says"),
     [
-        ("truncated", "field segment_size is 24576, the file has 8192 bytes"),
+        ("truncated", f"field segment_size is {SIZE}, the file has 8192 bytes"),
         ("world-writable", "mode lets group or others write it, refused"),
         ("fifo", "not a regular file"),
     ],
@@ -384,7 +392,7 @@ OUT_OF_BOUNDS = [
     ("capacity", L.H_CAPACITY, "<Q", 0, "field capacity is 0, not a power of two"),
     ("capacity", L.H_CAPACITY, "<Q", 24, "field capacity is 24, not a power of two"),
     ("capacity", L.H_CAPACITY, "<Q", 1 << 25, "field capacity is 33554432, not a power"),
-    ("capacity", L.H_CAPACITY, "<Q", 32, "field slots_offset is 12288, its table runs past"),
+    ("capacity", L.H_CAPACITY, "<Q", 32, f"field slots_offset is {SLOTS}, its table runs past"),
     ("capacity", L.H_CAPACITY, "<Q", 1 << 63, "field capacity is 9223372036854775808"),
     ("record_size", L.H_RECORD_SIZE, "<I", 0, "field record_size is 0, not 720"),
     ("record_size", L.H_RECORD_SIZE, "<I", 1 << 31, "field record_size is 2147483648"),
@@ -394,10 +402,10 @@ OUT_OF_BOUNDS = [
     ("max_symbols", L.H_MAX_SYMBOLS, "<I", 0, "field max_symbols is 0, not in 1..65536"),
     ("max_symbols", L.H_MAX_SYMBOLS, "<I", 65537, "field max_symbols is 65537"),
     ("max_symbols", L.H_MAX_SYMBOLS, "<I", 2**32 - 1, "field max_symbols is 4294967295"),
-    ("max_symbols", L.H_MAX_SYMBOLS, "<I", 129, "field latest_offset is 8192, overlapping"),
+    ("max_symbols", L.H_MAX_SYMBOLS, "<I", 129, f"field latest_offset is {LATEST}, overlapping"),
     ("n_symbols", L.H_N_SYMBOLS, "<I", 5, "field n_symbols is 5, more than max_symbols 4"),
     ("n_symbols", L.H_N_SYMBOLS, "<I", 30_000_000, "field n_symbols is 30000000"),
-    ("n_counters", L.H_N_COUNTERS, "<I", 65, "field n_counters is 65, more than 64"),
+    ("n_counters", L.H_N_COUNTERS, "<I", 1025, "field n_counters is 1025, more than 1024"),
     ("slot_size", L.H_SLOT_SIZE, "<I", 720, "field slot_size is 720, not 768"),
     ("slot_size", L.H_SLOT_SIZE, "<I", 0, "field slot_size is 0, not 768"),
     ("symbols_offset", L.H_SYMBOLS_OFFSET, "<Q", 0, "field symbols_offset is 0, overlapping"),
@@ -409,9 +417,15 @@ OUT_OF_BOUNDS = [
     ("slots_offset", L.H_SLOTS_OFFSET, "<Q", 1 << 40, "field slots_offset is 1099511627776"),
     ("slots_offset", L.H_SLOTS_OFFSET, "<Q", 2**64 - 64, "field slots_offset is 1844674407"),
     ("slots_offset", L.H_SLOTS_OFFSET, "<Q", 8192, "field slots_offset is 8192, overlapping"),
-    ("slots_offset", L.H_SLOTS_OFFSET, "<Q", 12352, "field slots_offset is 12352, its table"),
+    (
+        "slots_offset",
+        L.H_SLOTS_OFFSET,
+        "<Q",
+        SLOTS + 64,
+        f"slots_offset is {SLOTS + 64}, its table",
+    ),
     ("segment_size", L.H_SEGMENT_SIZE, "<Q", 1 << 44, "field segment_size is 17592186044416"),
-    ("segment_size", L.H_SEGMENT_SIZE, "<Q", 0, "field segment_size is 0, the file has 24576"),
+    ("segment_size", L.H_SEGMENT_SIZE, "<Q", 0, f"field segment_size is 0, the file has {SIZE}"),
 ]
 
 
@@ -442,7 +456,7 @@ def test_c_reader_refuses_a_truncated_segment(
 ) -> None:
     _plant(instance, good_segment[: len(good_segment) - 4096])
     err = _refused(tail_binary, instance)
-    assert "field segment_size is 24576, the file has 20480 bytes" in err
+    assert f"field segment_size is {SIZE}, the file has {SIZE - 4096} bytes" in err
 
 
 def test_c_reader_refuses_bad_names(tail_binary: Path) -> None:

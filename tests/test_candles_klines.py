@@ -163,6 +163,7 @@ CASES = [
     _binance_case("spot", "1s", 4),
     _binance_case("futures", "1m", 60),
     _bybit_case("linear"),
+    _bybit_case("spot"),
     _okx_case("swap", "1s", 4),
     _okx_case("spot", "1m", 60),
 ]

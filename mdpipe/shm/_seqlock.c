@@ -432,6 +432,168 @@ static PyTypeObject CursorType = {
 };
 
 /* ---------------------------------------------------------------------------------------- */
+/* Records: the messages of one or more cursors as a Python iterator, spinning in C         */
+
+/* `for rec in reader` without a Python frame per record. parts is a sequence of
+ * (cursor, record) and bases a u32 buffer of as many symbol-id offsets, read at every record
+ * so the reader may change them (a multi-ring reader renumbers symbols when a ring gains
+ * one). __next__ polls the cursors in turn (starting after the one that gave the last
+ * record, so no ring starves another), up to `spins` rounds, and returns the record view of
+ * the first that copied a message, with its base added to symbol_id (bytes 8..12 of every
+ * record kind). Otherwise it calls on_idle(result, index): result 0 when every cursor
+ * stayed empty (index -1), 2 when cursor `index` was lapped. on_idle returns None to go on,
+ * new parts (a writer replaced its segment), or raises; StopIteration ends the iteration.
+ * A released cursor (the reader was closed) ends it too. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *parts; /* tuple of (cursor, record): keeps the objects alive */
+    Cursor **cursors;
+    PyObject **records;
+    Py_buffer bases; /* u32[n], owned by the reader */
+    int has_bases;
+    Py_ssize_t n, rr;
+    PyObject *on_idle;
+    long spins;
+} Records;
+
+static void Records_free_arrays(Records *self) {
+    PyMem_Free(self->cursors);
+    PyMem_Free(self->records);
+    self->cursors = NULL;
+    self->records = NULL;
+    self->n = self->rr = 0;
+}
+
+static int Records_traverse(Records *self, visitproc visit, void *arg) {
+    Py_VISIT(self->parts);
+    if (self->has_bases) Py_VISIT(self->bases.obj);
+    Py_VISIT(self->on_idle);
+    return 0;
+}
+
+static int Records_clear(Records *self) {
+    Records_free_arrays(self);
+    if (self->has_bases) { PyBuffer_Release(&self->bases); self->has_bases = 0; }
+    Py_CLEAR(self->parts);
+    Py_CLEAR(self->on_idle);
+    return 0;
+}
+
+static void Records_dealloc(Records *self) {
+    PyObject_GC_UnTrack(self);
+    Records_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Records_bind(Records *self, PyObject *parts) {
+    PyObject *tuple = PySequence_Tuple(parts);
+    if (!tuple) return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(tuple);
+    if (n < 1 || n * 4 > self->bases.len) {
+        Py_DECREF(tuple);
+        PyErr_SetString(PyExc_ValueError, "Records needs 1 to len(bases) (cursor, record) parts");
+        return -1;
+    }
+    Cursor **cursors = PyMem_New(Cursor *, n);
+    PyObject **records = PyMem_New(PyObject *, n);
+    if (!cursors || !records) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *part = PyTuple_GET_ITEM(tuple, i);
+        if (!PyTuple_Check(part) || PyTuple_GET_SIZE(part) != 2 ||
+            !PyObject_TypeCheck(PyTuple_GET_ITEM(part, 0), &CursorType)) {
+            PyErr_SetString(PyExc_TypeError, "each part must be (Cursor, record)");
+            goto fail;
+        }
+        cursors[i] = (Cursor *)PyTuple_GET_ITEM(part, 0);
+        records[i] = PyTuple_GET_ITEM(part, 1);
+    }
+    Records_free_arrays(self);
+    Py_XSETREF(self->parts, tuple);
+    self->cursors = cursors;
+    self->records = records;
+    self->n = n;
+    return 0;
+fail:
+    PyMem_Free(cursors);
+    PyMem_Free(records);
+    Py_DECREF(tuple);
+    return -1;
+}
+
+static int Records_init(Records *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"parts", "bases", "spins", "on_idle", NULL};
+    PyObject *parts, *bases, *on_idle;
+    long spins;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOlO", kwlist, &parts, &bases, &spins, &on_idle))
+        return -1;
+    if (spins < 0 || !PyCallable_Check(on_idle)) {
+        PyErr_SetString(PyExc_ValueError, "spins must be >= 0 and on_idle callable");
+        return -1;
+    }
+    if (self->has_bases) { PyBuffer_Release(&self->bases); self->has_bases = 0; }
+    if (PyObject_GetBuffer(bases, &self->bases, PyBUF_SIMPLE) < 0) return -1;
+    self->has_bases = 1;
+    if (Records_bind(self, parts) < 0) return -1;
+    Py_INCREF(on_idle);
+    Py_XSETREF(self->on_idle, on_idle);
+    self->spins = spins;
+    return 0;
+}
+
+static PyObject *Records_next(Records *self) {
+    for (;;) {
+        Py_ssize_t n = self->n, lapped = -1;
+        if (n == 0) return NULL;
+        for (long round = 0;; round++) {
+            for (Py_ssize_t k = 0, i = self->rr; k < n; k++, i = i + 1 == n ? 0 : i + 1) {
+                Cursor *c = self->cursors[i];
+                if (!c->base) return NULL; /* released: the reader was closed */
+                int r = cursor_poll(c);
+                if (r == 1) {
+                    uint32_t base, sid;
+                    memcpy(&base, (const uint8_t *)self->bases.buf + 4 * i, 4);
+                    if (base) {
+                        memcpy(&sid, c->dst + 8, 4);
+                        sid += base;
+                        memcpy(c->dst + 8, &sid, 4);
+                    }
+                    self->rr = i + 1 == n ? 0 : i + 1;
+                    return Py_NewRef(self->records[i]);
+                }
+                if (r == 2) {
+                    lapped = i;
+                    break;
+                }
+            }
+            if (lapped >= 0 || round >= self->spins) break;
+            MDP_PAUSE();
+        }
+        PyObject *res = PyObject_CallFunction(self->on_idle, "in", lapped >= 0 ? 2 : 0, lapped);
+        if (!res) return NULL;
+        int bad = res != Py_None && Records_bind(self, res) < 0;
+        Py_DECREF(res);
+        if (bad) return NULL;
+    }
+}
+
+static PyTypeObject RecordsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mdpipe.shm._seqlock.Records",
+    .tp_basicsize = sizeof(Records),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The records of one or more cursors as an iterator that spins in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Records_init,
+    .tp_dealloc = (destructor)Records_dealloc,
+    .tp_traverse = (traverseproc)Records_traverse,
+    .tp_clear = (inquiry)Records_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)Records_next,
+};
+
+/* ---------------------------------------------------------------------------------------- */
 /* Conflated reads of the latest table                                                       */
 
 #define LATEST_TRIES 100000
@@ -592,15 +754,17 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__seqlock(void) {
     if (PyType_Ready(&WriterType) < 0 || PyType_Ready(&CursorType) < 0 ||
-        PyType_Ready(&LatestType) < 0)
+        PyType_Ready(&RecordsType) < 0 || PyType_Ready(&LatestType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     Py_INCREF(&WriterType);
     Py_INCREF(&CursorType);
+    Py_INCREF(&RecordsType);
     Py_INCREF(&LatestType);
     if (PyModule_AddObject(m, "Writer", (PyObject *)&WriterType) < 0 ||
         PyModule_AddObject(m, "Cursor", (PyObject *)&CursorType) < 0 ||
+        PyModule_AddObject(m, "Records", (PyObject *)&RecordsType) < 0 ||
         PyModule_AddObject(m, "Latest", (PyObject *)&LatestType) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -7,9 +7,10 @@ LAYOUT_VERSION; readers refuse a segment of another version.
 
 A segment, every section page-aligned, every slot on its own cache lines::
 
-    0        4096                  latest_offset            slots_offset                 segment_size
-    | header | symbol table        | latest table           | slots                       |
-      1 page   max_symbols x 64 B    max_symbols x slot_size  capacity x slot_size
+    0        4096                   45056               latest_offset      slots_offset   segment_size
+    | header | counters | names     | symbol table      | latest table     | slots        |
+      1 page   1024 x 8   1024 x 32   max_symbols x 64    max_symbols x      capacity x
+                                                          slot_size          slot_size
 
 The header page (byte offsets; u64 unless noted)::
 
@@ -20,8 +21,9 @@ The header page (byte offsets; u64 unless noted)::
      96 start_time_ns 104 generation
     128 write_cursor  (alone on its cache line: the only word readers poll)
     192 heartbeat_ns  (alone on its cache line)
-    256 exchange[32]  288 ring_name[32]
-    512 counters[64] (u64)   1024 counter_names[64][32]   3072 dtype_descr[1024]
+    256 exchange[32]  288 ring_name[32]  512 dtype_descr[1024]
+
+The counters section: 4096 counters[1024] (u64), 12288 counter_names[1024][32].
 
 Everything is little-endian. Memory semantics: the writer publishes a slot with a release
 store of its sequence word and readers load it with acquire (see mdpipe/shm/seqlock.py).
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 MAGIC = int.from_bytes(b"MDPIPE\x00\x01", "little")
 CACHE_LINE = 64
 PAGE = 4096
@@ -61,7 +63,7 @@ MAX_SYMBOLS = 65536
 MAX_SEGMENT_BYTES = 1 << 36
 
 NAME_BYTES = 32
-MAX_COUNTERS = 64
+MAX_COUNTERS = 1024  # a publisher keeps two per ring it reads: room for ~500 rings
 DTYPE_DESCR_BYTES = 1024
 
 
@@ -113,7 +115,7 @@ H_N_SYMBOLS = _h.add("n_symbols", "u32", 4, "entries published (stored after the
 H_N_COUNTERS = _h.add("n_counters", "u32", 4, "counters named (stored after the names)").offset
 H_SLOT_SIZE = _h.add("slot_size", "u32", 4, "slot stride: record_size rounded up to 64").offset
 H_SYMBOLS_OFFSET = _h.add(
-    "symbols_offset", "u64", 8, "byte offset of the symbol table (4096)"
+    "symbols_offset", "u64", 8, "byte offset of the symbol table, after the counters"
 ).offset
 H_LATEST_OFFSET = _h.add("latest_offset", "u64", 8, "byte offset of the latest table").offset
 H_SLOTS_OFFSET = _h.add("slots_offset", "u64", 8, "byte offset of slot 0").offset
@@ -149,24 +151,32 @@ H_EXCHANGE = _h.add(
     align=CACHE_LINE,
 ).offset
 H_RING_NAME = _h.add("ring_name", f"char[{NAME_BYTES}]", NAME_BYTES, "the ring's name").offset
-H_COUNTERS = _h.add(
-    "counters", f"u64[{MAX_COUNTERS}]", 8 * MAX_COUNTERS, "written by the writer only", align=512
-).offset
-H_COUNTER_NAMES = _h.add(
-    "counter_names",
-    f"char[{MAX_COUNTERS}][{NAME_BYTES}]",
-    MAX_COUNTERS * NAME_BYTES,
-    'name of counter i; names starting "g_" are gauges, the others only increase',
-).offset
 H_DTYPE_DESCR = _h.add(
     "dtype_descr",
     f"char[{DTYPE_DESCR_BYTES}]",
     DTYPE_DESCR_BYTES,
     'JSON {"itemsize", "fields": [[name, type, shape, offset], ...]} of the record, NUL padded',
+    align=512,
 ).offset
 HEADER_FIELDS: tuple[Field, ...] = tuple(_h.fields)
 if _h.offset > PAGE:
     raise AssertionError("the header outgrew its page")
+
+# The counters section, on pages of its own after the header: counter i's value and name.
+# Only the writer writes it; a name is written before n_counters covers it.
+_c = _Builder()
+_c.offset = PAGE
+COUNTERS_OFFSET = _c.add(
+    "counters", f"u64[{MAX_COUNTERS}]", 8 * MAX_COUNTERS, "written by the writer only"
+).offset
+COUNTER_NAMES_OFFSET = _c.add(
+    "counter_names",
+    f"char[{MAX_COUNTERS}][{NAME_BYTES}]",
+    MAX_COUNTERS * NAME_BYTES,
+    'name of counter i; names starting "g_" are gauges, the others only increase',
+).offset
+COUNTER_FIELDS: tuple[Field, ...] = tuple(_c.fields)
+TABLES_OFFSET = (_c.offset + PAGE - 1) // PAGE * PAGE  # the symbol table starts here
 
 # A symbol-table entry: the venue's own name and the normalized instrument beside it.
 _s = _Builder()
@@ -368,7 +378,7 @@ def segment_geometry(kind: int, capacity: int, depth: int, max_symbols: int) -> 
     """Offsets and total size of a segment: header page, symbol table, latest table, slots."""
     dtype = record_dtype(kind, depth)
     stride = slot_size(dtype)
-    symbols_offset = PAGE
+    symbols_offset = TABLES_OFFSET
     latest_offset = _round_up(symbols_offset + max_symbols * SYMBOL_ENTRY, PAGE)
     slots_offset = _round_up(latest_offset + max_symbols * stride, PAGE)
     size = _round_up(slots_offset + capacity * stride, PAGE)
@@ -400,6 +410,9 @@ def markdown_tables() -> str:
     """The field tables of docs/layout.md, generated (docs/layout.md embeds this text)."""
     out = ["### Header page", "", "| offset | field | type | meaning |", "|---|---|---|---|"]
     out += [f"| {f.offset} | {f.name} | {f.ctype} | {f.doc} |" for f in HEADER_FIELDS]
+    out += ["", f"### Counters section (pages {COUNTERS_OFFSET}..{TABLES_OFFSET})", ""]
+    out += ["| offset | field | type | meaning |", "|---|---|---|---|"]
+    out += [f"| {f.offset} | {f.name} | {f.ctype} | {f.doc} |" for f in COUNTER_FIELDS]
     out += ["", f"### Symbol table entry ({SYMBOL_ENTRY} bytes, ascii, NUL padded)", ""]
     out += ["| offset | field | type | meaning |", "|---|---|---|---|"]
     out += [f"| {f.offset} | {f.name} | {f.ctype} | {f.doc} |" for f in SYMBOL_FIELDS]
@@ -468,6 +481,9 @@ def c_header() -> str:
         "/* Header offsets. */",
     ]
     lines += [f"#define MDP_H_{f.name.upper()} {f.offset}" for f in HEADER_FIELDS]
+    lines += ["", "/* The counters section; the tables start at MDP_TABLES_OFFSET. */"]
+    lines += [f"#define MDP_{f.name.upper()}_OFFSET {f.offset}" for f in COUNTER_FIELDS]
+    lines += [f"#define MDP_TABLES_OFFSET {TABLES_OFFSET}"]
     lines += ["", f"#define MDP_SYMBOL_ENTRY {SYMBOL_ENTRY}"]
     lines += [f"#define MDP_S_{f.name.upper()} {f.offset}" for f in SYMBOL_FIELDS]
     lines += [""]

@@ -13,12 +13,13 @@ import functools
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from mdpipe.instrument import Instrument
 from mdpipe.shm import layout as L
+from mdpipe.shm import seqlock
 from mdpipe.shm.conflated import LatestView, TopRead
 from mdpipe.shm.follow import WriterFollower
 from mdpipe.shm.mapped import MappedRing
@@ -32,7 +33,7 @@ from mdpipe.shm.segment import (
     resolve_owner,
     shm_path,
 )
-from mdpipe.shm.stream import EMPTY, GOT, StreamCursor
+from mdpipe.shm.stream import EMPTY, StreamCursor
 
 __all__ = [
     "attach",
@@ -108,6 +109,27 @@ class _Part:
         return unread + self.cursor.next
 
 
+class _DeadWatch:
+    """Raises WriterGoneError when a reader's writers stay gone for `dead_timeout` seconds
+    with no record read meanwhile."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self.since: float | None = None
+        self.position = -1
+
+    def check(self, position: int) -> None:
+        r = self.reader
+        if position != self.position or all(p.follower.alive for p in r._parts):
+            self.since, self.position = None, position
+        elif self.since is None:
+            self.since = time.monotonic()
+        elif time.monotonic() - self.since > r.dead_timeout:
+            raise WriterGoneError(
+                f"the writer of {r.describe()} has been gone for {r.dead_timeout:.0f} s"
+            )
+
+
 class Reader:
     """Reads records of one ring, or of every ring under a prefix (`books` covers
     `books.<feed>.<shard>` of every feed and venue).
@@ -133,6 +155,7 @@ class Reader:
         self._rr = 0
         self._lost_followed = 0
         self._next_check = 0
+        self._bases = np.zeros(len(self._parts), np.uint32)  # iteration reads them per record
         self._index_symbols()
 
     # ----- symbols ----------------------------------------------------------------------
@@ -141,8 +164,8 @@ class Reader:
         base = 0
         multi = len(self._parts) > 1
         by_name: dict[str, list[tuple[_Part, int]]] = {}
-        for part in self._parts:
-            part.cursor.symbol_base = base if multi else 0
+        for i, part in enumerate(self._parts):
+            part.cursor.symbol_base = self._bases[i] = base if multi else 0
             for sid, sym in enumerate(part.ring.symbols):
                 by_name.setdefault(sym, []).append((part, sid))
                 by_name.setdefault(f"{part.ring.exchange}:{sym}", []).append((part, sid))
@@ -262,53 +285,45 @@ class Reader:
         return out[0] if len(out) == 1 else np.concatenate(out)
 
     def __iter__(self) -> Iterator[np.void]:
-        """Yield records as they arrive; spins, or yields the CPU per `idle` (see attach)."""
-        idle = self._idle
-        if idle == "spin":
-            wait = None
-        elif idle == "yield":
-            wait = os.sched_yield
-        else:
-            wait = functools.partial(time.sleep, float(idle))
-        dead_since = None
-        while not self._closed:
-            one = self._one
-            if one is not None:
-                # The hot loop of a single-ring strategy: one C call per record.
-                c, rec, cur = one.cursor.c, one.cursor.record, one.cursor
-                spins = _SPINS if wait is None else 0
-                while True:
-                    r = c.wait(spins)
-                    if r == GOT:
-                        dead_since = None
-                        yield rec
-                        if self._closed:
-                            return
-                        continue
-                    if r != EMPTY:
-                        cur.skip_lapped()
-                        continue
-                    if wait is not None:
-                        wait()
-                    if time.monotonic_ns() >= self._next_check:
-                        break
+        """Yield records as they arrive; spins, or yields the CPU per `idle` (see attach).
+
+        C polls the rings in turn and hands back each record without a Python frame per
+        record; Python runs only when every ring is empty (writer checks, the dead-writer
+        timeout) or one was lapped."""
+        wait = self._idle_wait()
+        watch = _DeadWatch(self)
+        bound = [p.cursor for p in self._parts]
+
+        def parts() -> list[tuple[object, np.void]]:
+            return [(c.c, c.record) for c in bound]
+
+        def on_idle(result: int, index: int) -> list[tuple[object, np.void]] | None:
+            nonlocal bound
+            if self._closed:
+                raise StopIteration
+            if result != EMPTY:
+                self._parts[index].cursor.skip_lapped()
+                return None
+            if wait is not None:
+                wait()
+            if time.monotonic_ns() >= self._next_check:
                 self._idle_tick()
-            else:
-                got = self.poll()
-                if got is not None:
-                    dead_since = None
-                    yield got
-                    continue
-                if wait is not None:
-                    wait()
-            if all(p.follower.alive for p in self._parts):
-                dead_since = None
-            elif dead_since is None:
-                dead_since = time.monotonic()
-            elif time.monotonic() - dead_since > self.dead_timeout:
-                raise WriterGoneError(
-                    f"the writer of {self.describe()} has been gone for {self.dead_timeout:.0f} s"
-                )
+                watch.check(sum(p.cursor.next for p in self._parts))
+            now = [p.cursor for p in self._parts]
+            if any(a is not b for a, b in zip(now, bound, strict=True)):
+                bound = now  # a writer replaced its segment: new cursors
+                return parts()
+            return None
+
+        return seqlock.Records(parts(), self._bases, _SPINS if wait is None else 0, on_idle)
+
+    def _idle_wait(self) -> Callable[[], object] | None:
+        """What an empty poll does before the next: nothing when spinning."""
+        if self._idle == "spin":
+            return None
+        if self._idle == "yield":
+            return os.sched_yield
+        return functools.partial(time.sleep, float(self._idle))
 
     # ----- conflated access ---------------------------------------------------------------
 

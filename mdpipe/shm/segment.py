@@ -313,7 +313,7 @@ class HeaderView:
 
     def counter_names(self) -> list[str]:
         n = min(self.u32_at(L.H_N_COUNTERS), L.MAX_COUNTERS)
-        base = L.H_COUNTER_NAMES
+        base = L.COUNTER_NAMES_OFFSET
         return [
             _ascii(self.mm[base + i * L.NAME_BYTES : base + (i + 1) * L.NAME_BYTES])
             for i in range(n)
@@ -321,7 +321,7 @@ class HeaderView:
 
     def counters(self) -> dict[str, int]:
         """Every named counter of the writer."""
-        base = L.H_COUNTERS >> 3
+        base = L.COUNTERS_OFFSET >> 3
         return {name: self.q[base + i] for i, name in enumerate(self.counter_names())}
 
     def dtype(self) -> np.dtype | None:

@@ -1,8 +1,9 @@
 """The seqlock primitive: the C extension when it is built, else a pure-Python fallback.
 
-Both implement the same three classes, so the writer and every reader use one code path:
+Both implement the same four classes, so the writer and every reader use one code path:
   Writer(segment, staging, ...)  commit / commit_book / commit_trade / heartbeat / cursor
   Cursor(segment, out, ...)      poll() -> 1 copied, 0 none yet, 2 lapped; wait(spins); next
+  Records(parts, bases, spins, on_idle)  iterator over the messages of (cursor, record) parts
   Latest(segment)                read(offset, out, ranges) -> seq; top(offset, asks_offset)
 
 The C extension (mdpipe/shm/_seqlock.c) orders its loads and stores with C11 acquire/release
@@ -160,6 +161,7 @@ class PyCursor:
             record_size,
         )
         self.next = next
+        self.released = False
 
     def poll(self) -> int:
         n = self.next
@@ -202,8 +204,59 @@ class PyCursor:
         return count, r == 2
 
     def release(self) -> None:
+        self.released = True
         for v in (self._out, self._q, self._mv):
             v.release()
+
+
+class PyRecords:
+    """The messages of one or more cursors as an iterator (see the C Records): polls the
+    (cursor, record) parts in turn up to `spins` rounds and returns the record view of the
+    first that copied a message, bases[i] added to its symbol_id; else calls on_idle(0, -1)
+    when all stayed empty or on_idle(2, i) when cursor i was lapped. on_idle returns None,
+    new parts, or raises (StopIteration ends the iteration)."""
+
+    def __init__(self, parts, bases, spins: int, on_idle) -> None:
+        if spins < 0 or not callable(on_idle):
+            raise ValueError("spins must be >= 0 and on_idle callable")
+        self._bases = memoryview(bases).cast("B").cast("I")
+        self._bind(parts)
+        self._spins, self._on_idle = spins, on_idle
+
+    def _bind(self, parts) -> None:
+        parts = tuple(parts)
+        if not 1 <= len(parts) <= len(self._bases):
+            raise ValueError("Records needs 1 to len(bases) (cursor, record) parts")
+        self._parts = parts
+        self._rr = 0
+
+    def __iter__(self) -> PyRecords:
+        return self
+
+    def __next__(self) -> object:
+        while True:
+            parts, n, lapped = self._parts, len(self._parts), -1
+            for _ in range(self._spins + 1):
+                for k in range(n):
+                    i = (self._rr + k) % n
+                    cursor, record = parts[i]
+                    if cursor.released:
+                        raise StopIteration
+                    r = cursor.poll()
+                    if r == 1:
+                        base = self._bases[i]
+                        if base:
+                            record["symbol_id"] += base
+                        self._rr = (i + 1) % n
+                        return record
+                    if r == 2:
+                        lapped = i
+                        break
+                if lapped >= 0:
+                    break
+            swap = self._on_idle(2 if lapped >= 0 else 0, lapped)
+            if swap is not None:
+                self._bind(swap)
 
 
 class PyLatest:
@@ -264,18 +317,18 @@ def _check_python_memory_model() -> None:
         )
 
 
-def _select() -> tuple[str, type, type, type]:
+def _select() -> tuple[str, type, type, type, type]:
     if os.environ.get("MDPIPE_SEQLOCK", "").lower() != "python":
         try:
             from mdpipe.shm import _seqlock
         except ImportError:
             pass
         else:
-            return "c", _seqlock.Writer, _seqlock.Cursor, _seqlock.Latest
-    return "python", PyWriter, PyCursor, PyLatest
+            return "c", _seqlock.Writer, _seqlock.Cursor, _seqlock.Records, _seqlock.Latest
+    return "python", PyWriter, PyCursor, PyRecords, PyLatest
 
 
-IMPLEMENTATION, Writer, Cursor, Latest = _select()
+IMPLEMENTATION, Writer, Cursor, Records, Latest = _select()
 
 
 def check_memory_model() -> None:

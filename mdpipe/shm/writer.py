@@ -241,7 +241,7 @@ class _Tables:
         self._symbols: dict[str, int] = {}
         self._instruments: dict[str, Instrument | None] = {}
         self._counter_names: dict[str, int] = {}
-        self.counters = np.frombuffer(seg.mm, np.uint64, L.MAX_COUNTERS, L.H_COUNTERS)
+        self.counters = np.frombuffer(seg.mm, np.uint64, L.MAX_COUNTERS, L.COUNTERS_OFFSET)
 
     def add_symbol(self, symbol: str, instrument: Instrument | None = None) -> int:
         """Register a symbol (with its normalized instrument); returns its id, its table index."""
@@ -285,7 +285,7 @@ class _Tables:
         idx = len(self._counter_names)
         if idx >= L.MAX_COUNTERS:
             raise ValueError(f"more than {L.MAX_COUNTERS} counters")
-        off = L.H_COUNTER_NAMES + idx * L.NAME_BYTES
+        off = L.COUNTER_NAMES_OFFSET + idx * L.NAME_BYTES
         self._mm[off : off + L.NAME_BYTES] = _encode(name, L.NAME_BYTES, "counter name")
         self.counters[idx] = 0
         struct.pack_into("<I", self._mm, L.H_N_COUNTERS, idx + 1)

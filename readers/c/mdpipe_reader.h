@@ -169,7 +169,7 @@ static inline int mdp_validate_header(mdp_reader *r, const uint8_t *h, uint64_t 
     if (segment_size != file_size)
         MDP_FAIL(r, "%s: field segment_size is %llu, the file has %llu bytes", p,
                  (unsigned long long)segment_size, (unsigned long long)file_size);
-    /* Tables in order after the header page, each 64-byte aligned and inside the file. */
+    /* Tables in order after the counters section, each 64-byte aligned and inside the file. */
     static const struct {
         const char *name;
         uint32_t at;
@@ -178,7 +178,7 @@ static inline int mdp_validate_header(mdp_reader *r, const uint8_t *h, uint64_t 
                    {"slots_offset", MDP_H_SLOTS_OFFSET}};
     uint64_t counts[3] = {max_symbols, max_symbols, capacity};
     uint64_t strides[3] = {MDP_SYMBOL_ENTRY, slot_size, slot_size};
-    uint64_t offsets[3], floor = MDP_PAGE, end;
+    uint64_t offsets[3], floor = MDP_TABLES_OFFSET, end;
     for (int i = 0; i < 3; i++) {
         offsets[i] = mdp_u64(h, tables[i].at);
         if (offsets[i] % MDP_CACHE_LINE)

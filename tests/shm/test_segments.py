@@ -116,7 +116,7 @@ def test_world_writable_segment_of_ours_is_refused_and_replaced(instance: str) -
         ("depth", "<I", 5000, "field depth"),
         ("max_symbols", "<I", 2**32 - 1, "field max_symbols"),
         ("n_symbols", "<I", 3 * 10**7, "field n_symbols"),
-        ("n_counters", "<I", 1000, "field n_counters"),
+        ("n_counters", "<I", 5000, "field n_counters"),
         ("slot_size", "<I", 64, "field slot_size"),
         ("slots_offset", "<Q", 1 << 50, "field slots_offset"),
         ("segment_size", "<Q", 1 << 50, "field segment_size"),

@@ -32,6 +32,14 @@ def _impl(path: str) -> tuple[type, type, type]:
     return seqlock.PyWriter, seqlock.PyCursor, seqlock.PyLatest
 
 
+def _records_impl(path: str) -> type:
+    if path == "c":
+        from mdpipe.shm import _seqlock
+
+        return _seqlock.Records
+    return seqlock.PyRecords
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_commit_stream_latest_and_top_agree_on_both_paths(path: str) -> None:
     Writer, Cursor, Latest = _impl(path)
@@ -75,6 +83,84 @@ def test_commit_stream_latest_and_top_agree_on_both_paths(path: str) -> None:
     count, lapped = c.read_many(many, 4)
     assert (count, lapped) == (4, False) and list(many["last_update_id"]) == [5, 6, 7, 8]
     for obj in (w, c, latest):
+        obj.release()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_records_iterates_and_calls_back_when_empty_lapped_or_replaced(path: str) -> None:
+    """The iterator behind `for rec in reader`: records in order, then on_idle(0, -1) when
+    empty or on_idle(2, i) when cursor i was lapped; parts it returns replace the old ones."""
+    Writer, Cursor, _ = _impl(path)
+    Records = _records_impl(path)
+    depth, cap = 1, 4
+    geo = L.segment_geometry(L.KIND_BOOK, cap, depth, 1)
+    dtype = L.book_dtype(depth)
+
+    def ring() -> tuple[object, object, np.ndarray]:
+        seg = bytearray(geo["segment_size"])
+        stage = np.zeros(1, dtype)
+        w = Writer(
+            seg, stage, geo["slots_offset"], geo["latest_offset"], geo["slot_size"], cap,
+            dtype.itemsize, 1, dtype.fields["symbol_seq"][1], dtype.fields["commit_ts_ns"][1], 0,
+        )  # fmt: skip
+        out = np.zeros(1, dtype)
+        return (
+            w,
+            Cursor(seg, out, geo["slots_offset"], geo["slot_size"], cap, dtype.itemsize, 0),
+            out,
+        )
+
+    w1, c1, out1 = ring()
+    w2, c2, out2 = ring()
+    calls: list[tuple[int, int]] = []
+    script = iter(["commit", "lap", "skip", "swap", "stop"])
+
+    def on_idle(result: int, index: int) -> list[tuple[object, object]] | None:
+        calls.append((result, index))
+        step = next(script)
+        if step == "commit":
+            w1.commit_book(0, 0, 0, 0, 7, 7, 0, 0, 0)
+        elif step == "lap":
+            for k in range(8, 14):  # messages 3..8 into 4 slots: 3 and 4 are overwritten
+                w1.commit_book(0, 0, 0, 0, k, k, 0, 0, 0)
+        elif step == "skip":
+            c1.next = 5  # what the reader's skip_lapped does
+        elif step == "swap":
+            w2.commit_book(0, 0, 0, 0, 99, 99, 0, 0, 0)
+            return [(c2, out2[0])]
+        else:
+            raise StopIteration
+        return None
+
+    bases = np.zeros(1, np.uint32)
+    for k in range(2):
+        w1.commit_book(0, 0, 0, 0, k, k, 0, 0, 0)
+    got = [int(rec["last_update_id"]) for rec in Records([(c1, out1[0])], bases, 3, on_idle)]
+    assert got == [0, 1, 7, 10, 11, 12, 13, 99]
+    assert calls == [(0, -1), (0, -1), (2, 0), (0, -1), (0, -1)]
+
+    # Two cursors in turn, the second's symbol ids offset by its base (read at every record,
+    # so the reader may renumber while iterating).
+    c1.next, c2.next = 5, 0
+    w2.commit_book(0, 0, 0, 0, 100, 100, 0, 0, 0)
+    bases = np.array([0, 10], np.uint32)
+    it = Records([(c1, out1[0]), (c2, out2[0])], bases, 0, on_idle)
+    seen = []
+    for rec in it:
+        seen.append((int(rec["last_update_id"]), int(rec["symbol_id"])))
+        if len(seen) == 2:
+            bases[1] = 20
+        if len(seen) == 6:
+            break
+    assert seen == [(10, 0), (99, 10), (11, 0), (100, 20), (12, 0), (13, 0)]
+    c2.release()
+    script = iter(["stop"])
+    assert list(Records([(c2, out2[0])], bases, 3, on_idle)) == []  # released: ends at once
+    with pytest.raises(ValueError):
+        Records([(c1, out1[0])], bases, -1, on_idle)
+    with pytest.raises(ValueError):
+        Records([(c1, out1[0])] * 3, bases, 0, on_idle)  # more parts than bases
+    for obj in (w1, c1, w2):
         obj.release()
 
 
