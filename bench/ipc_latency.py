@@ -409,9 +409,38 @@ def measure_call_costs() -> dict[str, float]:
             "top()": per_call_ns(lambda: r.top("BTCUSDT")),
         }
         r.close()
+        costs["for rec in reader, 1 ring"] = iteration_ns(1)
+        costs["for rec in reader, 4 rings"] = iteration_ns(4)
         return costs
     finally:
         w.close(unlink=True)
+
+
+def iteration_ns(rings: int, backlog: int = 256) -> float:
+    """`for rec in reader` per record over `rings` rings, their records hot in cache."""
+    instance = f"bench{uuid.uuid4().hex[:8]}"
+    writers = [
+        RingWriter.create(instance, f"books.f.{i}", "book", symbols=["BTCUSDT"], capacity=1024)
+        for i in range(rings)
+    ]
+    try:
+        for k in range(backlog // rings):
+            for w in writers:
+                w.commit_book(0, 1, 0, 0, k, k, 0, DEPTH, DEPTH)
+        r = attach(instance, "books")
+        it = iter(r)
+        means = []
+        for _ in range(400):
+            r.seek_oldest()
+            t = time.perf_counter_ns()
+            for _ in range(backlog):
+                next(it)
+            means.append((time.perf_counter_ns() - t) / backlog)
+        r.close()
+        return float(np.median(means))
+    finally:
+        for w in writers:
+            w.close(unlink=True)
 
 
 def seqlock_path() -> str:
