@@ -212,7 +212,6 @@ def snapshot_url(market: str, symbol: str, limit: int = 1000, rest_base: str | N
 
 
 _INT_ONLY = {int}
-_LEVEL_LIST = b'":[['  # a key whose value is a list of lists: only level lists are
 
 # 24hrTicker keys -> ticker fields (every market), and the top of book spot adds.
 _TICKER_KEYS = (
@@ -347,13 +346,7 @@ class BinanceParser:
 
     def parse(self, raw: bytes | str) -> Event:
         """Parse one WebSocket text message (a combined-stream envelope or a bare event)."""
-        # Only a diff has a level list: other frames skip the attempt (a frame it does not
-        # find in is decoded whole, which is always right).
-        plain = (
-            plain_levels(raw, DIFF_IN_ENVELOPE)
-            if type(raw) is not bytes or _LEVEL_LIST in raw
-            else None
-        )
+        plain = plain_levels(raw, DIFF_IN_ENVELOPE)
         if plain is not None:
             diff = self._plain_depth(plain)
             if diff is not None:
