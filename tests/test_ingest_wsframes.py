@@ -96,6 +96,15 @@ def test_frames_come_out_whole_however_the_bytes_arrive(pair, chunk: int) -> Non
     ]
 
 
+@pytest.mark.parametrize("chunk", [4099, 60_000])  # within the socket pair's buffer
+def test_a_stream_longer_than_the_buffer_keeps_every_frame(pair, chunk: int) -> None:
+    """Frames that straddle the buffer's end are moved to its front, none lost or reordered."""
+    sock, peer = pair
+    payloads = [f"{i:05d}".encode() * (100 + i % 300) for i in range(400)]  # 500 B to 2 KB
+    data = b"".join(frame(OP_TEXT, p) for p in payloads)
+    assert read_all(FrameReader(sock), peer, data, chunk) == [(OP_TEXT, p) for p in payloads]
+
+
 def test_nothing_to_read_is_not_an_end(pair) -> None:
     sock, peer = pair
     reader = FrameReader(sock)

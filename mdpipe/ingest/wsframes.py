@@ -53,15 +53,15 @@ class FrameReader:
         the socket failed."""
         start, end = self.start, self.end
         if start == end:
-            self.start = self.end = start = end = 0
+            self.start = self.end = end = 0
         elif len(self.buf) - end < 4096:
             # Little room left: move the unfinished frame to the front.
             n = end - start
-            self.buf[:n] = self.view[start:end]
-            self.start, self.end, start, end = 0, n, 0, n
+            self.buf[:n] = bytes(self.view[start:end])  # a copy: the ranges may overlap
+            self.start, self.end, end = 0, n, n
         if end == len(self.buf):
             self._make_room(2 * len(self.buf), 0)
-            start, end = self.start, self.end
+            end = self.end
         try:
             n = self.sock.recv_into(self.view[end:])
         except _WOULD_BLOCK:
