@@ -9,9 +9,9 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# The C extensions (seqlock, book, level parser) are built by the editable install: rebuild
-# when one changes.
-C_SOURCES := mdpipe/shm/_seqlock.c mdpipe/_book.c mdpipe/venues/_levels.c
+# The C extensions (seqlock, book, level parser, publisher levels) are built by the editable
+# install: rebuild when one changes.
+C_SOURCES := mdpipe/shm/_seqlock.c mdpipe/_book.c mdpipe/venues/_levels.c mdpipe/publisher/_json.c
 $(STAMP): pyproject.toml setup.py $(C_SOURCES) readers/c/mdpipe_seqlock.h readers/c/mdpipe_layout.h
 	@PYTHON=$(PYTHON) scripts/ensure-system-deps.sh build
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -8,7 +8,10 @@ arrives (raw socket + hiredis, so the subscriber is not the bottleneck).
 
 - sustained: the writer commits a burst into a ring large enough to hold it; rate = messages
   received / time from the first to the last one at the subscriber. Trades (never conflated)
-  and 20-level books over 1000 symbols (so a batch never holds two books of one symbol).
+  and 20-level books over 1000 symbols (so a batch never holds two books of one symbol), their
+  prices on a 0.1 tick as a venue's decimal text parses. The subscriber's Redis output buffer
+  may grow to 512 MB (default 32 MB) so a subscriber descheduled on a busy machine is not
+  disconnected mid-burst.
 - latency: the writer commits 10,000 trades/s; subscriber receive time minus the record's
   ring commit time (the payload's "timestamp"), p50 / p99.
 
@@ -71,10 +74,10 @@ def writer(instance: str, kind: str, n: int, rate: float, capacity: int, created
         max_symbols=len(symbols),
         exchange="binance-futures",
     )
-    if kind == "book":
-        w.bids[:, 0] = 61_800.2 - np.arange(DEPTH) * 0.1
+    if kind == "book":  # prices on the 0.1 tick, as a venue's decimal text parses to
+        w.bids[:, 0] = np.round(61_800.2 - np.arange(DEPTH) * 0.1, 1)
         w.bids[:, 1] = 1.5
-        w.asks[:, 0] = 61_800.3 + np.arange(DEPTH) * 0.1
+        w.asks[:, 0] = np.round(61_800.3 + np.arange(DEPTH) * 0.1, 1)
         w.asks[:, 1] = 0.75
     created.set()
     go.wait()
@@ -163,7 +166,7 @@ def redis_server(port: int | None = None, extra: tuple[str, ...] = ()) -> Iterat
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen(
             [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", tmp, *extra],
+             "--dir", tmp, "--client-output-buffer-limit", "pubsub 512mb 256mb 60", *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -11,9 +11,10 @@ mdpipe.redis_names; a consumer of them: mdpipe.redis_consumer.
 Every book record goes out on orderbook:{SYMBOL}, every trade on trades:{SYMBOL}, a ticker with
 rolling 24 h figures on market_data:{SYMBOL} (at most every MARKET_DATA_INTERVAL per symbol).
 Keys of the same names hold the newest book, trade and ticker, with the redis.key_ttl TTL. The
-orderbook key is SET to a symbol's newest book of each round trip before that round trip
-PUBLISHes any of its books, so it is never behind the channel: a subscriber that subscribes,
-then GETs the key, then follows the channel sees every book after the key's (no false gap).
+orderbook key is SET to a symbol's newest book of each chunk of a round trip (up to
+payloads.BOOK_CHUNK books, sent while the next is encoded) before that chunk PUBLISHes any of
+its books, so it is never behind the channel: a subscriber that subscribes, then GETs the key,
+then follows the channel sees every book after the key's (no false gap).
 The trades and market_data keys are set at most every KEY_INTERVAL per symbol. Keys are
 refreshed while their ring's writer lives and expire after it. With publisher.streams, every
 trade is also XADDed to trades_stream:{SYMBOL} and each symbol's newest book at most every

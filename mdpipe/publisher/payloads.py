@@ -51,6 +51,11 @@ from mdpipe.publisher.rolling import Rolling24h, Window
 from mdpipe.redis_names import SymbolNames
 from mdpipe.shm import layout as L
 
+try:  # the C payload printer; without it, orjson prints every level
+    from mdpipe.publisher._json import books as _c_books
+except ImportError:  # built without a compiler (setup.py: optional)
+    _c_books = None
+
 _dumps = orjson.dumps
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _NO_TRADES = Window(0.0, None, None, 0)
@@ -60,6 +65,9 @@ class Sink(Protocol):
     """What encoding needs of publisher.sink.RedisSink."""
 
     def publish(self, slot: int, prefix: bytes, payload: bytes) -> None: ...
+    def publish_many(self, targets: list[tuple[int, bytes]], payloads: list[bytes]) -> None: ...
+    def set_many(self, items: list[tuple[int, bytes, bytes]]) -> None: ...
+    def push(self) -> None: ...
     def set(self, slot: int, prefix: bytes, value: bytes) -> None: ...
     def xadd(self, slot: int, prefix: bytes, payload: bytes, n: int) -> None: ...
 
@@ -86,6 +94,7 @@ class SymbolState:
     stream_book_sent: float = 0.0  # time.monotonic() of the last book added to the stream
     stream_book_stale: bool = False  # the books stream is older than `book`
     book: bytes | None = None  # newest book payload (also the orderbook key's value)
+    book_head: bytes = b""  # its payload's start (book_head()), built on first use
     trade: bytes | None = None  # newest trade payload (the trades key's value)
     bid: float | None = None
     ask: float | None = None
@@ -106,71 +115,165 @@ def newest_per_symbol(sids: np.ndarray) -> np.ndarray:
     return idx
 
 
+BOOK_CHUNK = 128  # books encoded and sent at a time: Redis takes one while the next is encoded
+
+
 def books(
     recs: np.ndarray, table: list[SymbolState], levels: int, sink: Sink | None
 ) -> set[SymbolState]:
     """Encode book records, publish each (unless sink is None), keep the newest per symbol.
 
-    Each symbol's key is SET to its newest book of the batch before the batch's first PUBLISH
-    of it: the key is never behind the channel, so a subscriber that subscribes, then GETs the
-    key, receives every later book on the channel (see DOCUMENTED_PROCEDURE in the consumer).
-    Returns the symbols touched.
+    The records go out BOOK_CHUNK at a time (sink.push: sent, replies read by the round trip's
+    send). Each symbol's key is SET to its newest book of the chunk before the chunk's first
+    PUBLISH of it: the key is never behind the channel, so a subscriber that subscribes, then
+    GETs the key, receives every later book on the channel (see DOCUMENTED_PROCEDURE in the
+    consumer). Returns the symbols touched.
     """
-    lv = min(levels, recs.dtype["bids"].shape[0])
-    sids = recs["symbol_id"].tolist()
-    flags = recs["flags"].tolist()
-    bcs = np.minimum(recs["bid_count"], lv).tolist()
-    acs = np.minimum(recs["ask_count"], lv).tolist()
-    # Each record's levels are one contiguous (n, 2) block that orjson prints straight from
-    # the array, exactly as it prints the same floats from a list, at a third of the cost.
-    bids = recs["bids"]
-    asks = recs["asks"]
-    fus = recs["first_update_id"].tolist()
-    lus = recs["last_update_id"].tolist()
-    seqs = recs["symbol_seq"].tolist()
-    ets = recs["exchange_ts_ns"].tolist()
-    cts = recs["commit_ts_ns"].tolist()
-    touched = set()
-    payloads = []
-    for i, sid in enumerate(sids):
+    touched: set[SymbolState] = set()
+    for start in range(0, len(recs), BOOK_CHUNK):
+        part = recs[start : start + BOOK_CHUNK]
+        payloads = book_payloads(part, table, levels)
+        sids = part["symbol_id"].tolist()
+        newest = _newest_books(part, sids, table, levels, payloads)
+        touched.update(newest)
+        if sink is not None:
+            sink.set_many([(st.slot, st.book_set, st.book) for st in newest])
+            targets = [(st.slot, st.book_pub) for st in map(table.__getitem__, sids)]
+            sink.publish_many(targets, payloads)
+            sink.push()
+    return touched
+
+
+def _newest_books(
+    recs: np.ndarray,
+    sids: list[int],
+    table: list[SymbolState],
+    levels: int,
+    payloads: list[bytes],
+) -> list[SymbolState]:
+    """Keep each symbol's newest book (payload, best bid and ask); returns the symbols."""
+    newest = dict(zip(sids, range(len(sids)), strict=True))  # symbol id -> its last record
+    last = np.fromiter(newest.values(), np.intp, len(newest))
+    exact = (recs["flags"][last] & L.FLAG_SYNCED != 0) & (recs["bid_count"][last] > 0)
+    exact &= (recs["ask_count"][last] > 0) & (min(levels, recs.dtype["bids"].shape[0]) > 0)
+    states = []
+    for sid, i, ok, bid, ask in zip(
+        newest,
+        newest.values(),
+        exact.tolist(),
+        recs["bids"][last, 0, 0].tolist(),
+        recs["asks"][last, 0, 0].tolist(),
+        strict=True,
+    ):
         st = table[sid]
-        nb = bcs[i]
-        na = acs[i]
-        b = bids[i, :nb]
-        a = asks[i, :na]
-        synced = bool(flags[i] & L.FLAG_SYNCED)
-        payload = _dumps(
-            {
-                "symbol": st.symbol,
-                "exchange": st.exchange,
-                "bids": b,
-                "asks": a,
-                "first_update_id": fus[i],
-                "last_update_id": lus[i],
-                "seq": seqs[i],
-                "synced": synced,
-                "exchange_ts": ets[i],
-                "timestamp": cts[i],
-            },
-            option=_NUMPY,
-        )
-        payloads.append(payload)
-        st.book = payload
-        if synced and nb and na:
-            st.bid, st.ask = float(b[0, 0]), float(a[0, 0])
+        st.book = payloads[i]
+        if ok:
+            st.bid, st.ask = bid, ask
         else:
             st.bid = st.ask = None
-        touched.add(st)
-    for st in touched:
         st.stream_book_stale = True
-    if sink is not None:
-        for st in touched:
-            sink.set(st.slot, st.book_set, st.book)
-        publish = sink.publish
-        for i, sid in enumerate(sids):
-            st = table[sid]
-            publish(st.slot, st.book_pub, payloads[i])
-    return touched
+        states.append(st)
+    return states
+
+
+# A book payload from its parts: exactly what orjson prints for the dict of the format above
+# (key order, no spaces), with each side's levels as orjson prints a (count, 2) float array.
+_BOOK_TAIL = (
+    b'%b%b]],"asks":[[%b]],"first_update_id":%d,"last_update_id":%d,"seq":%d,"synced":%b,'
+    b'"exchange_ts":%d,"timestamp":%d}'
+)
+_JSON_BOOL = (b"false", b"true")
+
+
+def book_head(st: SymbolState) -> bytes:
+    """A symbol's book payload up to its first bid price: `{"symbol":..,"exchange":..,"bids":[[`."""
+    return b'{"symbol":%b,"exchange":%b,"bids":[[' % (_dumps(st.symbol), _dumps(st.exchange))
+
+
+def _level_texts(side: np.ndarray) -> list[bytes]:
+    """Each record's levels as orjson prints them, without the outer `[[` and `]]`.
+
+    One orjson call prints the whole batch, `[[[p,q],...],[[p,q],...]]`; a record's text ends
+    where `]],[[` starts the next one (no number contains a bracket).
+    """
+    return _dumps(side, option=_NUMPY)[3:-3].split(b"]],[[")
+
+
+def book_payloads(recs: np.ndarray, table: list[SymbolState], levels: int) -> list[bytes]:
+    """The orderbook JSON of each record, at most `levels` levels per side.
+
+    The C printer writes decimal prices and sizes (what venues send) at a fraction of orjson's
+    cost; a batch holding another number goes through orjson where C declined.
+    """
+    n = len(recs)
+    if not n:
+        return []
+    lv = min(levels, recs.dtype["bids"].shape[0])
+    short = np.flatnonzero((recs["bid_count"] < lv) | (recs["ask_count"] < lv))
+    if not lv or len(short) == n:
+        return [_book_payload(recs[i], table, lv) for i in range(n)]
+    heads = []
+    for st in map(table.__getitem__, recs["symbol_id"].tolist()):
+        head = st.book_head
+        if not head:
+            head = st.book_head = book_head(st)
+        heads.append(head)
+    bids = np.ascontiguousarray(recs["bids"][:, :lv])
+    asks = np.ascontiguousarray(recs["asks"][:, :lv])
+    columns = (
+        recs["first_update_id"].tolist(),
+        recs["last_update_id"].tolist(),
+        recs["symbol_seq"].tolist(),
+        (recs["flags"] & L.FLAG_SYNCED != 0).tolist(),
+        recs["exchange_ts_ns"].tolist(),
+        recs["commit_ts_ns"].tolist(),
+    )
+    payloads = _c_books(heads, bids, asks, *columns) if _c_books is not None else None
+    if payloads is None or None in payloads:
+        fu, lu, seq, synced, ets, cts = columns
+        printed = [
+            _BOOK_TAIL % parts
+            for parts in zip(
+                heads,
+                _level_texts(bids),
+                _level_texts(asks),
+                fu,
+                lu,
+                seq,
+                map(_JSON_BOOL.__getitem__, synced),
+                ets,
+                cts,
+                strict=True,
+            )
+        ]
+        payloads = (
+            printed
+            if payloads is None
+            else [p or q for p, q in zip(payloads, printed, strict=True)]
+        )
+    for i in short.tolist():  # fewer levels than `levels` on a side: the whole record's way
+        payloads[i] = _book_payload(recs[i], table, lv)
+    return payloads
+
+
+def _book_payload(rec: np.void, table: list[SymbolState], lv: int) -> bytes:
+    """One record's orderbook JSON through the dict of the format (any level counts)."""
+    st = table[int(rec["symbol_id"])]
+    return _dumps(
+        {
+            "symbol": st.symbol,
+            "exchange": st.exchange,
+            "bids": rec["bids"][: min(int(rec["bid_count"]), lv)],
+            "asks": rec["asks"][: min(int(rec["ask_count"]), lv)],
+            "first_update_id": int(rec["first_update_id"]),
+            "last_update_id": int(rec["last_update_id"]),
+            "seq": int(rec["symbol_seq"]),
+            "synced": bool(int(rec["flags"]) & L.FLAG_SYNCED),
+            "exchange_ts": int(rec["exchange_ts_ns"]),
+            "timestamp": int(rec["commit_ts_ns"]),
+        },
+        option=_NUMPY,
+    )
 
 
 def count_trades(recs: np.ndarray, table: list[SymbolState], now_ns: int) -> None:
