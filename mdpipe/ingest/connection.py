@@ -151,11 +151,6 @@ class Connection:
             self.frames_noted = self.frames
             self.last_frame = now
 
-    def pending(self) -> bool:
-        """True when TLS already decrypted bytes the selector cannot see."""
-        reader = self.reader
-        return reader is not None and reader.pending()
-
     def fill(self) -> None:
         """Take what the socket holds (the selector reported it readable); ConnectionLost if
         the socket failed. A close by the peer is reported by read() after the frames before it."""
