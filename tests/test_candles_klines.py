@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 import websocket
-from test_ingest_support import IngestProcess, RecordLog, write_config
+from test_ingest_support import IngestProcess, RecordLog, write_sim_config
 
 from mdpipe.shm import layout as L
 from mdpipe.sim.process import SimProcess
@@ -180,14 +180,12 @@ def test_every_closed_candle_equals_the_venue_kline(
     args = ["--venue", case.venue, "--market", case.market, "--symbols", ",".join(case.symbols),
             "--rate", "400", "--speed", str(case.speed), "--start-clients", str(case.clients)]  # fmt: skip
     with SimProcess(args) as sim:
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market=case.market,
             symbols=list(case.symbols),
-            dead_letter_dir=tmp_path / "dead",
             candles=[case.interval],
             **case.feed,
         )

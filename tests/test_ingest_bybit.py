@@ -9,15 +9,15 @@ whenever a book record's last update id (Bybit's `seq`) equals an `orderbook.1` 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import orjson
 import pytest
-import websocket
 from test_ingest_support import (
+    ReconnectingCollector,
     Ticker,
     VenueRig,
     check_record_invariants,
@@ -28,63 +28,35 @@ from test_ingest_support import (
 from mdpipe.shm import layout as L
 from mdpipe.venues.base import BookTicker, Trades
 from mdpipe.venues.bybit.wire import BybitParser
-from mdpipe.venues.errors import FeedError
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 
 
-class TopCollector:
+class TopCollector(ReconnectingCollector):
     """orderbook.1 (seq -> top) and publicTrade ids, from the simulator, reconnecting on faults."""
 
+    what = "orderbook.1"
+
     def __init__(self, ws_url: str, market: str = "linear") -> None:
-        self.url = f"{ws_url}/v5/public/{market}"
+        super().__init__(f"{ws_url}/v5/public/{market}")
         self.market = market
         self.tickers: dict[tuple[str, int], Ticker] = {}
         self.trade_ids: dict[str, set[int]] = {s: set() for s in SYMBOLS}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.connected = threading.Event()
 
-    def start(self) -> TopCollector:
-        self._thread.start()
-        assert self.connected.wait(10), "orderbook.1 collector could not connect"
-        return self
-
-    def _run(self) -> None:
+    def subscribe(self) -> bytes:
         args = [f"orderbook.1.{s}" for s in SYMBOLS] + [f"publicTrade.{s}" for s in SYMBOLS]
-        while not self._stop.is_set():
-            try:
-                ws = websocket.create_connection(self.url, timeout=1)
-                ws.send(orjson.dumps({"op": "subscribe", "req_id": "gt", "args": args}))
-            except OSError:
-                time.sleep(0.05)
-                continue
-            parser = BybitParser(self.market)  # trade numbering restarts with the stream
-            self.connected.set()
-            try:
-                while not self._stop.is_set():
-                    try:
-                        raw = ws.recv()
-                    except websocket.WebSocketTimeoutException:
-                        continue
-                    try:
-                        ev = parser.parse(raw)
-                    except FeedError:
-                        continue
-                    if isinstance(ev, BookTicker):
-                        top = (ev.bid_price, ev.bid_qty, ev.ask_price, ev.ask_qty)
-                        self.tickers[(ev.symbol, ev.update_id)] = top
-                    elif isinstance(ev, Trades):
-                        for t in ev.trades:
-                            self.trade_ids[t.symbol].add(t.trade_id)
-            except (websocket.WebSocketException, OSError):
-                pass
-            finally:
-                ws.close()
+        return orjson.dumps({"op": "subscribe", "req_id": "gt", "args": args})
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+    def parser(self) -> BybitParser:
+        return BybitParser(self.market)  # trade numbering restarts with the stream
+
+    def take(self, event: Any) -> None:
+        if isinstance(event, BookTicker):
+            top = (event.bid_price, event.bid_qty, event.ask_price, event.ask_qty)
+            self.tickers[(event.symbol, event.update_id)] = top
+        elif isinstance(event, Trades):
+            for t in event.trades:
+                self.trade_ids[t.symbol].add(t.trade_id)
 
 
 @pytest.fixture(scope="module", params=["linear", "spot"])

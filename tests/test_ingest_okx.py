@@ -7,30 +7,29 @@ kind gives a counted, flagged rebuild; trades arrive once each, in tradeId order
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import pytest
-import websocket
 from conftest import remove_segments, unique_instance
 from test_ingest_support import (
     IngestProcess,
+    ReconnectingCollector,
     RecordLog,
     VenueRig,
     check_record_invariants,
+    compare_with_tickers,
     venue_rig,
-    write_config,
+    write_sim_config,
 )
 
 from mdpipe.shm import layout as L
 from mdpipe.shm.segment import read_status
 from mdpipe.sim.process import SimProcess
 from mdpipe.venues.base import BookTicker
-from mdpipe.venues.errors import FeedError
 from mdpipe.venues.okx.parser import OkxParser
 
 SYMBOLS = ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]
@@ -38,82 +37,36 @@ BTC, ETH = 0, 1
 Top = tuple[float, float, float, float]
 
 
-class BboCollector:
+class BboCollector(ReconnectingCollector):
     """The simulator's `bbo-tbt` per (instId, seqId), on its own connection (reconnects)."""
 
+    what = "bbo-tbt"
+    ping_every = 5.0
+
     def __init__(self, ws_url: str, symbols: list[str]) -> None:
-        self.url = f"{ws_url}/ws/v5/public"
+        super().__init__(f"{ws_url}/ws/v5/public")
         args = [{"channel": "bbo-tbt", "instId": s} for s in symbols]
-        self.subscribe = orjson.dumps({"id": "t1", "op": "subscribe", "args": args}).decode()
+        self._subscribe = orjson.dumps({"id": "t1", "op": "subscribe", "args": args}).decode()
         self.tops: dict[tuple[str, int], Top] = {}
         self._parser = OkxParser()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.connected = threading.Event()
 
-    def start(self) -> BboCollector:
-        self._thread.start()
-        assert self.connected.wait(10), "bbo-tbt collector could not connect"
-        return self
+    def subscribe(self) -> str:
+        return self._subscribe
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                ws = websocket.create_connection(self.url, timeout=1)
-                ws.send(self.subscribe)
-            except (OSError, websocket.WebSocketException):
-                time.sleep(0.05)
-                continue
-            self.connected.set()
-            last_ping = time.monotonic()
-            try:
-                while not self._stop.is_set():
-                    if time.monotonic() - last_ping > 5:
-                        ws.send("ping")
-                        last_ping = time.monotonic()
-                    try:
-                        raw = ws.recv()
-                    except websocket.WebSocketTimeoutException:
-                        continue
-                    try:
-                        t = self._parser.parse(raw)
-                    except FeedError:
-                        continue
-                    if isinstance(t, BookTicker):
-                        top = (t.bid_price, t.bid_qty, t.ask_price, t.ask_qty)
-                        self.tops[(t.symbol, t.update_id)] = top
-            except (websocket.WebSocketException, OSError):
-                pass
-            finally:
-                ws.close()
+    def parser(self) -> OkxParser:
+        return self._parser
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+    def take(self, event: Any) -> None:
+        if isinstance(event, BookTicker):
+            top = (event.bid_price, event.bid_qty, event.ask_price, event.ask_qty)
+            self.tops[(event.symbol, event.update_id)] = top
 
 
 def compare_with_bbo(
     records: np.ndarray, symbols: list[str], tops: dict[tuple[str, int], Top]
 ) -> tuple[int, list[str]]:
     """(exact records whose seqId a bbo-tbt carries, those whose top differs from it)."""
-    comparable, wrong = 0, []
-    for rec in records:
-        if not rec["flags"] & L.FLAG_SYNCED:
-            continue
-        sym = symbols[int(rec["symbol_id"])]
-        t = tops.get((sym, int(rec["last_update_id"])))
-        if t is None:
-            continue
-        comparable += 1
-        top = (
-            float(rec["bids"][0, 0]),
-            float(rec["bids"][0, 1]),
-            float(rec["asks"][0, 0]),
-            float(rec["asks"][0, 1]),
-        )
-        if top != t:
-            wrong.append(f"{sym} seqId={int(rec['last_update_id'])}: book {top} != bbo {t}")
-    return comparable, wrong
+    return compare_with_tickers(records, symbols, tops, id_name="seqId", truth="bbo")
 
 
 def check_chain(records: np.ndarray) -> int:
@@ -336,14 +289,12 @@ def test_a_refused_instrument_is_reported_and_the_others_sync(tmp_path: Path) ->
     """An instId the venue does not serve gets 60018 for its own subscribe message only."""
     instance = unique_instance()
     with SimProcess(["--venue", "okx", "--symbols", SYMBOLS[0], "--rate", "200"]) as sim:
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market="swap",
             symbols=[SYMBOLS[0], "SOL-USDT-SWAP"],
-            dead_letter_dir=tmp_path / "dead",
             exchange="okx",
             depth_stream="books",
             trade_stream="trades",
@@ -371,14 +322,12 @@ def test_spot_books_sync_and_agree_with_bbo_tbt(tmp_path: Path) -> None:
     args = ["--venue", "okx", "--market", "spot", "--symbols", ",".join(spot)]
     with SimProcess([*args, "--rate", "400", "--okx-books-ms", "20"]) as sim:
         bbo = BboCollector(sim.ws_url, spot).start()
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market="spot",
             symbols=spot,
-            dead_letter_dir=tmp_path / "dead",
             exchange="okx",
             depth_stream="books",
             trade_stream="trades",

@@ -22,7 +22,7 @@ from test_ingest_support import (
     check_continuity,
     check_record_invariants,
     compare_with_tickers,
-    write_config,
+    write_sim_config,
 )
 
 from mdpipe.shm import layout as L
@@ -47,14 +47,12 @@ def start_ingest(
 ) -> IngestProcess:
     """An ingest process of a fresh instance on the simulator (remove_segments when done)."""
     instance = unique_instance()
-    cfg = write_config(
-        tmp / "ingest.toml",
+    cfg = write_sim_config(
+        tmp,
         instance,
-        ws_url=sim.ws_url,
-        rest_url=sim.rest_url,
+        sim,
         market=market,
         symbols=symbols,
-        dead_letter_dir=tmp / "dead",
         book_capacity=1 << 17,
         **feed,
     )

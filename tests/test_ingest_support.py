@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import numpy as np
 import orjson
@@ -85,6 +85,22 @@ def write_config(
     lines += ["[supervisor]", f'dead_letter_dir = "{dead_letter_dir}"']
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_sim_config(
+    tmp: Path, instance: str, sim: SimProcess, *, market: str, symbols: list[str], **feed: Any
+) -> Path:
+    """write_config for one feed on the simulator `sim`: tmp/ingest.toml, dead letters in tmp/dead."""
+    return write_config(
+        tmp / "ingest.toml",
+        instance,
+        ws_url=sim.ws_url,
+        rest_url=sim.rest_url,
+        market=market,
+        symbols=symbols,
+        dead_letter_dir=tmp / "dead",
+        **feed,
+    )
 
 
 class IngestProcess:
@@ -322,9 +338,15 @@ def tape_book_tickers(path: Path) -> dict[tuple[str, int], Ticker]:
 
 
 def compare_with_tickers(
-    records: np.ndarray, symbols: list[str], tickers: dict[tuple[str, int], Ticker]
+    records: np.ndarray,
+    symbols: list[str],
+    tickers: dict[tuple[str, int], Ticker],
+    *,
+    id_name: str = "u",
+    truth: str = "ticker",
 ) -> tuple[int, list[str]]:
-    """(comparable SYNCED records, descriptions of those whose top differs from the ticker)."""
+    """(comparable SYNCED records, descriptions of those whose top differs from the ticker the
+    venue sent with the same update id; `id_name` and `truth` name them in the descriptions)."""
     comparable = 0
     wrong = []
     for rec in records:
@@ -342,7 +364,8 @@ def compare_with_tickers(
             float(rec["asks"][0, 1]),
         )
         if top != t:
-            wrong.append(f"{sym} u={int(rec['last_update_id'])}: book {top} != ticker {t}")
+            update_id = int(rec["last_update_id"])
+            wrong.append(f"{sym} {id_name}={update_id}: book {top} != {truth} {t}")
     return comparable, wrong
 
 
@@ -364,52 +387,70 @@ def check_record_invariants(records: np.ndarray, depth: int) -> None:
             assert bool(flags & L.FLAG_CROSSED) == (bids[0, 0] >= asks[0, 0])
 
 
-class TickerCollector:
-    """The simulator's own best bid/ask per update id, from its bookTicker stream (ground truth).
+class ReconnectingCollector:
+    """Ground truth the simulator sends on a connection of its own, read on a thread; reconnects
+    when a fault drops it (what is sent meanwhile is just not compared).
 
-    Reconnects on its own when a fault drops it; tickers missed meanwhile are just not compared.
+    A subclass says what to send on connecting (`subscribe`), which parser reads a connection
+    (`parser`) and what to keep of each event (`take`).
     """
 
-    def __init__(self, ws_url: str, symbols: list[str], market: str = "futures") -> None:
-        streams = "/".join(f"{s.lower()}@bookTicker" for s in symbols)
-        route = "/public/stream" if market == "futures" else "/stream"
-        self.url = f"{ws_url}{route}?streams={streams}"
-        self.tickers: dict[tuple[str, int], Ticker] = {}
-        self._parser = BinanceParser(market)
+    what = "ground truth"  # names the collector in the connect assertion
+    ping_every: float | None = None  # seconds between text "ping"s the venue needs (OKX)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.connected = threading.Event()
 
-    def start(self) -> TickerCollector:
+    def start(self) -> Self:
         self._thread.start()
-        assert self.connected.wait(10), "bookTicker collector could not connect"
+        assert self.connected.wait(10), f"{self.what} collector could not connect"
         return self
+
+    def subscribe(self) -> str | bytes | None:
+        """The message to send on connecting (None: the URL subscribes)."""
+        return None
+
+    def parser(self) -> Any:
+        """The parser for a new connection."""
+        raise NotImplementedError
+
+    def take(self, event: Any) -> None:
+        """Keep what matters of one parsed event."""
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 ws = websocket.create_connection(self.url, timeout=1)
-            except OSError:
+                first = self.subscribe()
+                if first is not None:
+                    ws.send(first)
+            except (OSError, websocket.WebSocketException):
                 time.sleep(0.05)
                 continue
+            parser = self.parser()
             self.connected.set()
+            last_ping = time.monotonic()
             try:
                 while not self._stop.is_set():
+                    if (
+                        self.ping_every is not None
+                        and time.monotonic() - last_ping > self.ping_every
+                    ):
+                        ws.send("ping")
+                        last_ping = time.monotonic()
                     try:
                         raw = ws.recv()
                     except websocket.WebSocketTimeoutException:
                         continue
                     try:
-                        t = self._parser.parse(raw)
+                        event = parser.parse(raw)
                     except FeedError:
                         continue  # the malformed fault reaches this connection too
-                    if isinstance(t, BookTicker):
-                        self.tickers[(t.symbol, t.update_id)] = (
-                            t.bid_price,
-                            t.bid_qty,
-                            t.ask_price,
-                            t.ask_qty,
-                        )
+                    self.take(event)
             except (websocket.WebSocketException, OSError):
                 pass
             finally:
@@ -418,6 +459,27 @@ class TickerCollector:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+class TickerCollector(ReconnectingCollector):
+    """The simulator's own best bid/ask per update id, from its bookTicker stream (ground truth)."""
+
+    what = "bookTicker"
+
+    def __init__(self, ws_url: str, symbols: list[str], market: str = "futures") -> None:
+        streams = "/".join(f"{s.lower()}@bookTicker" for s in symbols)
+        route = "/public/stream" if market == "futures" else "/stream"
+        super().__init__(f"{ws_url}{route}?streams={streams}")
+        self.tickers: dict[tuple[str, int], Ticker] = {}
+        self._parser = BinanceParser(market)
+
+    def parser(self) -> BinanceParser:
+        return self._parser
+
+    def take(self, event: Any) -> None:
+        if isinstance(event, BookTicker):
+            top = (event.bid_price, event.bid_qty, event.ask_price, event.ask_qty)
+            self.tickers[(event.symbol, event.update_id)] = top
 
 
 def check_continuity(records: np.ndarray, futures: bool) -> int:

@@ -23,6 +23,7 @@ from test_ingest_support import (
     self_signed_cert,
     tape_book_tickers,
     write_config,
+    write_sim_config,
 )
 
 from mdpipe.shm import layout as L
@@ -50,14 +51,12 @@ def replay(tmp_path: Path, instance: str, tape: Path, market: str, sim_args: lis
     diffs, trades = tape_events(tape)
     clients = ["--start-clients", "2"] if market == "futures" else []
     with SimProcess(["--tape", str(tape), *clients, *sim_args]) as sim:
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market=market,
             symbols=["BTCUSDT"],
-            dead_letter_dir=tmp_path / "dead",
         )
         with IngestProcess(cfg, instance) as ingest:
             books = RecordLog(instance, ingest.books_ring, "book")
@@ -127,14 +126,12 @@ def test_without_a_snapshot_no_record_is_ever_synced(
     with SimProcess(["--tape", str(tape), "--max", "--start-clients", "2", *sim_args]) as sim:
         if inject:
             sim.inject(**inject)
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market="futures",
             symbols=["BTCUSDT"],
-            dead_letter_dir=tmp_path / "dead",
             reconnect_max=0.2,
         )
         with IngestProcess(cfg, instance) as ingest:

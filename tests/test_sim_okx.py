@@ -11,7 +11,7 @@ import orjson
 import pytest
 import websocket
 
-from mdpipe.sim.process import SimProcess
+from mdpipe.sim.process import SimProcess, SimProcessError
 from mdpipe.venues.local_book import LocalBook
 from mdpipe.venues.okx.parser import OkxParser, parse_rest_books
 from mdpipe.venues.okx.sync import OkxBookSync
@@ -136,6 +136,13 @@ def test_rest_books_and_instruments(sim: SimProcess) -> None:
     inst = {i["instId"]: i for i in orjson.loads(body)["data"]}
     assert inst[SWAP[0]]["ctVal"] == "0.01" and inst[SWAP[0]]["tickSz"] == "0.1"
     assert sim.get("/api/v5/nothing")[0] == 404
+
+
+def test_a_fault_okx_has_no_counterpart_for_is_refused_by_name(sim: SimProcess) -> None:
+    """`restart` (a Bybit in-band book restart) is a 400 naming the kind, not a server error."""
+    with pytest.raises(SimProcessError, match=r"\(400\).*restart is not a fault of the okx"):
+        sim.inject("restart")
+    assert sim.inject("gap", symbol=SWAP[0])["count"] == 1
 
 
 def test_bbo_tbt_equals_the_books_book_at_the_same_seq_id(sim: SimProcess) -> None:

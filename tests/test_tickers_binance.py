@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import pytest
 import websocket
-from test_ingest_support import IngestProcess, RecordLog, write_config
+from test_ingest_support import IngestProcess, RecordLog, write_sim_config
 
 from mdpipe import readers
 from mdpipe.shm import layout as L
@@ -74,14 +74,12 @@ def _run(tmp_path: Path, instance: str, market: str, streams: list[str], wait) -
     clients = 4 if market == "futures" else 3
     args = ["--market", market, "--symbols", ",".join(SYMBOLS), "--rate", "400"]
     with SimProcess([*args, "--start-clients", str(clients)]) as sim:
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market=market,
             symbols=SYMBOLS,
-            dead_letter_dir=tmp_path / "dead",
             tickers=True,
             trade_stream="aggTrade",
             candles=["1s"],
@@ -245,14 +243,12 @@ def test_funding_that_stops_is_detected(tmp_path: Path, instance: str) -> None:
     with SimProcess(
         ["--market", "futures", "--symbols", ",".join(SYMBOLS), "--rate", "200"]
     ) as sim:
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market="futures",
             symbols=SYMBOLS,
-            dead_letter_dir=tmp_path / "dead",
             tickers=True,
             ticker_timeout=2.0,
             silence_timeout=60.0,

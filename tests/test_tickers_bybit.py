@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 import websocket
-from test_ingest_support import IngestProcess, RecordLog, write_config
+from test_ingest_support import IngestProcess, RecordLog, write_sim_config
 
 from mdpipe.shm import layout as L
 from mdpipe.sim.process import SimProcess
@@ -83,14 +83,12 @@ def test_every_ticker_field_is_the_merged_bybit_state(
 ) -> None:
     args = ["--venue", "bybit", "--market", market, "--symbols", ",".join(SYMBOLS)]
     with SimProcess([*args, "--rate", "300", "--start-clients", "2"]) as sim:
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market=market,
             symbols=SYMBOLS,
-            dead_letter_dir=tmp_path / "dead",
             tickers=True,
             exchange="bybit",
             depth_stream="orderbook.50",

@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import remove_segments
-from test_ingest_support import IngestProcess, write_config
+from test_ingest_support import IngestProcess, write_config, write_sim_config
 
 from mdpipe import config
 from mdpipe.ingest.shard import Shard, tickers_ring_name
@@ -285,14 +285,12 @@ def test_the_malformed_fault_on_a_feed_with_tickers_is_counted_frame_for_frame(
     connection, each counted and kept, the books still synced, the tickers still flowing."""
     args = ["--venue", venue, "--market", market, "--symbols", ",".join(symbols), "--rate", "300"]
     with SimProcess(args) as sim:
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market=market,
             symbols=symbols,
-            dead_letter_dir=tmp_path / "dead",
             exchange=venue,
             tickers=True,
             **feed,

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import pytest
 import websocket
-from test_ingest_support import IngestProcess, RecordLog, write_config
+from test_ingest_support import IngestProcess, RecordLog, write_sim_config
 
 from mdpipe.shm import layout as L
 from mdpipe.sim.process import SimProcess
@@ -115,14 +115,12 @@ def test_every_ticker_field_is_what_okx_sent(tmp_path: Path, instance: str, mark
     channels = list(FIELDS) if market == "swap" else ["tickers"]
     args = ["--venue", "okx", "--market", market, "--symbols", ",".join(symbols), "--rate", "300"]
     with SimProcess([*args, "--start-clients", "2"]) as sim:
-        cfg = write_config(
-            tmp_path / "ingest.toml",
+        cfg = write_sim_config(
+            tmp_path,
             instance,
-            ws_url=sim.ws_url,
-            rest_url=sim.rest_url,
+            sim,
             market=market,
             symbols=symbols,
-            dead_letter_dir=tmp_path / "dead",
             tickers=True,
             exchange="okx",
             depth_stream="books",

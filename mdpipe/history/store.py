@@ -241,18 +241,26 @@ class Journal:
         return removed
 
 
-def finished_days(root: Path, instance: str, today: date | None = None) -> list[Path]:
-    """Day partitions before today (UTC) holding more than one file of the instance."""
-    today = today or datetime.now(UTC).date()
+def day_partitions(root: Path) -> list[tuple[Path, date]]:
+    """Every `<kind>/venue=*/symbol=*/date=<day>` directory of the archive with its day (a
+    directory whose name is not a date is passed over)."""
     out = []
     for kind in kind_dirs(root):
         for day_dir in (root / kind).glob("venue=*/symbol=*/date=*"):
             try:
-                day = date.fromisoformat(day_dir.name[len("date=") :])
+                out.append((day_dir, date.fromisoformat(day_dir.name[len("date=") :])))
             except ValueError:
                 continue
-            if day < today and len(list(day_dir.glob(f"*-{instance}-*.parquet"))) > 1:
-                out.append(day_dir)
+    return out
+
+
+def finished_days(root: Path, instance: str, today: date | None = None) -> list[Path]:
+    """Day partitions before today (UTC) holding more than one file of the instance."""
+    today = today or datetime.now(UTC).date()
+    out = []
+    for day_dir, day in day_partitions(root):
+        if day < today and len(list(day_dir.glob(f"*-{instance}-*.parquet"))) > 1:
+            out.append(day_dir)
     return sorted(out)
 
 
@@ -262,16 +270,11 @@ def expire(root: Path, keep_days: int, today: date | None = None) -> list[Path]:
         return []
     today = today or datetime.now(UTC).date()
     removed = []
-    for kind in kind_dirs(root):
-        for day_dir in (root / kind).glob("venue=*/symbol=*/date=*"):
-            try:
-                day = date.fromisoformat(day_dir.name[len("date=") :])
-            except ValueError:
-                continue
-            if (today - day).days >= keep_days:
-                shutil.rmtree(day_dir, ignore_errors=True)
-                removed.append(day_dir)
-                for empty in (day_dir.parent, day_dir.parent.parent):  # symbol, venue
-                    with contextlib.suppress(OSError):
-                        empty.rmdir()
+    for day_dir, day in day_partitions(root):
+        if (today - day).days >= keep_days:
+            shutil.rmtree(day_dir, ignore_errors=True)
+            removed.append(day_dir)
+            for empty in (day_dir.parent, day_dir.parent.parent):  # symbol, venue
+                with contextlib.suppress(OSError):
+                    empty.rmdir()
     return removed

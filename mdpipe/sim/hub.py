@@ -88,6 +88,10 @@ class Hub:
             if not subs:
                 del self._by_stream[stream]
 
+    def open_clients(self) -> list[Client]:
+        """The connections still open, in the order they were accepted."""
+        return sorted((c for c in self.clients if c.is_open()), key=lambda c: c.id)
+
     def receivers(self, stream: str) -> set[Client]:
         """The clients `stream` is delivered to."""
         return self._by_stream.get(stream, set())

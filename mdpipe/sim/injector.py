@@ -5,22 +5,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 
 from mdpipe.sim import clock
-from mdpipe.sim.faults import MALFORMED_VARIANTS, REST_KINDS, Fault, FaultError, RestFaultWindows
-from mdpipe.sim.hub import Client, Hub
+from mdpipe.sim.fault_effects import (
+    GOING_AWAY,
+    MalformedCycle,
+    Spawn,
+    disconnect,
+    gap_feed,
+    inject_fault,
+    silence_feed,
+)
+from mdpipe.sim.faults import Fault, RestFaultWindows
+from mdpipe.sim.hub import Hub
 from mdpipe.sim.malformed import malformed_message
 from mdpipe.sim.source import Source
 
 log = logging.getLogger("mdpipe.sim")
-
-GOING_AWAY = 1001
-
-Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
 class FaultInjector:
@@ -43,35 +47,23 @@ class FaultInjector:
         self.counts: dict[str, int] = {}
         self.malformed_sent = 0
         self._rng = random.Random(f"{seed}:faults")
-        self._malformed_next = 0
+        self._malformed_cycle = MalformedCycle()
 
     def inject(self, fault: Fault) -> dict[str, Any]:
         """Apply a fault now; returns what it did (the POST /_sim/fault answer)."""
-        if fault.symbol is not None and fault.symbol not in self.source.symbols:
-            raise FaultError(f"unknown symbol {fault.symbol}")
-        if fault.kind in REST_KINDS:
-            self.rest_faults.add(fault, asyncio.get_running_loop().time())
-            done: dict[str, Any] = {}
-        else:
-            apply = getattr(self, f"_{fault.kind}", None)
-            if apply is None:
-                raise FaultError(f"{fault.kind} is not a fault of the binance simulator")
-            done = apply(fault)
-        self.counts[fault.kind] = self.counts.get(fault.kind, 0) + 1
-        log.info("fault injected: %s %s", fault.to_dict(), done)
-        return {"ok": True, "fault": fault.to_dict(), **done}
-
-    def _clients(self) -> list[Client]:
-        return sorted((c for c in self.hub.clients if c.is_open()), key=lambda c: c.id)
+        return inject_fault(
+            fault,
+            venue="binance",
+            symbols=self.source.symbols,
+            handlers=self,
+            prefix="_",
+            rest_faults=self.rest_faults,
+            counts=self.counts,
+        )
 
     def _disconnect(self, fault: Fault) -> dict[str, Any]:
-        clients = self._clients()
-        for client in clients:
-            client.close_reason = "fault_disconnect"
-            if fault.variant == "close":
-                self.spawn(client.conn.close(GOING_AWAY, "simulated disconnect"))
-            else:
-                client.conn.transport.abort()  # TCP close, no close frame
+        clients = self.hub.open_clients()
+        disconnect(clients, fault.variant, self.spawn)
         return {
             "connections": len(clients),
             "variant": fault.variant or "abrupt",
@@ -79,30 +71,16 @@ class FaultInjector:
         }
 
     def _gap(self, fault: Fault) -> dict[str, Any]:
-        symbol = fault.symbol or self._rng.choice(sorted(self.source.symbols))
-        count = fault.count or 1
-        self.source.gap(symbol, count)
-        return {"symbol": symbol, "count": count}
+        return gap_feed(self.source, fault, self._rng)
 
     def _silence(self, fault: Fault) -> dict[str, Any]:
-        seconds = 5.0 if fault.seconds is None else fault.seconds
-        self.source.silence(seconds, fault.symbol)
-        return {"seconds": seconds, "symbol": fault.symbol}
+        return silence_feed(self.source, fault)
 
     def _malformed(self, fault: Fault) -> dict[str, Any]:
-        count = fault.count or (1 if fault.variant else len(MALFORMED_VARIANTS))
-        if fault.variant:
-            variants = [fault.variant] * count
-        else:
-            # Cycle through the variants, continuing where the previous injection stopped.
-            start = self._malformed_next
-            variants = [
-                MALFORMED_VARIANTS[(start + i) % len(MALFORMED_VARIANTS)] for i in range(count)
-            ]
-            self._malformed_next = (start + count) % len(MALFORMED_VARIANTS)
+        variants = self._malformed_cycle.variants(fault)
         now_ms = clock.now_ms()
         reached = 0
-        for client in self._clients():
+        for client in self.hub.open_clients():
             delivered = [s for s in client.subs if client in self.hub.receivers(s)]
             if fault.symbol:
                 delivered = [s for s in delivered if s.startswith(fault.symbol.lower() + "@")]
@@ -130,7 +108,7 @@ class FaultInjector:
     def _shutdown(self, fault: Fault) -> dict[str, Any]:
         # Binance's market streams announce it unwrapped, even on combined connections.
         event = orjson.dumps({"e": "serverShutdown", "E": clock.now_ms()})
-        clients = self._clients()
+        clients = self.hub.open_clients()
         for client in clients:
             client.close_reason = "fault_shutdown"
             self.hub.send(client, event)

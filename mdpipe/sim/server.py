@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import http
 import itertools
-import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,6 +24,7 @@ from mdpipe.sim.config import (
 )
 from mdpipe.sim.connection import SimConnection, request_body, request_method
 from mdpipe.sim.control import handle_control
+from mdpipe.sim.fault_effects import GOING_AWAY, BackgroundTasks, fire_due
 from mdpipe.sim.faults import (
     Fault,
     FaultError,
@@ -32,7 +32,7 @@ from mdpipe.sim.faults import (
     RestFaultWindows,
 )
 from mdpipe.sim.hub import Client, Hub
-from mdpipe.sim.injector import GOING_AWAY, FaultInjector
+from mdpipe.sim.injector import FaultInjector
 from mdpipe.sim.instruments import FUTURES, exchange_info, symbol_spec
 from mdpipe.sim.limits import MAX_MESSAGE_BYTES, MAX_URL_LENGTH, WEIGHT_LIMIT, WeightLimiter
 from mdpipe.sim.market import MarketModel
@@ -55,8 +55,6 @@ from mdpipe.sim.stats import ServerStats
 from mdpipe.sim.streams import MAX_STREAMS, parse_ws_path, route_delivers
 from mdpipe.sim.synthetic import SyntheticSource
 from mdpipe.sim.tape import TapeSource, load_tape
-
-log = logging.getLogger("mdpipe.sim")
 
 _CLOSE_GRACE = 1.0  # seconds a client gets to answer a close frame
 
@@ -86,7 +84,7 @@ class Simulator:
         self.stats = ServerStats()
         self.rest_faults = RestFaultWindows()
         self.schedule = FaultSchedule(cfg.faults)
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks()
         self._client_ids = itertools.count(1)
         self._subscribers: set[int] = set()
         self._started_wall = time.time()
@@ -114,7 +112,12 @@ class Simulator:
         self.market = self.source.market
         self.weight = WeightLimiter(cfg.weight_limit or WEIGHT_LIMIT[self.market], cfg.ban_seconds)
         self.injector = FaultInjector(
-            self.hub, self.source, self.rest_faults, cfg.seed, cfg.oversized_bytes, self._spawn
+            self.hub,
+            self.source,
+            self.rest_faults,
+            cfg.seed,
+            cfg.oversized_bytes,
+            self._background.spawn,
         )
         self.ping_interval = cfg.ping_interval or PING_INTERVAL[self.market]
         self.ping_timeout = cfg.ping_timeout or PING_TIMEOUT[self.market]
@@ -281,21 +284,11 @@ class Simulator:
 
     def _expire(self, client: Client) -> None:
         client.close_reason = "max_age"
-        self._spawn(client.conn.close(GOING_AWAY, "max connection age"))
+        self._background.spawn(client.conn.close(GOING_AWAY, "max connection age"))
 
     def _fire_due(self, market_time: float) -> None:
         """Inject the command-line faults due at `market_time` (called by the source)."""
-        for fault in self.schedule.pop_due(market_time):
-            try:
-                self.injector.inject(fault)
-            except FaultError as exc:
-                log.warning("scheduled fault %s not applied: %s", fault.to_dict(), exc)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a coroutine in the background, keeping a reference until it is done."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        fire_due(self.schedule, market_time, self.injector.inject)
 
     # Stats ------------------------------------------------------------------------------
 

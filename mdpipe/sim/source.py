@@ -15,17 +15,21 @@ class SnapshotUnavailable(Exception):
     """No REST snapshot can be produced right now; the message is the reason."""
 
 
-class Source(abc.ABC):
-    """Produces stream messages into the hub and answers REST snapshots consistently with them."""
-
-    market: str
-    symbols: set[str]
+class Feed:
+    """Publishes into the hub once `started` is set; its market time fires the scheduled faults."""
 
     def __init__(self, hub: Hub, schedule: FaultSchedule, on_due: Callable[[float], None]) -> None:
         self.hub = hub
         self.schedule = schedule
         self.on_due = on_due  # fires command-line faults when market time reaches them
         self.started = asyncio.Event()
+
+
+class Source(Feed, abc.ABC):
+    """Produces stream messages into the hub and answers REST snapshots consistently with them."""
+
+    market: str
+    symbols: set[str]
 
     @abc.abstractmethod
     def deliverable(self, stream: str) -> bool:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,10 +14,10 @@ import orjson
 from mdpipe.sim.faults import FaultSchedule
 from mdpipe.sim.hub import Hub
 from mdpipe.sim.instruments import FUTURES, SPOT
-from mdpipe.sim.replay import replay_paced
 from mdpipe.sim.source import SnapshotUnavailable, Source
-
-log = logging.getLogger("mdpipe.sim")
+from mdpipe.sim.tape_file import TapeError, read_tape_lines
+from mdpipe.sim.tape_player import TapePlayer
+from mdpipe.sim.text_levels import best_first
 
 _PREFIX = b'{"stream":"'
 _DIFF_STREAM = re.compile(r"^[a-z0-9_]+@depth(@\d+ms)?$")
@@ -33,10 +31,6 @@ class TapeLine:
     stream: str | None
     raw: bytes
     data_at: int  # offset of the payload inside raw (envelope lines)
-
-
-class TapeError(ValueError):
-    """The tape file cannot be replayed; the message says why."""
 
 
 @dataclass
@@ -58,24 +52,12 @@ def _is_zero(qty: str) -> bool:
 
 def load_tape(path: Path, market: str | None = None) -> Tape:
     """Read a `<recv ns> <json>` tape (gzip or plain), detecting the market if not given."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise TapeError(f"cannot read tape {path}: {exc}") from exc
     lines: list[TapeLine] = []
     streams: set[str] = set()
     diff_streams: dict[str, str] = {}
     first_diff: dict[str, Any] | None = None
     snapshots: list[tuple[int, dict[str, Any]]] = []
-    for number, line in enumerate(data.split(b"\n"), 1):
-        line = line.rstrip(b"\r")
-        if not line:
-            continue
-        stamp, _, raw = line.partition(b" ")
-        if not stamp.isdigit() or not raw:
-            raise TapeError(f"{path}:{number}: expected '<ns> <json>'")
+    for number, ns, raw in read_tape_lines(path, "json"):
         if raw.startswith(_PREFIX):
             end = raw.index(b'"', len(_PREFIX))
             stream = raw[len(_PREFIX) : end].decode()
@@ -89,11 +71,11 @@ def load_tape(path: Path, market: str | None = None) -> Tape:
             )
             if is_book_diff and first_diff is None:
                 first_diff = orjson.loads(raw[data_at:-1])
-            lines.append(TapeLine(int(stamp), stream, raw, data_at))
+            lines.append(TapeLine(ns, stream, raw, data_at))
         elif raw.startswith(b'{"lastUpdateId"'):
             # One per symbol (or more, after a resync) in a recorded multi-symbol tape.
             snapshots.append((len(lines), orjson.loads(raw)))
-            lines.append(TapeLine(int(stamp), None, raw, 0))
+            lines.append(TapeLine(ns, None, raw, 0))
         else:
             raise TapeError(f"{path}:{number}: neither an envelope nor a depth snapshot")
     if not lines:
@@ -207,8 +189,7 @@ class TapeBook:
         """The REST answer: the recorded bytes while nothing changed since, else the rebuilt book."""
         if self.applied_since_snapshot == 0 and self.recorded and limit >= self.recorded_levels:
             return self.recorded
-        bids = sorted(self.bids.items(), key=lambda kv: float(kv[0]), reverse=True)[:limit]
-        asks = sorted(self.asks.items(), key=lambda kv: float(kv[0]))[:limit]
+        bids, asks = best_first(self.bids, self.asks, limit)
         bid_levels = [[p, q] for p, q in bids]
         ask_levels = [[p, q] for p, q in asks]
         if self.futures:
@@ -224,7 +205,7 @@ class TapeBook:
         return orjson.dumps({"lastUpdateId": self.last_id, "bids": bid_levels, "asks": ask_levels})
 
 
-class TapeSource(Source):
+class TapeSource(TapePlayer, Source):
     """Replays a tape's exact bytes at `speed`× recorded pace, or as fast as clients read."""
 
     def __init__(
@@ -239,88 +220,36 @@ class TapeSource(Source):
         schedule: FaultSchedule,
         on_due: Callable[[float], None],
     ) -> None:
-        super().__init__(hub, schedule, on_due)
+        super().__init__(tape.lines, hub, speed, max_speed, loop_tape, tick, schedule, on_due)
         self.tape = tape
         self.market = tape.market
         self.symbols = set(tape.diff_streams) | {s.partition("@")[0].upper() for s in tape.streams}
-        self.speed = speed
-        self.max_speed = max_speed
-        self.loop_tape = loop_tape
         self.rest_wait = rest_wait
-        self.tick = tick
         self.books = {sym: TapeBook(self.market) for sym in self.symbols}
         self._diff_stream_symbol = {stream: sym for sym, stream in tape.diff_streams.items()}
-        self.position = 0
-        self.replayed = 0
-        self.loops = 0
-        self.finished = False
-        self._base_ns = tape.lines[0].ns
-        self._market_time = 0.0
-        self._silent_until = 0.0
-        self._gaps: dict[str, int] = {}
-        self.skipped_by_gap = 0
 
     def deliverable(self, stream: str) -> bool:
         return stream in self.tape.streams
 
-    async def run(self) -> None:
-        await self.started.wait()
-        while True:
-            await self._play_once()
-            if not self.loop_tape:
-                break
-            # The tape starts over: its ids go back in time, so the rebuilt books reset and
-            # clients see a discontinuity they must resync from, as after a server restart.
-            self.loops += 1
-            for book in self.books.values():
-                book.reset()
-            self.schedule.rebase(self._market_time)
-            self._market_time = 0.0
-        self.finished = True
-        log.info("tape finished after %d lines", self.replayed)
+    def _reset_books(self) -> None:
+        for book in self.books.values():
+            book.reset()
 
-    async def _play_once(self) -> None:
-        await replay_paced(
-            self.tape.lines,
-            self._publish_lines,
-            self.hub,
-            speed=self.speed,
-            max_speed=self.max_speed,
-            tick=self.tick,
-            silent_until=lambda: self._silent_until,
-        )
-
-    def _publish_lines(self, i: int, j: int, now: float) -> int:
-        """Publish lines[i:j]; stops early if a fault silenced the feed. Returns (and keeps as
-        the position) the next index."""
-        lines = self.tape.lines
-        hub = self.hub
-        base = self._base_ns
-        while i < j:
-            if self._silent_until > now:
-                break
-            line = lines[i]
-            i += 1
-            self._market_time = (line.ns - base) * 1e-9
-            self.replayed += 1
-            stream = line.stream
-            if stream is None:
-                owner = self.tape.snapshot_symbols.get(i - 1)
-                if owner is not None:
-                    self.books[owner].on_snapshot(line.raw)
-            else:
-                symbol = self._diff_stream_symbol.get(stream)
-                if symbol is not None:
-                    self.books[symbol].on_diff(orjson.loads(line.raw[line.data_at : -1]))
-                    if self._gaps.get(symbol):
-                        self._gaps[symbol] -= 1
-                        self.skipped_by_gap += 1
-                        continue
-                hub.publish(stream, line.raw[line.data_at : -1], line.raw)
-            if self._market_time >= self.schedule.next_due:
-                self.on_due(self._market_time)
-        self.position = i
-        return i
+    def _play_line(self, index: int) -> bool:
+        line = self.tape.lines[index]
+        stream = line.stream
+        if stream is None:
+            owner = self.tape.snapshot_symbols.get(index)
+            if owner is not None:
+                self.books[owner].on_snapshot(line.raw)
+            return True
+        symbol = self._diff_stream_symbol.get(stream)
+        if symbol is not None:
+            self.books[symbol].on_diff(orjson.loads(line.raw[line.data_at : -1]))
+            if self._gapped(symbol):
+                return False
+        self.hub.publish(stream, line.raw[line.data_at : -1], line.raw)
+        return True
 
     async def snapshot(self, symbol: str, limit: int) -> bytes:
         book = self.books[symbol]
@@ -336,17 +265,6 @@ class TapeSource(Source):
 
     def last_update_id(self, symbol: str) -> int:
         return self.books[symbol].last_id if symbol in self.books else 0
-
-    def gap(self, symbol: str, count: int) -> None:
-        self._gaps[symbol] = self._gaps.get(symbol, 0) + count
-
-    def silence(self, seconds: float, symbol: str | None) -> None:
-        # One tape is one recorded sequence: silence holds all of it (symbol is ignored).
-        until = asyncio.get_running_loop().time() + seconds
-        self._silent_until = max(self._silent_until, until)
-
-    def market_time(self) -> float:
-        return self._market_time
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -21,13 +21,12 @@ snapshot (a snapshot pushed mid-stream).
 from __future__ import annotations
 
 import asyncio
-import gzip
 import http
 import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,17 @@ from websockets.http11 import Request, Response
 from mdpipe.sim import clock
 from mdpipe.sim.config import START_IMMEDIATELY, SimConfig
 from mdpipe.sim.connection import SimConnection, request_body, request_method
-from mdpipe.sim.faults import MALFORMED_VARIANTS, Fault, FaultError, FaultSchedule
+from mdpipe.sim.fault_effects import (
+    GOING_AWAY,
+    BackgroundTasks,
+    MalformedCycle,
+    disconnect,
+    fire_due,
+    gap_feed,
+    inject_fault,
+    silence_feed,
+)
+from mdpipe.sim.faults import Fault, FaultError, FaultSchedule
 from mdpipe.sim.hub import Client, Hub
 from mdpipe.sim.instruments import FUTURES, SymbolSpec, symbol_spec
 from mdpipe.sim.malformed import break_price_text
@@ -48,7 +57,8 @@ from mdpipe.sim.market import BookEvent, MarketModel, SymbolMarket
 from mdpipe.sim.replay import replay_paced
 from mdpipe.sim.serving import serve_until_stopped
 from mdpipe.sim.stats import ServerStats
-from mdpipe.sim.tape import TapeError
+from mdpipe.sim.tape_file import TapeError, read_tape_lines
+from mdpipe.sim.text_levels import best_first
 from mdpipe.sim.venues import _bybit_klines as klines
 from mdpipe.sim.venues._bybit_tickers import LINEAR_PUSH_MS, SPOT_PUSH_MS, TickerBook
 from mdpipe.sim.venues._bybit_tickers import malformed as ticker_malformed
@@ -62,7 +72,6 @@ TICKER_PUSH_MS = {"linear": LINEAR_PUSH_MS, "spot": SPOT_PUSH_MS}
 REPEAT_TOP_S = 3.0  # orderbook.1 repeats an unchanged snapshot after this long
 MAX_SPOT_ARGS = 10
 PING_CUTOFF_S = 600.0  # no ping and no data for this long: the connection is closed
-GOING_AWAY = 1001
 
 log = logging.getLogger("mdpipe.sim")
 
@@ -216,11 +225,11 @@ class BybitSimulator:
         self._rng = random.Random(f"{cfg.seed}:faults")
         self._ids = itertools.count(1)
         self._subscribers: set[int] = set()
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks()
         self.topics: dict[str, _Topic] = {}
         self.fault_counts: dict[str, int] = {}
         self.malformed_sent = 0
-        self._malformed_next = 0
+        self._malformed_cycle = MalformedCycle()
         self._silent_until = 0.0
         self._frozen: dict[str, float] = {}
         self.events = 0
@@ -403,8 +412,7 @@ class BybitSimulator:
             return self.tape.snapshot(self, name)
         topic = self._topic(name)
         now = _ms()
-        bids = sorted(topic.bids.items(), key=lambda x: -float(x[0]))
-        asks = sorted(topic.asks.items(), key=lambda x: float(x[0]))
+        bids, asks = best_first(topic.bids, topic.asks)
         return self.enc.book(
             name, "snapshot", now, topic.symbol, bids, asks, topic.u, topic.seq, now
         )
@@ -574,71 +582,63 @@ class BybitSimulator:
     # ----- faults ---------------------------------------------------------------------------
 
     def _fire_due(self, market_time: float) -> None:
-        for fault in self.schedule.pop_due(market_time):
-            try:
-                self.inject(fault)
-            except FaultError as exc:
-                log.warning("scheduled fault %s not applied: %s", fault.to_dict(), exc)
+        fire_due(self.schedule, market_time, self.inject)
 
     def inject(self, fault: Fault) -> dict[str, Any]:
         """Apply a fault now; returns what it did."""
-        if fault.symbol is not None and fault.symbol not in self.symbols:
-            raise FaultError(f"unknown symbol {fault.symbol}")
-        apply = getattr(self, f"_fault_{fault.kind}", None)
-        if apply is None:
-            raise FaultError(
-                f"{fault.kind} is not a fault of the bybit simulator (it serves no REST)"
-            )
-        done = apply(fault)
-        self.fault_counts[fault.kind] = self.fault_counts.get(fault.kind, 0) + 1
-        log.info("fault injected: %s %s", fault.to_dict(), done)
-        return {"ok": True, "fault": fault.to_dict(), **done}
-
-    def _clients(self) -> list[Client]:
-        return sorted((c for c in self.hub.clients if c.is_open()), key=lambda c: c.id)
+        return inject_fault(
+            fault,
+            venue="bybit",
+            symbols=self.symbols,
+            handlers=self,
+            prefix="_fault_",
+            rest_faults=None,
+            counts=self.fault_counts,
+        )
 
     def _symbols_of(self, fault: Fault) -> list[str]:
         return [fault.symbol] if fault.symbol else sorted(self.symbols)
 
     def _fault_disconnect(self, fault: Fault) -> dict[str, Any]:
-        clients = self._clients()
-        for client in clients:
-            client.close_reason = "fault_disconnect"
-            if fault.variant == "close":
-                self._spawn(client.conn.close(GOING_AWAY, "simulated disconnect"))
-            else:
-                client.conn.transport.abort()
+        clients = self.hub.open_clients()
+        disconnect(clients, fault.variant, self._background.spawn)
         return {"connections": len(clients), "variant": fault.variant or "abrupt"}
 
     def _fault_shutdown(self, fault: Fault) -> dict[str, Any]:
-        clients = self._clients()
+        clients = self.hub.open_clients()
         delay = 1.0 if fault.seconds is None else fault.seconds
         loop = asyncio.get_running_loop()
         for client in clients:
             client.close_reason = "fault_shutdown"
             loop.call_later(
-                delay, lambda c=client: self._spawn(c.conn.close(GOING_AWAY, "server maintenance"))
+                delay,
+                lambda c=client: self._background.spawn(
+                    c.conn.close(GOING_AWAY, "server maintenance")
+                ),
             )
         return {"connections": len(clients), "close_after_s": delay}
 
     def _fault_gap(self, fault: Fault) -> dict[str, Any]:
-        symbol = fault.symbol or self._rng.choice(sorted(self.symbols))
-        count = fault.count or 1
+        return gap_feed(self, fault, self._rng)
+
+    def gap(self, symbol: str, count: int) -> None:
+        """Drop the next `count` deltas of every deep book topic of `symbol`."""
         if self.tape is not None:
             self.tape.skip[symbol] = self.tape.skip.get(symbol, 0) + count
         for topic in self.topics.values():
             if topic.symbol == symbol and topic.depth > 1:
                 topic.skip += count
-        return {"symbol": symbol, "count": count}
 
     def _fault_silence(self, fault: Fault) -> dict[str, Any]:
-        seconds = 5.0 if fault.seconds is None else fault.seconds
+        return silence_feed(self, fault)
+
+    def silence(self, seconds: float, symbol: str | None) -> None:
+        """Push nothing for `seconds`: of `symbol`, or of every topic."""
         until = asyncio.get_running_loop().time() + seconds
-        if fault.symbol is None:
+        if symbol is None:
             self._silent_until = max(self._silent_until, until)
         else:
-            self._frozen[fault.symbol] = max(self._frozen.get(fault.symbol, 0.0), until)
-        return {"seconds": seconds, "symbol": fault.symbol}
+            self._frozen[symbol] = max(self._frozen.get(symbol, 0.0), until)
 
     def _fault_restart(self, fault: Fault) -> dict[str, Any]:
         self._need_synthetic("restart")
@@ -663,17 +663,9 @@ class BybitSimulator:
             raise FaultError(f"{kind} needs the synthetic market (a tape replays what it holds)")
 
     def _fault_malformed(self, fault: Fault) -> dict[str, Any]:
-        count = fault.count or (1 if fault.variant else len(MALFORMED_VARIANTS))
-        if fault.variant:
-            variants = [fault.variant] * count
-        else:
-            start = self._malformed_next
-            variants = [
-                MALFORMED_VARIANTS[(start + i) % len(MALFORMED_VARIANTS)] for i in range(count)
-            ]
-            self._malformed_next = (start + count) % len(MALFORMED_VARIANTS)
+        variants = self._malformed_cycle.variants(fault)
         reached = sent = 0
-        for client in self._clients():
+        for client in self.hub.open_clients():
             books = [
                 s
                 for s in client.subs
@@ -725,11 +717,6 @@ class BybitSimulator:
             b'{"topic":"' + topic.encode() + b'","pad":"' + b"x" * self.cfg.oversized_bytes + b'"}'
         )
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     # ----- stats ----------------------------------------------------------------------------
 
     def stats_dict(self) -> dict[str, Any]:
@@ -780,24 +767,16 @@ class TapeFeed:
     def __init__(self, path: Path, speed: float, max_speed: bool, tick: float) -> None:
         self.frames: list[TapeFrame] = []
         self.symbols: set[str] = set()
-        opener = gzip.open if path.suffix == ".gz" else open
-        try:
-            with opener(path, "rb") as lines:
-                for number, line in enumerate(lines, 1):
-                    stamp, sep, raw = line.rstrip(b"\r\n").partition(b" ")
-                    if not sep or not stamp.isdigit() or not raw:
-                        raise TapeError(f"{path}:{number}: expected '<ns> <frame>'")
-                    try:
-                        topic = orjson.loads(raw).get("topic")
-                    except (orjson.JSONDecodeError, AttributeError):
-                        topic = None  # a recorded bad frame: replayed to every subscriber
-                    if topic is None and raw.lstrip().startswith(b'{"success"'):
-                        continue
-                    self.frames.append(TapeFrame(int(stamp), topic or "", raw))
-                    if topic and "." in topic:
-                        self.symbols.add(topic.rsplit(".", 1)[1])
-        except OSError as exc:
-            raise TapeError(f"cannot read tape {path}: {exc}") from None
+        for _, ns, raw in read_tape_lines(path, "frame"):
+            try:
+                topic = orjson.loads(raw).get("topic")
+            except (orjson.JSONDecodeError, AttributeError):
+                topic = None  # a recorded bad frame: replayed to every subscriber
+            if topic is None and raw.lstrip().startswith(b'{"success"'):
+                continue
+            self.frames.append(TapeFrame(ns, topic or "", raw))
+            if topic and "." in topic:
+                self.symbols.add(topic.rsplit(".", 1)[1])
         if not self.frames:
             raise TapeError(f"{path}: no frames")
         self.speed, self.max_speed, self.tick = speed, max_speed, tick
@@ -828,8 +807,7 @@ class TapeFeed:
             return None
         bids, asks, u, seq = book
         ms = _ms()
-        b = sorted(bids.items(), key=lambda x: -float(x[0]))
-        a = sorted(asks.items(), key=lambda x: float(x[0]))
+        b, a = best_first(bids, asks)
         return sim.enc.book(topic, "snapshot", ms, topic.rsplit(".", 1)[1], b, a, u, seq, ms)
 
     async def run(self, sim: BybitSimulator) -> None:

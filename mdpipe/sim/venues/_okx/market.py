@@ -23,6 +23,7 @@ from mdpipe.sim.hub import Hub
 from mdpipe.sim.instruments import FUTURES
 from mdpipe.sim.market import BookEvent, SymbolMarket
 from mdpipe.sim.rolling import Kline
+from mdpipe.sim.source import Feed
 from mdpipe.sim.venues._okx.tickers import (
     CANDLE_PUSH_S,
     FUNDING_S,
@@ -80,7 +81,7 @@ class _Inst:
         self.frozen_until = 0.0
 
 
-class OkxMarket:
+class OkxMarket(Feed):
     """Paces the model to `rate` steps/s and publishes what OKX would push."""
 
     def __init__(
@@ -97,15 +98,12 @@ class OkxMarket:
         schedule: FaultSchedule,
         on_due: Callable[[float], None],
     ) -> None:
-        self.hub = hub
+        super().__init__(hub, schedule, on_due)
         self.rate = rate
         self.books_ms = books_ms
         self.legacy = legacy
         self.keepalive_s = keepalive_s
         self.tick = tick
-        self.schedule = schedule
-        self.on_due = on_due
-        self.started = asyncio.Event()
         self.insts = {
             i.inst_id: _Inst(i, SymbolMarket(i.spec, FUTURES, seed, levels)) for i in instruments
         }

@@ -15,7 +15,7 @@ import itertools
 import logging
 import random
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,17 @@ from websockets.http11 import Request, Response
 
 from mdpipe.sim import clock
 from mdpipe.sim.connection import SimConnection, request_body, request_method
+from mdpipe.sim.fault_effects import (
+    GOING_AWAY,
+    BackgroundTasks,
+    MalformedCycle,
+    disconnect,
+    fire_due,
+    gap_feed,
+    inject_fault,
+    silence_feed,
+)
 from mdpipe.sim.faults import (
-    MALFORMED_VARIANTS,
-    REST_KINDS,
     Fault,
     FaultError,
     FaultSchedule,
@@ -65,7 +73,6 @@ from mdpipe.venues.okx.protocol import (
 
 log = logging.getLogger("mdpipe.sim")
 
-GOING_AWAY = 1001
 IDLE_CLOSE_CODE = 4004
 START_SETTLE_S = 0.2  # with --start on-connect: quiet time after the last subscribe op
 _CLOSE_GRACE = 1.0
@@ -167,10 +174,10 @@ class OkxSimulator:
         self._ids = itertools.count(1)
         self._subscribers: set[int] = set()
         self._start_timer: asyncio.TimerHandle | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks()
         self._handshakes: deque[float] = deque()
         self._rng = random.Random(f"{cfg.seed}:okx:faults")
-        self._malformed_next = 0
+        self._malformed_cycle = MalformedCycle()
         self.last_push: dict[str, float] = {}
         self._last_counts: dict[str, int] = {}
         self.counts: Counter[str] = Counter()
@@ -197,11 +204,6 @@ class OkxSimulator:
             ping_interval=None,  # OKX clients ping (text "ping"); the server does not
             open_timeout=None,
         )
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     # ----- HTTP ---------------------------------------------------------------------------
 
@@ -382,59 +384,43 @@ class OkxSimulator:
                 pushed = max((self.last_push.get(s, 0.0) for s in client.subs), default=0.0)
                 if now - max(state.last_in, pushed) > limit and client.is_open():
                     client.close_reason = "idle"
-                    self._spawn(client.conn.close(IDLE_CLOSE_CODE, "No data received in 30s."))
+                    self._background.spawn(
+                        client.conn.close(IDLE_CLOSE_CODE, "No data received in 30s.")
+                    )
 
     # ----- faults -------------------------------------------------------------------------
 
     def _fire_due(self, market_time: float) -> None:
-        for fault in self.schedule.pop_due(market_time):
-            try:
-                self.inject(fault)
-            except FaultError as exc:
-                log.warning("scheduled fault %s not applied: %s", fault.to_dict(), exc)
-
-    def _clients(self) -> list[Client]:
-        return sorted((c for c in self.hub.clients if c.is_open()), key=lambda c: c.id)
+        fire_due(self.schedule, market_time, self.inject)
 
     def inject(self, fault: Fault) -> dict[str, Any]:
         """Apply a fault now; returns what it did."""
-        if fault.symbol is not None and fault.symbol not in self.source.symbols:
-            raise FaultError(f"unknown symbol {fault.symbol}")
-        if fault.kind in REST_KINDS:
-            self.rest_faults.add(fault, asyncio.get_running_loop().time())
-            done: dict[str, Any] = {}
-        else:
-            done = getattr(self, f"_fault_{fault.kind}")(fault)
-        self.faults[fault.kind] += 1
-        log.info("fault injected: %s %s", fault.to_dict(), done)
-        return {"ok": True, "fault": fault.to_dict(), **done}
+        return inject_fault(
+            fault,
+            venue="okx",
+            symbols=self.source.symbols,
+            handlers=self,
+            prefix="_fault_",
+            rest_faults=self.rest_faults,
+            counts=self.faults,
+        )
 
     def _fault_disconnect(self, fault: Fault) -> dict[str, Any]:
-        clients = self._clients()
-        for client in clients:
-            client.close_reason = "fault_disconnect"
-            if fault.variant == "close":
-                self._spawn(client.conn.close(GOING_AWAY, "simulated disconnect"))
-            else:
-                client.conn.transport.abort()
+        clients = self.hub.open_clients()
+        disconnect(clients, fault.variant, self._background.spawn)
         return {"connections": len(clients), "variant": fault.variant or "abrupt"}
 
     def _fault_gap(self, fault: Fault) -> dict[str, Any]:
-        symbol = fault.symbol or self._rng.choice(sorted(self.source.symbols))
-        count = fault.count or 1
-        self.source.gap(symbol, count)
-        return {"symbol": symbol, "count": count}
+        return gap_feed(self.source, fault, self._rng)
 
     def _fault_silence(self, fault: Fault) -> dict[str, Any]:
         """Nothing for `seconds`: for one instrument its pushes stop (a quiet market to the
         client); for the whole feed pushes and pongs stop (a stalled connection)."""
-        seconds = 5.0 if fault.seconds is None else fault.seconds
-        self.source.silence(seconds, fault.symbol)
-        return {"seconds": seconds, "symbol": fault.symbol}
+        return silence_feed(self.source, fault)
 
     def _fault_shutdown(self, fault: Fault) -> dict[str, Any]:
         """OKX's 64008 notice, then the cut `seconds` later (60 s on the exchange)."""
-        clients = self._clients()
+        clients = self.hub.open_clients()
         delay = 60.0 if fault.seconds is None else fault.seconds
         loop = asyncio.get_running_loop()
         for client in clients:
@@ -449,21 +435,13 @@ class OkxSimulator:
     def _cut(self, client: Client) -> None:
         if client.is_open():
             client.close_reason = "fault_shutdown"
-            self._spawn(client.conn.close(GOING_AWAY, "service upgrade"))
+            self._background.spawn(client.conn.close(GOING_AWAY, "service upgrade"))
 
     def _fault_malformed(self, fault: Fault) -> dict[str, Any]:
-        count = fault.count or (1 if fault.variant else len(MALFORMED_VARIANTS))
-        if fault.variant:
-            variants = [fault.variant] * count
-        else:
-            start = self._malformed_next
-            variants = [
-                MALFORMED_VARIANTS[(start + i) % len(MALFORMED_VARIANTS)] for i in range(count)
-            ]
-            self._malformed_next = (start + count) % len(MALFORMED_VARIANTS)
+        variants = self._malformed_cycle.variants(fault)
         reached = sent = 0
         oversized = self.cfg.oversized_bytes
-        for client in self._clients():
+        for client in self.hub.open_clients():
             books = [s for s in client.subs if s.startswith("books:")]
             tickers = [s for s in client.subs if s.partition(":")[0] in TICKER_CHANNELS]
             if fault.symbol:

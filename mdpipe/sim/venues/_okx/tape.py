@@ -11,9 +11,6 @@ snapshot restores the book.
 
 from __future__ import annotations
 
-import asyncio
-import gzip
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,20 +20,15 @@ import orjson
 
 from mdpipe.sim.faults import FaultSchedule
 from mdpipe.sim.hub import Hub
-from mdpipe.sim.replay import replay_paced
-from mdpipe.sim.tape import TapeError as SimTapeError
+from mdpipe.sim.tape_file import TapeError, read_tape_lines
+from mdpipe.sim.tape_player import TapePlayer
+from mdpipe.sim.text_levels import best_first
 from mdpipe.sim.venues._okx.market import stream
 from mdpipe.sim.venues._okx.wire import books_push, rest_books
 from mdpipe.venues.okx.checksum import CHECKSUM_LEVELS, book_checksum
 
-log = logging.getLogger("mdpipe.sim")
-
 _PUSH = b'{"arg":{"channel":"'
 _REST = b'{"code":'
-
-
-class TapeError(SimTapeError):
-    """The tape cannot be replayed; the message says why (file and line)."""
 
 
 @dataclass(slots=True)
@@ -62,25 +54,13 @@ class OkxTape:
 
 def load_okx_tape(path: Path) -> OkxTape:
     """Read and check a tape (gzip or plain)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise TapeError(f"cannot read tape {path}: {exc}") from exc
     lines: list[Line] = []
     streams: set[str] = set()
     inst_ids: set[str] = set()
     checksums = False
-    for number, text in enumerate(data.split(b"\n"), 1):
-        text = text.rstrip(b"\r")
-        if not text:
-            continue
-        stamp, _, raw = text.partition(b" ")
-        if not stamp.isdigit() or not raw:
-            raise TapeError(f"{path}:{number}: expected '<ns> <raw frame>'")
+    for number, ns, raw in read_tape_lines(path, "raw frame"):
         if raw.startswith(_REST):
-            lines.append(Line(int(stamp), None, raw, None))
+            lines.append(Line(ns, None, raw, None))
             continue
         if not raw.startswith(_PUSH):
             raise TapeError(f"{path}:{number}: neither an OKX push nor a REST books answer")
@@ -96,7 +76,7 @@ def load_okx_tape(path: Path) -> OkxTape:
             inst_ids.add(arg["instId"])
             checksums |= bool(msg["data"][0].get("checksum"))
         streams.add(name)
-        lines.append(Line(int(stamp), name, raw, books))
+        lines.append(Line(ns, name, raw, books))
     if not lines:
         raise TapeError(f"{path}: empty tape")
     return OkxTape(path, lines, streams, inst_ids, checksums)
@@ -135,8 +115,7 @@ class TapeBook:
 
     def levels(self, limit: int) -> tuple[list[list[str]], list[list[str]]]:
         """Best-first (bids, asks) as OKX levels."""
-        bids = sorted(self.bids.items(), key=lambda kv: float(kv[0]), reverse=True)[:limit]
-        asks = sorted(self.asks.items(), key=lambda kv: float(kv[0]))[:limit]
+        bids, asks = best_first(self.bids, self.asks, limit)
         return [[p, q, "0", "1"] for p, q in bids], [[p, q, "0", "1"] for p, q in asks]
 
     def checksum(self) -> int:
@@ -145,7 +124,7 @@ class TapeBook:
         return book_checksum([f"{p}:{q}" for p, q, *_ in bids], [f"{p}:{q}" for p, q, *_ in asks])
 
 
-class OkxTapeSource:
+class OkxTapeSource(TapePlayer):
     """Replays a tape at `speed`× its recorded pace, or as fast as clients read (`max_speed`)."""
 
     def __init__(
@@ -159,24 +138,10 @@ class OkxTapeSource:
         schedule: FaultSchedule,
         on_due: Callable[[float], None],
     ) -> None:
+        super().__init__(tape.lines, hub, speed, max_speed, loop_tape, tick, schedule, on_due)
         self.tape = tape
-        self.hub = hub
-        self.speed = speed
-        self.max_speed = max_speed
-        self.loop_tape = loop_tape
-        self.tick = tick
-        self.schedule = schedule
-        self.on_due = on_due
-        self.started = asyncio.Event()
         self.symbols = set(tape.inst_ids) | {s.partition(":")[2] for s in tape.streams}
         self.books = {inst_id: TapeBook() for inst_id in tape.inst_ids}
-        self.position = 0
-        self.loops = 0
-        self.finished = False
-        self.skipped_by_gap = 0
-        self._gaps: dict[str, int] = {}
-        self._silent_until = 0.0
-        self._market_time = 0.0
 
     def snapshot(self, inst_id: str, now_ms: int) -> bytes | None:
         """A snapshot of the rebuilt book for a new subscriber; None while it is not vouched for."""
@@ -200,70 +165,20 @@ class OkxTapeSource:
         book = self.books.get(inst_id)
         return (book.seq or 0) if book else 0
 
-    def gap(self, inst_id: str, count: int) -> None:
-        """Leave the next `count` books lines of `inst_id` out of the replay."""
-        self._gaps[inst_id] = self._gaps.get(inst_id, 0) + count
+    def _reset_books(self) -> None:
+        self.books = {inst_id: TapeBook() for inst_id in self.tape.inst_ids}
 
-    def silence(self, seconds: float, inst_id: str | None) -> None:
-        """Hold the whole replay for `seconds` (a tape is one recorded sequence)."""
-        until = asyncio.get_running_loop().time() + seconds
-        self._silent_until = max(self._silent_until, until)
-
-    def silent(self) -> bool:
-        """True while a silence fault holds the whole feed (pings then go unanswered too)."""
-        return asyncio.get_running_loop().time() < self._silent_until
-
-    def market_time(self) -> float:
-        """Tape seconds since its first line."""
-        return self._market_time
-
-    async def run(self) -> None:
-        """Replay (and loop if asked) after `started`."""
-        await self.started.wait()
-        while True:
-            await self._play_once()
-            if not self.loop_tape:
-                break
-            self.loops += 1
-            self.books = {inst_id: TapeBook() for inst_id in self.tape.inst_ids}
-            self.schedule.rebase(self._market_time)
-            self._market_time = 0.0
-        self.finished = True
-        log.info("tape finished after %d lines", self.position)
-
-    async def _play_once(self) -> None:
-        await replay_paced(
-            self.tape.lines,
-            self._publish,
-            self.hub,
-            speed=self.speed,
-            max_speed=self.max_speed,
-            tick=self.tick,
-            silent_until=lambda: self._silent_until,
-        )
-
-    def _publish(self, i: int, j: int, now: float) -> int:
-        """Publish lines[i:j] (fewer if a fault silenced the feed); returns and keeps the position."""
-        lines = self.tape.lines
-        hub = self.hub
-        base = lines[0].ns
-        while i < j and self._silent_until <= now:
-            line = lines[i]
-            i += 1
-            self._market_time = (line.ns - base) * 1e-9
-            if line.stream is not None:
-                if line.books is not None:
-                    inst_id = line.books["arg"]["instId"]
-                    self.books[inst_id].apply(line.books)
-                    if self._gaps.get(inst_id):
-                        self._gaps[inst_id] -= 1
-                        self.skipped_by_gap += 1
-                        continue
-                hub.publish(line.stream, line.raw)
-            if self._market_time >= self.schedule.next_due:
-                self.on_due(self._market_time)
-        self.position = i
-        return i
+    def _play_line(self, index: int) -> bool:
+        line = self.tape.lines[index]
+        if line.stream is None:
+            return True
+        if line.books is not None:
+            inst_id = line.books["arg"]["instId"]
+            self.books[inst_id].apply(line.books)
+            if self._gapped(inst_id):
+                return False
+        self.hub.publish(line.stream, line.raw)
+        return True
 
     def stats(self) -> dict[str, Any]:
         """Counters for /_sim/stats."""
