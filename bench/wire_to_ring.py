@@ -3,9 +3,11 @@
 The simulator (synthetic USD-M futures, `depth@0ms` + `trade` streams) sends ~10,000
 messages/s over a real WebSocket to `python -m mdpipe.ingest`, which parses, runs the sync
 rules, updates the book, extracts the top 20 and commits a record into its shared-memory
-ring. Every record carries `recv_ts_ns` (taken right after the frame was read) and
-`commit_ts_ns` (taken at the commit), so the ring itself is the measurement; nothing is
-added to the hot path for the benchmark. The simulator runs on one core and the ingest
+ring. Every record carries `recv_ts_ns` (taken right after the frame was read off the
+connection, before it is parsed) and `commit_ts_ns` (taken at the commit), so the ring
+itself is the measurement; nothing is added to the hot path for the benchmark. One socket
+read may bring several frames: each is timed when it is taken from the receive buffer, as
+frames waiting in the kernel's buffer were before (and frames of one TLS record still are). The simulator runs on one core and the ingest
 process is pinned to the other.
 
 Simulator send -> ingest receive cannot be resolved to microseconds: the simulator stamps

@@ -1,10 +1,14 @@
-"""One combined-stream WebSocket connection: handshake off-thread, frames read on the loop."""
+"""One combined-stream WebSocket connection: handshake off-thread, frames read on the loop.
+
+websocket-client does the handshake and the (rare) sends; frames are read by
+`mdpipe.ingest.wsframes` from the socket set non-blocking, so a half-received frame never
+blocks the loop: its rest is read when the selector reports it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 import threading
 from dataclasses import dataclass
 
@@ -12,18 +16,22 @@ import websocket
 
 from mdpipe.ingest.backoff import Backoff
 from mdpipe.ingest.inbox import Inbox
+from mdpipe.ingest.wsframes import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    FrameReader,
+    ProtocolError,
+)
 
 CONNECT_TIMEOUT = 10.0
-# Reads happen only once the selector reports data, so this bounds only a frame whose
-# remainder is still in flight.
-READ_TIMEOUT = 5.0
-
-_DATA = (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY)
-_PING = websocket.ABNF.OPCODE_PING
-_CLOSE = websocket.ABNF.OPCODE_CLOSE
+# A send (subscribe requests, pings, pongs) waits at most this long for room in the socket.
+SEND_TIMEOUT = 5.0
 
 # Outcomes of Connection.read(), besides the frame bytes themselves.
 CONTROL = None  # a ping (already answered) or pong: the connection is alive, nothing to parse
+NOTHING = object()  # no whole frame received yet: wait for the selector
 
 
 class ConnectionLost(Exception):
@@ -57,11 +65,13 @@ class Connection:
         self.backoff = backoff
         self.ws: websocket.WebSocket | None = None
         self.sock: socket.socket | None = None
+        self.reader: FrameReader | None = None
         self.connecting = False
         self.attempt = 0  # bumped per handshake started; stale handshakes are discarded
         self.next_attempt = 0.0  # monotonic time of the next handshake
         self.connected_at = 0.0
-        self.last_frame = 0.0
+        self.last_frame = 0.0  # monotonic; brought up to date by note_frames(), not per frame
+        self.frames_noted = 0  # `frames` when note_frames() last ran
         self.last_ping = 0.0  # monotonic time the last keepalive was sent (venues that ping)
         self.frames = 0  # data frames on the current connection
         self.unseen: set[tuple[str, str]] = set()  # streams silent since this connection began
@@ -96,7 +106,7 @@ class Connection:
                     enable_multithread=False,
                     sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
                 )
-                ws.settimeout(READ_TIMEOUT)
+                ws.settimeout(SEND_TIMEOUT)
                 inbox.post(Connected(name, attempt, ws, ""))
             except Exception as exc:  # any handshake failure is retried with backoff
                 inbox.post(Connected(name, attempt, None, f"{type(exc).__name__}: {exc}"))
@@ -108,9 +118,11 @@ class Connection:
         self.connecting = False
         self.ws = ws
         self.sock = ws.sock
+        self.sock.settimeout(0.0)  # reads never wait; send() waits up to SEND_TIMEOUT
+        self.reader = FrameReader(self.sock)
         self.connected_at = now
         self.last_frame = now
-        self.frames = 0
+        self.frames = self.frames_noted = 0
         self.unseen = set(self.streams)
         self.faulted = set()
         self.caught_up = set()
@@ -119,40 +131,74 @@ class Connection:
         """Move the open socket to a retiring twin that keeps delivering while this route
         opens its replacement; returns the twin."""
         old = Connection(f"{self.name}~old", self.url, self.streams, self.backoff)
-        old.ws, old.sock = self.ws, self.sock
-        old.connected_at, old.last_frame, old.frames = (
+        old.ws, old.sock, old.reader = self.ws, self.sock, self.reader
+        old.connected_at, old.last_frame, old.frames, old.frames_noted = (
             self.connected_at,
             self.last_frame,
             self.frames,
+            self.frames_noted,
         )
         old.successor = self
-        self.ws = self.sock = None
+        self.ws = self.sock = self.reader = None
         self.retiring = old
         self.connecting = False
         return old
 
-    def pending(self) -> bool:
-        """True when TLS already decrypted bytes the selector cannot see."""
-        sock = self.sock
-        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+    def note_frames(self, now: float) -> None:
+        """Move the silence clock (`last_frame`) to `now` if data frames came since the last
+        call: housekeeping calls it every tick, so the hot path reads no clock for it."""
+        if self.frames != self.frames_noted:
+            self.frames_noted = self.frames
+            self.last_frame = now
 
-    def read(self) -> bytes | None:
-        """The next data frame's payload, or CONTROL for a ping/pong; pings are answered here."""
-        ws = self.ws
+    def fill(self) -> None:
+        """Take what the socket holds (the selector reported it readable); ConnectionLost if
+        the socket failed. A close by the peer is reported by read() after the frames before it."""
         try:
-            op, frame = ws.recv_data_frame(True)
-        except (websocket.WebSocketException, OSError) as exc:
+            self.reader.fill()
+        except OSError as exc:
             raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
-        if op in _DATA:
-            return frame.data
-        if op == _CLOSE:
-            raise ConnectionLost(f"closed by the server ({_close_reason(frame.data)})")
+
+    def read(self) -> bytes | object:
+        """The next data frame's payload, CONTROL for a ping/pong (pings are answered here), or
+        NOTHING when no whole frame is buffered (TLS bytes already decrypted are taken first)."""
+        reader = self.reader
+        try:
+            found = reader.next()
+            while found is None:
+                if reader.eof:
+                    raise ConnectionLost("the server closed the connection")
+                if not (reader.pending() and reader.fill()):
+                    return NOTHING
+                found = reader.next()
+        except ProtocolError as exc:
+            raise ConnectionLost(f"WebSocketProtocolException: {exc}") from None
+        except OSError as exc:
+            raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
+        op, payload = found
+        if op in (OP_TEXT, OP_BINARY):
+            return payload
+        if op == OP_PING:
+            self._send(payload, websocket.ABNF.OPCODE_PONG)
+        elif op == OP_CLOSE:
+            with contextlib.suppress(Exception):
+                self._send(b"\x03\xe8", websocket.ABNF.OPCODE_CLOSE)  # 1000: normal closure
+            raise ConnectionLost(f"closed by the server ({_close_reason(payload)})")
         return CONTROL
 
     def send(self, payload: bytes) -> None:
         """Send one text frame (a subscribe request, a ping); ConnectionLost if the socket failed."""
+        self._send(payload, websocket.ABNF.OPCODE_TEXT)
+
+    def _send(self, payload: bytes, opcode: int) -> None:
+        """Send one frame, waiting up to SEND_TIMEOUT for room (reads stay non-blocking)."""
         try:
-            self.ws.send(payload)
+            sock = self.sock
+            sock.settimeout(SEND_TIMEOUT)
+            try:
+                self.ws.send(payload, opcode)
+            finally:
+                sock.settimeout(0.0)
         except (websocket.WebSocketException, OSError, AttributeError) as exc:
             raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
 
@@ -161,16 +207,16 @@ class Connection:
         ws = self.ws
         self.ws = None
         self.sock = None
+        self.reader = None
         if ws is not None:
             with contextlib.suppress(Exception):
                 ws.shutdown()
 
     def close(self) -> None:
         """Polite close on shutdown: send a close frame, do not wait for the answer."""
-        ws = self.ws
-        if ws is not None:
+        if self.ws is not None:
             with contextlib.suppress(Exception):
-                ws.send_close()
+                self._send(b"\x03\xe8", websocket.ABNF.OPCODE_CLOSE)  # 1000: normal closure
         self.drop()
 
     def schedule_retry(self, now: float) -> float:

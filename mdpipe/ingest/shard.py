@@ -26,7 +26,7 @@ from mdpipe.candles import CandleBuilder, parse_interval
 from mdpipe.candles import ring_name as candle_ring_name
 from mdpipe.ingest import runtime
 from mdpipe.ingest.backoff import Backoff
-from mdpipe.ingest.connection import CONTROL, Connected, Connection, ConnectionLost
+from mdpipe.ingest.connection import CONTROL, NOTHING, Connected, Connection, ConnectionLost
 from mdpipe.ingest.control import ControlError, ControlRequest, ControlServer, socket_path
 from mdpipe.ingest.counters import COUNTERS, Counters
 from mdpipe.ingest.deadletter import DeadLetter
@@ -475,6 +475,7 @@ class Shard:
         conn.attach(done.ws, now)
         if conn.retiring is not None:
             # The route's silence clock runs from its last frame on either socket.
+            conn.retiring.note_frames(now)
             conn.last_frame = conn.retiring.last_frame
         self.sel.register(conn.sock, selectors.EVENT_READ, conn)
         conn.last_ping = now
@@ -626,24 +627,41 @@ class Shard:
         )
 
     def _read(self, conn: Connection) -> None:
-        """Read one frame (and any that TLS already decrypted) from a ready connection."""
+        """Take what a ready connection holds and handle each whole frame in it, in order.
+
+        A frame's receive time is read right after the frame is taken from the connection,
+        before it is parsed: the same moment whether it came alone or with others in one read.
+        """
+        try:
+            conn.fill()
+        except ConnectionLost as exc:
+            self._lost(conn, f"connection lost ({exc})")
+            return
+        reader = conn.reader
+        read, recorder, on_frame, time_ns = conn.read, self.recorder, self._on_frame, time.time_ns
         while True:
             try:
-                raw = conn.read()
+                raw = read()
             except ConnectionLost as exc:
                 self._lost(conn, f"connection lost ({exc})")
                 return
-            recv_ns = time.time_ns()
+            recv_ns = time_ns()
+            if raw is NOTHING:
+                return
             if raw is not CONTROL:
-                if self.recorder is not None:
-                    self.recorder.frame(raw, recv_ns)
+                if recorder is not None:
+                    recorder.frame(raw, recv_ns)
                 conn.frames += 1
-                conn.last_frame = time.monotonic()
                 if conn.frames == 1:
                     conn.backoff.reset()  # the server delivers: the next failure starts over
-                self._on_frame(conn, raw, recv_ns)
-            if not (conn.up and conn.pending()):
-                return
+                on_frame(conn, raw, recv_ns)
+                if conn.reader is not reader:
+                    # The frame's handling moved the socket to a rollover's old twin, whose
+                    # buffered frames are read on (the selector cannot see them), or dropped it.
+                    conn = conn.retiring
+                    if conn is None or conn.reader is not reader:
+                        return
+                    read = conn.read
 
     # ----- snapshots ----------------------------------------------------------------------
 
@@ -770,7 +788,10 @@ class Shard:
             if conn.settle_until and now >= conn.settle_until:
                 conn.settle_until = 0.0
                 self._end_overlap()
+            conn.note_frames(now)
             old = conn.retiring
+            if old is not None:
+                old.note_frames(now)
             if old is not None and (conn.up or not self._lost_if_silent(old, now)):
                 self._check_handover(conn, now)
             if conn.up:

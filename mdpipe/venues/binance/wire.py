@@ -362,7 +362,8 @@ class BinanceParser:
             return self._without_event_type(msg)
         except TypeError:
             raise FeedError(BAD_TYPE, "message or its data is not a JSON object") from None
-        return self._handler(event)(data)
+        handler = self._handlers.get(event) if type(event) is str else None
+        return (handler or self._handler(event))(data)
 
     def _plain_depth(self, plain: PlainLevels) -> DepthDiff | None:
         """A depthUpdate whose levels were read from the raw text; None to decode it all."""
@@ -452,6 +453,40 @@ class BinanceParser:
             order_type = d["X"] if self.market == FUTURES else ""
         except KeyError as exc:
             raise _missing("trade", exc) from None
+        # Every check below in one expression for a good trade (most of the parse's time was
+        # in the helpers' calls); anything else takes them one by one, which name the fault.
+        if (
+            type(event_time) is int
+            and type(trade_time) is int
+            and type(trade_id) is int
+            and type(symbol) is str
+            and type(maker) is bool
+            and type(order_type) is str
+            and type(price) is str
+            and type(qty) is str
+            and 0 <= event_time < MAX_MS
+            and 0 <= trade_time < MAX_MS
+            and 0 <= trade_id < MAX_ID
+        ):
+            try:
+                p, q = float(price), float(qty)
+            except ValueError:
+                pass
+            else:
+                if 0.0 < p < inf and 0.0 < q < inf:
+                    return Trade(
+                        symbol,
+                        event_time,
+                        trade_time,
+                        trade_id,
+                        p,
+                        q,
+                        maker,
+                        trade_id,
+                        trade_id,
+                        False,
+                        order_type,
+                    )
         if not (_ints_ok(event_time, trade_time, trade_id) and type(symbol) is str):
             raise FeedError(BAD_TYPE, "trade E/T/t must be integers, s a string")
         if type(maker) is not bool or type(order_type) is not str:
@@ -477,6 +512,31 @@ class BinanceParser:
             price, qty, maker, first, last = d["p"], d["q"], d["m"], d["f"], d["l"]
         except KeyError as exc:
             raise _missing("aggTrade", exc) from None
+        if (  # the checks below in one expression for a good aggTrade (see _trade)
+            type(event_time) is int
+            and type(trade_time) is int
+            and type(agg_id) is int
+            and type(first) is int
+            and type(last) is int
+            and type(symbol) is str
+            and type(maker) is bool
+            and type(price) is str
+            and type(qty) is str
+            and 0 <= event_time < MAX_MS
+            and 0 <= trade_time < MAX_MS
+            and 0 <= agg_id < MAX_ID
+            and 0 <= first < MAX_ID
+            and 0 <= last < MAX_ID
+        ):
+            try:
+                p, q = float(price), float(qty)
+            except ValueError:
+                pass
+            else:
+                if 0.0 < p < inf and 0.0 < q < inf:
+                    return Trade(
+                        symbol, event_time, trade_time, agg_id, p, q, maker, first, last, True, ""
+                    )
         if not (_ints_ok(event_time, trade_time, agg_id, first, last) and type(symbol) is str):
             raise FeedError(BAD_TYPE, "aggTrade E/T/a/f/l must be integers, s a string")
         if type(maker) is not bool:
