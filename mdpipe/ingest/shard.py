@@ -264,9 +264,9 @@ class Shard:
     # ----- bad input ----------------------------------------------------------------------
 
     def _report(self, kind: str, error: str, raw: bytes | None) -> None:
-        """Count, dead-letter and (once per kind) log a frame that could not be used."""
+        """Dead-letter, count and (once per kind) log a frame that could not be used. The
+        count comes after the file write: a counter never announces a frame not yet kept."""
         ctr = self.ctr
-        ctr.inc(f"err_{kind}"[:31])
         if raw is not None:
             try:
                 self.dead.write(kind, error, raw)
@@ -276,6 +276,7 @@ class Shard:
                 if "dead_letter_errors" not in self._reported:
                     self._reported.add("dead_letter_errors")
                     self.log.error("cannot write the dead-letter file %s: %s", self.dead.path, exc)
+        ctr.inc(f"err_{kind}"[:31])
         if kind not in self._reported:
             self._reported.add(kind)
             sample = ""
@@ -292,8 +293,8 @@ class Shard:
             )
 
     def _bad_frame(self, exc: FeedError, raw: bytes) -> None:
-        self.ctr.arr[self.ctr.parse_errors] += 1
         self._report(exc.kind, exc.detail, raw)
+        self.ctr.arr[self.ctr.parse_errors] += 1
 
     # ----- frames -------------------------------------------------------------------------
 
@@ -433,7 +434,6 @@ class Shard:
         A request named after the stream it subscribes marks that stream as faulted, so the
         silence check does not report it a second time.
         """
-        self.ctr.arr[self.ctr.stream_faults] += 1
         conn.faulted.update(key for key, name in conn.streams.items() if name == ack.req_id)
         self._report("request_rejected", f"{conn.name}: {ack.op} {ack.req_id}: {ack.message}", raw)
         self.log.error(
@@ -443,12 +443,13 @@ class Shard:
             ack.req_id,
             ack.message,
         )
+        self.ctr.arr[self.ctr.stream_faults] += 1
 
     def _unknown_symbol(self, symbol: str, raw: bytes) -> None:
         if symbol in self.removed:
             return  # in flight when it was unsubscribed
-        self.ctr.arr[self.ctr.parse_errors] += 1
         self._report("unknown_symbol", f"{symbol} is not one of this shard's symbols", raw)
+        self.ctr.arr[self.ctr.parse_errors] += 1
 
     # ----- connections --------------------------------------------------------------------
 

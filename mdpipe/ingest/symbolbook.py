@@ -124,12 +124,11 @@ class SymbolBook:
         flags = L.FLAG_SYNCED
         if nb < depth or na < depth:
             flags |= L.FLAG_PARTIAL
+        newly_synced = False
         if self.fresh:
             flags |= L.FLAG_RESYNC
             self.fresh = False
-            if not self.counted:
-                self.counted = True
-                self._arr[self._ctr.g_books_synced] += 1
+            newly_synced = not self.counted
         if book.is_crossed():
             flags |= L.FLAG_CROSSED
             if not self.crossed:
@@ -159,6 +158,9 @@ class SymbolBook:
         self.last_id = last_id
         self.last_event_ns = event_ns
         self._arr[self._ctr.book_records] += 1
+        if newly_synced:  # after the record: whoever sees the gauge finds the book in the ring
+            self.counted = True
+            self._arr[self._ctr.g_books_synced] += 1
 
     def _broken(self, live: bool, now_ns: int) -> None:
         """The sync machine dropped the book (gap, or too many diffs waiting for a snapshot)."""
