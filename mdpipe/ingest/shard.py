@@ -646,9 +646,9 @@ class Shard:
             except ConnectionLost as exc:
                 self._lost(conn, f"connection lost ({exc})")
                 return
-            recv_ns = time_ns()
             if raw is NOTHING:
                 return
+            recv_ns = time_ns()
             if raw is not CONTROL:
                 if recorder is not None:
                     recorder.frame(raw, recv_ns)

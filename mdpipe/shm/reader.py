@@ -306,9 +306,10 @@ class Reader:
                 return None
             if wait is not None:
                 wait()
-            if time.monotonic_ns() >= self._next_check:
-                self._idle_tick()
-                watch.check(sum(p.cursor.next for p in self._parts))
+            if time.monotonic_ns() < self._next_check:
+                return None
+            self._idle_tick()  # the only place a cursor is replaced
+            watch.check(sum(p.cursor.next for p in self._parts))
             now = [p.cursor for p in self._parts]
             if any(a is not b for a, b in zip(now, bound, strict=True)):
                 bound = now  # a writer replaced its segment: new cursors
