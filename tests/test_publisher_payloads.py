@@ -89,15 +89,16 @@ def test_the_c_printer_writes_numbers_as_orjson_or_leaves_them():
     values = np.concatenate([dec, awkward(rng), 10.0 ** rng.uniform(-6, 17, 5000)])
     values = values[: len(values) // 2 * 2].reshape(-1, 1, 2)
     n = len(values)
-    head = b'{"symbol":"X","exchange":"Y","bids":[['
-    out = books([head] * n, values, values, *([[1] * n] * 3), [True] * n, [2] * n, [3] * n)
+    head = b'{"symbol":"X","exchange":"Y","bids":'
+    ones = [1] * n
+    out = books([head] * n, values, values, ones, ones, *([ones] * 3), [True] * n, [2] * n, [3] * n)
     fast = 0
     for side, payload in zip(values, out, strict=True):
         if payload is None:
             continue
         fast += 1
         levels = orjson.dumps(side.tolist())[2:-2]
-        assert payload.startswith(head + levels + b']],"asks":[[' + levels + b"]]")
+        assert payload.startswith(head + b"[[" + levels + b']],"asks":[[' + levels + b"]]")
     assert fast >= len(dec) // 2 - 1  # every decimal pair at least
 
 
@@ -106,10 +107,12 @@ def test_the_c_printer_refuses_what_it_cannot_print():
 
     side = np.zeros((1, 2, 2))
     with pytest.raises(ValueError, match="float64"):
-        books([b"{"], side.astype(np.float32), side, [1], [1], [1], [True], [1], [1])
-    with pytest.raises(TypeError, match="9 arguments"):
+        books([b"{"], side.astype(np.float32), side, [2], [2], [1], [1], [1], [True], [1], [1])
+    with pytest.raises(TypeError, match="11 arguments"):
         books([b"{"], side)
     with pytest.raises(TypeError):
-        books([b"{"], side, side, ["1"], [1], [1], [True], [1], [1])
-    big = books([b"{"], side, side, [2**64], [1], [1], [True], [1], [1])
+        books([b"{"], side, side, [2], [2], ["1"], [1], [1], [True], [1], [1])
+    with pytest.raises(ValueError, match="level count"):
+        books([b"{"], side, side, [3], [2], [1], [1], [1], [True], [1], [1])
+    big = books([b"{"], side, side, [2], [2], [2**64], [1], [1], [True], [1], [1])
     assert big == [None]  # past 64 bits: left to orjson

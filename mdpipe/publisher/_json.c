@@ -1,12 +1,14 @@
 /*
  * mdpipe.publisher._json - a batch of book payloads, byte for byte the JSON orjson prints.
  *
- * books(heads, bids, asks, first_update_ids, last_update_ids, seqs, synced, exchange_ts,
- * timestamps) returns one payload per record: heads[i] (`{"symbol":..,"exchange":..,"bids":[[`),
- * the record's bid levels, `]],"asks":[[`, its ask levels, then `]],"first_update_id":..}` as
- * in mdpipe.publisher.payloads. bids and asks are C-contiguous float64 arrays (n, depth, 2),
- * the other arguments lists of n ints (bools for synced). A record holding a number outside
- * the fast path below gets None instead, and the caller prints it with orjson.
+ * books(heads, bids, asks, bid_counts, ask_counts, first_update_ids, last_update_ids, seqs,
+ * synced, exchange_ts, timestamps) returns one payload per record: heads[i]
+ * (`{"symbol":..,"exchange":..,"bids":`), the record's first bid_counts[i] bid levels as
+ * `[[p,q],...]` (`[]` for none), `,"asks":`, its first ask_counts[i] ask levels, then
+ * `,"first_update_id":..}` as in mdpipe.publisher.payloads. bids and asks are C-contiguous
+ * float64 arrays (n, depth, 2), the other arguments lists of n ints (bools for synced; counts
+ * at most depth). A record holding a number outside the fast path below gets None instead,
+ * and the caller prints it with orjson.
  *
  * The fast path: 0, or 1e-4 <= |x| < 1e15 with at most 15 significant digits (every price and
  * quantity a venue sends). With d the fewest decimals for which m = rint(|x| * 10^d) read back
@@ -127,6 +129,20 @@ static char *write_levels(const double *x, Py_ssize_t values, char *p) {
     return p;
 }
 
+/* One side of a record, `[[p,q],...]` or `[]`; NULL if a number is not on the fast path. */
+static char *write_side(const double *x, Py_ssize_t levels, char *p) {
+    if (!levels) {
+        memcpy(p, "[]", 2);
+        return p + 2;
+    }
+    memcpy(p, "[[", 2);
+    p = write_levels(x, 2 * levels, p + 2);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, "]]", 2);
+    return p + 2;
+}
+
 static int get_side(PyObject *obj, Py_buffer *view, Py_ssize_t n, Py_ssize_t depth) {
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND) < 0)
         return -1;
@@ -144,12 +160,13 @@ static int get_side(PyObject *obj, Py_buffer *view, Py_ssize_t n, Py_ssize_t dep
 #define INT_COLUMNS 5 /* first_update_id, last_update_id, seq, exchange_ts, timestamp */
 
 static PyObject *books(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "books() takes 9 arguments");
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "books() takes 11 arguments");
         return NULL;
     }
-    PyObject *heads = args[0], *synced = args[6];
-    PyObject *ints[INT_COLUMNS] = {args[3], args[4], args[5], args[7], args[8]};
+    PyObject *heads = args[0], *synced = args[8];
+    PyObject *counts[2] = {args[3], args[4]};
+    PyObject *ints[INT_COLUMNS] = {args[5], args[6], args[7], args[9], args[10]};
     if (!PyList_Check(heads) || !PyList_Check(synced)) {
         PyErr_SetString(PyExc_TypeError, "books: heads and synced must be lists");
         return NULL;
@@ -157,6 +174,12 @@ static PyObject *books(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t n = PyList_GET_SIZE(heads);
     for (int c = 0; c < INT_COLUMNS; c++) {
         if (!PyList_Check(ints[c]) || PyList_GET_SIZE(ints[c]) != n) {
+            PyErr_SetString(PyExc_TypeError, "books: every column must be a list of n items");
+            return NULL;
+        }
+    }
+    for (int c = 0; c < 2; c++) {
+        if (!PyList_Check(counts[c]) || PyList_GET_SIZE(counts[c]) != n) {
             PyErr_SetString(PyExc_TypeError, "books: every column must be a list of n items");
             return NULL;
         }
@@ -198,12 +221,20 @@ static PyObject *books(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         char *p = text;
         memcpy(p, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head));
         p += PyBytes_GET_SIZE(head);
-        p = write_levels(b, values, p);
-        if (p != NULL) {
-            memcpy(p, "]],\"asks\":[[", 12);
-            p = write_levels(a, values, p + 12);
+        Py_ssize_t nb = PyLong_AsSsize_t(PyList_GET_ITEM(counts[0], i));
+        Py_ssize_t na = PyLong_AsSsize_t(PyList_GET_ITEM(counts[1], i));
+        if ((nb == -1 || na == -1) && PyErr_Occurred())
+            goto fail_out;
+        if (nb < 0 || na < 0 || 2 * nb > values || 2 * na > values) {
+            PyErr_SetString(PyExc_ValueError, "books: a level count outside 0..depth");
+            goto fail_out;
         }
-        static const char *keys[INT_COLUMNS] = {"]],\"first_update_id\":", ",\"last_update_id\":",
+        p = write_side(b, nb, p);
+        if (p != NULL) {
+            memcpy(p, ",\"asks\":", 8);
+            p = write_side(a, na, p + 8);
+        }
+        static const char *keys[INT_COLUMNS] = {",\"first_update_id\":", ",\"last_update_id\":",
                                                 ",\"seq\":", ",\"exchange_ts\":", ",\"timestamp\":"};
         for (int c = 0; c < INT_COLUMNS && p != NULL; c++) {
             if (c == 3) {
@@ -250,8 +281,8 @@ fail:
 
 static PyMethodDef methods[] = {
     {"books", (PyCFunction)(void (*)(void))books, METH_FASTCALL,
-     "books(heads, bids, asks, first_update_ids, last_update_ids, seqs, synced, exchange_ts, "
-     "timestamps) -> [bytes | None]: each record's orderbook payload as orjson prints it; None "
+     "books(heads, bids, asks, bid_counts, ask_counts, first_update_ids, last_update_ids, seqs, "
+     "synced, exchange_ts, timestamps) -> [bytes | None]: each record's orderbook payload as orjson prints it; None "
      "where orjson must print a number."},
     {NULL, NULL, 0, NULL},
 };

@@ -176,41 +176,21 @@ def _newest_books(
     return states
 
 
-# A book payload from its parts: exactly what orjson prints for the dict of the format above
-# (key order, no spaces), with each side's levels as orjson prints a (count, 2) float array.
-_BOOK_TAIL = (
-    b'%b%b]],"asks":[[%b]],"first_update_id":%d,"last_update_id":%d,"seq":%d,"synced":%b,'
-    b'"exchange_ts":%d,"timestamp":%d}'
-)
-_JSON_BOOL = (b"false", b"true")
-
-
 def book_head(st: SymbolState) -> bytes:
-    """A symbol's book payload up to its first bid price: `{"symbol":..,"exchange":..,"bids":[[`."""
-    return b'{"symbol":%b,"exchange":%b,"bids":[[' % (_dumps(st.symbol), _dumps(st.exchange))
-
-
-def _level_texts(side: np.ndarray) -> list[bytes]:
-    """Each record's levels as orjson prints them, without the outer `[[` and `]]`.
-
-    One orjson call prints the whole batch, `[[[p,q],...],[[p,q],...]]`; a record's text ends
-    where `]],[[` starts the next one (no number contains a bracket).
-    """
-    return _dumps(side, option=_NUMPY)[3:-3].split(b"]],[[")
+    """A symbol's book payload up to its bids: `{"symbol":..,"exchange":..,"bids":`."""
+    return b'{"symbol":%b,"exchange":%b,"bids":' % (_dumps(st.symbol), _dumps(st.exchange))
 
 
 def book_payloads(recs: np.ndarray, table: list[SymbolState], levels: int) -> list[bytes]:
     """The orderbook JSON of each record, at most `levels` levels per side.
 
     The C printer writes decimal prices and sizes (what venues send) at a fraction of orjson's
-    cost; a batch holding another number goes through orjson where C declined.
+    cost; a record holding another number, or every record when the printer was not built,
+    is printed by orjson from the dict of the format.
     """
     n = len(recs)
-    if not n:
-        return []
     lv = min(levels, recs.dtype["bids"].shape[0])
-    short = np.flatnonzero((recs["bid_count"] < lv) | (recs["ask_count"] < lv))
-    if not lv or len(short) == n:
+    if _c_books is None or not n:
         return [_book_payload(recs[i], table, lv) for i in range(n)]
     heads = []
     for st in map(table.__getitem__, recs["symbol_id"].tolist()):
@@ -218,9 +198,12 @@ def book_payloads(recs: np.ndarray, table: list[SymbolState], levels: int) -> li
         if not head:
             head = st.book_head = book_head(st)
         heads.append(head)
-    bids = np.ascontiguousarray(recs["bids"][:, :lv])
-    asks = np.ascontiguousarray(recs["asks"][:, :lv])
-    columns = (
+    payloads = _c_books(
+        heads,
+        np.ascontiguousarray(recs["bids"][:, :lv]),
+        np.ascontiguousarray(recs["asks"][:, :lv]),
+        np.minimum(recs["bid_count"], lv).tolist(),
+        np.minimum(recs["ask_count"], lv).tolist(),
         recs["first_update_id"].tolist(),
         recs["last_update_id"].tolist(),
         recs["symbol_seq"].tolist(),
@@ -228,31 +211,9 @@ def book_payloads(recs: np.ndarray, table: list[SymbolState], levels: int) -> li
         recs["exchange_ts_ns"].tolist(),
         recs["commit_ts_ns"].tolist(),
     )
-    payloads = _c_books(heads, bids, asks, *columns) if _c_books is not None else None
-    if payloads is None or None in payloads:
-        fu, lu, seq, synced, ets, cts = columns
-        printed = [
-            _BOOK_TAIL % parts
-            for parts in zip(
-                heads,
-                _level_texts(bids),
-                _level_texts(asks),
-                fu,
-                lu,
-                seq,
-                map(_JSON_BOOL.__getitem__, synced),
-                ets,
-                cts,
-                strict=True,
-            )
-        ]
-        payloads = (
-            printed
-            if payloads is None
-            else [p or q for p, q in zip(payloads, printed, strict=True)]
-        )
-    for i in short.tolist():  # fewer levels than `levels` on a side: the whole record's way
-        payloads[i] = _book_payload(recs[i], table, lv)
+    for i, payload in enumerate(payloads):
+        if payload is None:
+            payloads[i] = _book_payload(recs[i], table, lv)
     return payloads
 
 
