@@ -9,33 +9,22 @@ installs a compiler so this does not happen.
 
 from setuptools import Extension, setup
 
+
+def optional_c(name: str, source: str, **kw: object) -> Extension:
+    """One C extension with the project's flags, skipped (not failed) without a compiler."""
+    flags = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    return Extension(name, sources=[source], extra_compile_args=flags, optional=True, **kw)
+
+
 setup(
     ext_modules=[
-        Extension(
-            "mdpipe.shm._seqlock",
-            sources=["mdpipe/shm/_seqlock.c"],
-            include_dirs=["readers/c"],
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-            optional=True,
-        ),
-        Extension(
-            "mdpipe._book",
-            sources=["mdpipe/_book.c"],
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-            optional=True,
-        ),
-        Extension(
+        optional_c("mdpipe.shm._seqlock", "mdpipe/shm/_seqlock.c", include_dirs=["readers/c"]),
+        optional_c("mdpipe._book", "mdpipe/_book.c"),
+        optional_c(
             "mdpipe.venues._levels",
-            sources=["mdpipe/venues/_levels.c"],
+            "mdpipe/venues/_levels.c",
             define_macros=[("_GNU_SOURCE", "1")],  # memmem
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-            optional=True,
         ),
-        Extension(
-            "mdpipe.publisher._json",
-            sources=["mdpipe/publisher/_json.c"],
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-            optional=True,
-        ),
+        optional_c("mdpipe.publisher._json", "mdpipe/publisher/_json.c"),
     ]
 )
